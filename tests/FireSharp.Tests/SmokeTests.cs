@@ -1,0 +1,2 @@
+namespace FireSharp.Tests;
+public class SmokeTests { [Fact] public void Runs() => Assert.Equal(0, FireSharp.Cli.CliApp.Run([])); }
