@@ -1,0 +1,67 @@
+# FireSharp: `make run` shows it working, `make test` runs the suite. See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+FIRESHARP_CACHE ?= $(HOME)/.cache/firesharp
+export FIRESHARP_CACHE
+DOTNET ?= dotnet
+CONFIGURATION ?= Release
+BIN := build/firesharp
+APT_PACKAGES := build-essential gcc binutils make qemu-system-x86 busybox-static e2fsprogs cpio \
+                linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils iproute2 python3 clang zlib1g-dev
+
+.PHONY: help deps restore build test test-fast test-slow bench run clean
+
+help:
+	@echo "make run        build what is missing and boot the default guest (shows FireSharp doing its job)"
+	@echo "make test       the full test suite (fast + slow real-guest tests)"
+	@echo "make test-fast  unit tests and tiny-guest KVM tests only"
+	@echo "make bench      side-by-side benchmarks (P1-P3) against QEMU and the C reference runner"
+	@echo "make build      NativeAOT publish of the firesharp binary to $(BIN)"
+	@echo "make guests     tiny test guests (GNU as) into build/guests"
+	@echo "make deps       apt packages and the .NET restore (idempotent)"
+
+# Install what the project needs: Debian packages (only those missing) and the NuGet restore.
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing $$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "deps: apt packages present"; fi
+	$(DOTNET) restore FireSharp.sln
+	$(DOTNET) restore src/Vmm/Vmm.csproj -r linux-x64
+
+restore:
+	$(DOTNET) restore FireSharp.sln
+
+VMM_SOURCES := $(shell find src/Vmm -name '*.cs' -o -name '*.csproj' 2>/dev/null) Directory.Build.props
+
+build: $(BIN)
+$(BIN): $(VMM_SOURCES)
+	$(DOTNET) publish src/Vmm/Vmm.csproj -c $(CONFIGURATION) -r linux-x64 -o build/publish --nologo -v quiet
+	@mkdir -p build && cp build/publish/firesharp $(BIN)
+	@echo "built $(BIN) ($$(du -h $(BIN) | cut -f1))"
+
+test: guests
+	FIRESHARP_TEST_FILTER= bash tests/run-tests.sh
+
+test-fast: guests
+	FIRESHARP_TEST_FILTER='Category!=Slow' bash tests/run-tests.sh
+
+test-slow: guests
+	FIRESHARP_TEST_FILTER='Category=Slow' bash tests/run-tests.sh
+
+bench: build guests portio-runner
+	bash tests/bench/run-bench.sh
+
+run: build guests
+	bash scripts/run-demo.sh
+
+clean:
+	rm -rf build
+	find . -name bin -o -name obj -type d -prune -exec rm -rf {} +
+
+include tests/guests/guests.mk
+-include kernel-config/kernel.mk
+-include rootfs/rootfs.mk

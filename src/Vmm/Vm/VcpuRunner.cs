@@ -1,0 +1,194 @@
+using FireSharp.Boot;
+using FireSharp.Kvm;
+using FireSharp.Kvm.Interop;
+using Microsoft.Extensions.Logging;
+using static FireSharp.Kvm.Interop.KvmConstants;
+
+namespace FireSharp.Vm;
+
+/// <summary>One vCPU's thread: KVM_RUN in a loop, dispatching exits to the machine's buses.</summary>
+internal sealed class VcpuRunner(VirtualMachine machine, KvmVcpu vcpu)
+{
+    private Thread? _thread;
+    private nuint _pthread;
+    private int _int3Fixups, _fwaitFixups;
+
+    public KvmVcpu Vcpu { get; } = vcpu;
+
+    public void Start()
+    {
+        Signals.EnsureKickHandler();
+        _thread = new Thread(ThreadMain) { Name = $"vcpu{Vcpu.Id}", IsBackground = true };
+        _thread.Start();
+    }
+
+    /// <summary>
+    /// Makes the vCPU leave KVM_RUN soon: immediate_exit covers the window before it enters the guest,
+    /// the signal covers the time inside it.
+    /// </summary>
+    public void Kick()
+    {
+        Vcpu.ImmediateExit = true;
+        nuint t = Volatile.Read(ref _pthread);
+        if (t != 0) Signals.Kick(t);
+    }
+
+    private void ThreadMain()
+    {
+        Volatile.Write(ref _pthread, Signals.PthreadSelf());
+        try
+        {
+            while (!machine.StopRequested)
+            {
+                if (machine.PauseRequested)
+                {
+                    machine.OnVcpuPaused();
+                    continue;
+                }
+                if (Vcpu.Run() == RunResult.Interrupted)
+                {
+                    Vcpu.ImmediateExit = false;
+                    // Full fence: the pause/stop flags must be read after immediate_exit is cleared, or a
+                    // kick that lands in between could be lost (see Kick).
+                    Interlocked.MemoryBarrier();
+                    continue;
+                }
+                if (HandleExit() is { } exit)
+                {
+                    machine.RequestExit(exit);
+                    break;
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            machine.RequestExit(new VmExit(VmExitKind.VmmError, e.Message, Vcpu.Id));
+        }
+        finally
+        {
+            Volatile.Write(ref _pthread, 0);
+            machine.OnVcpuThreadExit();
+        }
+    }
+
+    /// <summary>Handles the current exit; returns a reason when the VM must end.</summary>
+    private VmExit? HandleExit()
+    {
+        switch (Vcpu.ExitReason)
+        {
+            case KVM_EXIT_IO:
+                HandleIo();
+                return null;
+            case KVM_EXIT_MMIO:
+                HandleMmio();
+                return null;
+            case KVM_EXIT_INTR:
+                return null;
+            case KVM_EXIT_HLT:
+                return new VmExit(VmExitKind.Halt, $"guest halted (HLT) at rip=0x{Vcpu.GetRegs().rip:x}", Vcpu.Id);
+            case KVM_EXIT_SHUTDOWN:
+                return new VmExit(VmExitKind.TripleFault, $"triple fault (KVM_EXIT_SHUTDOWN) at rip=0x{Vcpu.GetRegs().rip:x}", Vcpu.Id);
+            case KVM_EXIT_FAIL_ENTRY:
+                return new VmExit(VmExitKind.FailEntry, $"KVM could not enter the guest (KVM_EXIT_FAIL_ENTRY, hardware reason 0x{Vcpu.FailEntryReason:x})", Vcpu.Id);
+            case KVM_EXIT_SYSTEM_EVENT:
+                return Vcpu.SystemEventType switch
+                {
+                    KVM_SYSTEM_EVENT_SHUTDOWN => new VmExit(VmExitKind.PowerOff, "guest powered off", Vcpu.Id),
+                    KVM_SYSTEM_EVENT_RESET => new VmExit(VmExitKind.Reset, "guest reset", Vcpu.Id),
+                    KVM_SYSTEM_EVENT_CRASH => new VmExit(VmExitKind.GuestCrash, "guest reported a crash", Vcpu.Id),
+                    var t => new VmExit(VmExitKind.VmmError, $"unknown KVM system event {t}", Vcpu.Id),
+                };
+            case KVM_EXIT_INTERNAL_ERROR:
+                return HandleInternalError();
+            case var reason:
+                return new VmExit(VmExitKind.VmmError, $"unexpected KVM exit reason {reason} at rip=0x{Vcpu.GetRegs().rip:x}", Vcpu.Id);
+        }
+    }
+
+    private void HandleIo()
+    {
+        var data = Vcpu.IoData;
+        int size = Vcpu.IoSize;
+        ushort port = Vcpu.IoPort;
+        bool output = Vcpu.IoDirection == KVM_EXIT_IO_OUT;
+        for (int off = 0; off + size <= data.Length; off += size)
+        {
+            var item = data.Slice(off, size);
+            if (output) machine.PortBus.Write(port, item);
+            else if (!machine.PortBus.Read(port, item)) item.Fill(0xff); // unclaimed ports float high
+        }
+    }
+
+    private void HandleMmio()
+    {
+        var data = Vcpu.MmioData;
+        ulong address = Vcpu.MmioAddress;
+        if (Vcpu.MmioIsWrite) machine.MmioBus.Write(address, data);
+        else if (!machine.MmioBus.Read(address, data)) data.Fill(0xff);
+    }
+
+    /// <summary>
+    /// On PVM, KVM's emulator runs all guest kernel code and lacks a few instructions. The one-byte ones
+    /// have simple semantics, so FireSharp completes them: int3 becomes an injected #BP (the guest's
+    /// handler then runs as on hardware) and fwait, with no x87 exception pending, is a no-op.
+    /// </summary>
+    private VmExit? HandleInternalError()
+    {
+        uint sub = Vcpu.InternalSuberror;
+        var regs = Vcpu.GetRegs();
+        if (machine.IsPvm && sub == KVM_INTERNAL_ERROR_EMULATION && TryReadCodeByte(regs.rip, out byte op))
+        {
+            if (op == PvmQuirks.Int3)
+            {
+                if (_int3Fixups++ == 0)
+                    machine.Logger.LogInformation("PVM workaround: emulator lacks int3; injecting #BP (vcpu {Vcpu}, rip 0x{Rip:x})", Vcpu.Id, regs.rip);
+                regs.rip += 1;
+                Vcpu.SetRegs(regs);
+                var events = Vcpu.GetVcpuEvents();
+                events.exception_injected = 1;
+                events.exception_nr = 3;
+                events.exception_has_error_code = 0;
+                events.exception_pending = 0;
+                events.flags = 0;
+                Vcpu.SetVcpuEvents(events);
+                return null;
+            }
+            if (op == PvmQuirks.Fwait)
+            {
+                if (_fwaitFixups++ == 0)
+                    machine.Logger.LogInformation("PVM workaround: emulator lacks fwait; skipping it (vcpu {Vcpu}, rip 0x{Rip:x})", Vcpu.Id, regs.rip);
+                regs.rip += 1;
+                Vcpu.SetRegs(regs);
+                return null;
+            }
+        }
+        string bytes = TryReadCode(regs.rip, 8, out var code) ? Convert.ToHexString(code) : "unreadable";
+        string data = string.Join(' ', Vcpu.InternalData.ToArray().Select(d => $"0x{d:x}"));
+        string what = sub == KVM_INTERNAL_ERROR_EMULATION ? "instruction emulation failed" : $"suberror {sub}";
+        return new VmExit(VmExitKind.InternalError, $"KVM internal error: {what} at rip=0x{regs.rip:x} (code {bytes}; data {data})", Vcpu.Id);
+    }
+
+    private bool TryReadCodeByte(ulong rip, out byte value)
+    {
+        value = 0;
+        if (!TryReadCode(rip, 1, out var b)) return false;
+        value = b[0];
+        return true;
+    }
+
+    private bool TryReadCode(ulong rip, int length, out byte[] code)
+    {
+        code = [];
+        try
+        {
+            if (!Vcpu.TryTranslate(rip, out ulong gpa)) return false;
+            if (!machine.Memory.TryGetSpan(gpa, length, out var span)) return false;
+            code = span.ToArray();
+            return true;
+        }
+        catch (KvmException)
+        {
+            return false;
+        }
+    }
+}

@@ -1,0 +1,307 @@
+using FireSharp.Boot;
+using FireSharp.Devices;
+using FireSharp.Kvm;
+using FireSharp.Kvm.Interop;
+using FireSharp.Memory;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace FireSharp.Vm;
+
+/// <summary>What a VM is made of, before any device or kernel is added.</summary>
+public sealed record MachineOptions
+{
+    public const ulong MinMemoryBytes = 1 * MemoryLayout.MiB;
+    public const ulong MaxMemoryBytes = 1024 * MemoryLayout.GiB;
+
+    public required ulong MemoryBytes { get; init; }
+    public int VcpuCount { get; init; } = 1;
+
+    /// <summary>In-kernel PIC/IOAPIC/LAPIC and PIT. Without it HLT exits to the VMM (and ends the VM).</summary>
+    public bool InKernelIrqchip { get; init; } = true;
+
+    /// <summary>Apply the PVM workarounds; null = detect from the host.</summary>
+    public bool? Pvm { get; init; }
+
+    public ILogger Logger { get; init; } = NullLogger.Instance;
+}
+
+public enum VmState { Created, Running, Paused, Exited }
+
+/// <summary>Thrown for an invalid machine configuration (memory size, vCPU count), before anything is created.</summary>
+public sealed class MachineConfigException(string field, string message) : Exception($"{field}: {message}")
+{
+    public string Field { get; } = field;
+}
+
+/// <summary>
+/// A KVM VM with its guest memory, port-I/O and MMIO buses and vCPU threads. Devices are added to the
+/// buses by whoever builds the machine; they never see this class. Pause/resume/stop may be called
+/// from any thread. Dispose releases every fd, mapping and thread.
+/// </summary>
+public sealed class VirtualMachine : IDisposable
+{
+    /// <summary>KVM's Intel real-mode TSS (three pages) and EPT identity-map page, at the top of the MMIO gap.</summary>
+    public const ulong TssAddress = 0xfffb_d000, IdentityMapAddress = 0xfffb_c000;
+
+    private readonly KvmSystem _kvm;
+    private readonly VcpuRunner[] _runners;
+    private readonly object _stateLock = new(); // a Monitor, for Wait/PulseAll
+    private readonly ManualResetEventSlim _resumeEvent = new(true);
+    private readonly TaskCompletionSource<VmExit> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private VmExit? _exit;
+    private int _pausedCount;
+    private volatile bool _pauseRequested;
+    private volatile bool _stopRequested;
+    private int _runningThreads;
+    private VmState _state = VmState.Created;
+    private bool _disposed;
+
+    private VirtualMachine(MachineOptions options, KvmSystem kvm, KvmVm vm, GuestMemory memory, bool pvm)
+    {
+        Options = options;
+        Logger = options.Logger;
+        _kvm = kvm;
+        Kvm = vm;
+        Memory = memory;
+        IsPvm = pvm;
+        _runners = new VcpuRunner[options.VcpuCount];
+    }
+
+    public MachineOptions Options { get; }
+    public ILogger Logger { get; }
+    public KvmVm Kvm { get; }
+    public GuestMemory Memory { get; }
+    public bool IsPvm { get; }
+    public DeviceBus PortBus { get; } = new("port I/O");
+    public DeviceBus MmioBus { get; } = new("MMIO");
+    public IReadOnlyList<KvmVcpu> Vcpus => [.. _runners.Select(r => r.Vcpu)];
+
+    public VmState State { get { lock (_stateLock) return _state; } }
+
+    /// <summary>Completes when every vCPU thread has ended, with the first reason recorded.</summary>
+    public Task<VmExit> Exited => _exited.Task;
+
+    internal bool PauseRequested => _pauseRequested;
+    internal bool StopRequested => _stopRequested;
+
+    /// <summary>Validates options, opens KVM and creates the VM, memory, irqchip and vCPUs (not yet running).</summary>
+    public static VirtualMachine Create(MachineOptions options)
+    {
+        if (options.MemoryBytes < MachineOptions.MinMemoryBytes || options.MemoryBytes > MachineOptions.MaxMemoryBytes)
+            throw new MachineConfigException("mem", $"memory size {options.MemoryBytes / MemoryLayout.MiB} MiB is outside {MachineOptions.MinMemoryBytes / MemoryLayout.MiB} MiB..{MachineOptions.MaxMemoryBytes / MemoryLayout.GiB} GiB");
+        if (options.MemoryBytes % MemoryLayout.PageSize != 0)
+            throw new MachineConfigException("mem", "memory size must be a multiple of 4 KiB");
+        if (options.VcpuCount < 1)
+            throw new MachineConfigException("vcpus", $"vCPU count {options.VcpuCount} must be at least 1");
+
+        var kvm = KvmSystem.Open();
+        KvmVm? vm = null;
+        GuestMemory? memory = null;
+        VirtualMachine? machine = null;
+        try
+        {
+            int max = kvm.MaxVcpus;
+            if (options.VcpuCount > max)
+                throw new MachineConfigException("vcpus", $"{options.VcpuCount} vCPUs requested but this host's KVM allows at most {max}");
+            if (options.VcpuCount > 254)
+                throw new MachineConfigException("vcpus", "at most 254 vCPUs (xAPIC ids)");
+            ulong hostMemory = HostMemoryBytes();
+            if (hostMemory > 0 && options.MemoryBytes > hostMemory)
+                throw new MachineConfigException("mem", $"{options.MemoryBytes / MemoryLayout.MiB} MiB requested but the host has {hostMemory / MemoryLayout.MiB} MiB");
+
+            bool pvm = options.Pvm ?? KvmSystem.IsPvmHost;
+            vm = kvm.CreateVm();
+            memory = GuestMemory.CreateAnonymous(options.MemoryBytes);
+            machine = new VirtualMachine(options, kvm, vm, memory, pvm);
+            machine.Initialize();
+            return machine;
+        }
+        catch
+        {
+            if (machine is not null) machine.Dispose();
+            else
+            {
+                memory?.Dispose();
+                vm?.Dispose();
+                kvm.Dispose();
+            }
+            throw;
+        }
+    }
+
+    private void Initialize()
+    {
+        foreach (var region in Memory.Regions)
+            Kvm.SetUserMemoryRegion((uint)region.Slot, region.GuestAddress, region.Size, region.HostAddress);
+        Kvm.SetTssAddress(TssAddress);
+        Kvm.SetIdentityMapAddress(IdentityMapAddress);
+        if (Options.InKernelIrqchip)
+        {
+            Kvm.CreateIrqchip();
+            Kvm.CreatePit2();
+        }
+        if (IsPvm)
+            Logger.LogInformation("PVM host detected (/sys/module/kvm_pvm): guest kernel code runs in KVM's emulator; applying PVM workarounds");
+
+        var supported = _kvm.GetSupportedCpuid();
+        var masked = IsPvm ? PvmQuirks.MaskedFeatures : [];
+        foreach (var f in masked)
+            Logger.LogInformation("PVM workaround: hiding CPUID feature {Feature}", f.Name);
+
+        for (int i = 0; i < _runners.Length; i++)
+        {
+            var vcpu = Kvm.CreateVcpu(i);
+            _runners[i] = new VcpuRunner(this, vcpu);
+            vcpu.SetCpuid(Cpuid.ForVcpu(supported, i, _runners.Length, masked));
+            foreach (var refused in CpuSetup.SetupMsrs(vcpu))
+                Logger.LogWarning("vcpu {Vcpu}: host refused initial value of MSR {Msr}", i, refused);
+            if (Options.InKernelIrqchip) CpuSetup.SetupLapic(vcpu);
+        }
+    }
+
+    /// <summary>An interrupt line to a GSI of the in-kernel irqchip.</summary>
+    public IInterruptLine InterruptLine(uint gsi) =>
+        Options.InKernelIrqchip ? new KvmInterruptLine(Kvm, gsi) : NullInterruptLine.Instance;
+
+    /// <summary>Starts one thread per vCPU.</summary>
+    public void Start()
+    {
+        lock (_stateLock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_state != VmState.Created) throw new InvalidOperationException($"cannot start a VM in state {_state}");
+            _state = VmState.Running;
+            _runningThreads = _runners.Length;
+        }
+        foreach (var r in _runners) r.Start();
+    }
+
+    /// <summary>Stops every vCPU outside KVM_RUN and waits until all are parked. Returns false on timeout.</summary>
+    public bool Pause(TimeSpan timeout)
+    {
+        lock (_stateLock)
+        {
+            if (_state == VmState.Paused) return true;
+            if (_state != VmState.Running) throw new InvalidOperationException($"cannot pause a VM in state {_state}");
+            _resumeEvent.Reset();
+            _pauseRequested = true;
+        }
+        KickAll();
+        var deadline = DateTime.UtcNow + timeout;
+        lock (_stateLock)
+        {
+            while (Volatile.Read(ref _pausedCount) < Volatile.Read(ref _runningThreads) && !_stopRequested)
+            {
+                var left = deadline - DateTime.UtcNow;
+                if (left <= TimeSpan.Zero) return false;
+                Monitor.Wait(_stateLock, left);
+            }
+            if (_stopRequested) return false;
+            _state = VmState.Paused;
+            return true;
+        }
+    }
+
+    public void Resume()
+    {
+        lock (_stateLock)
+        {
+            if (_state == VmState.Running) return;
+            if (_state != VmState.Paused) throw new InvalidOperationException($"cannot resume a VM in state {_state}");
+            _pauseRequested = false;
+            _state = VmState.Running;
+            _resumeEvent.Set();
+        }
+    }
+
+    /// <summary>Ends the VM (if still running) with <see cref="VmExitKind.Stopped"/> and waits for every vCPU thread.</summary>
+    public VmExit Stop(TimeSpan? timeout = null)
+    {
+        RequestExit(new VmExit(VmExitKind.Stopped, "stopped by the host"));
+        if (State == VmState.Created) return _exit!;
+        if (!_exited.Task.Wait(timeout ?? TimeSpan.FromSeconds(10)))
+            throw new TimeoutException("vCPU threads did not stop in time");
+        return _exited.Task.Result;
+    }
+
+    /// <summary>Records why the VM ends (the first reason wins) and kicks every vCPU out of the guest.</summary>
+    public void RequestExit(VmExit exit)
+    {
+        if (Interlocked.CompareExchange(ref _exit, exit, null) is null && exit.Kind != VmExitKind.Stopped)
+            Logger.LogInformation("VM exit: {Exit}", exit);
+        _stopRequested = true;
+        _resumeEvent.Set();
+        lock (_stateLock)
+        {
+            Monitor.PulseAll(_stateLock);
+            if (_state == VmState.Created)
+            {
+                _state = VmState.Exited;
+                _exited.TrySetResult(_exit!);
+            }
+        }
+        KickAll();
+    }
+
+    private void KickAll()
+    {
+        foreach (var r in _runners) r?.Kick();
+    }
+
+    internal void OnVcpuPaused()
+    {
+        lock (_stateLock)
+        {
+            _pausedCount++;
+            Monitor.PulseAll(_stateLock);
+        }
+        _resumeEvent.Wait();
+        lock (_stateLock) _pausedCount--;
+    }
+
+    internal void OnVcpuThreadExit()
+    {
+        if (Interlocked.Decrement(ref _runningThreads) != 0) return;
+        lock (_stateLock)
+        {
+            _state = VmState.Exited;
+            Monitor.PulseAll(_stateLock);
+        }
+        _exited.TrySetResult(_exit ?? new VmExit(VmExitKind.VmmError, "all vCPUs ended without a reason"));
+    }
+
+    private static ulong HostMemoryBytes()
+    {
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/meminfo"))
+            {
+                if (!line.StartsWith("MemTotal:", StringComparison.Ordinal)) continue;
+                var parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                return ulong.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
+            }
+        }
+        catch (IOException) { }
+        return 0;
+    }
+
+    public void Dispose()
+    {
+        lock (_stateLock)
+        {
+            if (_disposed) return;
+            _disposed = true;
+        }
+        if (State is VmState.Running or VmState.Paused)
+        {
+            try { Stop(); }
+            catch (TimeoutException e) { Logger.LogError("VM dispose: {Error}", e.Message); }
+        }
+        foreach (var r in _runners) r?.Vcpu.Dispose();
+        Kvm.Dispose();
+        Memory.Dispose();
+        _kvm.Dispose();
+        _resumeEvent.Dispose();
+    }
+}
