@@ -17,7 +17,7 @@ int main(void)
     SZ(kvm_fpu); SZ(kvm_msr_entry); SZ(kvm_msrs); SZ(kvm_msr_list); SZ(kvm_cpuid_entry2); SZ(kvm_cpuid2);
     SZ(kvm_lapic_state); SZ(kvm_mp_state); SZ(kvm_vcpu_events); SZ(kvm_irq_level); SZ(kvm_irqfd);
     SZ(kvm_ioeventfd); SZ(kvm_pit_config); SZ(kvm_irqchip); SZ(kvm_pit_state2); SZ(kvm_pit_channel_state);
-    SZ(kvm_clock_data); SZ(kvm_debugregs); SZ(kvm_xcrs); SZ(kvm_xsave); SZ(kvm_dirty_log); SZ(kvm_enable_cap);
+    SZ(kvm_clock_data); SZ(kvm_debugregs); SZ(kvm_xcrs); SZ(kvm_xcr); SZ(kvm_xsave); SZ(kvm_dirty_log); SZ(kvm_enable_cap);
     SZ(kvm_run); SZ(kvm_translation); SZ(kvm_pic_state); SZ(kvm_ioapic_state);
 
     OFF(kvm_userspace_memory_region, guest_phys_addr); OFF(kvm_userspace_memory_region, memory_size);

@@ -11,13 +11,10 @@ namespace FireSharp.Boot;
 /// </summary>
 public static class CpuSetup
 {
-    // Guest physical addresses of the boot-time structures (see docs/layout.md and anchors.md).
-    public const ulong GdtAddress = 0x500;
-    public const ulong IdtAddress = 0x520;
-    public const ulong Pml4Address = 0x9000;
-    public const ulong PdptAddress = 0xa000;
-    public const ulong PdAddress = 0xb000;
-    public const ulong BootStackPointer = 0x8ff0;
+    // Guest physical addresses of the boot-time structures: see BootLayout.
+    private const ulong GdtAddress = BootLayout.GdtGpa, IdtAddress = BootLayout.IdtGpa;
+    private const ulong Pml4Address = BootLayout.Pml4Gpa, PdptAddress = BootLayout.PdptGpa, PdAddress = BootLayout.PdGpa;
+    private const ulong BootStackPointer = BootLayout.BootStackPointer;
 
     private const ulong Cr0PE = 1, Cr0ET = 1 << 4, Cr0NE = 1 << 5, Cr0PG = 1UL << 31;
     private const ulong Cr4PAE = 1 << 5;

@@ -1,6 +1,16 @@
+using System.CommandLine;
+
 namespace FireSharp.Cli;
 
+/// <summary>The firesharp command line: one binary for the foreground runner (and, later, daemon and client).</summary>
 public static class CliApp
 {
-    public static int Run(string[] args) => 0;
+    public static int Run(string[] args)
+    {
+        var root = new RootCommand("FireSharp: KVM microVMs")
+        {
+            RunCommand.Create(),
+        };
+        return root.Parse(args).Invoke();
+    }
 }

@@ -4,27 +4,18 @@ namespace FireSharp.Kvm.Interop;
 
 /// <summary>
 /// The signal used to kick a vCPU thread out of KVM_RUN. The .NET runtime uses SIGRTMIN itself (thread
-/// activation for GC suspension), so FireSharp takes SIGRTMIN+6, installs a no-op handler without
-/// SA_RESTART (so KVM_RUN returns EINTR), and sets kvm_run.immediate_exit before sending it so a vCPU
-/// that is between two KVM_RUN calls does not miss the kick.
+/// activation for GC suspension), so FireSharp takes SIGRTMIN+6. Its handler must be native code: a
+/// signal can interrupt a thread that is running managed code, where an [UnmanagedCallersOnly] handler
+/// would fail fast. So the runtime's own native handler is used, through PosixSignalRegistration with a
+/// raw signal number (documented as supported); it only records the signal. KVM_RUN returns EINTR when
+/// a signal is pending (never restarted, whatever SA_RESTART says), and kvm_run.immediate_exit is set
+/// before sending it so a vCPU that is between two KVM_RUN calls does not miss the kick.
 /// </summary>
-public static unsafe partial class Signals
+public static partial class Signals
 {
     private static int s_kickSignal;
+    private static PosixSignalRegistration? s_registration;
     private static readonly Lock s_lock = new();
-
-    // glibc's userland struct sigaction on x86_64: handler, 128-byte mask, flags, restorer.
-    [StructLayout(LayoutKind.Sequential)]
-    private struct SigAction
-    {
-        public nint sa_handler;
-        public fixed ulong sa_mask[16];
-        public int sa_flags;
-        public nint sa_restorer;
-    }
-
-    [LibraryImport("libc", EntryPoint = "sigaction", SetLastError = true)]
-    private static partial int sigaction(int signum, SigAction* act, SigAction* oldact);
 
     [LibraryImport("libc", EntryPoint = "pthread_self")]
     public static partial nuint PthreadSelf();
@@ -35,9 +26,6 @@ public static unsafe partial class Signals
     [LibraryImport("libc", EntryPoint = "__libc_current_sigrtmin")]
     private static partial int CurrentSigRtMin();
 
-    [UnmanagedCallersOnly]
-    private static void OnKick(int signal) { }
-
     /// <summary>Installs the kick handler once per process and returns the signal number.</summary>
     public static int EnsureKickHandler()
     {
@@ -45,16 +33,13 @@ public static unsafe partial class Signals
         {
             if (s_kickSignal != 0) return s_kickSignal;
             int sig = CurrentSigRtMin() + 6;
-            SigAction act = default;
-            act.sa_handler = (nint)(delegate* unmanaged<int, void>)&OnKick;
-            act.sa_flags = 0; // deliberately not SA_RESTART
-            if (sigaction(sig, &act, null) != 0)
-                throw new KvmException("sigaction(vcpu kick)", Marshal.GetLastPInvokeError());
+            // Cancel = true: the kick is not a request to terminate (the default action of an RT signal).
+            s_registration = PosixSignalRegistration.Create((PosixSignal)sig, static ctx => ctx.Cancel = true);
             s_kickSignal = sig;
             return sig;
         }
     }
 
     /// <summary>Sends the kick signal to a thread. ESRCH (thread already gone) is not an error.</summary>
-    public static void Kick(nuint thread) => pthread_kill(thread, EnsureKickHandler());
+    public static void Kick(nuint thread) => _ = pthread_kill(thread, EnsureKickHandler());
 }

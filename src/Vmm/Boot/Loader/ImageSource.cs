@@ -1,0 +1,127 @@
+using FireSharp.Memory;
+using Microsoft.Win32.SafeHandles;
+
+namespace FireSharp.Boot;
+
+/// <summary>
+/// Random-access bytes of a kernel image: a file read with pread (so segments go straight into guest memory,
+/// one copy) or an in-memory buffer. Callers check every range with <see cref="Has"/> before reading.
+/// </summary>
+internal abstract class ImageSource : IDisposable
+{
+    public abstract string Name { get; }
+    public abstract long Length { get; }
+
+    /// <summary>True when [offset, offset+size) lies within the image. Overflow-free for hostile values.</summary>
+    public bool Has(ulong offset, ulong size) => offset <= (ulong)Length && size <= (ulong)Length - offset;
+
+    /// <summary>Reads exactly <paramref name="destination"/>.Length bytes at <paramref name="offset"/>.</summary>
+    public abstract void ReadExactly(long offset, Span<byte> destination);
+
+    public byte[] ReadArray(long offset, int count)
+    {
+        var buffer = new byte[count];
+        ReadExactly(offset, buffer);
+        return buffer;
+    }
+
+    /// <summary>Copies [offset, offset+size) of the image to guest memory at <paramref name="gpa"/>, in chunks.</summary>
+    public void CopyToGuest(GuestMemory mem, ulong gpa, long offset, ulong size)
+    {
+        while (size > 0)
+        {
+            int chunk = (int)Math.Min(size, GuestChunk);
+            ReadExactly(offset, mem.GetSpan(gpa, chunk));
+            offset += chunk;
+            gpa += (ulong)chunk;
+            size -= (ulong)chunk;
+        }
+    }
+
+    /// <summary>Largest single span handed to the guest-memory accessors (they take int lengths).</summary>
+    internal const int GuestChunk = 1 << 30;
+
+    public virtual void Dispose() { }
+
+    public static ImageSource OpenFile(string path, string what)
+    {
+        try
+        {
+            var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+            try
+            {
+                return new FileImageSource(handle, path, RandomAccess.GetLength(handle));
+            }
+            catch
+            {
+                handle.Dispose();
+                throw;
+            }
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new BootException(BootErrorReason.FileNotFound, $"{what} file not found: {path}", e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException or ArgumentException)
+        {
+            throw new BootException(BootErrorReason.FileUnreadable, $"cannot open {what} file {path}: {e.Message}", e);
+        }
+    }
+}
+
+internal sealed class MemoryImageSource(ReadOnlyMemory<byte> bytes, string name) : ImageSource
+{
+    public override string Name => name;
+    public override long Length => bytes.Length;
+
+    public override void ReadExactly(long offset, Span<byte> destination)
+    {
+        if (!Has((ulong)offset, (ulong)destination.Length))
+            throw new BootException(BootErrorReason.Truncated, $"{name}: read of {destination.Length} bytes at offset {offset} is past the end ({Length} bytes)");
+        bytes.Span.Slice((int)offset, destination.Length).CopyTo(destination);
+    }
+}
+
+internal sealed class FileImageSource(SafeFileHandle handle, string path, long length) : ImageSource
+{
+    public override string Name => path;
+    public override long Length => length;
+
+    public override void ReadExactly(long offset, Span<byte> destination)
+    {
+        if (!Has((ulong)offset, (ulong)destination.Length))
+            throw new BootException(BootErrorReason.Truncated, $"{path}: read of {destination.Length} bytes at offset {offset} is past the end ({Length} bytes)");
+        try
+        {
+            while (!destination.IsEmpty)
+            {
+                int n = RandomAccess.Read(handle, destination, offset);
+                if (n <= 0)
+                    throw new BootException(BootErrorReason.Truncated, $"{path}: file shrank while reading (end at offset {offset}, expected {Length} bytes)");
+                destination = destination[n..];
+                offset += n;
+            }
+        }
+        catch (IOException e)
+        {
+            throw new BootException(BootErrorReason.FileUnreadable, $"cannot read {path} at offset {offset}: {e.Message}", e);
+        }
+    }
+
+    public override void Dispose() => handle.Dispose();
+}
+
+internal static class GuestFill
+{
+    /// <summary>Zeroes [gpa, gpa+size) in chunks (size may exceed int.MaxValue).</summary>
+    public static void Zero(GuestMemory mem, ulong gpa, ulong size)
+    {
+        while (size > 0)
+        {
+            int chunk = (int)Math.Min(size, ImageSource.GuestChunk);
+            mem.Clear(gpa, chunk);
+            gpa += (ulong)chunk;
+            size -= (ulong)chunk;
+        }
+    }
+}
