@@ -38,24 +38,24 @@ restore:
 VMM_SOURCES := $(shell find src/Vmm -name '*.cs' -o -name '*.csproj' 2>/dev/null) Directory.Build.props
 
 build: $(BIN)
-$(BIN): $(VMM_SOURCES)
+$(BIN): $(VMM_SOURCES) | deps
 	$(DOTNET) publish src/Vmm/Vmm.csproj -c $(CONFIGURATION) -r linux-x64 -o build/publish --nologo -v quiet
 	@mkdir -p build && cp build/publish/firesharp $(BIN)
 	@echo "built $(BIN) ($$(du -h $(BIN) | cut -f1))"
 
-test: guests
+test: deps guests kernel rootfs
 	FIRESHARP_TEST_FILTER= bash tests/run-tests.sh
 
-test-fast: guests
+test-fast: deps guests
 	FIRESHARP_TEST_FILTER='Category!=Slow' bash tests/run-tests.sh
 
-test-slow: guests
+test-slow: deps guests kernel rootfs
 	FIRESHARP_TEST_FILTER='Category=Slow' bash tests/run-tests.sh
 
-bench: build guests portio-runner
+bench: deps build guests portio-runner
 	bash tests/bench/run-bench.sh
 
-run: build guests
+run: deps build guests kernel rootfs
 	bash scripts/run-demo.sh
 
 clean:
