@@ -17,13 +17,13 @@ public static partial class Signals
     private static PosixSignalRegistration? s_registration;
     private static readonly Lock s_lock = new();
 
-    [LibraryImport("libc", EntryPoint = "pthread_self")]
+    [LibraryImport("libc.so.6", EntryPoint = "pthread_self")]
     public static partial nuint PthreadSelf();
 
-    [LibraryImport("libc", EntryPoint = "pthread_kill")]
+    [LibraryImport("libc.so.6", EntryPoint = "pthread_kill")]
     private static partial int pthread_kill(nuint thread, int sig);
 
-    [LibraryImport("libc", EntryPoint = "__libc_current_sigrtmin")]
+    [LibraryImport("libc.so.6", EntryPoint = "__libc_current_sigrtmin")]
     private static partial int CurrentSigRtMin();
 
     /// <summary>Installs the kick handler once per process and returns the signal number.</summary>

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# FireSharp side-by-side benchmarks P1-P3 (`make bench`, which builds the inputs first).
+#
+#   P1  process start -> guest exit, hello.elf: FireSharp vs QEMU microvm (wall + CPU, median/p90)
+#   P2  port-I/O exits/s, portio-loop.elf: FireSharp vs the C reference runner (and QEMU)
+#   P3  peak RSS of the VMM with an idle 128 MiB guest (counter.elf): FireSharp vs QEMU
+#
+# The measuring and the method notes are in tests/bench/bench.py (its docstring). This wrapper
+# checks the inputs, prints where the figures were measured, and runs it under an overall timeout.
+# It is a report, not a test: it exits 0 when a target is missed and non-zero only when something
+# fails to run.
+#
+# Knobs (environment): BENCH_P1_RUNS (12), BENCH_P2_RUNS (5), BENCH_P2_N (100000),
+# BENCH_P2_QEMU (1 = also time QEMU in P2), BENCH_P3_HOLD (2 s), BENCH_ONLY (p1,p2,p3),
+# BENCH_TIMEOUT (280 s for the whole run), FIRESHARP_BIN, PORTIO_RUNNER, GUEST_OUT, QEMU.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+FIRESHARP_BIN=${FIRESHARP_BIN:-build/firesharp}
+PORTIO_RUNNER=${PORTIO_RUNNER:-build/bench/portio-runner}
+GUEST_OUT=${GUEST_OUT:-build/guests}
+QEMU=${QEMU:-qemu-system-x86_64}
+
+die() { echo "bench: $*" >&2; exit 1; }
+
+for f in "$FIRESHARP_BIN" "$PORTIO_RUNNER"; do
+  [ -x "$f" ] || die "$f is missing (run: make build guests portio-runner)"
+done
+for g in hello portio-loop counter; do
+  [ -f "$GUEST_OUT/$g.elf" ] || die "$GUEST_OUT/$g.elf is missing (run: make guests)"
+done
+command -v "$QEMU" >/dev/null || die "$QEMU not found (Debian package qemu-system-x86; make deps)"
+command -v python3 >/dev/null || die "python3 not found (make deps)"
+command -v timeout >/dev/null || die "timeout (coreutils) not found"
+[ -r /dev/kvm ] && [ -w /dev/kvm ] || die "/dev/kvm is not usable by $(id -un)"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/firesharp-bench.XXXXXX")
+cleanup() { rm -rf "$WORK"; }
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+echo "FireSharp benchmarks P1-P3, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+if [ -d /sys/module/kvm_pvm ]; then
+  echo "Host: measured on PVM (software virtualization), not hardware KVM. Figures are PVM figures."
+else
+  if grep -qwE 'vmx|svm' /proc/cpuinfo; then
+    echo "Host: hardware KVM ($(grep -qw vmx /proc/cpuinfo && echo Intel VMX || echo AMD SVM))"
+  else
+    echo "Host: KVM without vmx/svm CPU flags and without kvm_pvm (unknown backing)"
+  fi
+fi
+echo "CPU: ${cpu:-unknown}, $(nproc) cores; kernel $(uname -r); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "FireSharp: $FIRESHARP_BIN ($(git rev-parse --short HEAD 2>/dev/null || echo 'no git')$(git diff --quiet HEAD -- src 2>/dev/null || echo ', src modified')); peer: $("$QEMU" --version | head -n1); C runner: $PORTIO_RUNNER"
+[ -x /usr/bin/time ] || echo "note: /usr/bin/time is missing (Debian package 'time'); P3 reads the VMM's VmHWM from /proc just before SIGTERM instead"
+echo
+
+set +e
+timeout -k 10 "${BENCH_TIMEOUT:-280}" python3 -u tests/bench/bench.py \
+  --work "$WORK" --firesharp "$FIRESHARP_BIN" --runner "$PORTIO_RUNNER" --guests "$GUEST_OUT" --qemu "$QEMU" \
+  --p1-runs "${BENCH_P1_RUNS:-12}" --p2-runs "${BENCH_P2_RUNS:-5}" --p2-n "${BENCH_P2_N:-100000}" \
+  --p2-qemu "${BENCH_P2_QEMU:-1}" --p3-hold "${BENCH_P3_HOLD:-2}" --only "${BENCH_ONLY:-p1,p2,p3}"
+rc=$?
+set -e
+if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+  echo "bench: FAILED: the whole run exceeded ${BENCH_TIMEOUT:-280} s" >&2
+fi
+exit "$rc"
