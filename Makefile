@@ -65,3 +65,5 @@ clean:
 include tests/guests/guests.mk
 -include kernel-config/kernel.mk
 -include rootfs/rootfs.mk
+# Feature fragments (one per concern), e.g. mk/virtio.mk, mk/daemon.mk.
+-include $(wildcard mk/*.mk)
