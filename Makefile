@@ -10,7 +10,7 @@ BIN := build/firesharp
 APT_PACKAGES := build-essential gcc binutils make qemu-system-x86 busybox-static e2fsprogs cpio \
                 linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils iproute2 python3 clang zlib1g-dev time
 
-.PHONY: help deps restore build test test-fast test-slow bench run clean
+.PHONY: help deps restore build test test-fast test-slow bench bench-boot run clean
 
 help:
 	@echo "make run        build what is missing and boot the default guest (shows FireSharp doing its job)"
@@ -54,6 +54,9 @@ test-slow: deps guests kernel rootfs
 
 bench: deps build guests portio-runner
 	bash tests/bench/run-bench.sh
+
+bench-boot: deps build kernel rootfs
+	bash tests/bench/bench-boot.sh
 
 run: deps build guests kernel rootfs
 	bash scripts/run-demo.sh

@@ -17,6 +17,12 @@ public static class PvmQuirks
         new("POPCNT (not emulated)", 0x1, 0, CpuidRegister.Ecx, 23),
         new("CX16 (cmpxchg16b is not emulated)", 0x1, 0, CpuidRegister.Ecx, 13),
         new("SMAP (clac/stac are not emulated)", 0x7, 0, CpuidRegister.Ebx, 20),
+        // KVM paravirtual features built on hypercalls: on PVM a guest hypercall is pathologically slow
+        // (RIP sampling found an AP stuck in __send_ipi_mask's KVM_HC_SEND_IPI during SMP bring-up, and
+        // the PTP clock driver spinning in kvm_hypercall2), so the guest uses the native paths instead.
+        new("KVM_FEATURE_PV_UNHALT (KVM_HC_KICK_CPU hypercall)", 0x4000_0001, 0, CpuidRegister.Eax, 7),
+        new("KVM_FEATURE_PV_SEND_IPI (KVM_HC_SEND_IPI hypercall)", 0x4000_0001, 0, CpuidRegister.Eax, 11),
+        new("KVM_FEATURE_PV_SCHED_YIELD (KVM_HC_SCHED_YIELD hypercall)", 0x4000_0001, 0, CpuidRegister.Eax, 13),
     ];
 
     /// <summary>

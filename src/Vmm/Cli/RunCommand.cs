@@ -68,6 +68,7 @@ internal static class RunCommand
             using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; vm.Machine.RequestExit(new VmExit(VmExitKind.Stopped, "interrupted")); });
             StartInputPump(vm.Serial);
             vm.Start();
+            RipSampler.StartIfRequested(vm.Machine);
             var exit = vm.Exited.GetAwaiter().GetResult();
             logger.LogInformation("guest ended after {Ms:F1} ms: {Exit}", Stopwatch.GetElapsedTime(start).TotalMilliseconds, exit);
             if (exit.IsClean) return ExitClean;

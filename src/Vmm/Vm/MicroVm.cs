@@ -79,7 +79,8 @@ public sealed class MicroVm : IDisposable
         });
         try
         {
-            var serial = new Serial16550(spec.Serial, machine.InterruptLine(Serial16550.Com1Irq));
+            var console = new PowerDownWatcher(spec.Serial, machine.RequestExit);
+            var serial = new Serial16550(console, machine.InterruptLine(Serial16550.Com1Irq));
             machine.PortBus.Register(Serial16550.Com1Port, Serial16550.PortCount, serial, "COM1 (16550)");
             var keyboard = new I8042(() => machine.RequestExit(new VmExit(VmExitKind.Reset, "guest reset through the i8042 controller")),
                 machine.InterruptLine(I8042.KeyboardIrq));
