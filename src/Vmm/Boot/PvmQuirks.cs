@@ -7,16 +7,26 @@ namespace FireSharp.Boot;
 public static class PvmQuirks
 {
     /// <summary>
-    /// CPUID features hidden from the guest because PVM's instruction emulator (which runs all guest
-    /// kernel code) lacks the instructions behind them.
+    /// CPUID features hidden from the guest: instructions PVM's emulator (which runs all guest kernel
+    /// code) lacks, and paravirtual features whose hypercalls are too slow there.
     /// </summary>
-    public static readonly IReadOnlyList<CpuidFeature> MaskedFeatures =
+    public static IReadOnlyList<CpuidFeature> MaskedFeatures =>
+        Environment.GetEnvironmentVariable(UnmaskVariable) is { Length: > 0 } unmask
+            ? [.. AllMaskedFeatures.Where(f => !unmask.Split(',').Any(u => f.Name.StartsWith(u, StringComparison.Ordinal)))]
+            : AllMaskedFeatures;
+
+    /// <summary>Experiment knob: comma-separated name prefixes of <see cref="AllMaskedFeatures"/> to leave visible.</summary>
+    public const string UnmaskVariable = "FIRESHARP_PVM_UNMASK";
+
+    /// <summary>Experiment knob: replaces the clearcpuid= list (empty: no clearcpuid parameter at all).</summary>
+    public const string ClearCpuidVariable = "FIRESHARP_PVM_CLEARCPUID";
+
+    // Found by booting the project's 6.1 guest with one change at a time (docs/pvm.md, "Minimal set"):
+    // XSAVE needs only `noxsave`, and SMAP and POPCNT need `clearcpuid` (their CPUID bits alone are not
+    // enough), so only CX16 is hidden here for a missing instruction.
+    private static readonly IReadOnlyList<CpuidFeature> AllMaskedFeatures =
     [
-        new("XSAVE (xrstor is not emulated)", 0x1, 0, CpuidRegister.Ecx, 26),
-        new("OSXSAVE", 0x1, 0, CpuidRegister.Ecx, 27),
-        new("POPCNT (not emulated)", 0x1, 0, CpuidRegister.Ecx, 23),
         new("CX16 (cmpxchg16b is not emulated)", 0x1, 0, CpuidRegister.Ecx, 13),
-        new("SMAP (clac/stac are not emulated)", 0x7, 0, CpuidRegister.Ebx, 20),
         // KVM paravirtual features built on hypercalls: on PVM a guest hypercall is pathologically slow
         // (RIP sampling found an AP stuck in __send_ipi_mask's KVM_HC_SEND_IPI during SMP bring-up, and
         // the PTP clock driver spinning in kvm_hypercall2), so the guest uses the native paths instead.
@@ -26,17 +36,20 @@ public static class PvmQuirks
     ];
 
     /// <summary>
-    /// Linux parameters a guest kernel needs on PVM. <c>clearcpuid</c> is needed as well as the CPUID mask
-    /// because the kernel consults its own feature table for SMAP.
+    /// Linux parameters a guest kernel needs on PVM.
     /// </summary>
-    public static readonly IReadOnlyList<(string Parameter, string Why)> LinuxParameters =
+    public static IReadOnlyList<(string Parameter, string Why)> LinuxParameters =>
+        Environment.GetEnvironmentVariable(ClearCpuidVariable) is { } list
+            ? [.. AllLinuxParameters.Where(p => !p.Parameter.StartsWith("clearcpuid=", StringComparison.Ordinal)),
+               .. list.Length > 0 ? [("clearcpuid=" + list, $"from {ClearCpuidVariable}")] : Array.Empty<(string, string)>()]
+            : AllLinuxParameters;
+
+    private static readonly IReadOnlyList<(string Parameter, string Why)> AllLinuxParameters =
     [
         ("noxsave", "xrstor is not emulated"),
-        // X86_FEATURE bit numbers (word*32+bit): SMAP, SMEP; POPCNT, MOVBE, AES, AVX, F16C, RDRAND, FMA,
-        // PCLMULQDQ, CX16, PCID; BMI1, AVX2, BMI2, ERMS, INVPCID, RDSEED, ADX, CLFLUSHOPT, CLWB, SHA_NI,
-        // FSGSBASE; RDTSCP, ABM, FSRM. A broad cut known to boot (docs/pvm.md); the minimal set is open.
-        ("clearcpuid=308,295,151,150,153,156,157,158,140,129,141,145,291,293,296,297,298,306,307,311,312,317,288,59,197,580",
-            "the emulator lacks instructions behind these features (SMAP clac/stac, POPCNT, CX16 cmpxchg16b, ...)"),
+        // X86_FEATURE bit numbers (word*32+bit): SMAP (9*32+20) and POPCNT (4*32+23). The minimal set:
+        // without SMAP the kernel dies on clac, without POPCNT on popcnt in __bitmap_weight.
+        ("clearcpuid=308,151", "clac/stac (SMAP) and popcnt are not emulated; hiding their CPUID bits is not enough"),
         ("tsc=reliable", "the TSC watchdog misfires under emulation"),
         ("no_timer_check", "the timer check fails under emulation"),
     ];
