@@ -17,9 +17,10 @@ $BIN run --kernel build/guests/hello.elf
 echo "== exited $? after $(( ($(date +%s%N) - start) / 1000000 )) ms (process start to guest reset)"
 
 echo
-echo "== 2. Linux guest: build/guest/vmlinux + build/guest/initramfs.cpio, 256 MiB, 1 vCPU"
+echo "== 2. Linux guest: build/guest/vmlinux, root filesystem build/guest/rootfs.ext4 on virtio-blk /dev/vda"
+echo "==    (read-only: it is the shared cached image), 256 MiB, 1 vCPU"
 start=$(date +%s%N)
-$BIN run --kernel build/guest/vmlinux --initrd build/guest/initramfs.cpio --mem-mib 256 \
+$BIN run --kernel build/guest/vmlinux --drive build/guest/rootfs.ext4:ro --mem-mib 256 \
   --cmdline "console=ttyS0 reboot=k panic=-1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd firesharp.script=1 firesharp.poweroff=1" \
   --log-level Information
 rc=$?

@@ -1,9 +1,12 @@
 using System.CommandLine;
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using FireSharp.Boot;
 using FireSharp.Devices.Legacy;
+using FireSharp.Devices.Virtio;
 using FireSharp.Kvm;
+using FireSharp.Snapshot;
 using FireSharp.Vm;
 using Microsoft.Extensions.Logging;
 
@@ -12,53 +15,78 @@ namespace FireSharp.Cli;
 /// <summary>
 /// <c>firesharp run</c>: boots one guest in the foreground with its console on stdout (or a file).
 /// Exit codes: 0 the guest reset or powered off; 1 it ended abnormally (triple fault, emulation
-/// failure, ...); 2 invalid input (missing or malformed kernel, bad sizes); 3 KVM is unusable.
+/// failure, ...); 2 invalid input (missing or malformed kernel, bad sizes, a snapshot that cannot be
+/// restored); 3 KVM is unusable; 4 the snapshot requested with --snapshot-dir failed. The snapshot
+/// options (--restore, --snapshot-dir, ...) are described in <see cref="RunSnapshotOptions"/>.
 /// </summary>
 internal static class RunCommand
 {
-    public const int ExitClean = 0, ExitGuestFailed = 1, ExitBadInput = 2, ExitNoKvm = 3;
+    public const int ExitClean = 0, ExitGuestFailed = 1, ExitBadInput = 2, ExitNoKvm = 3, ExitSnapshotFailed = 4;
 
     public static Command Create()
     {
-        var kernel = new Option<string>("--kernel") { Description = "kernel: a PVH ELF, an ELF vmlinux or a bzImage", Required = true };
+        var kernel = new Option<string?>("--kernel") { Description = "kernel: a PVH ELF, an ELF vmlinux or a bzImage (or use --restore)" };
         var initrd = new Option<string?>("--initrd") { Description = "initramfs to load at the top of low memory" };
         var memMib = new Option<ulong>("--mem-mib") { Description = "guest memory in MiB", DefaultValueFactory = _ => 128 };
         var vcpus = new Option<int>("--vcpus") { Description = "number of vCPUs", DefaultValueFactory = _ => 1 };
         var cmdline = new Option<string?>("--cmdline") { Description = "kernel command line (Linux default: console=ttyS0 reboot=k panic=-1 ...)" };
         var serial = new Option<string>("--serial") { Description = "where the COM1 console goes: stdout or a file path", DefaultValueFactory = _ => "stdout" };
         var pvh = new Option<bool>("--pvh") { Description = "enter an ELF kernel through PVH even if it has a 64-bit entry" };
+        var drives = new Option<string[]>("--drive")
+        {
+            Description = "virtio-blk drive, repeatable: PATH[:ro|:rw][:root][:id=SERIAL] (raw image; id = GET_ID serial). "
+                + "Without --initrd the drive marked :root, else the first one, is the root filesystem (root=/dev/vdX)",
+            Arity = ArgumentArity.ZeroOrMore,
+        };
         var logLevel = new Option<LogLevel>("--log-level") { Description = "stderr log level", DefaultValueFactory = _ => LogLevel.Warning };
 
         var command = new Command("run", "run a guest in the foreground until it resets, powers off or fails")
         {
-            kernel, initrd, memMib, vcpus, cmdline, serial, pvh, logLevel,
+            kernel, initrd, memMib, vcpus, cmdline, serial, pvh, drives, logLevel,
         };
-        command.SetAction(parse => Execute(new VmSpec
+        var snapshotOptions = new RunSnapshotOptions();
+        foreach (var o in snapshotOptions.All) command.Options.Add(o);
+        command.SetAction(parse => ParseDrives(parse.GetValue(drives), parse.GetValue(initrd)) is not { } driveSpecs ? ExitBadInput : Execute(new VmSpec
         {
-            KernelPath = parse.GetValue(kernel)!,
+            KernelPath = parse.GetValue(kernel) ?? "",
             InitrdPath = parse.GetValue(initrd),
             MemoryMib = parse.GetValue(memMib),
             Vcpus = parse.GetValue(vcpus),
             Cmdline = parse.GetValue(cmdline),
             PreferPvh = parse.GetValue(pvh),
-        }, parse.GetValue(serial)!, parse.GetValue(logLevel)));
+            Drives = driveSpecs,
+        }, parse.GetValue(serial)!, parse.GetValue(logLevel), snapshotOptions.Parse(parse), parse.GetValue(kernel)));
         return command;
     }
 
-    private static int Execute(VmSpec spec, string serialTarget, LogLevel level)
+    private static int Execute(VmSpec spec, string serialTarget, LogLevel level, RunSnapshotOptions.Settings snap, string? kernelOption)
     {
         long start = Stopwatch.GetTimestamp();
+        if (snap.Validate(kernelOption) is { } usage) return Fail(ExitBadInput, usage);
+        if (snap.RestoreDir is not null && spec.Drives.Count > 0)
+            return Fail(ExitBadInput, "--drive cannot be combined with --restore: a restored VM has its snapshot's devices");
         var logger = new StderrLogger(level);
         using var sink = serialTarget == "stdout" ? StreamSerialSink.ForStandardOutput() : OpenFileSink(serialTarget);
         if (sink is null) return Fail(ExitBadInput, $"cannot open serial output file {serialTarget}");
 
         MicroVm vm;
+        long restoreStart = start;
+        if (snap.RestoreDir is not null)
+        {
+            RunSnapshotOptions.WarmUpProcess();
+            restoreStart = Stopwatch.GetTimestamp();
+        }
         try
         {
-            vm = MicroVm.Create(spec with { Serial = sink, Logger = logger }, start);
+            vm = snap.RestoreDir is { } restoreDir
+                ? MicroVm.Restore(restoreDir, new RestoreOverrides { Serial = sink, Logger = logger })
+                : MicroVm.Create(spec with { Serial = sink, Logger = logger }, start);
         }
+        catch (SnapshotException e) when (e.InnerException is KvmException k && k.Operation.StartsWith("open ", StringComparison.Ordinal)) { return Fail(ExitNoKvm, e.Message); }
+        catch (SnapshotException e) { return Fail(ExitBadInput, $"cannot restore ({e.Reason}): {e.Message}"); }
         catch (BootException e) { return Fail(ExitBadInput, e.Message); }
         catch (MachineConfigException e) { return Fail(ExitBadInput, e.Message); }
+        catch (VirtioConfigException e) { return Fail(ExitBadInput, e.Message); }
         catch (KvmException e) when (e.Operation.StartsWith("open ", StringComparison.Ordinal)) { return Fail(ExitNoKvm, e.Message); }
         catch (KvmException e) { return Fail(ExitGuestFailed, e.Message); }
 
@@ -67,13 +95,36 @@ internal static class RunCommand
             using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; vm.Machine.RequestExit(new VmExit(VmExitKind.Stopped, "SIGTERM")); });
             using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; vm.Machine.RequestExit(new VmExit(VmExitKind.Stopped, "interrupted")); });
             StartInputPump(vm.Serial);
-            vm.Start();
+            var snapshotFailed = new StrongBox<bool>();
+            snap.StartWatchers(vm, logger, restoreStart, snapshotFailed);
+            if (!vm.IsRestored) vm.Start(); // a restore resumes the vCPUs itself
             RipSampler.StartIfRequested(vm.Machine);
             var exit = vm.Exited.GetAwaiter().GetResult();
             logger.LogInformation("guest ended after {Ms:F1} ms: {Exit}", Stopwatch.GetElapsedTime(start).TotalMilliseconds, exit);
+            if (snapshotFailed.Value) return ExitSnapshotFailed;
             if (exit.IsClean) return ExitClean;
             return Fail(ExitGuestFailed, $"guest failed: {exit}");
         }
+    }
+
+    /// <summary>
+    /// The --drive arguments as drive specs; without an initrd the drive marked :root, or else the first one,
+    /// is the root. Null (after printing the error) for bad syntax.
+    /// </summary>
+    private static List<DriveSpec>? ParseDrives(string[]? args, string? initrd)
+    {
+        var list = new List<DriveSpec>();
+        try
+        {
+            foreach (var a in args ?? []) list.Add(DriveSpec.Parse(a));
+        }
+        catch (VirtioConfigException e)
+        {
+            Fail(ExitBadInput, e.Message);
+            return null;
+        }
+        if (initrd is null && list.Count > 0 && !list.Any(d => d.IsRoot)) list[0] = list[0] with { IsRoot = true };
+        return list;
     }
 
     private static StreamSerialSink? OpenFileSink(string path)

@@ -6,7 +6,7 @@ namespace FireSharp.Devices;
 /// Firecracker-compatible boot-done signal: the guest writes the byte 123 to offset 0 of this MMIO page
 /// (0xC0000000) when userspace is up, and the VMM timestamps it. Any other access is ignored.
 /// </summary>
-public sealed class BootTimer(long startTimestamp, Action<TimeSpan>? onBootDone = null) : IBusDevice
+public sealed class BootTimer(long startTimestamp, Action<TimeSpan>? onBootDone = null) : IBusDevice, IStatefulDevice
 {
     public const ulong Address = 0xC000_0000;
     public const ulong Length = 0x1000;
@@ -29,4 +29,25 @@ public sealed class BootTimer(long startTimestamp, Action<TimeSpan>? onBootDone 
 
     /// <summary>For snapshots: the recorded boot-done time in ticks, or -1.</summary>
     public long State { get => Interlocked.Read(ref _doneTicks); set => Interlocked.Exchange(ref _doneTicks, value); }
+
+    /// <summary>Snapshot id ("boot-timer").</summary>
+    public string StateId => "boot-timer";
+
+    /// <summary>Format 1: one byte 1, then the boot-done ticks (i64 little-endian, -1 = not yet).</summary>
+    public byte[] SaveState()
+    {
+        var data = new byte[9];
+        data[0] = 1;
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(data.AsSpan(1), State);
+        return data;
+    }
+
+    public void RestoreState(ReadOnlySpan<byte> state)
+    {
+        if (state.Length != 9 || state[0] != 1)
+            throw new InvalidDataException($"boot timer state: expected format 1 and 9 bytes, got {(state.IsEmpty ? "nothing" : $"format {state[0]}, {state.Length} bytes")}");
+        long ticks = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(state[1..]);
+        if (ticks < -1) throw new InvalidDataException($"boot timer state: bad ticks {ticks}");
+        State = ticks;
+    }
 }

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 using static Tmds.Linux.LibC;
 
 namespace FireSharp.Memory;
@@ -23,27 +24,40 @@ public sealed class GuestRegion
 
     /// <summary>Host virtual address of the mapping. Only the KVM layer and this assembly's tests use it.</summary>
     internal nint HostAddress { get; }
+
+    /// <summary>Offset of this region in the memory file it is privately mapped from, or null when anonymous.</summary>
+    public ulong? FileOffset { get; internal init; }
 }
 
 /// <summary>
-/// Guest RAM: host mappings (anonymous, <c>MAP_NORESERVE</c>) split around the 3–4 GiB MMIO gap,
-/// with bounds-checked access by guest physical address. Every accessor checks the whole range
-/// against one region before touching host memory; a range outside RAM or straddling two regions
-/// is refused, so a guest-supplied address can never become a host read or write elsewhere.
+/// Guest RAM: host mappings split around the 3–4 GiB MMIO gap, with bounds-checked access by guest
+/// physical address. The mappings are anonymous (<c>MAP_NORESERVE</c>) for a fresh VM, or a private
+/// mapping of a snapshot's memory file for a restored one (pages load on first touch, writes are
+/// copy-on-write and never reach the file). Every accessor checks the whole range against one region
+/// before touching host memory; a range outside RAM or straddling two regions is refused, so a
+/// guest-supplied address can never become a host read or write elsewhere.
 /// </summary>
 public sealed unsafe class GuestMemory : IDisposable
 {
+    private const int SEEK_DATA = 3, SEEK_HOLE = 4; // <unistd.h> (Linux), not in Tmds.LibC
+
     private readonly GuestRegion[] _regions;
+    private readonly SafeFileHandle? _backingFile;
     private int _disposed;
 
-    private GuestMemory(GuestRegion[] regions)
+    private GuestMemory(GuestRegion[] regions, SafeFileHandle? backingFile = null, string? backingPath = null)
     {
         _regions = regions;
+        _backingFile = backingFile;
+        BackingFilePath = backingPath;
         foreach (var r in regions) TotalSize += r.Size;
     }
 
     /// <summary>Sum of all region sizes (the guest's RAM size).</summary>
     public ulong TotalSize { get; }
+
+    /// <summary>The snapshot memory file behind a restored VM's RAM (mapped private), or null for anonymous RAM.</summary>
+    public string? BackingFilePath { get; }
 
     public IReadOnlyList<GuestRegion> Regions => _regions;
 
@@ -70,6 +84,136 @@ public sealed unsafe class GuestMemory : IDisposable
             throw;
         }
         return new GuestMemory([.. regions]);
+    }
+
+    /// <summary>
+    /// Maps a guest memory file (a snapshot's, laid out as the regions in order, RAM below the gap
+    /// first) <c>MAP_PRIVATE</c>: nothing is read or copied now; each page loads from the file (page
+    /// cache, shared by every VM mapping the same file) on first touch, and a write makes a private
+    /// copy. The file must not change while mapped; its size must be exactly <paramref name="totalBytes"/>.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The file's size is not <paramref name="totalBytes"/>.</exception>
+    public static GuestMemory CreateFromFile(string path, ulong totalBytes)
+    {
+        if (totalBytes == 0 || totalBytes % MemoryLayout.PageSize != 0)
+            throw new ArgumentOutOfRangeException(nameof(totalBytes), totalBytes, "guest memory size must be a non-zero multiple of 4 KiB");
+        var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        var regions = new List<GuestRegion>(2);
+        try
+        {
+            long length = RandomAccess.GetLength(file);
+            if ((ulong)length != totalBytes)
+                throw new InvalidDataException($"guest memory file {path} is {length} bytes, expected {totalBytes}");
+            ulong offset = 0;
+            foreach (var (gpa, size) in MemoryLayout.RamRanges(totalBytes))
+            {
+                void* p = mmap(null, (Tmds.Linux.size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE,
+                    (int)file.DangerousGetHandle(), (Tmds.Linux.off_t)(long)offset);
+                if (p == (void*)-1)
+                    throw new OutOfMemoryException($"mmap of {size} bytes of {path} failed: {Kvm.KvmException.ErrnoText(errno)}");
+                regions.Add(new GuestRegion(regions.Count, gpa, size, (nint)p) { FileOffset = offset });
+                offset += size;
+            }
+        }
+        catch
+        {
+            foreach (var r in regions) munmap((void*)r.HostAddress, (Tmds.Linux.size_t)r.Size);
+            file.Dispose();
+            throw;
+        }
+        return new GuestMemory([.. regions], file, path);
+    }
+
+    /// <summary>
+    /// For snapshots: the runs of <paramref name="region"/>, as (guest address, length), that may hold
+    /// non-zero bytes. Every other page is certainly zero and is not touched: an anonymous page the
+    /// guest never faulted in, or a file-backed page that was never faulted in and lies in a hole of
+    /// the memory file. /proc/self/pagemap says which pages are present (or swapped); when it cannot
+    /// be read the whole region is returned.
+    /// </summary>
+    public IEnumerable<(ulong Gpa, ulong Length)> PossiblyNonZeroRuns(GuestRegion region)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        const ulong Page = MemoryLayout.PageSize;
+        const int Batch = 4096; // pagemap entries per read (16 MiB of guest memory)
+        SafeFileHandle? pagemap = null;
+        try { pagemap = File.OpenHandle("/proc/self/pagemap", FileMode.Open, FileAccess.Read); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        if (pagemap is null)
+        {
+            yield return (region.GuestAddress, region.Size);
+            yield break;
+        }
+        using (pagemap)
+        {
+            var data = region.FileOffset is { } fileOffset ? FileDataExtents(fileOffset, region.Size) : [];
+            int extent = 0;
+            ulong pages = region.Size / Page;
+            var entries = new byte[Batch * 8];
+            ulong runStart = 0, runLength = 0;
+            for (ulong first = 0; first < pages; first += Batch)
+            {
+                int count = (int)Math.Min((ulong)Batch, pages - first);
+                long at = (long)(((ulong)region.HostAddress / Page + first) * 8);
+                int want = count * 8, got = 0;
+                while (got < want)
+                {
+                    int n = RandomAccess.Read(pagemap, entries.AsSpan(got, want - got), at + got);
+                    if (n <= 0) break;
+                    got += n;
+                }
+                for (int i = 0; i < count; i++)
+                {
+                    ulong page = first + (ulong)i;
+                    bool candidate;
+                    if (got < (i + 1) * 8) candidate = true;
+                    else
+                    {
+                        ulong e = BitConverter.ToUInt64(entries, i * 8);
+                        candidate = (e & (3UL << 62)) != 0; // bit 63 present, bit 62 swapped
+                    }
+                    if (!candidate && data.Length > 0)
+                    {
+                        ulong off = page * Page;
+                        while (extent < data.Length && data[extent].End <= off) extent++;
+                        candidate = extent < data.Length && data[extent].Start < off + Page;
+                    }
+                    if (!candidate) continue;
+                    ulong gpa = region.GuestAddress + page * Page;
+                    if (runLength > 0 && runStart + runLength == gpa) runLength += Page;
+                    else
+                    {
+                        if (runLength > 0) yield return (runStart, runLength);
+                        runStart = gpa;
+                        runLength = Page;
+                    }
+                }
+            }
+            if (runLength > 0) yield return (runStart, runLength);
+        }
+    }
+
+    /// <summary>Data extents (SEEK_DATA/SEEK_HOLE) of the backing file within [offset, offset+length), relative to offset.</summary>
+    private (ulong Start, ulong End)[] FileDataExtents(ulong offset, ulong length)
+    {
+        var result = new List<(ulong, ulong)>();
+        int fd = (int)_backingFile!.DangerousGetHandle();
+        long pos = (long)offset, end = (long)(offset + length);
+        while (pos < end)
+        {
+            long data = lseek(fd, pos, SEEK_DATA);
+            if (data < 0)
+            {
+                if (errno == ENXIO) break; // no data after pos
+                return [(0, length)]; // SEEK_DATA unsupported: treat all as data
+            }
+            if (data >= end) break;
+            long hole = lseek(fd, data, SEEK_HOLE);
+            if (hole < 0) return [(0, length)];
+            result.Add(((ulong)(data - (long)offset), (ulong)(Math.Min(hole, end) - (long)offset)));
+            pos = hole;
+        }
+        return [.. result];
     }
 
     /// <summary>True when [gpa, gpa+length) lies wholly inside one RAM region.</summary>
@@ -124,5 +268,6 @@ public sealed unsafe class GuestMemory : IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         foreach (var r in _regions) munmap((void*)r.HostAddress, (Tmds.Linux.size_t)r.Size);
+        _backingFile?.Dispose();
     }
 }

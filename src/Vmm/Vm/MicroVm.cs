@@ -2,7 +2,10 @@ using System.Diagnostics;
 using FireSharp.Boot;
 using FireSharp.Devices;
 using FireSharp.Devices.Legacy;
+using FireSharp.Devices.Virtio;
+using FireSharp.Kvm.Interop;
 using FireSharp.Memory;
+using FireSharp.Snapshot;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -27,6 +30,12 @@ public sealed record VmSpec
     /// <summary>For an ELF with both entries, enter through PVH rather than the 64-bit boot protocol.</summary>
     public bool PreferPvh { get; init; }
 
+    /// <summary>
+    /// virtio-blk drives, in virtio-mmio slot order (0xC0001000, GSI 5, then the next): /dev/vda, /dev/vdb, ...
+    /// for Linux. The one with <see cref="DriveSpec.IsRoot"/> adds <c>root=/dev/vdX rw</c> (or <c>ro</c>).
+    /// </summary>
+    public IReadOnlyList<DriveSpec> Drives { get; init; } = [];
+
     public ILogger Logger { get; init; } = NullLogger.Instance;
 }
 
@@ -39,13 +48,17 @@ public sealed class MicroVm : IDisposable
     /// <summary>Console on COM1, reboot through the i8042, no PCI or modules; as Firecracker's default.</summary>
     public const string DefaultLinuxCmdline = "console=ttyS0 reboot=k panic=-1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd quiet";
 
-    private MicroVm(VirtualMachine machine, Serial16550 serial, I8042 keyboard, BootTimer bootTimer, BootPlan plan, long started)
+    private readonly BootPlan? _plan;
+
+    private MicroVm(VirtualMachine machine, StandardDevices devices, BootPlan? plan, string kernelPath, long started)
     {
         Machine = machine;
-        Serial = serial;
-        Keyboard = keyboard;
-        BootTimer = bootTimer;
-        Plan = plan;
+        Serial = devices.Serial;
+        Keyboard = devices.Keyboard;
+        BootTimer = devices.BootTimer;
+        StatefulDevices = devices.Stateful;
+        _plan = plan;
+        KernelPath = kernelPath;
         StartTimestamp = started;
     }
 
@@ -53,7 +66,18 @@ public sealed class MicroVm : IDisposable
     public Serial16550 Serial { get; }
     public I8042 Keyboard { get; }
     public BootTimer BootTimer { get; }
-    public BootPlan Plan { get; }
+
+    /// <summary>How the kernel was loaded. A VM restored from a snapshot has none (see <see cref="IsRestored"/>).</summary>
+    public BootPlan Plan => _plan ?? throw new InvalidOperationException("a VM restored from a snapshot has no boot plan");
+
+    /// <summary>True for a VM built by <see cref="Restore"/>.</summary>
+    public bool IsRestored => _plan is null;
+
+    /// <summary>The kernel this VM booted (for a restored VM: the one its snapshot's VM booted).</summary>
+    public string KernelPath { get; }
+
+    /// <summary>Every device whose state goes into snapshots, with what a restore needs to rebuild it.</summary>
+    public IReadOnlyList<(DeviceDescriptor Descriptor, IStatefulDevice Device)> StatefulDevices { get; }
 
     /// <summary><see cref="Stopwatch"/> timestamp taken when creation began (boot-done is measured from it).</summary>
     public long StartTimestamp { get; }
@@ -70,23 +94,28 @@ public sealed class MicroVm : IDisposable
         if (!File.Exists(spec.KernelPath))
             throw new BootException(BootErrorReason.FileNotFound, $"kernel file not found: {spec.KernelPath}");
 
-        var machine = VirtualMachine.Create(new MachineOptions
-        {
-            MemoryBytes = spec.MemoryMib * MemoryLayout.MiB,
-            VcpuCount = spec.Vcpus,
-            Pvm = spec.Pvm,
-            Logger = spec.Logger,
-        });
+        // Bad drive input (missing image, a path twice, too many devices, ...) fails here, before KVM is touched.
+        var virtio = VirtioDeviceSet.OpenDrives(spec.Drives, spec.Logger);
+        VirtualMachine machine;
         try
         {
-            var console = new PowerDownWatcher(spec.Serial, machine.RequestExit);
-            var serial = new Serial16550(console, machine.InterruptLine(Serial16550.Com1Irq));
-            machine.PortBus.Register(Serial16550.Com1Port, Serial16550.PortCount, serial, "COM1 (16550)");
-            var keyboard = new I8042(() => machine.RequestExit(new VmExit(VmExitKind.Reset, "guest reset through the i8042 controller")),
-                machine.InterruptLine(I8042.KeyboardIrq));
-            machine.PortBus.Register(I8042.BasePort, I8042.PortCount, keyboard, "i8042");
-            var bootTimer = new BootTimer(started, t => spec.Logger.LogInformation("guest boot done after {Ms:F1} ms", t.TotalMilliseconds));
-            machine.MmioBus.Register(BootTimer.Address, BootTimer.Length, bootTimer, "boot timer");
+            machine = VirtualMachine.Create(new MachineOptions
+            {
+                MemoryBytes = spec.MemoryMib * MemoryLayout.MiB,
+                VcpuCount = spec.Vcpus,
+                Pvm = spec.Pvm,
+                Logger = spec.Logger,
+            });
+        }
+        catch
+        {
+            virtio.Dispose();
+            throw;
+        }
+        try
+        {
+            var devices = AttachDevices(machine, spec, started);
+            virtio.Attach(VirtioHostFor(machine, spec.Logger));
 
             var plan = BootLoader.Prepare(machine.Memory, new BootRequest
             {
@@ -98,7 +127,8 @@ public sealed class MicroVm : IDisposable
             });
             if (plan.Kernel.IsLinux)
             {
-                string cmdline = spec.Cmdline ?? DefaultLinuxCmdline;
+                if (spec.Drives.Count > 0) CheckVirtioMmioCmdlineSupport(spec.KernelPath, plan.Kernel, spec.Logger);
+                string cmdline = (spec.Cmdline ?? DefaultLinuxCmdline) + virtio.LinuxCmdline();
                 if (machine.IsPvm)
                 {
                     foreach (var (p, why) in PvmQuirks.LinuxParameters)
@@ -116,7 +146,46 @@ public sealed class MicroVm : IDisposable
             else
                 CpuSetup.SetupPvh(bsp, machine.Memory, plan.EntryRip, plan.BootInfoGpa);
             spec.Logger.LogDebug("kernel {Kernel}: {Format}, entry {Mode} at 0x{Rip:x}", spec.KernelPath, plan.Kernel.Format, plan.Mode, plan.EntryRip);
-            return new MicroVm(machine, serial, keyboard, bootTimer, plan, started);
+            return new MicroVm(machine, devices, plan, spec.KernelPath, started) { Virtio = virtio };
+        }
+        catch
+        {
+            virtio.Dispose();
+            machine.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Restores a VM from a snapshot directory (see <see cref="SnapshotRestore.Restore"/>): validated
+    /// first, so a bad snapshot creates no VM; memory mapped copy-on-write from the snapshot's file.
+    /// </summary>
+    public static MicroVm Restore(string directory, RestoreOverrides overrides) => SnapshotRestore.Restore(directory, overrides);
+
+    /// <summary>
+    /// The devices <see cref="Create"/> (and a restore) builds for <paramref name="spec"/>, in order:
+    /// what a snapshot's device set must equal to be restorable by this build.
+    /// </summary>
+    public static IReadOnlyList<DeviceDescriptor> PlannedDevices(VmSpec spec) =>
+    [
+        new DeviceDescriptor("com1", "serial16550"),
+        new DeviceDescriptor("i8042", "i8042"),
+        new DeviceDescriptor("boot-timer", "boot-timer"),
+    ];
+
+    /// <summary>For snapshot restore: the machine over restored memory with the same devices; no kernel is loaded.</summary>
+    internal static MicroVm CreateRestored(VmSpec spec, GuestMemory memory, IReadOnlyList<kvm_cpuid_entry2[]> cpuid, long started)
+    {
+        var machine = VirtualMachine.CreateRestored(new MachineOptions
+        {
+            MemoryBytes = spec.MemoryMib * MemoryLayout.MiB,
+            VcpuCount = spec.Vcpus,
+            Pvm = spec.Pvm,
+            Logger = spec.Logger,
+        }, memory, cpuid);
+        try
+        {
+            return new MicroVm(machine, AttachDevices(machine, spec, started), plan: null, spec.KernelPath, started);
         }
         catch
         {
@@ -125,10 +194,91 @@ public sealed class MicroVm : IDisposable
         }
     }
 
+    private sealed record StandardDevices(Serial16550 Serial, I8042 Keyboard, BootTimer BootTimer,
+        IReadOnlyList<(DeviceDescriptor Descriptor, IStatefulDevice Device)> Stateful);
+
+    /// <summary>The devices of every microVM, fresh or restored; keep in step with <see cref="PlannedDevices"/>.</summary>
+    private static StandardDevices AttachDevices(VirtualMachine machine, VmSpec spec, long started)
+    {
+        var console = new PowerDownWatcher(spec.Serial, machine.RequestExit);
+        var serial = new Serial16550(console, machine.InterruptLine(Serial16550.Com1Irq));
+        machine.PortBus.Register(Serial16550.Com1Port, Serial16550.PortCount, serial, "COM1 (16550)");
+        var keyboard = new I8042(() => machine.RequestExit(new VmExit(VmExitKind.Reset, "guest reset through the i8042 controller")),
+            machine.InterruptLine(I8042.KeyboardIrq));
+        machine.PortBus.Register(I8042.BasePort, I8042.PortCount, keyboard, "i8042");
+        var bootTimer = new BootTimer(started, t => spec.Logger.LogInformation("guest boot done after {Ms:F1} ms", t.TotalMilliseconds));
+        machine.MmioBus.Register(BootTimer.Address, BootTimer.Length, bootTimer, "boot timer");
+
+        var planned = PlannedDevices(spec);
+        IStatefulDevice[] built = [serial, keyboard, bootTimer];
+        var stateful = new List<(DeviceDescriptor, IStatefulDevice)>(built.Length);
+        for (int i = 0; i < built.Length; i++) stateful.Add((planned[i], built[i]));
+        return new StandardDevices(serial, keyboard, bootTimer, stateful);
+    }
+
+    /// <summary>
+    /// Devices are announced with virtio_mmio.device= on the command line, which a kernel without
+    /// CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES silently ignores (the guest would then boot without its disks).
+    /// An ELF vmlinux with that option carries the parameter name "virtio_mmio.device" in its
+    /// read-only data, so its absence is a clear error. A bzImage's payload is compressed and cannot be
+    /// checked this way; that is logged.
+    /// </summary>
+    private static void CheckVirtioMmioCmdlineSupport(string kernelPath, KernelImage kernel, ILogger logger)
+    {
+        if (kernel.Format != KernelFormat.Elf)
+        {
+            logger.LogDebug("cannot check a compressed kernel for virtio-mmio command-line device support");
+            return;
+        }
+        ReadOnlySpan<byte> marker = "virtio_mmio.device\0"u8;
+        using var stream = File.OpenRead(kernelPath);
+        var buffer = new byte[1 << 20];
+        int carry = 0;
+        while (true)
+        {
+            int n = stream.Read(buffer, carry, buffer.Length - carry);
+            if (n == 0) break;
+            int length = carry + n;
+            if (buffer.AsSpan(0, length).IndexOf(marker) >= 0) return;
+            carry = Math.Min(marker.Length - 1, length);
+            buffer.AsSpan(length - carry, carry).CopyTo(buffer);
+        }
+        throw new BootException(BootErrorReason.KernelLacksVirtioMmioCmdline,
+            $"{kernelPath}: drives were given, but this kernel was built without CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES, so it would ignore virtio_mmio.device= and boot without them");
+    }
+
     public void Start() => Machine.Start();
     public bool Pause(TimeSpan timeout) => Machine.Pause(timeout);
     public void Resume() => Machine.Resume();
     public VmExit Stop(TimeSpan? timeout = null) => Machine.Stop(timeout);
 
-    public void Dispose() => Machine.Dispose();
+    /// <summary>The virtio devices (drives) of a VM built by <see cref="Create"/>; null for a restored VM.</summary>
+    public VirtioDeviceSet? Virtio { get; private init; }
+
+    /// <summary>What virtio devices get from the machine: its memory, MMIO bus, irqfd and ioeventfd.</summary>
+    private static VirtioHost VirtioHostFor(VirtualMachine machine, ILogger logger) => new()
+    {
+        Memory = machine.Memory,
+        RegisterMmio = machine.MmioBus.Register,
+        InterruptLine = machine.InterruptLine,
+        AssignIoeventfd = (fd, address, value) => machine.Kvm.AssignIoeventfd(fd, address, 4, value),
+        // irqfd injects into the in-kernel irqchip; without one there is nothing to inject into.
+        AssignIrqfd = machine.Options.InKernelIrqchip ? (fd, gsi) => machine.Kvm.AssignIrqfd(fd, gsi) : null,
+        Logger = logger,
+    };
+
+    public void Dispose()
+    {
+        if (Virtio is { } virtio)
+        {
+            // Device threads use guest memory: stop the vCPUs, then the devices, and only then unmap it.
+            try
+            {
+                if (Machine.State is VmState.Running or VmState.Paused) Machine.Stop();
+            }
+            catch (TimeoutException) { }
+            virtio.Dispose();
+        }
+        Machine.Dispose();
+    }
 }

@@ -12,6 +12,10 @@ internal sealed class VcpuRunner(VirtualMachine machine, KvmVcpu vcpu)
     private Thread? _thread;
     private nuint _pthread;
     private int _int3Fixups, _fwaitFixups;
+    private bool _entered;
+
+    /// <summary>The last exit was I/O or MMIO: KVM finishes that instruction only on the next KVM_RUN.</summary>
+    private bool _completionPending;
 
     public KvmVcpu Vcpu { get; } = vcpu;
 
@@ -42,9 +46,20 @@ internal sealed class VcpuRunner(VirtualMachine machine, KvmVcpu vcpu)
             {
                 if (machine.PauseRequested)
                 {
+                    if (CompletePendingExit() is { } failed)
+                    {
+                        machine.RequestExit(failed);
+                        break;
+                    }
                     machine.OnVcpuPaused();
                     continue;
                 }
+                if (!_entered)
+                {
+                    _entered = true;
+                    machine.OnFirstGuestEntry(System.Diagnostics.Stopwatch.GetTimestamp());
+                }
+                _completionPending = false;
                 if (Vcpu.Run() == RunResult.Interrupted)
                 {
                     Vcpu.ImmediateExit = false;
@@ -71,6 +86,28 @@ internal sealed class VcpuRunner(VirtualMachine machine, KvmVcpu vcpu)
         }
     }
 
+    /// <summary>
+    /// Before parking for a pause: an I/O or MMIO exit is complete (the value of an IN or MMIO read
+    /// written to the guest's registers, RIP advanced) only once KVM_RUN is entered again, and that
+    /// pending state is invisible to KVM_GET_REGS. So re-enter with immediate_exit set: KVM finishes
+    /// the instruction and returns EINTR without running the guest further. Then the vCPU state read
+    /// during the pause (snapshots) is consistent.
+    /// </summary>
+    private VmExit? CompletePendingExit()
+    {
+        while (_completionPending)
+        {
+            _completionPending = false;
+            Vcpu.ImmediateExit = true;
+            if (Vcpu.Run() == RunResult.Interrupted) break;
+            // A multi-part MMIO access can exit again for its next fragment: handle it and go round.
+            if (HandleExit() is { } exit) return exit;
+        }
+        Vcpu.ImmediateExit = false;
+        Interlocked.MemoryBarrier();
+        return null;
+    }
+
     /// <summary>Handles the current exit; returns a reason when the VM must end.</summary>
     private VmExit? HandleExit()
     {
@@ -78,9 +115,11 @@ internal sealed class VcpuRunner(VirtualMachine machine, KvmVcpu vcpu)
         {
             case KVM_EXIT_IO:
                 HandleIo();
+                _completionPending = true;
                 return null;
             case KVM_EXIT_MMIO:
                 HandleMmio();
+                _completionPending = true;
                 return null;
             case KVM_EXIT_INTR:
                 return null;

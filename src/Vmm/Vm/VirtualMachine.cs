@@ -46,7 +46,10 @@ public sealed class VirtualMachine : IDisposable
 
     private readonly KvmSystem _kvm;
     private readonly VcpuRunner[] _runners;
+    private readonly kvm_cpuid_entry2[][] _cpuid;
     private readonly object _stateLock = new(); // a Monitor, for Wait/PulseAll
+    private readonly Lock _kickLock = new(); // kicks touch each vCPU's kvm_run mapping: not after Dispose unmapped it
+    private bool _vcpusDisposed;
     private readonly ManualResetEventSlim _resumeEvent = new(true);
     private readonly TaskCompletionSource<VmExit> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private VmExit? _exit;
@@ -54,6 +57,7 @@ public sealed class VirtualMachine : IDisposable
     private volatile bool _pauseRequested;
     private volatile bool _stopRequested;
     private int _runningThreads;
+    private long _firstEntryTimestamp;
     private VmState _state = VmState.Created;
     private bool _disposed;
 
@@ -66,6 +70,7 @@ public sealed class VirtualMachine : IDisposable
         Memory = memory;
         IsPvm = pvm;
         _runners = new VcpuRunner[options.VcpuCount];
+        _cpuid = new kvm_cpuid_entry2[options.VcpuCount][];
     }
 
     public MachineOptions Options { get; }
@@ -77,6 +82,15 @@ public sealed class VirtualMachine : IDisposable
     public DeviceBus MmioBus { get; } = new("MMIO");
     public IReadOnlyList<KvmVcpu> Vcpus => [.. _runners.Select(r => r.Vcpu)];
 
+    /// <summary>The CPUID table given to vCPU <paramref name="index"/> (KVM_SET_CPUID2), for snapshots.</summary>
+    public IReadOnlyList<kvm_cpuid_entry2> VcpuCpuid(int index) => _cpuid[index];
+
+    /// <summary>
+    /// <see cref="System.Diagnostics.Stopwatch"/> timestamp of the first KVM_RUN of any vCPU (the guest started running),
+    /// or 0 before that. Restore latency is measured to this point.
+    /// </summary>
+    public long FirstGuestEntryTimestamp => Interlocked.Read(ref _firstEntryTimestamp);
+
     public VmState State { get { lock (_stateLock) return _state; } }
 
     /// <summary>Completes when every vCPU thread has ended, with the first reason recorded.</summary>
@@ -86,7 +100,43 @@ public sealed class VirtualMachine : IDisposable
     internal bool StopRequested => _stopRequested;
 
     /// <summary>Validates options, opens KVM and creates the VM, memory, irqchip and vCPUs (not yet running).</summary>
-    public static VirtualMachine Create(MachineOptions options)
+    public static VirtualMachine Create(MachineOptions options) => CreateCore(options, null, null);
+
+    /// <summary>
+    /// For snapshot restore: a VM over existing guest memory (typically <see cref="GuestMemory.CreateFromFile"/>),
+    /// whose vCPUs get the given CPUID tables and no boot-time MSR/LAPIC defaults (the caller sets the
+    /// saved state before <see cref="Start"/>). Takes ownership of <paramref name="memory"/>, also on failure.
+    /// </summary>
+    public static VirtualMachine CreateRestored(MachineOptions options, GuestMemory memory, IReadOnlyList<kvm_cpuid_entry2[]> cpuid)
+    {
+        try
+        {
+            if (memory.TotalSize != options.MemoryBytes)
+                throw new MachineConfigException("mem", $"guest memory is {memory.TotalSize} bytes but the machine has {options.MemoryBytes}");
+            if (cpuid.Count != options.VcpuCount)
+                throw new MachineConfigException("vcpus", $"{cpuid.Count} CPUID tables for {options.VcpuCount} vCPUs");
+        }
+        catch
+        {
+            memory.Dispose();
+            throw;
+        }
+        return CreateCore(options, memory, cpuid);
+    }
+
+    private static VirtualMachine CreateCore(MachineOptions options, GuestMemory? restoredMemory, IReadOnlyList<kvm_cpuid_entry2[]>? cpuid)
+    {
+        try
+        {
+            return CreateChecked(options, ref restoredMemory, cpuid);
+        }
+        finally
+        {
+            restoredMemory?.Dispose(); // still ours only when creation failed
+        }
+    }
+
+    private static VirtualMachine CreateChecked(MachineOptions options, ref GuestMemory? restoredMemory, IReadOnlyList<kvm_cpuid_entry2[]>? cpuid)
     {
         if (options.MemoryBytes < MachineOptions.MinMemoryBytes || options.MemoryBytes > MachineOptions.MaxMemoryBytes)
             throw new MachineConfigException("mem", $"memory size {options.MemoryBytes / MemoryLayout.MiB} MiB is outside {MachineOptions.MinMemoryBytes / MemoryLayout.MiB} MiB..{MachineOptions.MaxMemoryBytes / MemoryLayout.GiB} GiB");
@@ -112,9 +162,10 @@ public sealed class VirtualMachine : IDisposable
 
             bool pvm = options.Pvm ?? KvmSystem.IsPvmHost;
             vm = kvm.CreateVm();
-            memory = GuestMemory.CreateAnonymous(options.MemoryBytes);
+            memory = restoredMemory ?? GuestMemory.CreateAnonymous(options.MemoryBytes);
+            restoredMemory = null;
             machine = new VirtualMachine(options, kvm, vm, memory, pvm);
-            machine.Initialize();
+            machine.Initialize(cpuid);
             return machine;
         }
         catch
@@ -130,7 +181,7 @@ public sealed class VirtualMachine : IDisposable
         }
     }
 
-    private void Initialize()
+    private void Initialize(IReadOnlyList<kvm_cpuid_entry2[]>? restoredCpuid)
     {
         foreach (var region in Memory.Regions)
             Kvm.SetUserMemoryRegion((uint)region.Slot, region.GuestAddress, region.Size, region.HostAddress);
@@ -144,6 +195,18 @@ public sealed class VirtualMachine : IDisposable
         if (IsPvm)
             Logger.LogInformation("PVM host detected (/sys/module/kvm_pvm): guest kernel code runs in KVM's emulator; applying PVM workarounds");
 
+        if (restoredCpuid is not null)
+        {
+            for (int i = 0; i < _runners.Length; i++)
+            {
+                var vcpu = Kvm.CreateVcpu(i);
+                _runners[i] = new VcpuRunner(this, vcpu);
+                _cpuid[i] = restoredCpuid[i];
+                vcpu.SetCpuid(restoredCpuid[i]);
+            }
+            return;
+        }
+
         var supported = _kvm.GetSupportedCpuid();
         var masked = IsPvm ? PvmQuirks.MaskedFeatures : [];
         foreach (var f in masked)
@@ -153,7 +216,8 @@ public sealed class VirtualMachine : IDisposable
         {
             var vcpu = Kvm.CreateVcpu(i);
             _runners[i] = new VcpuRunner(this, vcpu);
-            vcpu.SetCpuid(Cpuid.ForVcpu(supported, i, _runners.Length, masked));
+            _cpuid[i] = Cpuid.ForVcpu(supported, i, _runners.Length, masked);
+            vcpu.SetCpuid(_cpuid[i]);
             foreach (var refused in CpuSetup.SetupMsrs(vcpu))
                 Logger.LogWarning("vcpu {Vcpu}: host refused initial value of MSR {Msr}", i, refused);
             if (Options.InKernelIrqchip) CpuSetup.SetupLapic(vcpu);
@@ -165,17 +229,32 @@ public sealed class VirtualMachine : IDisposable
         Options.InKernelIrqchip ? new KvmInterruptLine(Kvm, gsi) : NullInterruptLine.Instance;
 
     /// <summary>Starts one thread per vCPU.</summary>
-    public void Start()
+    public void Start() => Start(paused: false);
+
+    /// <summary>
+    /// Starts one thread per vCPU; with <paramref name="paused"/> the threads park before their first
+    /// KVM_RUN and the VM is <see cref="VmState.Paused"/> until <see cref="Resume"/> (a restored VM that
+    /// is not to resume yet).
+    /// </summary>
+    public void Start(bool paused)
     {
         lock (_stateLock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (_state != VmState.Created) throw new InvalidOperationException($"cannot start a VM in state {_state}");
-            _state = VmState.Running;
             _runningThreads = _runners.Length;
+            if (paused)
+            {
+                _resumeEvent.Reset();
+                _pauseRequested = true;
+                _state = VmState.Paused;
+            }
+            else _state = VmState.Running;
         }
         foreach (var r in _runners) r.Start();
     }
+
+    internal void OnFirstGuestEntry(long timestamp) => Interlocked.CompareExchange(ref _firstEntryTimestamp, timestamp, 0);
 
     /// <summary>Stops every vCPU outside KVM_RUN and waits until all are parked. Returns false on timeout.</summary>
     public bool Pause(TimeSpan timeout)
@@ -246,7 +325,11 @@ public sealed class VirtualMachine : IDisposable
 
     private void KickAll()
     {
-        foreach (var r in _runners) r?.Kick();
+        lock (_kickLock)
+        {
+            if (_vcpusDisposed) return;
+            foreach (var r in _runners) r?.Kick();
+        }
     }
 
     internal void OnVcpuPaused()
@@ -298,6 +381,7 @@ public sealed class VirtualMachine : IDisposable
             try { Stop(); }
             catch (TimeoutException e) { Logger.LogError("VM dispose: {Error}", e.Message); }
         }
+        lock (_kickLock) _vcpusDisposed = true;
         foreach (var r in _runners) r?.Vcpu.Dispose();
         Kvm.Dispose();
         Memory.Dispose();

@@ -91,4 +91,27 @@ public class LinuxBootTests
             Assert.Equal(KernelFormat.BzImage, vm.Plan.Kernel.Format);
         }
     }
+
+    [SkippableFact]
+    public void DrivesWithAKernelLackingVirtioMmioCmdlineDevicesIsAClearError()
+    {
+        KvmTestSupport.RequireKvm();
+        var bytes = File.ReadAllBytes(GuestFile("vmlinux"));
+        var marker = System.Text.Encoding.ASCII.GetBytes("virtio_mmio.device\0");
+        int at = bytes.AsSpan().IndexOf(marker);
+        Assert.True(at >= 0, "the project's vmlinux should support virtio-mmio command-line devices");
+        System.Text.Encoding.ASCII.GetBytes("virtio_mmio.XXXXXX").CopyTo(bytes, at);
+        string dir = TestPaths.TempDir();
+        string kernel = Path.Combine(dir, "vmlinux-novirtio"), disk = Path.Combine(dir, "disk.img");
+        File.WriteAllBytes(kernel, bytes);
+        File.WriteAllBytes(disk, new byte[1 << 20]);
+        var e = Assert.Throws<BootException>(() => MicroVm.Create(new VmSpec
+        {
+            KernelPath = kernel,
+            MemoryMib = 256,
+            Drives = [FireSharp.Devices.Virtio.DriveSpec.Parse(disk)],
+        }));
+        Assert.Equal(BootErrorReason.KernelLacksVirtioMmioCmdline, e.Reason);
+        Directory.Delete(dir, recursive: true);
+    }
 }

@@ -47,6 +47,8 @@ public enum BootErrorReason
     InvalidVcpuCount,
     /// <summary>A boot-data structure (e820 table, PVH memory map, MP table) does not fit in its fixed area.</summary>
     BootDataDoesNotFit,
+    /// <summary>virtio devices were asked for, but the kernel has no CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES.</summary>
+    KernelLacksVirtioMmioCmdline,
 }
 
 /// <summary>

@@ -35,7 +35,7 @@ namespace FireSharp.Devices.Legacy;
 /// <para>Thread-safe: <see cref="Read"/>/<see cref="Write"/> from vCPU threads and
 /// <see cref="EnqueueKeyboard"/>/<see cref="SendCtrlAltDel"/> from any thread.</para>
 /// </remarks>
-public sealed class I8042 : IBusDevice
+public sealed class I8042 : IBusDevice, IStatefulDevice
 {
     /// <summary>Port to register the device at (the data port).</summary>
     public const ushort BasePort = 0x60;
@@ -128,6 +128,21 @@ public sealed class I8042 : IBusDevice
         ArgumentNullException.ThrowIfNull(resetRequested);
         _resetRequested = resetRequested;
         _keyboardInterrupt = keyboardInterrupt ?? NullInterruptLine.Instance;
+    }
+
+    /// <summary>Snapshot id ("i8042").</summary>
+    public string StateId => "i8042";
+
+    /// <inheritdoc />
+    public byte[] SaveState() => GetState().Encode();
+
+    /// <inheritdoc />
+    public void RestoreState(ReadOnlySpan<byte> state)
+    {
+        var decoded = I8042State.Decode(state);
+        if (decoded.Output.Length > OutputBufferCapacity)
+            throw new InvalidDataException($"i8042 state holds {decoded.Output.Length} output bytes; the buffer holds {OutputBufferCapacity}");
+        SetState(decoded);
     }
 
     /// <inheritdoc />

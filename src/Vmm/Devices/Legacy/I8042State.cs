@@ -50,6 +50,61 @@ public sealed record I8042State
         && LastWriteWasCommand == other.LastWriteWasCommand && LastOutput == other.LastOutput
         && Output.AsSpan().SequenceEqual(other.Output);
 
+    /// <summary>Snapshot encoding, format 1: the six scalar fields, then the output buffer (u32 count, value/source pairs).</summary>
+    public byte[] Encode()
+    {
+        var ms = new MemoryStream(16 + 2 * Output.Length);
+        using (var w = new BinaryWriter(ms))
+        {
+            w.Write(FormatVersion);
+            w.Write(Control); w.Write(OutputPort); w.Write(PendingCommand); w.Write(PendingKeyboardCommand);
+            w.Write(LastWriteWasCommand); w.Write(LastOutput);
+            w.Write(Output.Length);
+            foreach (var b in Output)
+            {
+                w.Write(b.Value);
+                w.Write((byte)b.Source);
+            }
+        }
+        return ms.ToArray();
+    }
+
+    /// <summary>Parses <see cref="Encode"/>'s output; anything malformed throws <see cref="InvalidDataException"/>.</summary>
+    public static I8042State Decode(ReadOnlySpan<byte> data)
+    {
+        try
+        {
+            using var r = new BinaryReader(new MemoryStream(data.ToArray()));
+            byte version = r.ReadByte();
+            if (version != FormatVersion) throw new InvalidDataException($"i8042 state format {version}, expected {FormatVersion}");
+            var state = new I8042State
+            {
+                Control = r.ReadByte(), OutputPort = r.ReadByte(), PendingCommand = r.ReadByte(),
+                PendingKeyboardCommand = r.ReadByte(),
+                LastWriteWasCommand = r.ReadByte() switch { 0 => false, 1 => true, var b => throw new InvalidDataException($"i8042 state: bad flag byte {b}") },
+                LastOutput = r.ReadByte(),
+            };
+            int count = r.ReadInt32();
+            if (count < 0 || count > (r.BaseStream.Length - r.BaseStream.Position) / 2)
+                throw new InvalidDataException($"i8042 state: bad output count {count}");
+            var output = new I8042OutputByte[count];
+            for (int i = 0; i < count; i++)
+            {
+                byte value = r.ReadByte(), source = r.ReadByte();
+                if (source > (byte)I8042Source.Aux) throw new InvalidDataException($"i8042 state: bad byte source {source}");
+                output[i] = new I8042OutputByte(value, (I8042Source)source);
+            }
+            if (r.BaseStream.Position != r.BaseStream.Length) throw new InvalidDataException("i8042 state: trailing bytes");
+            return state with { Output = output };
+        }
+        catch (EndOfStreamException e)
+        {
+            throw new InvalidDataException("i8042 state is truncated", e);
+        }
+    }
+
+    private const byte FormatVersion = 1;
+
     public override int GetHashCode()
     {
         var hash = new HashCode();

@@ -29,7 +29,7 @@ namespace FireSharp.Devices.Legacy;
 /// and line changes by a separate line lock that re-reads the state, so the line's last level always
 /// matches the state.</para>
 /// </remarks>
-public sealed class Serial16550 : IBusDevice
+public sealed class Serial16550 : IBusDevice, IStatefulDevice
 {
     /// <summary>Base port of COM1.</summary>
     public const ushort Com1Port = 0x3f8;
@@ -139,6 +139,21 @@ public sealed class Serial16550 : IBusDevice
         _output = output;
         _interrupt = interrupt;
         _rx = new byte[inputCapacity];
+    }
+
+    /// <summary>Snapshot id of this UART ("com1" unless set).</summary>
+    public string StateId { get; init; } = "com1";
+
+    /// <inheritdoc />
+    public byte[] SaveState() => GetState().Encode();
+
+    /// <inheritdoc />
+    public void RestoreState(ReadOnlySpan<byte> state)
+    {
+        var decoded = Serial16550State.Decode(state);
+        if (decoded.PendingInput.Length > _rx.Length)
+            throw new InvalidDataException($"16550 state holds {decoded.PendingInput.Length} input bytes; this UART queues at most {_rx.Length}");
+        SetState(decoded);
     }
 
     /// <summary>Bound of the host-side receive queue.</summary>

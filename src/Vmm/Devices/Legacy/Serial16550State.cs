@@ -50,6 +50,58 @@ public sealed record Serial16550State
         && Dlm == other.Dlm && ThrEmptyInterruptPending == other.ThrEmptyInterruptPending
         && PendingInput.AsSpan().SequenceEqual(other.PendingInput);
 
+    /// <summary>Snapshot encoding, format 1: the nine registers, the THRE-pending flag, then the pending input (u32 length, bytes).</summary>
+    public byte[] Encode()
+    {
+        var ms = new MemoryStream(16 + PendingInput.Length);
+        using (var w = new BinaryWriter(ms))
+        {
+            w.Write(FormatVersion);
+            w.Write(Ier); w.Write(Lcr); w.Write(Mcr); w.Write(Fcr); w.Write(Lsr);
+            w.Write(Msr); w.Write(Scr); w.Write(Dll); w.Write(Dlm);
+            w.Write(ThrEmptyInterruptPending);
+            w.Write(PendingInput.Length);
+            w.Write(PendingInput);
+        }
+        return ms.ToArray();
+    }
+
+    /// <summary>Parses <see cref="Encode"/>'s output; anything malformed throws <see cref="InvalidDataException"/>.</summary>
+    public static Serial16550State Decode(ReadOnlySpan<byte> data)
+    {
+        try
+        {
+            using var r = new BinaryReader(new MemoryStream(data.ToArray()));
+            byte version = r.ReadByte();
+            if (version != FormatVersion) throw new InvalidDataException($"16550 state format {version}, expected {FormatVersion}");
+            var state = new Serial16550State
+            {
+                Ier = r.ReadByte(), Lcr = r.ReadByte(), Mcr = r.ReadByte(), Fcr = r.ReadByte(), Lsr = r.ReadByte(),
+                Msr = r.ReadByte(), Scr = r.ReadByte(), Dll = r.ReadByte(), Dlm = r.ReadByte(),
+                ThrEmptyInterruptPending = ReadBool(r),
+            };
+            int count = r.ReadInt32();
+            if (count < 0 || count > r.BaseStream.Length - r.BaseStream.Position)
+                throw new InvalidDataException($"16550 state: bad pending-input length {count}");
+            state = state with { PendingInput = r.ReadBytes(count) };
+            if (r.BaseStream.Position != r.BaseStream.Length) throw new InvalidDataException("16550 state: trailing bytes");
+            return state;
+        }
+        catch (EndOfStreamException e)
+        {
+            throw new InvalidDataException("16550 state is truncated", e);
+        }
+    }
+
+    private const byte FormatVersion = 1;
+
+    private static bool ReadBool(BinaryReader r) => r.ReadByte() switch
+    {
+        0 => false,
+        1 => true,
+        var b => throw new InvalidDataException($"16550 state: bad flag byte {b}"),
+    };
+
     public override int GetHashCode()
     {
         var hash = new HashCode();

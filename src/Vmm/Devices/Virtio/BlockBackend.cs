@@ -1,0 +1,128 @@
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
+namespace FireSharp.Devices.Virtio;
+
+/// <summary>Storage behind a virtio-blk device. Failures are <see cref="IOException"/>s (the guest then gets IOERR).</summary>
+public interface IBlockBackend : IDisposable
+{
+    /// <summary>Size in bytes (a multiple of 512).</summary>
+    ulong SizeBytes { get; }
+
+    bool ReadOnly { get; }
+
+    /// <summary>Fills all of <paramref name="destination"/> from byte <paramref name="offset"/>.</summary>
+    void Read(ulong offset, Span<byte> destination);
+
+    /// <summary>Writes all of <paramref name="source"/> at byte <paramref name="offset"/>.</summary>
+    void Write(ulong offset, ReadOnlySpan<byte> source);
+
+    /// <summary>Returns only when everything written so far is durable on the host.</summary>
+    void Flush();
+}
+
+/// <summary>A raw disk image file, read and written in place with pread/pwrite, flushed with fdatasync.</summary>
+public sealed class RawImageBackend : IBlockBackend
+{
+    public const int SectorSize = 512;
+
+    private readonly SafeFileHandle _handle;
+
+    private RawImageBackend(string path, SafeFileHandle handle, ulong size, bool readOnly)
+    {
+        Path = path;
+        _handle = handle;
+        SizeBytes = size;
+        ReadOnly = readOnly;
+    }
+
+    public string Path { get; }
+    public ulong SizeBytes { get; }
+    public bool ReadOnly { get; }
+
+    /// <summary>
+    /// Opens an image, or throws <see cref="VirtioConfigException"/> naming <paramref name="field"/>: missing,
+    /// not a regular file, unreadable (or not writable for a read-write drive), or not a multiple of 512 bytes.
+    /// </summary>
+    public static RawImageBackend Open(string path, bool readOnly, string field = "drive")
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (Directory.Exists(path))
+            throw new VirtioConfigException(field, VirtioConfigError.NotARegularFile, $"drive image {path} is a directory");
+        if (!File.Exists(path))
+            throw new VirtioConfigException(field, VirtioConfigError.ImageNotFound, $"drive image not found: {path}");
+        SafeFileHandle handle;
+        try
+        {
+            handle = File.OpenHandle(path, FileMode.Open, readOnly ? FileAccess.Read : FileAccess.ReadWrite, FileShare.ReadWrite);
+        }
+        catch (Exception e) when (e is UnauthorizedAccessException or IOException)
+        {
+            if (!readOnly && CanRead(path))
+                throw new VirtioConfigException(field, VirtioConfigError.ImageNotWritable,
+                    $"drive image {path} cannot be opened for writing ({e.Message}); add :ro for a read-only drive");
+            throw new VirtioConfigException(field, VirtioConfigError.ImageUnreadable, $"drive image {path} cannot be read: {e.Message}");
+        }
+        try
+        {
+            long length = RandomAccess.GetLength(handle);
+            if (length % SectorSize != 0)
+                throw new VirtioConfigException(field, VirtioConfigError.ImageSizeNotSectorMultiple,
+                    $"drive image {path} is {length} bytes, not a multiple of {SectorSize}");
+            return new RawImageBackend(path, handle, (ulong)length, readOnly);
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
+    private static bool CanRead(string path)
+    {
+        try
+        {
+            using var h = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            return true;
+        }
+        catch (Exception e) when (e is UnauthorizedAccessException or IOException)
+        {
+            return false;
+        }
+    }
+
+    public void Read(ulong offset, Span<byte> destination)
+    {
+        while (!destination.IsEmpty)
+        {
+            int n = RandomAccess.Read(_handle, destination, checked((long)offset));
+            if (n <= 0) throw new IOException($"unexpected end of {Path} at byte {offset}");
+            destination = destination[n..];
+            offset += (ulong)n;
+        }
+    }
+
+    public void Write(ulong offset, ReadOnlySpan<byte> source)
+    {
+        if (ReadOnly) throw new IOException($"{Path} is read-only");
+        RandomAccess.Write(_handle, source, checked((long)offset)); // writes all of it or throws
+    }
+
+    public void Flush()
+    {
+        if (ReadOnly) return;
+        bool added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            if (Libc.FdataSync((int)_handle.DangerousGetHandle()) != 0)
+                throw new IOException($"fdatasync {Path}: " + Libc.ErrnoText(Marshal.GetLastPInvokeError()));
+        }
+        finally
+        {
+            if (added) _handle.DangerousRelease();
+        }
+    }
+
+    public void Dispose() => _handle.Dispose();
+}

@@ -1,0 +1,93 @@
+namespace FireSharp.Devices.Virtio;
+
+/// <summary>
+/// One virtio-blk drive of a VM: a raw image file, read-only or not, with an optional GET_ID serial. The root
+/// drive (at most one) becomes <c>root=/dev/vdX</c> on a Linux command line.
+/// </summary>
+public sealed record DriveSpec
+{
+    public required string Path { get; init; }
+    public bool ReadOnly { get; init; }
+
+    /// <summary>What the guest reads with GET_ID (/sys/block/vdX/serial): up to 20 printable ASCII characters.</summary>
+    public string? Serial { get; init; }
+
+    public bool IsRoot { get; init; }
+
+    /// <summary>
+    /// The CLI form <c>PATH[:ro|:rw][:root][:id=SERIAL]</c>, suffixes in any order. A path that itself contains
+    /// ':' still works as long as its last part is not one of the suffixes.
+    /// </summary>
+    public static DriveSpec Parse(string text, string field = "--drive")
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var parts = text.Split(':').ToList();
+        bool? readOnly = null;
+        bool root = false;
+        string? serial = null;
+        while (parts.Count > 1)
+        {
+            string last = parts[^1];
+            if (last is "ro" or "rw")
+            {
+                if (readOnly is not null) throw Syntax(field, text, "ro/rw given twice");
+                readOnly = last == "ro";
+            }
+            else if (last == "root")
+            {
+                if (root) throw Syntax(field, text, "root given twice");
+                root = true;
+            }
+            else if (last.StartsWith("id=", StringComparison.Ordinal))
+            {
+                if (serial is not null) throw Syntax(field, text, "id= given twice");
+                serial = last[3..];
+            }
+            else break;
+            parts.RemoveAt(parts.Count - 1);
+        }
+        string path = string.Join(':', parts);
+        if (path.Length == 0) throw Syntax(field, text, "no image path");
+        VirtioBlock.CheckSerial(serial, field);
+        return new DriveSpec { Path = path, ReadOnly = readOnly ?? false, IsRoot = root, Serial = serial };
+    }
+
+    private static VirtioConfigException Syntax(string field, string text, string why) =>
+        new(field, VirtioConfigError.InvalidDriveSyntax, $"\"{text}\": {why} (expected PATH[:ro|:rw][:root][:id=SERIAL])");
+
+    /// <summary>
+    /// Checks a VM's drive list before anything is opened: at most one root, valid serials, no image named
+    /// twice (after resolving symlinks), and no more virtio devices than fit
+    /// (<paramref name="otherVirtioDevices"/> counts the non-block ones).
+    /// </summary>
+    public static void Validate(IReadOnlyList<DriveSpec> drives, int otherVirtioDevices = 0)
+    {
+        ArgumentNullException.ThrowIfNull(drives);
+        VirtioMmioLayout.CheckCount(drives.Count + otherVirtioDevices, "drives");
+        var seen = new Dictionary<string, int>(StringComparer.Ordinal);
+        int root = -1;
+        for (int i = 0; i < drives.Count; i++)
+        {
+            var d = drives[i];
+            string field = FieldName(i);
+            VirtioBlock.CheckSerial(d.Serial, field);
+            if (d.IsRoot)
+            {
+                if (root >= 0)
+                    throw new VirtioConfigException(field, VirtioConfigError.MultipleRootDrives, $"drive[{root}] is already the root drive");
+                root = i;
+            }
+            string key = CanonicalPath(d.Path);
+            if (seen.TryGetValue(key, out int first))
+                throw new VirtioConfigException(field, VirtioConfigError.DuplicatePath,
+                    $"drive image {d.Path} is already drive[{first}]; an image can back only one drive");
+            seen.Add(key, i);
+        }
+    }
+
+    public static string FieldName(int index) => $"drive[{index}]";
+
+    /// <summary>The file's real path (realpath(3)), so that two names of one file compare equal.</summary>
+    public static string CanonicalPath(string path) =>
+        Libc.RealPath(path) ?? System.IO.Path.GetFullPath(path); // missing: opening it reports the real error
+}

@@ -1,0 +1,155 @@
+using System.Diagnostics;
+using FireSharp.Kvm;
+using FireSharp.Memory;
+using FireSharp.Vm;
+using Microsoft.Extensions.Logging;
+
+namespace FireSharp.Snapshot;
+
+/// <summary>Where a restore spent its time (for logs and the P4 benchmark).</summary>
+public sealed record RestoreTimings(TimeSpan ReadState, TimeSpan CreateVm, TimeSpan SetState, TimeSpan StartVcpus, TimeSpan Total);
+
+/// <summary>
+/// Restores a snapshot into a new VM in this process. Everything that can be checked without KVM is
+/// checked first (state file header, length, CRC and content; memory file size; device set and
+/// overrides), so a bad snapshot creates no VM. Then: guest memory is the snapshot's memory file
+/// mapped MAP_PRIVATE (nothing is copied; pages load on first touch; writes stay private to this VM,
+/// so any number of clones can restore from one snapshot at once), the machine and the same device set
+/// are rebuilt, device, VM and vCPU state are set, and the vCPUs start (or stay paused).
+/// </summary>
+public static class SnapshotRestore
+{
+    public const string DriveKind = "virtio-blk", NetKind = "virtio-net", VsockKind = "virtio-vsock";
+
+    public static MicroVm Restore(string directory, RestoreOverrides overrides) => Restore(directory, overrides, out _);
+
+    public static MicroVm Restore(string directory, RestoreOverrides overrides, out RestoreTimings timings)
+    {
+        ArgumentNullException.ThrowIfNull(overrides);
+        long start = Stopwatch.GetTimestamp();
+        var snapshot = SnapshotReader.Load(directory);
+        var state = snapshot.State;
+        var spec = SpecFor(snapshot, overrides);
+        long loaded = Stopwatch.GetTimestamp();
+
+        GuestMemory memory;
+        try
+        {
+            memory = GuestMemory.CreateFromFile(snapshot.MemoryPath, state.Config.MemoryBytes);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new SnapshotException(SnapshotErrorReason.MemoryFileSizeMismatch, e.Message, e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new SnapshotException(SnapshotErrorReason.IoError, $"cannot map {snapshot.MemoryPath}: {e.Message}", e);
+        }
+
+        var vm = MicroVm.CreateRestored(spec, memory, [.. state.Vcpus.Select(v => v.Cpuid)], start);
+        long created = Stopwatch.GetTimestamp();
+        try
+        {
+            var built = vm.StatefulDevices.Select(d => (d.Descriptor.Id, d.Descriptor.Kind)).ToList();
+            var saved = state.Config.Devices.Select(d => (d.Id, d.Kind)).ToList();
+            if (!built.ToHashSet().SetEquals(saved))
+                throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch,
+                    $"restore built devices [{string.Join(", ", built)}] but the snapshot has [{string.Join(", ", saved)}]");
+            foreach (var (descriptor, device) in vm.StatefulDevices)
+            {
+                try
+                {
+                    device.RestoreState(state.DeviceStates[descriptor.Id]);
+                }
+                catch (InvalidDataException e)
+                {
+                    throw new SnapshotException(SnapshotErrorReason.Corrupt, $"{snapshot.Directory}: state of device {descriptor}: {e.Message}", e);
+                }
+            }
+            try
+            {
+                KvmStateIo.ApplyVm(vm.Machine, state.Vm);
+                foreach (var vcpu in state.Vcpus) KvmStateIo.ApplyVcpu(vm.Machine, vcpu);
+            }
+            catch (KvmException e)
+            {
+                throw new SnapshotException(SnapshotErrorReason.KvmStateRejected, $"{snapshot.Directory}: KVM refused the saved state: {e.Message}", e);
+            }
+            long set = Stopwatch.GetTimestamp();
+            vm.Machine.Start(paused: !overrides.Resume);
+            long end = Stopwatch.GetTimestamp();
+            timings = new RestoreTimings(
+                Stopwatch.GetElapsedTime(start, loaded), Stopwatch.GetElapsedTime(loaded, created),
+                Stopwatch.GetElapsedTime(created, set), Stopwatch.GetElapsedTime(set, end), Stopwatch.GetElapsedTime(start, end));
+            overrides.Logger.LogInformation(
+                "restored {Dir} ({Mem} MiB, {Vcpus} vCPU) in {Total:F2} ms: state read {Read:F2} ms, VM created {Create:F2} ms, state set {Set:F2} ms, vCPU threads {Threads:F2} ms; {Run}",
+                snapshot.Directory, state.Config.MemoryBytes / MemoryLayout.MiB, state.Config.VcpuCount, timings.Total.TotalMilliseconds,
+                timings.ReadState.TotalMilliseconds, timings.CreateVm.TotalMilliseconds, timings.SetState.TotalMilliseconds,
+                timings.StartVcpus.TotalMilliseconds, overrides.Resume ? "resumed" : "left paused");
+            return vm;
+        }
+        catch
+        {
+            vm.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The spec a restore builds, from the snapshot's machine config and the overrides; refuses a device
+    /// set that differs from the requested one or that this build cannot create, and overrides that name
+    /// devices the snapshot does not have.
+    /// </summary>
+    public static VmSpec SpecFor(LoadedSnapshot snapshot, RestoreOverrides overrides)
+    {
+        var config = snapshot.State.Config;
+        if (config.MemoryBytes % MemoryLayout.MiB != 0)
+            throw new SnapshotException(SnapshotErrorReason.Corrupt, $"{snapshot.Directory}: guest memory {config.MemoryBytes} bytes is not whole MiB");
+        if (!config.InKernelIrqchip)
+            throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch, $"{snapshot.Directory} was taken without the in-kernel irqchip, which a microVM always has");
+        var saved = config.Devices;
+        if (overrides.ExpectedDevices is { } expected && !SameIdsAndKinds(expected, saved))
+            throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch,
+                $"{snapshot.Directory} was taken with devices [{string.Join(", ", saved)}], not the requested [{string.Join(", ", expected)}]");
+
+        CheckOverrideTargets(snapshot, overrides.DrivePaths.Keys, DriveKind, "drive");
+        CheckOverrideTargets(snapshot, overrides.TapNames.Keys, NetKind, "network interface");
+        if (overrides.VsockUdsPath is not null && !saved.Any(d => d.Kind == VsockKind))
+            throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch, $"a vsock path override was given but {snapshot.Directory} has no vsock device");
+
+        var spec = new VmSpec
+        {
+            KernelPath = config.KernelPath,
+            MemoryMib = config.MemoryBytes / MemoryLayout.MiB,
+            Vcpus = config.VcpuCount,
+            Serial = overrides.Serial,
+            Pvm = overrides.Pvm,
+            Logger = overrides.Logger,
+        };
+        // Devices with host-side settings (virtio drives, tap, vsock) go into the spec here, from the
+        // descriptors' settings with the overrides applied, once MicroVm builds them.
+        var planned = MicroVm.PlannedDevices(spec);
+        if (!SameIdsAndKinds(planned, saved))
+        {
+            var missing = saved.Where(d => !planned.Any(p => p.Id == d.Id && p.Kind == d.Kind)).ToList();
+            var extra = planned.Where(p => !saved.Any(d => p.Id == d.Id && p.Kind == d.Kind)).ToList();
+            throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch,
+                $"{snapshot.Directory} has devices [{string.Join(", ", saved)}]; this FireSharp would build [{string.Join(", ", planned)}]"
+                + (missing.Count > 0 ? $"; cannot create [{string.Join(", ", missing)}]" : "")
+                + (extra.Count > 0 ? $"; snapshot lacks [{string.Join(", ", extra)}]" : ""));
+        }
+        return spec;
+    }
+
+    private static void CheckOverrideTargets(LoadedSnapshot snapshot, IEnumerable<string> ids, string kind, string what)
+    {
+        foreach (var id in ids)
+        {
+            if (!snapshot.State.Config.Devices.Any(d => d.Id == id && d.Kind == kind))
+                throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch, $"override for {what} '{id}', but {snapshot.Directory} has no {kind} device with that id");
+        }
+    }
+
+    private static bool SameIdsAndKinds(IEnumerable<DeviceDescriptor> a, IEnumerable<DeviceDescriptor> b) =>
+        a.Select(d => (d.Id, d.Kind)).ToHashSet().SetEquals(b.Select(d => (d.Id, d.Kind)));
+}

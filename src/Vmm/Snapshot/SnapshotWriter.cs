@@ -1,0 +1,250 @@
+using System.Diagnostics;
+using FireSharp.Devices;
+using FireSharp.Memory;
+using FireSharp.Vm;
+using Microsoft.Extensions.Logging;
+using Microsoft.Win32.SafeHandles;
+
+namespace FireSharp.Snapshot;
+
+/// <summary>What <see cref="SnapshotWriter.Create"/> wrote.</summary>
+public sealed record SnapshotResult
+{
+    public required string Directory { get; init; }
+    public required ulong MemoryBytes { get; init; }
+
+    /// <summary>Bytes of guest memory actually written (non-zero pages); the rest of the file is holes.</summary>
+    public required ulong MemoryBytesWritten { get; init; }
+
+    public required long StateFileBytes { get; init; }
+
+    /// <summary>How long the vCPUs were paused for the snapshot (zero if the VM was paused already and stays so).</summary>
+    public required TimeSpan PausedFor { get; init; }
+
+    public required TimeSpan Elapsed { get; init; }
+}
+
+/// <summary>
+/// Takes a full snapshot of a <see cref="MicroVm"/> into a new directory:
+/// <list type="bullet">
+/// <item><c>vmstate</c>: the machine config, VM, vCPU and device state (<see cref="SnapshotFormat"/>);</item>
+/// <item><c>memory</c>: guest RAM, the regions in order, sparse (only non-zero 4 KiB pages are written).</item>
+/// </list>
+/// Everything is written into a hidden temporary directory beside the target, fsynced, then renamed to
+/// the target in one step (renameat2 RENAME_NOREPLACE) and the parent directory fsynced: a snapshot
+/// directory either exists complete or not at all. On any failure (a full disk included) the temporary
+/// directory is removed and the VM is put back in the state it was in. Disks are the user's: they are
+/// not copied.
+/// </summary>
+public static class SnapshotWriter
+{
+    public const string StateFileName = "vmstate", MemoryFileName = "memory";
+
+    private const int ChunkBytes = 1 << 20;
+
+    /// <summary>One snapshot at a time per VM: a second one would resume the VM under the first.</summary>
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<VirtualMachine, Lock> s_locks = new();
+    private const int Page = (int)MemoryLayout.PageSize;
+
+    /// <summary>
+    /// Snapshots <paramref name="vm"/>, which must be running (it is paused for the snapshot) or paused.
+    /// With <paramref name="resume"/> the VM runs afterwards; without, it stays paused. Throws
+    /// <see cref="SnapshotException"/> (DirectoryExists, NotFound, InvalidVmState, DiskFull, IoError, KvmStateRejected).
+    /// </summary>
+    public static SnapshotResult Create(MicroVm vm, string directory, bool resume, TimeSpan? pauseTimeout = null)
+    {
+        ArgumentNullException.ThrowIfNull(vm);
+        lock (s_locks.GetValue(vm.Machine, _ => new Lock())) return CreateLocked(vm, directory, resume, pauseTimeout);
+    }
+
+    private static SnapshotResult CreateLocked(MicroVm vm, string directory, bool resume, TimeSpan? pauseTimeout)
+    {
+        long start = Stopwatch.GetTimestamp();
+        string target = Path.GetFullPath(directory.TrimEnd('/') is { Length: > 0 } d ? d : directory);
+        string parent = Path.GetDirectoryName(target) ?? "/";
+        if (System.IO.Directory.Exists(target) || File.Exists(target))
+            throw new SnapshotException(SnapshotErrorReason.DirectoryExists, $"snapshot directory {target} already exists");
+        if (!System.IO.Directory.Exists(parent))
+            throw new SnapshotException(SnapshotErrorReason.NotFound, $"cannot create snapshot {target}: directory {parent} does not exist");
+
+        var machine = vm.Machine;
+        // Every device the guest can see must be in the snapshot; a VM with one that is not (yet) in
+        // StatefulDevices would restore without it. Refuse rather than write a snapshot that cannot work.
+        if (vm.Virtio is { Count: > 0 } virtio && !virtio.Transports.All(t => vm.StatefulDevices.Any(d => ReferenceEquals(d.Device, t))))
+            throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch,
+                $"cannot snapshot: this VM has {virtio.Count} virtio device(s) that snapshots do not cover yet (only [{string.Join(", ", vm.StatefulDevices.Select(d => d.Descriptor))}])");
+        var before = machine.State;
+        if (before is not (VmState.Running or VmState.Paused))
+            throw new SnapshotException(SnapshotErrorReason.InvalidVmState, $"cannot snapshot a VM that is {before.ToString().ToLowerInvariant()}: it must be running or paused");
+        if (before == VmState.Running && !machine.Pause(pauseTimeout ?? TimeSpan.FromSeconds(5)))
+        {
+            if (machine.State == VmState.Paused) machine.Resume();
+            throw new SnapshotException(SnapshotErrorReason.InvalidVmState, "cannot snapshot: the VM did not pause in time (or ended meanwhile)");
+        }
+        long pausedAt = Stopwatch.GetTimestamp();
+        string temp = Path.Combine(parent, $".{Path.GetFileName(target)}.partial-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        bool ok = false;
+        try
+        {
+            var state = Capture(vm);
+            System.IO.Directory.CreateDirectory(temp);
+            ulong written = WriteMemory(machine.Memory, Path.Combine(temp, MemoryFileName));
+            var bytes = SnapshotFormat.Encode(state);
+            WriteFileDurably(Path.Combine(temp, StateFileName), bytes);
+            FileSystem.SyncDirectory(temp);
+            FileSystem.RenameNoReplace(temp, target);
+            FileSystem.SyncDirectory(parent);
+            ok = true;
+            var result = new SnapshotResult
+            {
+                Directory = target,
+                MemoryBytes = machine.Memory.TotalSize,
+                MemoryBytesWritten = written,
+                StateFileBytes = bytes.Length,
+                PausedFor = resume || before == VmState.Running ? Stopwatch.GetElapsedTime(pausedAt) : TimeSpan.Zero,
+                Elapsed = Stopwatch.GetElapsedTime(start),
+            };
+            machine.Logger.LogInformation("snapshot {Dir}: {Written} KiB of {Total} MiB guest memory written, state {State} bytes, vCPUs paused {Paused:F1} ms",
+                target, written / 1024, result.MemoryBytes / MemoryLayout.MiB, bytes.Length, Stopwatch.GetElapsedTime(pausedAt).TotalMilliseconds);
+            return result;
+        }
+        catch (IOException e) when (FileSystem.IsDiskFull(e))
+        {
+            throw new SnapshotException(SnapshotErrorReason.DiskFull, $"snapshot {target}: no space left on the file system ({e.Message}); nothing was kept", e);
+        }
+        catch (IOException e)
+        {
+            throw new SnapshotException(SnapshotErrorReason.IoError, $"snapshot {target}: {e.Message}; nothing was kept", e);
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            throw new SnapshotException(SnapshotErrorReason.IoError, $"snapshot {target}: {e.Message}; nothing was kept", e);
+        }
+        catch (Kvm.KvmException e)
+        {
+            throw new SnapshotException(SnapshotErrorReason.KvmStateRejected, $"snapshot {target}: reading VM state failed: {e.Message}", e);
+        }
+        finally
+        {
+            if (!ok) TryDelete(temp, machine.Logger);
+            // A failed snapshot leaves the VM as it found it; a successful one resumes on request.
+            if (machine.State == VmState.Paused && (ok ? resume : before == VmState.Running))
+                machine.Resume();
+        }
+    }
+
+    /// <summary>Reads every piece of state of a paused (or not yet started) VM. No files are touched.</summary>
+    public static SnapshotState Capture(MicroVm vm)
+    {
+        var machine = vm.Machine;
+        var indices = machine.Kvm.System.GetMsrIndexList();
+        var vcpus = new VcpuState[machine.Options.VcpuCount];
+        for (int i = 0; i < vcpus.Length; i++) vcpus[i] = KvmStateIo.CaptureVcpu(machine, i, indices);
+        if (machine.Logger.IsEnabled(LogLevel.Debug))
+        {
+            foreach (var v in vcpus)
+                machine.Logger.LogDebug("snapshot: vcpu {Vcpu}: {Read} of {Listed} MSRs readable, XSAVE {Xsave}, XCRs {Xcrs}, debug registers {Debug}, LAPIC {Lapic}, MP state {Mp}",
+                    v.Id, v.Msrs.Length, indices.Length, v.Xsave.HasValue, v.Xcrs.HasValue, v.DebugRegs.HasValue, v.Lapic.HasValue, v.MpState?.ToString() ?? "none");
+        }
+        var devices = new Dictionary<string, byte[]>(StringComparer.Ordinal);
+        foreach (var (descriptor, device) in vm.StatefulDevices) devices.Add(descriptor.Id, device.SaveState());
+        return new SnapshotState
+        {
+            Config = new MachineConfig
+            {
+                MemoryBytes = machine.Memory.TotalSize,
+                VcpuCount = machine.Options.VcpuCount,
+                InKernelIrqchip = machine.Options.InKernelIrqchip,
+                Pvm = machine.IsPvm,
+                KernelPath = vm.KernelPath,
+                Devices = [.. vm.StatefulDevices.Select(d => d.Descriptor)],
+            },
+            Vm = KvmStateIo.CaptureVm(machine),
+            Vcpus = vcpus,
+            DeviceStates = devices,
+            CreatedAt = DateTimeOffset.UtcNow,
+        };
+    }
+
+    /// <summary>
+    /// Writes guest RAM as one file (regions in order): only the 4 KiB pages that are not all zero, at
+    /// their offsets, then the file is extended to the full size, so zero pages are holes. Pages the
+    /// guest never touched are not even read (<see cref="GuestMemory.PossiblyNonZeroRuns"/>).
+    /// Returns the bytes written.
+    /// </summary>
+    internal static ulong WriteMemory(GuestMemory memory, string path)
+    {
+        ulong written = 0;
+        using var file = File.OpenHandle(path, FileMode.CreateNew, FileAccess.Write, FileShare.None);
+        ulong regionOffset = 0;
+        foreach (var region in memory.Regions)
+        {
+            foreach (var (runGpa, runLength) in memory.PossiblyNonZeroRuns(region))
+            {
+                for (ulong done = 0; done < runLength; done += ChunkBytes)
+                {
+                    ulong gpa = runGpa + done;
+                    int length = (int)Math.Min((ulong)ChunkBytes, runLength - done);
+                    var chunk = memory.GetSpan(gpa, length);
+                    long fileOffset = (long)(regionOffset + (gpa - region.GuestAddress));
+                    written += WriteNonZeroPages(file, chunk, fileOffset);
+                }
+            }
+            regionOffset += region.Size;
+        }
+        RandomAccess.SetLength(file, (long)memory.TotalSize);
+        FileSystem.Sync(file, path);
+        MakeReadOnly(path);
+        return written;
+    }
+
+    private static ulong WriteNonZeroPages(SafeFileHandle file, ReadOnlySpan<byte> chunk, long fileOffset)
+    {
+        ulong written = 0;
+        int runStart = -1;
+        for (int off = 0; off <= chunk.Length; off += Page)
+        {
+            bool nonZero = off < chunk.Length && chunk.Slice(off, Page).IndexOfAnyExcept((byte)0) >= 0;
+            if (nonZero)
+            {
+                if (runStart < 0) runStart = off;
+                continue;
+            }
+            if (runStart >= 0)
+            {
+                RandomAccess.Write(file, chunk[runStart..off], fileOffset + runStart);
+                written += (ulong)(off - runStart);
+                runStart = -1;
+            }
+        }
+        return written;
+    }
+
+    private static void WriteFileDurably(string path, byte[] bytes)
+    {
+        using (var file = File.OpenHandle(path, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+        {
+            RandomAccess.Write(file, bytes, 0);
+            FileSystem.Sync(file, path);
+        }
+        MakeReadOnly(path);
+    }
+
+    /// <summary>Snapshot files are immutable once written: clones map the memory file, and a change would corrupt them.</summary>
+    private static void MakeReadOnly(string path)
+    {
+        if (OperatingSystem.IsLinux()) File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+    }
+
+    private static void TryDelete(string temp, ILogger log)
+    {
+        try
+        {
+            if (System.IO.Directory.Exists(temp)) System.IO.Directory.Delete(temp, recursive: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            log.LogError("snapshot: could not remove the partial snapshot {Dir}: {Error}", temp, e.Message);
+        }
+    }
+}
