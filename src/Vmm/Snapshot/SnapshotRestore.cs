@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using FireSharp.Devices.Virtio;
 using FireSharp.Kvm;
 using FireSharp.Memory;
 using FireSharp.Vm;
@@ -46,7 +47,17 @@ public static class SnapshotRestore
             throw new SnapshotException(SnapshotErrorReason.IoError, $"cannot map {snapshot.MemoryPath}: {e.Message}", e);
         }
 
-        var vm = MicroVm.CreateRestored(spec, memory, [.. state.Vcpus.Select(v => v.Cpuid)], start);
+        MicroVm vm;
+        try
+        {
+            vm = MicroVm.CreateRestored(spec, memory, [.. state.Vcpus.Select(v => v.Cpuid)], start);
+        }
+        catch (VirtioConfigException e)
+        {
+            // SpecFor checked the images; this is one that changed since, or cannot be opened.
+            throw new SnapshotException(e.Reason == VirtioConfigError.ImageNotFound ? SnapshotErrorReason.NotFound : SnapshotErrorReason.IoError,
+                $"{snapshot.Directory}: cannot open the drives: {e.Message}", e);
+        }
         long created = Stopwatch.GetTimestamp();
         try
         {
@@ -75,6 +86,10 @@ public static class SnapshotRestore
             {
                 throw new SnapshotException(SnapshotErrorReason.KvmStateRejected, $"{snapshot.Directory}: KVM refused the saved state: {e.Message}", e);
             }
+            // The irqchip is in place now: an interrupt raised earlier would have been overwritten by it.
+            vm.Virtio.RaisePendingInterrupts();
+            // A VM left paused keeps its devices quiesced too, as MicroVm.Pause does; MicroVm.Resume lets them run.
+            if (overrides.Resume) vm.Virtio.Unquiesce();
             long set = Stopwatch.GetTimestamp();
             vm.Machine.Start(paused: !overrides.Resume);
             long end = Stopwatch.GetTimestamp();
@@ -109,8 +124,12 @@ public static class SnapshotRestore
             throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch, $"{snapshot.Directory} was taken without the in-kernel irqchip, which a microVM always has");
         var saved = config.Devices;
         if (overrides.ExpectedDevices is { } expected && !SameIdsAndKinds(expected, saved))
+        {
+            int savedDrives = saved.Count(d => d.Kind == DriveKind), expectedDrives = expected.Count(d => d.Kind == DriveKind);
             throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch,
-                $"{snapshot.Directory} was taken with devices [{string.Join(", ", saved)}], not the requested [{string.Join(", ", expected)}]");
+                $"{snapshot.Directory} was taken with devices [{string.Join(", ", saved)}], not the requested [{string.Join(", ", expected)}]"
+                + (savedDrives != expectedDrives ? $" ({savedDrives} drive(s), not {expectedDrives})" : ""));
+        }
 
         CheckOverrideTargets(snapshot, overrides.DrivePaths.Keys, DriveKind, "drive");
         CheckOverrideTargets(snapshot, overrides.TapNames.Keys, NetKind, "network interface");
@@ -125,9 +144,10 @@ public static class SnapshotRestore
             Serial = overrides.Serial,
             Pvm = overrides.Pvm,
             Logger = overrides.Logger,
+            Drives = DrivesFor(snapshot, overrides),
         };
-        // Devices with host-side settings (virtio drives, tap, vsock) go into the spec here, from the
-        // descriptors' settings with the overrides applied, once MicroVm builds them.
+        // Other devices with host-side settings (tap, vsock) go into the spec here, from the descriptors'
+        // settings with the overrides applied, once MicroVm builds them.
         var planned = MicroVm.PlannedDevices(spec);
         if (!SameIdsAndKinds(planned, saved))
         {
@@ -139,6 +159,52 @@ public static class SnapshotRestore
                 + (extra.Count > 0 ? $"; snapshot lacks [{string.Join(", ", extra)}]" : ""));
         }
         return spec;
+    }
+
+    /// <summary>
+    /// The snapshot's drives in slot order, each at its recorded path or at the override's. Each image must
+    /// exist and have the recorded size (a clone's copy of a disk must be a copy of the same disk); the
+    /// resulting list must be valid (<see cref="DriveSpec.Validate"/>: no image backs two drives).
+    /// </summary>
+    private static List<DriveSpec> DrivesFor(LoadedSnapshot snapshot, RestoreOverrides overrides)
+    {
+        var drives = new List<DriveSpec>();
+        foreach (var descriptor in snapshot.State.Config.Devices.Where(d => d.Kind == DriveKind))
+        {
+            DriveSpec saved;
+            int slot;
+            ulong size;
+            try
+            {
+                (saved, slot, size) = DriveSettings.Parse(descriptor);
+            }
+            catch (InvalidDataException e)
+            {
+                throw new SnapshotException(SnapshotErrorReason.Corrupt, $"{snapshot.Directory}: {e.Message}", e);
+            }
+            if (slot != drives.Count)
+                throw new SnapshotException(SnapshotErrorReason.Corrupt, $"{snapshot.Directory}: drive '{descriptor.Id}' is in slot {slot}, expected {drives.Count}");
+            bool overridden = overrides.DrivePaths.TryGetValue(descriptor.Id, out var newPath);
+            var drive = overridden ? saved with { Path = newPath! } : saved;
+            string origin = overridden ? $"the override's image {drive.Path}" : $"its image {drive.Path}";
+            var info = new FileInfo(drive.Path);
+            if (!info.Exists)
+                throw new SnapshotException(overridden ? SnapshotErrorReason.DeviceSetMismatch : SnapshotErrorReason.NotFound,
+                    $"drive '{descriptor.Id}' of {snapshot.Directory}: {origin} does not exist");
+            if ((ulong)info.Length != size)
+                throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch,
+                    $"drive '{descriptor.Id}' of {snapshot.Directory} was {size} bytes, but {origin} is {info.Length} bytes: a restored drive must have the snapshot's size");
+            drives.Add(drive);
+        }
+        try
+        {
+            DriveSpec.Validate(drives);
+        }
+        catch (VirtioConfigException e)
+        {
+            throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch, $"{snapshot.Directory}: the restored drives are not a valid set: {e.Message}", e);
+        }
+        return drives;
     }
 
     private static void CheckOverrideTargets(LoadedSnapshot snapshot, IEnumerable<string> ids, string kind, string what)

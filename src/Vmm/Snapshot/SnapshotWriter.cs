@@ -68,7 +68,7 @@ public static class SnapshotWriter
             throw new SnapshotException(SnapshotErrorReason.NotFound, $"cannot create snapshot {target}: directory {parent} does not exist");
 
         var machine = vm.Machine;
-        // Every device the guest can see must be in the snapshot; a VM with one that is not (yet) in
+        // Every device the guest can see must be in the snapshot; a VM with one that is not in
         // StatefulDevices would restore without it. Refuse rather than write a snapshot that cannot work.
         if (vm.Virtio is { Count: > 0 } virtio && !virtio.Transports.All(t => vm.StatefulDevices.Any(d => ReferenceEquals(d.Device, t))))
             throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch,
@@ -81,6 +81,10 @@ public static class SnapshotWriter
             if (machine.State == VmState.Paused) machine.Resume();
             throw new SnapshotException(SnapshotErrorReason.InvalidVmState, "cannot snapshot: the VM did not pause in time (or ended meanwhile)");
         }
+        // With the vCPUs paused nothing new is submitted; the device workers finish the request in flight
+        // (and its interrupt) and park, so memory, rings and device state stay still while they are saved.
+        bool devicesWereQuiesced = vm.Virtio.IsQuiesced;
+        vm.Virtio.Quiesce();
         long pausedAt = Stopwatch.GetTimestamp();
         string temp = Path.Combine(parent, $".{Path.GetFileName(target)}.partial-{Environment.ProcessId}-{Guid.NewGuid():N}");
         bool ok = false;
@@ -128,8 +132,9 @@ public static class SnapshotWriter
         {
             if (!ok) TryDelete(temp, machine.Logger);
             // A failed snapshot leaves the VM as it found it; a successful one resumes on request.
-            if (machine.State == VmState.Paused && (ok ? resume : before == VmState.Running))
-                machine.Resume();
+            bool resumeVm = machine.State == VmState.Paused && (ok ? resume : before == VmState.Running);
+            if (resumeVm || !devicesWereQuiesced) vm.Virtio.Unquiesce();
+            if (resumeVm) machine.Resume();
         }
     }
 

@@ -3,6 +3,7 @@ using FireSharp.Boot;
 using FireSharp.Devices;
 using FireSharp.Devices.Legacy;
 using FireSharp.Devices.Virtio;
+using FireSharp.Devices.Virtio.Vsock;
 using FireSharp.Kvm.Interop;
 using FireSharp.Memory;
 using FireSharp.Snapshot;
@@ -36,6 +37,12 @@ public sealed record VmSpec
     /// </summary>
     public IReadOnlyList<DriveSpec> Drives { get; init; } = [];
 
+    /// <summary>
+    /// A virtio-vsock device (guest CID and the hybrid host Unix socket FireSharp creates), in the virtio-mmio
+    /// slot after the drives; null = none.
+    /// </summary>
+    public VsockDeviceSpec? Vsock { get; init; }
+
     public ILogger Logger { get; init; } = NullLogger.Instance;
 }
 
@@ -50,13 +57,18 @@ public sealed class MicroVm : IDisposable
 
     private readonly BootPlan? _plan;
 
-    private MicroVm(VirtualMachine machine, StandardDevices devices, BootPlan? plan, string kernelPath, long started)
+    private MicroVm(VirtualMachine machine, StandardDevices devices, VirtioDeviceSet virtio, BootPlan? plan, string kernelPath, long started)
     {
         Machine = machine;
         Serial = devices.Serial;
         Keyboard = devices.Keyboard;
         BootTimer = devices.BootTimer;
-        StatefulDevices = devices.Stateful;
+        Virtio = virtio;
+        var stateful = new List<(DeviceDescriptor, IStatefulDevice)>(devices.Stateful);
+        // A drive's state is its transport's (which carries the VirtioBlock's own state inside).
+        for (int i = 0; i < virtio.Transports.Count; i++)
+            stateful.Add((DriveSettings.Describe(virtio.Drives, i, virtio.DriveSizeBytes(i)), virtio.Transports[i]));
+        StatefulDevices = stateful;
         _plan = plan;
         KernelPath = kernelPath;
         StartTimestamp = started;
@@ -95,8 +107,10 @@ public sealed class MicroVm : IDisposable
             throw new BootException(BootErrorReason.FileNotFound, $"kernel file not found: {spec.KernelPath}");
 
         // Bad drive input (missing image, a path twice, too many devices, ...) fails here, before KVM is touched.
+        spec.Vsock?.Validate();
         var virtio = VirtioDeviceSet.OpenDrives(spec.Drives, spec.Logger);
         VirtualMachine machine;
+        VirtioVsock? vsock = null;
         try
         {
             machine = VirtualMachine.Create(new MachineOptions
@@ -116,6 +130,11 @@ public sealed class MicroVm : IDisposable
         {
             var devices = AttachDevices(machine, spec, started);
             virtio.Attach(VirtioHostFor(machine, spec.Logger));
+            if (spec.Vsock is { } vsockSpec)
+            {
+                vsock = new VirtioVsock(vsockSpec, spec.Logger);
+                vsock.AttachToVm(VirtioHostFor(machine, spec.Logger), slot: virtio.Count);
+            }
 
             var plan = BootLoader.Prepare(machine.Memory, new BootRequest
             {
@@ -127,8 +146,9 @@ public sealed class MicroVm : IDisposable
             });
             if (plan.Kernel.IsLinux)
             {
-                if (spec.Drives.Count > 0) CheckVirtioMmioCmdlineSupport(spec.KernelPath, plan.Kernel, spec.Logger);
+                if (spec.Drives.Count > 0 || vsock is not null) CheckVirtioMmioCmdlineSupport(spec.KernelPath, plan.Kernel, spec.Logger);
                 string cmdline = (spec.Cmdline ?? DefaultLinuxCmdline) + virtio.LinuxCmdline();
+                if (vsock is not null) cmdline += " " + VirtioMmioLayout.CmdlineParameter(vsock.Slot);
                 if (machine.IsPvm)
                 {
                     foreach (var (p, why) in PvmQuirks.LinuxParameters)
@@ -146,10 +166,11 @@ public sealed class MicroVm : IDisposable
             else
                 CpuSetup.SetupPvh(bsp, machine.Memory, plan.EntryRip, plan.BootInfoGpa);
             spec.Logger.LogDebug("kernel {Kernel}: {Format}, entry {Mode} at 0x{Rip:x}", spec.KernelPath, plan.Kernel.Format, plan.Mode, plan.EntryRip);
-            return new MicroVm(machine, devices, plan, spec.KernelPath, started) { Virtio = virtio };
+            return new MicroVm(machine, devices, virtio, plan, spec.KernelPath, started) { Vsock = vsock };
         }
         catch
         {
+            vsock?.Dispose();
             virtio.Dispose();
             machine.Dispose();
             throw;
@@ -171,24 +192,53 @@ public sealed class MicroVm : IDisposable
         new DeviceDescriptor("com1", "serial16550"),
         new DeviceDescriptor("i8042", "i8042"),
         new DeviceDescriptor("boot-timer", "boot-timer"),
+        // Drives in slot order; their image sizes are known only once opened (StatefulDevices has them).
+        .. spec.Drives.Select((_, i) => DriveSettings.Describe(spec.Drives, i, sizeBytes: null)),
     ];
 
     /// <summary>For snapshot restore: the machine over restored memory with the same devices; no kernel is loaded.</summary>
+    /// <remarks>
+    /// The drives of <see cref="VmSpec.Drives"/> are opened and attached with new ioeventfds and irqfds, and
+    /// start quiesced: the restore sets their state, then the VM's, then lets them run
+    /// (<see cref="VirtioDeviceSet.RaisePendingInterrupts"/>, <see cref="VirtioDeviceSet.Unquiesce"/>).
+    /// </remarks>
     internal static MicroVm CreateRestored(VmSpec spec, GuestMemory memory, IReadOnlyList<kvm_cpuid_entry2[]> cpuid, long started)
     {
-        var machine = VirtualMachine.CreateRestored(new MachineOptions
-        {
-            MemoryBytes = spec.MemoryMib * MemoryLayout.MiB,
-            VcpuCount = spec.Vcpus,
-            Pvm = spec.Pvm,
-            Logger = spec.Logger,
-        }, memory, cpuid);
+        VirtioDeviceSet virtio;
         try
         {
-            return new MicroVm(machine, AttachDevices(machine, spec, started), plan: null, spec.KernelPath, started);
+            virtio = VirtioDeviceSet.OpenDrives(spec.Drives, spec.Logger);
         }
         catch
         {
+            memory.Dispose();
+            throw;
+        }
+        VirtualMachine machine;
+        try
+        {
+            machine = VirtualMachine.CreateRestored(new MachineOptions
+            {
+                MemoryBytes = spec.MemoryMib * MemoryLayout.MiB,
+                VcpuCount = spec.Vcpus,
+                Pvm = spec.Pvm,
+                Logger = spec.Logger,
+            }, memory, cpuid);
+        }
+        catch
+        {
+            virtio.Dispose();
+            throw;
+        }
+        try
+        {
+            var devices = AttachDevices(machine, spec, started);
+            virtio.Attach(VirtioHostFor(machine, spec.Logger), quiesced: true);
+            return new MicroVm(machine, devices, virtio, plan: null, spec.KernelPath, started);
+        }
+        catch
+        {
+            virtio.Dispose();
             machine.Dispose();
             throw;
         }
@@ -248,12 +298,28 @@ public sealed class MicroVm : IDisposable
     }
 
     public void Start() => Machine.Start();
-    public bool Pause(TimeSpan timeout) => Machine.Pause(timeout);
-    public void Resume() => Machine.Resume();
+
+    /// <summary>Pauses the vCPUs, then quiesces the virtio devices (no request in flight until <see cref="Resume"/>).</summary>
+    public bool Pause(TimeSpan timeout)
+    {
+        if (!Machine.Pause(timeout)) return false;
+        Virtio.Quiesce();
+        Vsock?.Transport?.Quiesce();
+        return true;
+    }
+
+    /// <summary>Lets the virtio devices run again, then resumes the vCPUs.</summary>
+    public void Resume()
+    {
+        Virtio.Unquiesce();
+        Vsock?.Transport?.Unquiesce();
+        Machine.Resume();
+    }
+
     public VmExit Stop(TimeSpan? timeout = null) => Machine.Stop(timeout);
 
-    /// <summary>The virtio devices (drives) of a VM built by <see cref="Create"/>; null for a restored VM.</summary>
-    public VirtioDeviceSet? Virtio { get; private init; }
+    /// <summary>The virtio devices (drives) of this VM, fresh or restored; empty without drives.</summary>
+    public VirtioDeviceSet Virtio { get; }
 
     /// <summary>What virtio devices get from the machine: its memory, MMIO bus, irqfd and ioeventfd.</summary>
     private static VirtioHost VirtioHostFor(VirtualMachine machine, ILogger logger) => new()
@@ -269,7 +335,7 @@ public sealed class MicroVm : IDisposable
 
     public void Dispose()
     {
-        if (Virtio is { } virtio)
+        if (Virtio is { Count: > 0 } virtio)
         {
             // Device threads use guest memory: stop the vCPUs, then the devices, and only then unmap it.
             try
@@ -279,6 +345,19 @@ public sealed class MicroVm : IDisposable
             catch (TimeoutException) { }
             virtio.Dispose();
         }
+        if (Vsock is { } vsock)
+        {
+            // Its event loop writes guest memory too: after the vCPUs, before the memory goes.
+            try
+            {
+                if (Machine.State is VmState.Running or VmState.Paused) Machine.Stop();
+            }
+            catch (TimeoutException) { }
+            vsock.Dispose();
+        }
         Machine.Dispose();
     }
+
+    /// <summary>The vsock device of a VM built with <see cref="VmSpec.Vsock"/>; null otherwise (and for a restored VM).</summary>
+    public VirtioVsock? Vsock { get; private init; }
 }

@@ -118,7 +118,7 @@ public class SnapshotRejectionTests : IDisposable
         // A snapshot taken with a device this VMM does not build (here: one device more, one less).
         foreach (var devices in new[]
         {
-            state.Config.Devices.Append(new DeviceDescriptor("rootfs", SnapshotRestore.DriveKind)).ToList(),
+            state.Config.Devices.Append(new DeviceDescriptor("eth0", SnapshotRestore.NetKind)).ToList(),
             state.Config.Devices.Where(d => d.Id != "i8042").ToList(),
         })
         {
@@ -126,6 +126,15 @@ public class SnapshotRejectionTests : IDisposable
             var states = devices.ToDictionary(d => d.Id, d => state.DeviceStates.GetValueOrDefault(d.Id) ?? [1]);
             File.WriteAllBytes(State(dir), SnapshotFormat.Encode(state with { Config = state.Config with { Devices = devices }, DeviceStates = states }));
             AssertRefused(dir, SnapshotErrorReason.DeviceSetMismatch);
+        }
+
+        // A drive whose recorded settings are missing: the state file is damaged.
+        {
+            string dir = CopySnapshot(good);
+            var devices = state.Config.Devices.Append(new DeviceDescriptor("rootfs", SnapshotRestore.DriveKind)).ToList();
+            var states = devices.ToDictionary(d => d.Id, d => state.DeviceStates.GetValueOrDefault(d.Id) ?? [1]);
+            File.WriteAllBytes(State(dir), SnapshotFormat.Encode(state with { Config = state.Config with { Devices = devices }, DeviceStates = states }));
+            Assert.Contains("rootfs", AssertRefused(dir, SnapshotErrorReason.Corrupt).Message);
         }
     }
 

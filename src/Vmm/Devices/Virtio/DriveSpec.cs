@@ -15,6 +15,16 @@ public sealed record DriveSpec
     public bool IsRoot { get; init; }
 
     /// <summary>
+    /// The drive's id within the VM (snapshots record drives under it; a restore's drive path overrides name
+    /// it). Null = <c>drive</c>N, N the drive's index (<see cref="EffectiveId"/>).
+    /// </summary>
+    public string? Id { get; init; }
+
+    /// <summary>The id of drive <paramref name="index"/> of a list: its <see cref="Id"/>, or <c>drive</c>N.</summary>
+    public static string EffectiveId(IReadOnlyList<DriveSpec> drives, int index) =>
+        drives[index].Id ?? "drive" + index.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>
     /// The CLI form <c>PATH[:ro|:rw][:root][:id=SERIAL]</c>, suffixes in any order. A path that itself contains
     /// ':' still works as long as its last part is not one of the suffixes.
     /// </summary>
@@ -65,12 +75,18 @@ public sealed record DriveSpec
         ArgumentNullException.ThrowIfNull(drives);
         VirtioMmioLayout.CheckCount(drives.Count + otherVirtioDevices, "drives");
         var seen = new Dictionary<string, int>(StringComparer.Ordinal);
+        var ids = new Dictionary<string, int>(StringComparer.Ordinal);
         int root = -1;
         for (int i = 0; i < drives.Count; i++)
         {
             var d = drives[i];
             string field = FieldName(i);
             VirtioBlock.CheckSerial(d.Serial, field);
+            string id = EffectiveId(drives, i);
+            if (id.Length == 0)
+                throw new VirtioConfigException(field, VirtioConfigError.DuplicateId, "a drive id must not be empty");
+            if (!ids.TryAdd(id, i))
+                throw new VirtioConfigException(field, VirtioConfigError.DuplicateId, $"drive id '{id}' is already drive[{ids[id]}]'s");
             if (d.IsRoot)
             {
                 if (root >= 0)

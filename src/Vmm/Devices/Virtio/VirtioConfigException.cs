@@ -13,6 +13,9 @@ public enum VirtioConfigError
     InvalidSerial,
     InvalidDriveSyntax,
     MultipleRootDrives,
+    DuplicateId,
+    InvalidVsockCid,
+    InvalidVsockPath,
 }
 
 /// <summary>

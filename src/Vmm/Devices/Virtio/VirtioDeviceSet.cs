@@ -75,11 +75,50 @@ public sealed class VirtioDeviceSet : IDisposable
     public IReadOnlyList<VirtioBlock> Blocks => _blocks;
     public int Count => _drives.Count;
 
+    /// <summary>The drives as given, in slot order.</summary>
+    public IReadOnlyList<DriveSpec> Drives => [.. _drives.Select(d => d.Spec)];
+
+    /// <summary>Drive <paramref name="index"/>'s id (<see cref="DriveSpec.EffectiveId"/>).</summary>
+    public string DriveId(int index) => DriveSpec.EffectiveId(Drives, index);
+
+    /// <summary>The size of drive <paramref name="index"/>'s image, as opened.</summary>
+    public ulong DriveSizeBytes(int index) => _drives[index].Backend.SizeBytes;
+
+    /// <summary>Whether every device is quiesced (<see cref="Quiesce"/>); true without devices.</summary>
+    public bool IsQuiesced => _transports.All(t => t.IsQuiesced);
+
+    /// <summary>
+    /// Stops every device's request processing and returns once no request is in flight and no worker is
+    /// between a request and its interrupt (<see cref="VirtioMmioTransport.Quiesce"/>): for a snapshot, after
+    /// the vCPUs have paused. Idempotent.
+    /// </summary>
+    public void Quiesce()
+    {
+        foreach (var t in _transports) t.Quiesce();
+    }
+
+    /// <summary>Undoes <see cref="Quiesce"/>: each worker takes what the queues hold.</summary>
+    public void Unquiesce()
+    {
+        if (_disposed) return;
+        foreach (var t in _transports) t.Unquiesce();
+    }
+
+    /// <summary>After a restore, once the VM's irqchip state is set: re-raises interrupts the drivers had not acknowledged.</summary>
+    public void RaisePendingInterrupts()
+    {
+        foreach (var t in _transports) t.RaisePendingInterrupt();
+    }
+
     /// <summary>Index of the root drive: the one marked <see cref="DriveSpec.IsRoot"/>, or -1.</summary>
     public int RootIndex => _drives.FindIndex(d => d.Spec.IsRoot);
 
-    /// <summary>Creates the devices, registers them at their slots, wires notification and interrupts, starts the workers.</summary>
-    public void Attach(VirtioHost host)
+    /// <summary>
+    /// Creates the devices, registers them at their slots, wires notification and interrupts (a new
+    /// ioeventfd and irqfd per device, also for a restored VM), starts the workers. With
+    /// <paramref name="quiesced"/> the devices start quiesced (a restore sets their state first).
+    /// </summary>
+    public void Attach(VirtioHost host, bool quiesced = false)
     {
         ArgumentNullException.ThrowIfNull(host);
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -114,6 +153,7 @@ public sealed class VirtioDeviceSet : IDisposable
             line ??= host.InterruptLine(gsi);
 
             var transport = new VirtioMmioTransport(block, host.Memory, line, host.Logger);
+            if (quiesced) transport.Quiesce();
             var worker = new VirtioWorker(transport, host.Logger);
             _transports.Add(transport);
             _workers.Add(worker);

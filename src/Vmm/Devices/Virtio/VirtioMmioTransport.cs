@@ -44,6 +44,7 @@ public sealed class VirtioMmioTransport : IBusDevice, IStatefulDevice
     private int _interruptStatus;
     private uint _configGeneration;
     private int _needsResetCount;
+    private int _quiesced;
 
     public VirtioMmioTransport(IVirtioDevice device, GuestMemory memory, IInterruptLine interrupt, ILogger? logger = null)
     {
@@ -307,11 +308,12 @@ public sealed class VirtioMmioTransport : IBusDevice, IStatefulDevice
         if ((uint)index >= (uint)_queues.Length) return;
         var run = _runs[index];
         Volatile.Write(ref run.Pending, 1);
-        while (Monitor.TryEnter(run))
+        // While quiesced the note stays; Unquiesce runs every queue again.
+        while (Volatile.Read(ref _quiesced) == 0 && Monitor.TryEnter(run))
         {
             try
             {
-                while (Interlocked.Exchange(ref run.Pending, 0) == 1) RunQueue(_contexts[index]);
+                while (Volatile.Read(ref _quiesced) == 0 && Interlocked.Exchange(ref run.Pending, 0) == 1) RunQueue(_contexts[index]);
             }
             finally
             {
@@ -342,11 +344,54 @@ public sealed class VirtioMmioTransport : IBusDevice, IStatefulDevice
         }
     }
 
+    /// <summary>
+    /// Stops request processing, for a snapshot: returns once no request is in flight and no queue run
+    /// (with its interrupt) is under way. A run in progress finishes its current request, raises the
+    /// interrupt it owes, and stops; notifications that arrive meanwhile are remembered, not lost. Guest
+    /// memory, the rings and <see cref="SaveState"/> then stay still until <see cref="Unquiesce"/>.
+    /// Register accesses are not blocked (the vCPUs are expected to be paused).
+    /// </summary>
+    public void Quiesce()
+    {
+        Volatile.Write(ref _quiesced, 1);
+        // Each queue run holds its run lock from its first request to its interrupt: taking it once
+        // waits for the run in flight, and any later run sees the flag before it starts.
+        foreach (var run in _runs)
+        {
+            lock (run) { }
+        }
+    }
+
+    /// <summary>Lets requests run again and processes every queue once (requests made available while quiesced,
+    /// or before a snapshot was taken and restored).</summary>
+    public void Unquiesce()
+    {
+        Volatile.Write(ref _quiesced, 0);
+        for (int i = 0; i < _queues.Length; i++) Notify((uint)i);
+    }
+
+    public bool IsQuiesced => Volatile.Read(ref _quiesced) != 0;
+
+    /// <summary>
+    /// After a restore, once the VM's interrupt controller state is in place: raises the interrupt again if
+    /// the saved InterruptStatus has bits the driver has not acknowledged. The edge may have been on its way
+    /// into KVM (irqfd injects asynchronously) when the snapshot was taken; a repeated one is harmless, the
+    /// driver reads the status and handles it once. Requests the driver made available before the snapshot
+    /// are taken by the run that <see cref="Unquiesce"/> starts.
+    /// </summary>
+    public void RaisePendingInterrupt()
+    {
+        bool raise;
+        lock (_gate) raise = InterruptStatus != 0 && (_status & VirtioStatus.DriverOk) != 0;
+        if (raise) _interrupt.Pulse();
+    }
+
     /// <summary>Whether requests on <paramref name="queue"/> may run now. Called with <see cref="Gate"/> held.</summary>
     internal bool CanProcess(Virtqueue queue)
     {
         uint s = _status;
-        return (s & VirtioStatus.DriverOk) != 0
+        return Volatile.Read(ref _quiesced) == 0
+            && (s & VirtioStatus.DriverOk) != 0
             && (s & (VirtioStatus.DeviceNeedsReset | VirtioStatus.Failed)) == 0
             && queue.Ready && !queue.IsBroken;
     }

@@ -1,0 +1,33 @@
+using Microsoft.Extensions.Logging;
+
+namespace FireSharp.Devices.Virtio.Vsock;
+
+/// <summary>Log events of the vsock device, with stable ids (4200-4219).</summary>
+internal static partial class VsockLog
+{
+    [LoggerMessage(EventId = 4200, Level = LogLevel.Error, Message = "{Device}: event loop failed; the device stopped")]
+    public static partial void LoopFailed(ILogger logger, Exception exception, string device);
+
+    [LoggerMessage(EventId = 4201, Level = LogLevel.Warning,
+        Message = "{Device}: malformed or unexpected packet from the guest ({Reason}); further ones are not logged")]
+    public static partial void BadPacket(ILogger logger, string device, string reason);
+
+    [LoggerMessage(EventId = 4202, Level = LogLevel.Warning, Message = "{Device}: connection limit of {Max} reached; refusing")]
+    public static partial void TooManyConnections(ILogger logger, string device, int max);
+
+    [LoggerMessage(EventId = 4203, Level = LogLevel.Debug, Message = "{Device}: guest connection to host port {Port} refused: {Path}: {Error}")]
+    public static partial void GuestConnectFailed(ILogger logger, string device, uint port, string path, string error);
+
+    [LoggerMessage(EventId = 4204, Level = LogLevel.Debug, Message = "{Device}: host client refused: {Reason}")]
+    public static partial void BadConnectLine(ILogger logger, string device, string reason);
+
+    [LoggerMessage(EventId = 4205, Level = LogLevel.Debug, Message = "{Device}: {PacketsIn} packets in, {PacketsOut} packets out, {Rsts} RSTs sent")]
+    public static partial void Counters(ILogger logger, string device, long packetsIn, long packetsOut, long rsts);
+
+    [LoggerMessage(EventId = 4206, Level = LogLevel.Information,
+        Message = "{Device}: guest CID {Cid}, host socket {Path}, at 0x{Address:x}, GSI {Gsi}; notify by {Notify}, interrupt by {Interrupt}")]
+    public static partial void Placed(ILogger logger, string device, ulong cid, string path, ulong address, uint gsi, string notify, string interrupt);
+
+    [LoggerMessage(EventId = 4207, Level = LogLevel.Warning, Message = "{Device}: {Mechanism} unavailable ({Error}); falling back to exits through the VMM")]
+    public static partial void FallBack(ILogger logger, string device, string mechanism, string error);
+}
