@@ -10,6 +10,9 @@ public static class CliApp
         var root = new RootCommand("FireSharp: KVM microVMs")
         {
             RunCommand.Create(),
+            ServeCommand.Create(),
+            VmmCommand.Create(),
+            VmClientCommands.Create(),
         };
         return root.Parse(args).Invoke();
     }

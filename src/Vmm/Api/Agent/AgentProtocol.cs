@@ -1,0 +1,36 @@
+namespace FireSharp.Api.Agent;
+
+/// <summary>
+/// Constants of the guest agent protocol (src/Proto/agent.proto). This file is compiled into both
+/// the VMM (host side) and <c>firesharp-agent</c> (linked from src/Agent/Agent.csproj), so the two
+/// ends cannot disagree.
+/// </summary>
+public static class AgentProtocol
+{
+    /// <summary>The protocol version this build speaks (Hello.protocol_version).</summary>
+    public const uint Version = 1;
+
+    /// <summary>Bytes of the little-endian length that precedes every frame.</summary>
+    public const int HeaderBytes = 4;
+
+    /// <summary>The largest frame payload either end accepts: 4 MiB.</summary>
+    public const int MaxFrameBytes = 4 << 20;
+
+    /// <summary>The largest file WriteFile/ReadFile move: 1 MiB.</summary>
+    public const int MaxFileBytes = 1 << 20;
+
+    /// <summary>The largest ExecOutput chunk the agent sends: 64 KiB.</summary>
+    public const int MaxOutputChunkBytes = 64 << 10;
+
+    /// <summary>The vsock port the agent serves requests on (host: <c>CONNECT 52</c>).</summary>
+    public const uint DefaultPort = 52;
+
+    /// <summary>
+    /// The vsock port on the host (CID 2) the agent reports readiness to. With hybrid vsock the VMM
+    /// forwards it to the Unix socket <c>&lt;uds&gt;_53</c>.
+    /// </summary>
+    public const uint DefaultReadyPort = 53;
+
+    /// <summary>The vsock CID of the host (VMADDR_CID_HOST).</summary>
+    public const uint HostCid = 2;
+}

@@ -1,0 +1,364 @@
+using System.Diagnostics;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using FireSharp.Api;
+using FireSharp.Api.Worker;
+using FireSharp.Proto.V1;
+using FireSharp.Tests.Support;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Xunit.Abstractions;
+
+namespace FireSharp.Tests.Api;
+
+/// <summary>
+/// The real thing: build/firesharp serve (NativeAOT, from `make build`) with one `firesharp vmm` process per
+/// VM, driven over its Unix socket. After each test nothing may be left: no worker process, no socket, no
+/// VM directory, no daemon fd into the state directory.
+/// </summary>
+[Collection("kvm")]
+public sealed class DaemonProcessTests(ITestOutputHelper output)
+{
+    [SkippableFact]
+    public async Task Readiness_is_reported_on_notify_socket_after_the_daemon_can_serve()
+    {
+        await using var d = await DaemonUnderTest.StartAsync(output);
+        Assert.Contains("READY=1", d.Notifications);
+        // READY came after the socket was bound and given its mode.
+        var mode = OperatingSystem.IsWindows() ? default : File.GetUnixFileMode(d.Socket);
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite, mode);
+        Assert.Empty((await d.Client.ListVmsAsync(new ListVmsRequest())).Vms);
+        int code = await d.TerminateAsync();
+        Assert.Equal(0, code);
+        Assert.Contains("STOPPING=1", d.Notifications);
+        Assert.False(File.Exists(d.Socket));
+    }
+
+    [SkippableFact]
+    public async Task An_invalid_configuration_exits_2_without_readiness()
+    {
+        KvmTestSupport.RequireKvm();
+        var (code, _, stderr) = await DaemonUnderTest.RunCliAsync(["serve", "--StateDir=relative/dir"]);
+        Assert.Equal(2, code);
+        Assert.Contains("StateDir", stderr);
+    }
+
+    [SkippableFact]
+    public async Task Create_start_console_stop_delete_through_the_unix_socket_and_the_cli()
+    {
+        await using var d = await DaemonUnderTest.StartAsync(output);
+        var vm = await d.Client.CreateVmAsync(new CreateVmRequest { Id = "one", Spec = ApiTestServer.Spec("counter"), Start = true });
+        Assert.NotEqual(Environment.ProcessId, vm.WorkerPid);
+        Assert.True(ProcInfo.IsAlive(vm.WorkerPid));
+        Assert.Contains("COUNTING", await d.ReadConsoleUntilAsync("one", "COUNTING"));
+        var stopped = await d.Client.StopVmAsync(new StopVmRequest { Id = "one", GracePeriodSeconds = 1 });
+        Assert.Equal(VmState.Stopped, stopped.State);
+        await d.Client.DeleteVmAsync(new DeleteVmRequest { Id = "one" });
+        Assert.False(ProcInfo.IsAlive(vm.WorkerPid));
+        d.AssertNothingLeft();
+
+        // The same through the command-line client, with JSON output.
+        string guest = TestPaths.Guest("hello");
+        var (code, json, _) = await DaemonUnderTest.RunCliAsync(["vm", "--socket", d.Socket, "--json", "create", "cli", "--kernel", guest, "--mem-mib", "16", "--label", "via=cli", "--start"]);
+        Assert.Equal(0, code);
+        using (var doc = JsonDocument.Parse(json)) Assert.Equal("cli", doc.RootElement.GetProperty("id").GetString());
+        await d.WaitForStateAsync("cli", VmState.Stopped);
+        (code, json, _) = await DaemonUnderTest.RunCliAsync(["vm", "--socket", d.Socket, "--json", "ls", "--label", "via=cli"]);
+        Assert.Equal(0, code);
+        using (var doc = JsonDocument.Parse(json))
+        {
+            var only = Assert.Single(doc.RootElement.EnumerateArray());
+            Assert.Equal("stopped", only.GetProperty("state").GetString());
+            Assert.Equal("reset", only.GetProperty("exit_kind").GetString());
+        }
+        (code, var table, _) = await DaemonUnderTest.RunCliAsync(["vm", "--socket", d.Socket, "ls"]);
+        Assert.Equal(0, code);
+        Assert.Contains("cli", table);
+        var (notFound, _, err) = await DaemonUnderTest.RunCliAsync(["vm", "--socket", d.Socket, "get", "nope"]);
+        Assert.Equal(2, notFound);
+        Assert.Contains("NotFound", err);
+        (code, _, _) = await DaemonUnderTest.RunCliAsync(["vm", "--socket", d.Socket, "rm", "cli"]);
+        Assert.Equal(0, code);
+        d.AssertNothingLeft();
+    }
+
+    [SkippableFact]
+    public async Task Twenty_vms_at_once()
+    {
+        await using var d = await DaemonUnderTest.StartAsync(output);
+        var ids = Enumerable.Range(0, 20).Select(i => $"many-{i:D2}").ToList();
+        var created = await Task.WhenAll(ids.Select(id => d.Client.CreateVmAsync(new CreateVmRequest { Id = id, Spec = ApiTestServer.Spec("counter"), Start = true }).ResponseAsync));
+        Assert.Equal(20, created.Select(v => v.WorkerPid).Distinct().Count());
+        var list = await d.Client.ListVmsAsync(new ListVmsRequest { States = { VmState.Running } });
+        Assert.Equal(ids, list.Vms.Select(v => v.Id));
+        foreach (var id in ids) Assert.Contains("COUNTING", await d.ReadConsoleUntilAsync(id, "COUNTING"));
+        await Task.WhenAll(ids.Select(id => d.Client.DeleteVmAsync(new DeleteVmRequest { Id = id, Force = true }).ResponseAsync));
+        Assert.All(created, v => Assert.False(ProcInfo.IsAlive(v.WorkerPid)));
+        d.AssertNothingLeft();
+    }
+
+    [SkippableFact]
+    public async Task Kill_9_of_a_worker_fails_the_vm()
+    {
+        await using var d = await DaemonUnderTest.StartAsync(output);
+        var vm = await d.Client.CreateVmAsync(new CreateVmRequest { Id = "victim", Spec = ApiTestServer.Spec("counter"), Start = true });
+        ProcInfo.SendSignal(vm.WorkerPid, ProcInfo.SIGKILL);
+        var failed = await d.WaitForStateAsync("victim", VmState.Failed);
+        Assert.Equal(ExitKind.WorkerDied, failed.Exit.Kind);
+        Assert.Contains("signal 9", failed.Exit.Reason);
+        Assert.Equal(0, failed.WorkerPid);
+        await d.Client.DeleteVmAsync(new DeleteVmRequest { Id = "victim" });
+        d.AssertNothingLeft();
+    }
+
+    [SkippableFact]
+    public async Task Kill_9_and_restart_of_the_daemon_keeps_live_vms_controllable()
+    {
+        await using var d = await DaemonUnderTest.StartAsync(output);
+        var a = await d.Client.CreateVmAsync(new CreateVmRequest { Id = "a", Spec = ApiTestServer.Spec("counter"), Start = true });
+        var b = await d.Client.CreateVmAsync(new CreateVmRequest { Id = "b", Spec = ApiTestServer.Spec("counter"), Start = true });
+        await d.Client.CreateVmAsync(new CreateVmRequest { Id = "c", Spec = ApiTestServer.Spec("hello") });
+        await d.Client.PauseVmAsync(new PauseVmRequest { Id = "b" });
+
+        await d.KillAndRestartAsync();
+
+        var vms = (await d.Client.ListVmsAsync(new ListVmsRequest())).Vms.ToDictionary(v => v.Id);
+        Assert.Equal(VmState.Running, vms["a"].State);
+        Assert.Equal(a.WorkerPid, vms["a"].WorkerPid);
+        Assert.Equal(VmState.Paused, vms["b"].State);
+        Assert.Equal(b.WorkerPid, vms["b"].WorkerPid);
+        Assert.Equal(VmState.Created, vms["c"].State);
+        Assert.Contains("COUNTING", await d.ReadConsoleUntilAsync("a", "COUNTING"));
+        Assert.Equal(VmState.Running, (await d.Client.ResumeVmAsync(new ResumeVmRequest { Id = "b" })).State);
+        Assert.Equal(VmState.Paused, (await d.Client.PauseVmAsync(new PauseVmRequest { Id = "a" })).State);
+        Assert.Equal(VmState.Stopped, (await d.Client.StopVmAsync(new StopVmRequest { Id = "a", Force = true })).State);
+        // The created-but-never-started VM starts in its adopted worker (hello.elf may already have reset).
+        Assert.Contains((await d.Client.StartVmAsync(new StartVmRequest { Id = "c" })).State, new[] { VmState.Running, VmState.Stopped });
+        Assert.Equal(ExitKind.Reset, (await d.WaitForStateAsync("c", VmState.Stopped)).Exit.Kind);
+
+        // An adopted worker that dies is noticed too.
+        ProcInfo.SendSignal(b.WorkerPid, ProcInfo.SIGKILL);
+        var failed = await d.WaitForStateAsync("b", VmState.Failed);
+        Assert.Equal(ExitKind.WorkerDied, failed.Exit.Kind);
+
+        foreach (var id in new[] { "a", "b", "c" }) await d.Client.DeleteVmAsync(new DeleteVmRequest { Id = id, Force = true });
+        d.AssertNothingLeft();
+    }
+}
+
+/// <summary>A `firesharp serve` process on a temporary state directory, with a fake NOTIFY_SOCKET.</summary>
+internal sealed class DaemonUnderTest : IAsyncDisposable
+{
+    private readonly ITestOutputHelper _output;
+    private readonly Socket _notify;
+    private readonly List<string> _notifications = [];
+    private Process? _process;
+    private GrpcChannel? _channel;
+
+    private DaemonUnderTest(ITestOutputHelper output, string stateDir)
+    {
+        _output = output;
+        StateDir = stateDir;
+        Socket = Path.Combine(stateDir, "api.sock");
+        NotifyPath = Path.Combine(stateDir, "notify.sock");
+        _notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+        _notify.Bind(new UnixDomainSocketEndPoint(NotifyPath));
+        _ = Task.Run(ReceiveNotificationsAsync);
+    }
+
+    public static string Binary
+    {
+        get
+        {
+            // FIRESHARP_BIN: another build of the binary (default: build/firesharp from `make build`).
+            string path = Environment.GetEnvironmentVariable("FIRESHARP_BIN") is { Length: > 0 } bin ? Path.GetFullPath(bin) : Path.Combine(TestPaths.RepoRoot, "build", "firesharp");
+            if (!File.Exists(path)) throw new FileNotFoundException($"{path} is missing: run `make build` (make test does)", path);
+            return path;
+        }
+    }
+
+    public string StateDir { get; }
+    public string Socket { get; }
+    public string NotifyPath { get; }
+    public VmService.VmServiceClient Client { get; private set; } = null!;
+    public IReadOnlyList<string> Notifications { get { lock (_notifications) return [.. _notifications]; } }
+
+    private string VmsDir => Path.Combine(StateDir, "vms");
+
+    public static async Task<DaemonUnderTest> StartAsync(ITestOutputHelper output)
+    {
+        KvmTestSupport.RequireKvm();
+        _ = Binary;
+        var d = new DaemonUnderTest(output, ApiTestServer.NewStateDir());
+        try
+        {
+            await d.LaunchAsync();
+            return d;
+        }
+        catch
+        {
+            await d.DisposeAsync();
+            throw;
+        }
+    }
+
+    private async Task LaunchAsync()
+    {
+        var psi = new ProcessStartInfo(Binary)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var a in (string[])["serve", $"--Socket={Socket}", $"--StateDir={StateDir}", "--LogLevel=Debug", "--DefaultStopGraceSeconds=2"]) psi.ArgumentList.Add(a);
+        psi.Environment["NOTIFY_SOCKET"] = NotifyPath;
+        psi.Environment.Remove("INVOCATION_ID");
+        psi.Environment.Remove("JOURNAL_STREAM");
+        _process = Process.Start(psi)!;
+        _process.OutputDataReceived += (_, e) => Log(e.Data);
+        _process.ErrorDataReceived += (_, e) => Log(e.Data);
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+
+        // READY=1 on the notify socket means the daemon probed KVM, loaded its state and listens.
+        var exited = _process.WaitForExitAsync();
+        var ready = _ready.WaitAsync(TimeSpan.FromSeconds(60));
+        if (await Task.WhenAny(ready, exited) == exited)
+            throw new InvalidOperationException($"the daemon exited with {_process.ExitCode} before READY=1");
+        if (!await ready) throw new TimeoutException("no READY=1 from the daemon within 60 s");
+        _channel = DaemonChannel.ForUnixSocket(Socket);
+        Client = new VmService.VmServiceClient(_channel);
+    }
+
+    private readonly SemaphoreSlim _ready = new(0);
+
+    private async Task ReceiveNotificationsAsync()
+    {
+        var buffer = new byte[4096];
+        try
+        {
+            while (true)
+            {
+                int n = await _notify.ReceiveAsync(buffer, SocketFlags.None);
+                string message = Encoding.UTF8.GetString(buffer, 0, n);
+                lock (_notifications) _notifications.Add(message);
+                if (message.Contains("READY=1", StringComparison.Ordinal)) _ready.Release();
+            }
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
+    }
+
+    private void Log(string? line)
+    {
+        if (line is null) return;
+        try { _output.WriteLine("daemon: " + line); }
+        catch (InvalidOperationException) { }
+    }
+
+    /// <summary>SIGKILL the daemon (its workers live on), then start a new one on the same state directory.</summary>
+    public async Task KillAndRestartAsync()
+    {
+        _channel?.Dispose();
+        _process!.Kill();
+        await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        _process.Dispose();
+        await LaunchAsync();
+    }
+
+    /// <summary>SIGTERM, as systemd stops the service; returns the exit code.</summary>
+    public async Task<int> TerminateAsync()
+    {
+        _channel?.Dispose();
+        ProcInfo.SendSignal(_process!.Id, ProcInfo.SIGTERM);
+        await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        await Task.Delay(50); // the last notification may still be in flight to the receive loop
+        return _process.ExitCode;
+    }
+
+    public async Task<FireSharp.Proto.V1.Vm> WaitForStateAsync(string id, VmState state)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (true)
+        {
+            var vm = await Client.GetVmAsync(new GetVmRequest { Id = id });
+            if (vm.State == state) return vm;
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"VM {id} stayed {vm.State}, expected {state}");
+            await Task.Delay(20);
+        }
+    }
+
+    public async Task<string> ReadConsoleUntilAsync(string id, string text)
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var call = Client.StreamConsole(cancellationToken: cts.Token);
+        await call.RequestStream.WriteAsync(new ConsoleRequest { Id = id, Replay = true });
+        var seen = new StringBuilder();
+        await foreach (var chunk in call.ResponseStream.ReadAllAsync(cts.Token))
+        {
+            seen.Append(Encoding.UTF8.GetString(chunk.Data.Span));
+            if (seen.ToString().Contains(text, StringComparison.Ordinal)) return seen.ToString();
+        }
+        throw new InvalidOperationException($"console of {id} ended without '{text}'");
+    }
+
+    /// <summary>No live worker of this daemon, no VM directory or worker socket, no daemon fd into vms/.</summary>
+    public void AssertNothingLeft()
+    {
+        Assert.Empty(WorkerPids());
+        Assert.Empty(Directory.GetFileSystemEntries(VmsDir));
+        Assert.DoesNotContain(Directory.GetFiles(StateDir, "*.sock", SearchOption.AllDirectories), f => f != Socket && f != NotifyPath);
+        if (_process is { HasExited: false } p)
+        {
+            var open = Directory.GetFiles($"/proc/{p.Id}/fd").Select(f => { try { return File.ResolveLinkTarget(f, false)?.FullName ?? ""; } catch (IOException) { return ""; } })
+                .Where(t => t.StartsWith(VmsDir, StringComparison.Ordinal)).ToList();
+            Assert.Empty(open);
+        }
+    }
+
+    /// <summary>Live (not zombie) `firesharp vmm` processes whose socket is under this state directory.</summary>
+    public List<int> WorkerPids()
+    {
+        var pids = new List<int>();
+        foreach (var dir in Directory.GetDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid)) continue;
+            string cmdline;
+            try { cmdline = File.ReadAllText(Path.Combine(dir, "cmdline")).Replace('\0', ' '); }
+            catch (IOException) { continue; }
+            catch (UnauthorizedAccessException) { continue; }
+            if (cmdline.Contains(" vmm ", StringComparison.Ordinal) && cmdline.Contains(StateDir, StringComparison.Ordinal) && ProcInfo.IsAlive(pid))
+                pids.Add(pid);
+        }
+        return pids;
+    }
+
+    /// <summary>Runs build/firesharp with arguments; returns (exit code, stdout, stderr).</summary>
+    public static async Task<(int Code, string Stdout, string Stderr)> RunCliAsync(IEnumerable<string> args)
+    {
+        var psi = new ProcessStartInfo(Binary) { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["NO_COLOR"] = "1";
+        using var p = Process.Start(psi)!;
+        p.StandardInput.Close();
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(120));
+        return (p.ExitCode, await stdout, await stderr);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _channel?.Dispose();
+        foreach (int pid in WorkerPids()) ProcInfo.SendSignal(pid, ProcInfo.SIGKILL);
+        if (_process is { HasExited: false } p)
+        {
+            p.Kill();
+            await p.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        }
+        _process?.Dispose();
+        _notify.Dispose();
+        try { Directory.Delete(StateDir, recursive: true); }
+        catch (IOException) { }
+    }
+}
