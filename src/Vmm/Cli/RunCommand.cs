@@ -5,6 +5,7 @@ using System.Runtime.InteropServices;
 using FireSharp.Boot;
 using FireSharp.Devices.Legacy;
 using FireSharp.Devices.Virtio;
+using FireSharp.Devices.Virtio.Vsock;
 using FireSharp.Kvm;
 using FireSharp.Snapshot;
 using FireSharp.Vm;
@@ -38,15 +39,22 @@ internal static class RunCommand
                 + "Without --initrd the drive marked :root, else the first one, is the root filesystem (root=/dev/vdX)",
             Arity = ArgumentArity.ZeroOrMore,
         };
+        var vsockPath = new Option<string?>("--vsock")
+        {
+            Description = "add a virtio-vsock device with a Firecracker-style hybrid Unix socket at PATH (created; must not exist): "
+                + "host clients write 'CONNECT <port>\\n' to reach a guest port; guest connections to CID 2 port P go to PATH_P",
+        };
+        var vsockCid = new Option<ulong?>("--vsock-cid") { Description = "the guest's vsock CID (3..4294967294; default 3)" };
         var logLevel = new Option<LogLevel>("--log-level") { Description = "stderr log level", DefaultValueFactory = _ => LogLevel.Warning };
 
         var command = new Command("run", "run a guest in the foreground until it resets, powers off or fails")
         {
-            kernel, initrd, memMib, vcpus, cmdline, serial, pvh, drives, logLevel,
+            kernel, initrd, memMib, vcpus, cmdline, serial, pvh, drives, vsockPath, vsockCid, logLevel,
         };
         var snapshotOptions = new RunSnapshotOptions();
         foreach (var o in snapshotOptions.All) command.Options.Add(o);
-        command.SetAction(parse => ParseDrives(parse.GetValue(drives), parse.GetValue(initrd)) is not { } driveSpecs ? ExitBadInput : Execute(new VmSpec
+        command.SetAction(parse => ParseDrives(parse.GetValue(drives), parse.GetValue(initrd)) is not { } driveSpecs
+            || !TryParseVsock(parse.GetValue(vsockPath), parse.GetValue(vsockCid), out var vsockSpec) ? ExitBadInput : Execute(new VmSpec
         {
             KernelPath = parse.GetValue(kernel) ?? "",
             InitrdPath = parse.GetValue(initrd),
@@ -55,6 +63,7 @@ internal static class RunCommand
             Cmdline = parse.GetValue(cmdline),
             PreferPvh = parse.GetValue(pvh),
             Drives = driveSpecs,
+            Vsock = vsockSpec,
         }, parse.GetValue(serial)!, parse.GetValue(logLevel), snapshotOptions.Parse(parse), parse.GetValue(kernel)));
         return command;
     }
@@ -65,6 +74,8 @@ internal static class RunCommand
         if (snap.Validate(kernelOption) is { } usage) return Fail(ExitBadInput, usage);
         if (snap.RestoreDir is not null && spec.Drives.Count > 0)
             return Fail(ExitBadInput, "--drive cannot be combined with --restore: a restored VM has its snapshot's devices");
+        if (snap.RestoreDir is not null && spec.Vsock is not null)
+            return Fail(ExitBadInput, "--vsock cannot be combined with --restore (a restored VM has no vsock device yet)");
         var logger = new StderrLogger(level);
         using var sink = serialTarget == "stdout" ? StreamSerialSink.ForStandardOutput() : OpenFileSink(serialTarget);
         if (sink is null) return Fail(ExitBadInput, $"cannot open serial output file {serialTarget}");
@@ -125,6 +136,29 @@ internal static class RunCommand
         }
         if (initrd is null && list.Count > 0 && !list.Any(d => d.IsRoot)) list[0] = list[0] with { IsRoot = true };
         return list;
+    }
+
+    /// <summary>--vsock PATH [--vsock-cid N] as a device spec (null without --vsock); false (after printing the error) for bad input.</summary>
+    private static bool TryParseVsock(string? path, ulong? cid, out VsockDeviceSpec? spec)
+    {
+        spec = null;
+        if (path is null)
+        {
+            if (cid is null) return true;
+            Fail(ExitBadInput, "--vsock-cid needs --vsock PATH");
+            return false;
+        }
+        spec = new VsockDeviceSpec(cid ?? 3, path);
+        try
+        {
+            spec.Validate("--vsock");
+            return true;
+        }
+        catch (VirtioConfigException e)
+        {
+            Fail(ExitBadInput, e.Message);
+            return false;
+        }
     }
 
     private static StreamSerialSink? OpenFileSink(string path)

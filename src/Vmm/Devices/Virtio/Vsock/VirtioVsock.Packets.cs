@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using System.Net.Sockets;
 using System.Text;
@@ -439,6 +440,8 @@ public sealed partial class VirtioVsock
         c.State = VsockConnState.HostConnecting;
         _byPorts.Add((c.LocalPort, c.PeerPort), c);
         c.NeedRequest = true;
+        c.ConnectDeadline = Stopwatch.GetTimestamp() + (long)(ConnectTimeout.TotalSeconds * Stopwatch.Frequency);
+        _connecting.Add(c);
         WantRx(c);
         UpdateInterest(c);
     }

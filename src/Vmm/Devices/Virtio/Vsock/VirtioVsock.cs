@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Diagnostics;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
@@ -44,6 +45,9 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
     /// <summary>Longest <c>CONNECT &lt;port&gt;\n</c> line accepted from a host client.</summary>
     public const int MaxConnectLine = 32;
 
+    /// <summary>How long a host client waits after its CONNECT line for the guest's RESPONSE before it is closed.</summary>
+    public static readonly TimeSpan DefaultConnectTimeout = TimeSpan.FromSeconds(10);
+
     /// <summary>Connection-less replies (RSTs) queued for the guest before the tx queue is paused.</summary>
     public const int MaxQueuedControl = 256;
 
@@ -60,6 +64,7 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
     private readonly Dictionary<(uint Local, uint Peer), VsockConnection> _byPorts = [];
     private readonly Queue<VsockHeader> _control = new();
     private readonly Queue<VsockConnection> _rxQueue = new();
+    private readonly List<VsockConnection> _connecting = [];
     private readonly byte[] _txPayload = new byte[MaxPayload];
     private readonly Epoll.EpollEvent[] _events = new Epoll.EpollEvent[64];
     private VirtioMmioTransport? _transport;
@@ -73,8 +78,10 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
     private long _rsts, _packetsIn, _packetsOut;
 
     /// <summary>Creates the device and its listening socket at <see cref="VsockDeviceSpec.UdsPath"/> (validated first).</summary>
-    public VirtioVsock(VsockDeviceSpec spec, ILogger? logger = null, int maxConnections = DefaultMaxConnections, ushort queueSize = DefaultQueueSize)
+    public VirtioVsock(VsockDeviceSpec spec, ILogger? logger = null, int maxConnections = DefaultMaxConnections, ushort queueSize = DefaultQueueSize,
+        TimeSpan? connectTimeout = null)
     {
+        ConnectTimeout = connectTimeout ?? DefaultConnectTimeout;
         ArgumentNullException.ThrowIfNull(spec);
         spec.Validate();
         GuestCid = spec.GuestCid;
@@ -123,6 +130,7 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
     public ulong GuestCid { get; }
     public string UdsPath { get; }
     public int MaxConnections { get; }
+    public TimeSpan ConnectTimeout { get; }
     public int QueueCount => 3;
     public ushort MaxQueueSize { get; }
     public ulong DeviceFeatures => 1UL << VsockProtocol.FeatureStream;
@@ -236,7 +244,7 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
     public int RunOnce(int timeoutMs)
     {
         HandleRequests();
-        int n = Epoll.Wait(_epfd, _events, _events.Length, timeoutMs);
+        int n = Epoll.Wait(_epfd, _events, _events.Length, WaitTimeout(timeoutMs));
         if (n < 0)
         {
             int err = Marshal.GetLastPInvokeError();
@@ -261,6 +269,7 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
             }
         }
         HandleRequests();
+        ExpireConnects();
         if (_transport is { } t)
         {
             if (tx) t.ProcessQueue(VsockProtocol.TxQueue);
@@ -275,6 +284,38 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
             }
         }
         return n;
+    }
+
+    /// <summary>The epoll timeout: the caller's, shortened to the next host connect deadline.</summary>
+    private int WaitTimeout(int timeoutMs)
+    {
+        if (_connecting.Count == 0) return timeoutMs;
+        long next = long.MaxValue;
+        foreach (var c in _connecting) next = Math.Min(next, c.ConnectDeadline);
+        double ms = Math.Ceiling(Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), next).TotalMilliseconds);
+        int until = (int)Math.Clamp(ms, 0, int.MaxValue);
+        return timeoutMs < 0 ? until : Math.Min(timeoutMs, until);
+    }
+
+    /// <summary>Host clients whose guest never answered their REQUEST are closed (and the guest told, if it was asked).</summary>
+    private void ExpireConnects()
+    {
+        if (_connecting.Count == 0) return;
+        long now = Stopwatch.GetTimestamp();
+        for (int i = _connecting.Count - 1; i >= 0; i--)
+        {
+            var c = _connecting[i];
+            if (c.Removed || c.State != VsockConnState.HostConnecting)
+            {
+                _connecting.RemoveAt(i);
+                continue;
+            }
+            if (now < c.ConnectDeadline) continue;
+            _connecting.RemoveAt(i);
+            VsockLog.ConnectTimedOut(_logger, Id, c.PeerPort);
+            if (c.NeedRequest) Remove(c); // the guest never saw it
+            else Kill(c);
+        }
     }
 
     private void HandleRequests()
@@ -297,6 +338,7 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
         foreach (var c in _byId.Values.ToList()) Remove(c);
         _control.Clear();
         _rxQueue.Clear();
+        _connecting.Clear();
         _txPaused = false;
     }
 

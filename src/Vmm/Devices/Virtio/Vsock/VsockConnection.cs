@@ -30,6 +30,9 @@ internal sealed class VsockConnection(ulong id, Socket socket, VsockConnState st
     public uint PeerPort { get; set; }
 
     public bool Removed { get; set; }
+
+    /// <summary>For a host-initiated connection: when it is given up if the guest has not answered (Stopwatch ticks).</summary>
+    public long ConnectDeadline { get; set; }
     public bool InRxQueue { get; set; }
 
     /// <summary>What epoll currently watches for this socket; null = not registered (parked after a hang-up).</summary>

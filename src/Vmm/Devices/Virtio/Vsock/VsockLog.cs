@@ -30,4 +30,7 @@ internal static partial class VsockLog
 
     [LoggerMessage(EventId = 4207, Level = LogLevel.Warning, Message = "{Device}: {Mechanism} unavailable ({Error}); falling back to exits through the VMM")]
     public static partial void FallBack(ILogger logger, string device, string mechanism, string error);
+
+    [LoggerMessage(EventId = 4208, Level = LogLevel.Debug, Message = "{Device}: host connection to guest port {Port} timed out waiting for the guest")]
+    public static partial void ConnectTimedOut(ILogger logger, string device, uint port);
 }
