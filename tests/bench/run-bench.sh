@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# FireSharp side-by-side benchmarks P1-P3 (`make bench`, which builds the inputs first).
+# FireSharp side-by-side benchmarks P1-P6 (`make bench`, which builds the inputs first).
 #
 #   P1  process start -> guest exit, hello.elf: FireSharp vs QEMU microvm (wall + CPU, median/p90)
 #   P2  port-I/O exits/s, portio-loop.elf: FireSharp vs the C reference runner (and QEMU)
 #   P3  peak RSS of the VMM with an idle 128 MiB guest (counter.elf): FireSharp vs QEMU
+#   P4  snapshot restore -> guest running, 128 MiB counter.elf snapshot (target <= 5 ms)
+#   P5  snapshot restores per second, each in a new process, on this machine's cores (target >= 50/s)
+#   P6  virtio-blk read/write MiB/s, virtio-blk-bench.elf (ring-3 driver): FireSharp vs QEMU microvm
 #
 # The measuring and the method notes are in tests/bench/bench.py (its docstring). This wrapper
 # checks the inputs, prints where the figures were measured, and runs it under an overall timeout.
@@ -11,8 +14,11 @@
 # fails to run.
 #
 # Knobs (environment): BENCH_P1_RUNS (12), BENCH_P2_RUNS (5), BENCH_P2_N (100000),
-# BENCH_P2_QEMU (1 = also time QEMU in P2), BENCH_P3_HOLD (2 s), BENCH_ONLY (p1,p2,p3),
-# BENCH_TIMEOUT (280 s for the whole run), FIRESHARP_BIN, PORTIO_RUNNER, GUEST_OUT, QEMU.
+# BENCH_P2_QEMU (1 = also time QEMU in P2), BENCH_P3_HOLD (2 s), BENCH_P4_RUNS (20), BENCH_P4_QEMU_RUNS (10),
+# BENCH_P5_COUNT (60), BENCH_P5_PARALLEL (4), BENCH_P6_ROUNDS (5),
+# BENCH_P6_SECONDS (1 s per measured run), BENCH_P6_IMG_MIB (256), BENCH_P6_BUDGET (45 s: no new
+# round after that), BENCH_ONLY (p1,p2,p3,p4,p5,p6), BENCH_TIMEOUT (340 s for the whole run),
+# FIRESHARP_BIN, PORTIO_RUNNER, GUEST_OUT, QEMU.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -27,7 +33,7 @@ die() { echo "bench: $*" >&2; exit 1; }
 for f in "$FIRESHARP_BIN" "$PORTIO_RUNNER"; do
   [ -x "$f" ] || die "$f is missing (run: make build guests portio-runner)"
 done
-for g in hello portio-loop counter; do
+for g in hello portio-loop counter virtio-blk-bench; do
   [ -f "$GUEST_OUT/$g.elf" ] || die "$GUEST_OUT/$g.elf is missing (run: make guests)"
 done
 command -v "$QEMU" >/dev/null || die "$QEMU not found (Debian package qemu-system-x86; make deps)"
@@ -42,7 +48,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
-echo "FireSharp benchmarks P1-P3, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "FireSharp benchmarks P1-P6, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 if [ -d /sys/module/kvm_pvm ]; then
   echo "Host: measured on PVM (software virtualization), not hardware KVM. Figures are PVM figures."
 else
@@ -58,13 +64,16 @@ echo "FireSharp: $FIRESHARP_BIN ($(git rev-parse --short HEAD 2>/dev/null || ech
 echo
 
 set +e
-timeout -k 10 "${BENCH_TIMEOUT:-280}" python3 -u tests/bench/bench.py \
+timeout -k 10 "${BENCH_TIMEOUT:-340}" python3 -u tests/bench/bench.py \
   --work "$WORK" --firesharp "$FIRESHARP_BIN" --runner "$PORTIO_RUNNER" --guests "$GUEST_OUT" --qemu "$QEMU" \
   --p1-runs "${BENCH_P1_RUNS:-12}" --p2-runs "${BENCH_P2_RUNS:-5}" --p2-n "${BENCH_P2_N:-100000}" \
-  --p2-qemu "${BENCH_P2_QEMU:-1}" --p3-hold "${BENCH_P3_HOLD:-2}" --only "${BENCH_ONLY:-p1,p2,p3}"
+  --p2-qemu "${BENCH_P2_QEMU:-1}" --p3-hold "${BENCH_P3_HOLD:-2}" \
+  --p4-runs "${BENCH_P4_RUNS:-20}" --p4-qemu-runs "${BENCH_P4_QEMU_RUNS:-10}" --p5-count "${BENCH_P5_COUNT:-60}" --p5-parallel "${BENCH_P5_PARALLEL:-4}" \
+  --p6-rounds "${BENCH_P6_ROUNDS:-5}" --p6-seconds "${BENCH_P6_SECONDS:-1}" --p6-img-mib "${BENCH_P6_IMG_MIB:-256}" \
+  --p6-budget "${BENCH_P6_BUDGET:-45}" --only "${BENCH_ONLY:-p1,p2,p3,p4,p5,p6}"
 rc=$?
 set -e
 if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-  echo "bench: FAILED: the whole run exceeded ${BENCH_TIMEOUT:-280} s" >&2
+  echo "bench: FAILED: the whole run exceeded ${BENCH_TIMEOUT:-340} s" >&2
 fi
 exit "$rc"
