@@ -86,6 +86,8 @@ public sealed class ErrorInterceptor(ILogger<ErrorInterceptor> logger) : Interce
     {
         switch (e)
         {
+            case FireSharp.Snapshot.SnapshotException snapshot:
+                return Map(SnapshotErrors.ToApi(snapshot), context);
             case VmApiException api:
             {
                 var trailers = new Metadata();

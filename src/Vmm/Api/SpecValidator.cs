@@ -149,6 +149,14 @@ public static class SpecValidator
         if (spec.Vsock is not null && spec.Vsock.GuestCid is < 3 or 0xFFFF_FFFF)
             throw VmApiException.Invalid("spec.vsock.guest_cid", $"is {spec.Vsock.GuestCid}; 0, 1, 2 and 4294967295 are reserved");
 
+        if (spec.Agent)
+        {
+            // The agent's words go on the kernel command line too: the whole line must still fit.
+            int length = AgentCmdline(spec).Length;
+            if (length > MaxCmdlineLength)
+                throw VmApiException.Invalid("spec.kernel.cmdline", $"with the agent's settings the command line is {length} bytes; at most {MaxCmdlineLength}");
+        }
+
         // 2. Beyond what the host has.
         if ((ulong)spec.Machine.MemMib * 1024 * 1024 > host.MemoryBytes)
             throw VmApiException.Exhausted("spec.machine.mem_mib", $"{spec.Machine.MemMib} MiB is more than the host's {host.MemoryBytes / (1024 * 1024)} MiB");
@@ -158,10 +166,23 @@ public static class SpecValidator
         // 3. Well-formed but not available yet: say so instead of ignoring it.
         if (spec.NetworkInterfaces.Count > 0)
             throw VmApiException.Unimplemented("spec.network_interfaces", "network interfaces (virtio-net) are not available in this version of the daemon");
-        if (spec.Vsock is not null)
-            throw VmApiException.Unimplemented("spec.vsock", "virtio-vsock is not available in this version of the daemon");
-        if (spec.Agent)
-            throw VmApiException.Unimplemented("spec.agent", "the guest agent is not available in this version of the daemon");
+    }
+
+    /// <summary>
+    /// The kernel command line the worker gets: the spec's (or, when empty and the agent is on, the
+    /// VMM's Linux default) followed by the agent's <c>firesharp.*</c> words when spec.agent is set.
+    /// Null means "the VMM's default" (no agent, no cmdline).
+    /// </summary>
+    public static string? EffectiveCmdline(VmSpec spec)
+    {
+        if (!spec.Agent) return spec.Kernel.Cmdline.Length > 0 ? spec.Kernel.Cmdline : null;
+        return AgentCmdline(spec);
+    }
+
+    private static string AgentCmdline(VmSpec spec)
+    {
+        string baseLine = spec.Kernel.Cmdline.Length > 0 ? spec.Kernel.Cmdline : FireSharp.Vm.MicroVm.DefaultLinuxCmdline;
+        return baseLine + " " + new FireSharp.Api.Agent.AgentBootConfig().ToCmdline();
     }
 
     public static void ValidateFile(string path, string field, bool required)

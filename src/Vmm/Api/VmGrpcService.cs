@@ -95,6 +95,12 @@ public sealed class VmGrpcService(VmManager manager) : VmService.VmServiceBase
         }
     }
 
+    public override Task<SnapshotInfo> CreateSnapshot(CreateSnapshotRequest request, ServerCallContext context) =>
+        manager.CreateSnapshotAsync(request, context.CancellationToken);
+
+    public override Task<Vm> RestoreVm(RestoreVmRequest request, ServerCallContext context) =>
+        manager.RestoreAsync(request, context.CancellationToken);
+
     public override Task<ExecResponse> Exec(ExecRequest request, ServerCallContext context) =>
         manager.ExecAsync(request, context.CancellationToken);
 }

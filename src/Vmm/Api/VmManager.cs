@@ -205,7 +205,7 @@ public sealed partial class VmManager : IAsyncDisposable
     }
 
     /// <summary>Starts a worker, builds the machine in it and starts watching it. The entry's op lock is held.</summary>
-    private async Task LaunchAndCreateAsync(VmEntry entry, CancellationToken ct)
+    private async Task LaunchAndCreateAsync(VmEntry entry, CancellationToken ct, bool restart = false)
     {
         VmSpec spec;
         lock (entry.Gate) spec = entry.Record.Vm.Spec;
@@ -218,6 +218,12 @@ public sealed partial class VmManager : IAsyncDisposable
             entry.Record.Vm.WorkerPid = process.Pid;
             Persist(entry);
         }
+        if (entry.Record.RestoredFrom is { } restore) // made by RestoreVm: restore, don't boot (VmManagerSnapshots.cs)
+        {
+            Apply(entry, session, await session.Client.CallAsync(new WorkerRequest { Restore = RestoreMachineFor(entry.Id, restore, restart) }, ct).ConfigureAwait(false));
+            StartMonitor(entry, session);
+            return;
+        }
         var machine = new CreateMachine
         {
             Id = entry.Id,
@@ -227,8 +233,9 @@ public sealed partial class VmManager : IAsyncDisposable
             Vcpus = spec.Machine.Vcpus,
             PreferPvh = spec.Kernel.PreferPvh,
         };
-        if (spec.Kernel.Cmdline.Length > 0) machine.Cmdline = spec.Kernel.Cmdline;
+        if (SpecValidator.EffectiveCmdline(spec) is { } cmdline) machine.Cmdline = cmdline;
         foreach (var d in spec.Drives) machine.Drives.Add(new Drive { Path = d.Path, ReadOnly = d.ReadOnly, Root = d.Root });
+        PrepareVsock(entry, session, spec, machine);
         var status = await session.Client.CallAsync(new WorkerRequest { Create = machine }, ct).ConfigureAwait(false);
         Apply(entry, session, status);
         StartMonitor(entry, session);
@@ -285,14 +292,17 @@ public sealed partial class VmManager : IAsyncDisposable
                 entry.Record.Vm.Exit = null;
                 entry.Record.Vm.BootTimeMs = 0;
                 entry.Record.Vm.StartedAt = null;
+                entry.Record.Vm.AgentReady = false;
                 Persist(entry);
             }
         }
         Events.Publish(Event(EventType.StateChanged, entry, "restarting in a new worker"));
         try
         {
-            await LaunchAndCreateAsync(entry, ct).ConfigureAwait(false);
-            await StartCoreAsync(entry, ct).ConfigureAwait(false);
+            await LaunchAndCreateAsync(entry, ct, restart: true).ConfigureAwait(false);
+            bool created; // a restored VM runs already
+            lock (entry.Gate) created = entry.Record.Vm.State == VmState.Created;
+            if (created) await StartCoreAsync(entry, ct).ConfigureAwait(false);
         }
         catch (Exception e)
         {
@@ -341,12 +351,17 @@ public sealed partial class VmManager : IAsyncDisposable
             ThrowIfDeleted(entry);
             var session = RequireSession(entry, "stop", VmState.Running, VmState.Paused);
             var grace = graceSeconds > 0 ? TimeSpan.FromSeconds(graceSeconds) : _options.DefaultStopGrace;
+            bool viaAgent;
             lock (entry.Gate)
             {
+                // A paused guest cannot answer its agent: it is stopped by force at once, as before.
+                viaAgent = !force && entry.Record.Vm.AgentReady && entry.Record.Vm.State == VmState.Running;
                 entry.Record.Vm.State = VmState.Stopping;
                 Persist(entry);
                 Events.Publish(Event(EventType.StateChanged, entry, force ? "stopping by force" : $"stopping (grace period {grace.TotalSeconds:F0} s)"));
             }
+            if (viaAgent && await TryAgentShutdownAsync(entry, grace, ct).ConfigureAwait(false))
+                return Snapshot(entry);
             WorkerStatus status;
             try
             {
@@ -435,20 +450,6 @@ public sealed partial class VmManager : IAsyncDisposable
         return await session.Client.AttachConsoleAsync(replay, ct).ConfigureAwait(false);
     }
 
-    /// <summary>Exec needs the guest agent, which does not exist yet.</summary>
-    public Task<ExecResponse> ExecAsync(ExecRequest request, CancellationToken ct)
-    {
-        SpecValidator.ValidateId(request.Id);
-        if (request.Argv.Count == 0 || request.Argv[0].Length == 0) throw VmApiException.Invalid("argv", "argv[0] (the program) is required");
-        if (request.TimeoutSeconds < 0) throw VmApiException.Invalid("timeout_seconds", $"is {request.TimeoutSeconds}; must not be negative");
-        var entry = Find(request.Id);
-        bool agent;
-        lock (entry.Gate) agent = entry.Record.Vm.Spec.Agent;
-        throw VmApiException.WrongState(agent
-            ? "agent not available: the guest agent is not answering"
-            : $"agent not available: VM '{request.Id}' runs without the FireSharp guest agent (which this version does not have yet)");
-    }
-
     // ---------------------------------------------------------------- workers
 
     private void StartMonitor(VmEntry entry, WorkerSession session)
@@ -496,6 +497,7 @@ public sealed partial class VmManager : IAsyncDisposable
         }
         Log.WorkerDied(_logger, entry.Id, reason);
         TryDelete(session.Process.SocketPath);
+        ReleaseVsock(entry, session);
         _ = session.Client.DisposeAsync().AsTask();
     }
 
@@ -538,6 +540,7 @@ public sealed partial class VmManager : IAsyncDisposable
             }
         }
         TryDelete(session.Process.SocketPath);
+        ReleaseVsock(entry, session);
     }
 
     private static async Task<bool> WaitExitedAsync(WorkerProcess process)
@@ -591,7 +594,10 @@ public sealed partial class VmManager : IAsyncDisposable
                 vm.State = next;
                 changed = true;
                 if (next is VmState.Stopped or VmState.Failed)
+                {
+                    vm.AgentReady = false;
                     Events.Publish(Event(EventType.Exited, entry, vm.Exit?.Reason ?? ""));
+                }
                 // While the first create runs, its outcome is announced by the CREATED event alone.
                 if (entry.Announced) Events.Publish(Event(EventType.StateChanged, entry, $"now {Describe(next)}"));
             }
@@ -750,6 +756,8 @@ public sealed partial class VmManager : IAsyncDisposable
         public bool Applied { get; set; }
         public ulong LastSeq { get; set; }
         public bool ExitSeen { get; set; }
+        /// <summary>Waits for the guest agent's ready report (spec.agent), until the session ends.</summary>
+        public FireSharp.Api.Agent.AgentReadyListener? ReadyListener { get; set; }
     }
 
     private static partial class Log

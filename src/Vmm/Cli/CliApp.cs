@@ -13,6 +13,8 @@ public static class CliApp
             ServeCommand.Create(),
             VmmCommand.Create(),
             VmClientCommands.Create(),
+            SnapshotCommands.Create(),
+            AgentCommands.Create(),
         };
         return root.Parse(args).Invoke();
     }

@@ -34,8 +34,11 @@ internal static class VmClientCommands
     private static readonly Option<string?> Cert = new("--cert") { Description = "client certificate (PEM) for --host", Recursive = true };
     private static readonly Option<string?> Key = new("--key") { Description = "client key (PEM) for --host", Recursive = true };
     private static readonly Option<string?> Ca = new("--ca") { Description = "CA certificate (PEM) the daemon's certificate must chain to", Recursive = true };
-    private static readonly Option<bool> Json = new("--json") { Description = "print JSON instead of tables", Recursive = true };
+    internal static readonly Option<bool> Json = new("--json") { Description = "print JSON instead of tables", Recursive = true };
     private static readonly Option<int> Timeout = new("--timeout") { Description = "seconds before a call gives up (0 = none)", Recursive = true, DefaultValueFactory = _ => 120 };
+
+    /// <summary>The connection and output options, for other client commands (<c>firesharp snapshot</c>).</summary>
+    internal static Option[] ConnectionOptions => [Socket, Host, Cert, Key, Ca, Json, Timeout];
 
     public static Command Create()
     {
@@ -302,7 +305,7 @@ internal static class VmClientCommands
 
     // ------------------------------------------------------------------ plumbing
 
-    private static async Task<int> CallAsync(ParseResult parse, CancellationToken ct, Func<VmService.VmServiceClient, CallOptions, Task> body, bool streaming = false)
+    internal static async Task<int> CallAsync(ParseResult parse, CancellationToken ct, Func<VmService.VmServiceClient, CallOptions, Task> body, bool streaming = false)
     {
         GrpcChannel channel;
         try
@@ -355,7 +358,7 @@ internal static class VmClientCommands
         }
     }
 
-    private static void PrintVm(ParseResult parse, Vm vm)
+    internal static void PrintVm(ParseResult parse, Vm vm)
     {
         if (parse.GetValue(Json))
         {

@@ -121,8 +121,7 @@ public sealed class BadRequestTests(ITestOutputHelper output)
         yield return ("vsock CID -1", With(r => r.Spec.Vsock = new VsockSpec { GuestCid = uint.MaxValue }), inv, "spec.vsock.guest_cid");
         // well-formed but not available yet
         yield return ("a valid interface", With(r => r.Spec.NetworkInterfaces.Add(Nic())), StatusCode.Unimplemented, "spec.network_interfaces");
-        yield return ("a valid vsock", With(r => r.Spec.Vsock = new VsockSpec { GuestCid = 3 }), StatusCode.Unimplemented, "spec.vsock");
-        yield return ("the agent", With(r => r.Spec.Agent = true), StatusCode.Unimplemented, "spec.agent");
+        yield return ("the agent with a command line too long for its settings", With(r => { r.Spec.Agent = true; r.Spec.Kernel.Cmdline = new string('a', FireSharp.Api.SpecValidator.MaxCmdlineLength - 4); }), inv, "spec.kernel.cmdline");
     }
 
     [SkippableFact]

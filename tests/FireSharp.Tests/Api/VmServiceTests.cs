@@ -244,6 +244,34 @@ public sealed class VmServiceTests(ITestOutputHelper output)
     }
 
     [SkippableFact]
+    public async Task A_vm_with_the_agent_gets_a_vsock_socket_and_exec_waits_for_the_agent_to_be_ready()
+    {
+        await using var s = await ApiTestServer.StartAsync(output);
+        var spec = ApiTestServer.Spec("hello");
+        spec.Agent = true; // no agent answers in this guest: never ready
+        spec.Vsock = new VsockSpec { GuestCid = 7 };
+        var vm = await s.Client.CreateVmAsync(new CreateVmRequest { Id = "ag", Spec = spec });
+        Assert.False(vm.AgentReady);
+        string dir = Assert.Single(s.VmDirs());
+        Assert.True(File.Exists(Path.Combine(dir, "v.sock")), "the worker creates the hybrid vsock socket in the VM's directory");
+        Assert.True(File.Exists(Path.Combine(dir, "v.sock_53")), "the daemon listens for the agent's ready report");
+        var e = await RpcAssert.FailsAsync(StatusCode.FailedPrecondition, () => s.Client.ExecAsync(new ExecRequest { Id = "ag", Argv = { "/bin/true" } }).ResponseAsync);
+        Assert.Contains("agent not available", e.Status.Detail);
+        await s.Client.DeleteVmAsync(new DeleteVmRequest { Id = "ag", Force = true });
+        Assert.Empty(s.VmDirs());
+
+        // Only vsock: a device, no agent.
+        var plain = ApiTestServer.Spec("hello");
+        plain.Vsock = new VsockSpec { GuestCid = 9 };
+        await s.Client.CreateVmAsync(new CreateVmRequest { Id = "vs", Spec = plain });
+        dir = Assert.Single(s.VmDirs());
+        Assert.True(File.Exists(Path.Combine(dir, "v.sock")));
+        Assert.False(File.Exists(Path.Combine(dir, "v.sock_53")));
+        e = await RpcAssert.FailsAsync(StatusCode.FailedPrecondition, () => s.Client.ExecAsync(new ExecRequest { Id = "vs", Argv = { "/bin/true" } }).ResponseAsync);
+        Assert.Contains("without the guest agent", e.Status.Detail);
+    }
+
+    [SkippableFact]
     public async Task Reflection_lists_the_services_and_health_is_serving()
     {
         await using var s = await ApiTestServer.StartAsync(output);

@@ -18,7 +18,7 @@ namespace FireSharp.Api.Worker;
 /// <see cref="ConfigureTimeout"/> of the start, the worker ends by itself, so a daemon that died while
 /// starting it leaves no orphan.
 /// </remarks>
-public sealed class VmWorker : IAsyncDisposable
+public sealed partial class VmWorker : IAsyncDisposable
 {
     public static readonly TimeSpan ConfigureTimeout = TimeSpan.FromSeconds(60);
     private static readonly TimeSpan PauseTimeout = TimeSpan.FromSeconds(5);
@@ -188,6 +188,8 @@ public sealed class VmWorker : IAsyncDisposable
             switch (request.RequestCase)
             {
                 case WorkerRequest.RequestOneofCase.Create: Create(request.Create); break;
+                case WorkerRequest.RequestOneofCase.Restore: Restore(request.Restore); break; // VmWorkerSnapshots.cs
+                case WorkerRequest.RequestOneofCase.Snapshot: return TakeSnapshot(request.Snapshot);
                 case WorkerRequest.RequestOneofCase.Start: StartMachine(); break;
                 case WorkerRequest.RequestOneofCase.Pause: PauseMachine(); break;
                 case WorkerRequest.RequestOneofCase.Resume: ResumeMachine(); break;
@@ -226,6 +228,7 @@ public sealed class VmWorker : IAsyncDisposable
             Vcpus = c.Vcpus,
             PreferPvh = c.PreferPvh,
             Drives = [.. c.Drives.Select(d => new Devices.Virtio.DriveSpec { Path = d.Path, ReadOnly = d.ReadOnly, IsRoot = d.Root })],
+            Vsock = c.VsockPath.Length == 0 ? null : new Devices.Virtio.Vsock.VsockDeviceSpec(c.VsockCid, c.VsockPath),
             Serial = _console,
             Logger = _logger,
         };
@@ -268,7 +271,8 @@ public sealed class VmWorker : IAsyncDisposable
 
     /// <summary>The VMM names a drive "drive[i]"; the API calls its image spec.drives[i].path.</summary>
     private static string DriveField(string field) =>
-        field.StartsWith("drive[", StringComparison.Ordinal) ? $"spec.drives[{field[6..].TrimEnd(']')}].path" : "spec.drives";
+        field.StartsWith("drive[", StringComparison.Ordinal) ? $"spec.drives[{field[6..].TrimEnd(']')}].path"
+        : field.StartsWith("vsock", StringComparison.Ordinal) ? "spec.vsock" : "spec.drives";
 
     private static string BootField(BootException e, CreateMachine c) => e.Reason switch
     {

@@ -39,6 +39,22 @@ public sealed class WorkerClient(string socketPath) : IAsyncDisposable
     /// </summary>
     public async Task<WorkerStatus> CallAsync(WorkerRequest request, CancellationToken ct)
     {
+        var reply = await CallForMessageAsync(request, ct).ConfigureAwait(false);
+        return reply.MessageCase == WorkerMessage.MessageOneofCase.Status ? reply.Status
+            : throw new InvalidDataException($"worker replied with {reply.MessageCase}");
+    }
+
+    /// <summary>Takes a snapshot in the worker (see <see cref="TakeSnapshot"/>); errors as in <see cref="CallAsync"/>.</summary>
+    public async Task<SnapshotTaken> SnapshotAsync(TakeSnapshot request, CancellationToken ct)
+    {
+        var reply = await CallForMessageAsync(new WorkerRequest { Snapshot = request }, ct).ConfigureAwait(false);
+        return reply.MessageCase == WorkerMessage.MessageOneofCase.SnapshotTaken ? reply.SnapshotTaken
+            : throw new InvalidDataException($"worker replied with {reply.MessageCase}");
+    }
+
+    /// <summary>Sends one request and returns the worker's reply, which is not an error (errors are thrown).</summary>
+    private async Task<WorkerMessage> CallForMessageAsync(WorkerRequest request, CancellationToken ct)
+    {
         await _lock.WaitAsync(ct).ConfigureAwait(false);
         try
         {
@@ -62,12 +78,7 @@ public sealed class WorkerClient(string socketPath) : IAsyncDisposable
                 await DropControlAsync().ConfigureAwait(false);
                 throw VmApiException.Unavailable("the VM's worker closed the connection");
             }
-            return reply.MessageCase switch
-            {
-                WorkerMessage.MessageOneofCase.Status => reply.Status,
-                WorkerMessage.MessageOneofCase.Error => throw ToException(reply.Error),
-                _ => throw new InvalidDataException($"worker replied with {reply.MessageCase}"),
-            };
+            return reply.MessageCase == WorkerMessage.MessageOneofCase.Error ? throw ToException(reply.Error) : reply;
         }
         finally
         {
@@ -116,6 +127,8 @@ public sealed class WorkerClient(string socketPath) : IAsyncDisposable
         WorkerErrorCode.WorkerErrorResourceExhausted => new VmApiException(VmErrorKind.ResourceExhausted, NullIfEmpty(error.Field), error.Message),
         WorkerErrorCode.WorkerErrorUnavailable => new VmApiException(VmErrorKind.Unavailable, null, error.Message),
         WorkerErrorCode.WorkerErrorTimeout => new VmApiException(VmErrorKind.Timeout, null, error.Message),
+        WorkerErrorCode.WorkerErrorNotFound => new VmApiException(VmErrorKind.NotFound, NullIfEmpty(error.Field), error.Message),
+        WorkerErrorCode.WorkerErrorAlreadyExists => new VmApiException(VmErrorKind.AlreadyExists, NullIfEmpty(error.Field), error.Message),
         _ => new InvalidOperationException($"the VM's worker failed: {error.Message}"),
     };
 

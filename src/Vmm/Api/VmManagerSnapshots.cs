@@ -1,0 +1,184 @@
+using FireSharp.Proto.V1;
+using FireSharp.Proto.Worker;
+using FireSharp.Snapshot;
+
+namespace FireSharp.Api;
+
+using Vm = FireSharp.Proto.V1.Vm;
+
+/// <summary>Snapshots through the daemon: taken inside the VM's worker; restored into a new VM with a worker of its own.</summary>
+public sealed partial class VmManager
+{
+    /// <summary>Snapshots a RUNNING or PAUSED VM into <paramref name="dir"/> (see CreateSnapshot in vm.proto).</summary>
+    public async Task<SnapshotInfo> CreateSnapshotAsync(CreateSnapshotRequest request, CancellationToken ct)
+    {
+        SpecValidator.ValidateId(request.Id);
+        ValidateAbsolute(request.Dir, "dir", required: true);
+        var entry = Find(request.Id);
+        await entry.Op.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            ThrowIfDeleted(entry);
+            var session = RequireSession(entry, "snapshot", VmState.Running, VmState.Paused);
+            var taken = await session.Client.SnapshotAsync(new TakeSnapshot { Dir = request.Dir, Resume = request.Resume }, ct).ConfigureAwait(false);
+            Apply(entry, session, taken.Status);
+            return new SnapshotInfo
+            {
+                Dir = taken.Dir,
+                MemoryBytes = taken.MemoryBytes,
+                MemoryBytesWritten = taken.MemoryBytesWritten,
+                StateFileBytes = taken.StateFileBytes,
+                DurationMs = taken.DurationMs,
+                PausedMs = taken.PausedMs,
+                Vm = Snapshot(entry),
+            };
+        }
+        finally
+        {
+            entry.Op.Release();
+        }
+    }
+
+    /// <summary>
+    /// Restores a snapshot as a new VM in a new worker (see RestoreVm in vm.proto). The snapshot is read and
+    /// checked here first, so a bad one starts no worker; any later failure removes the worker, its files and the id.
+    /// </summary>
+    public async Task<Vm> RestoreAsync(RestoreVmRequest request, CancellationToken ct)
+    {
+        SpecValidator.ValidateId(request.Id, "id");
+        if (request.Id.Length > _options.MaxIdLength)
+            throw VmApiException.Invalid("id", $"is {request.Id.Length} characters; this daemon's state directory allows at most {_options.MaxIdLength}");
+        SpecValidator.ValidateLabels(request.Labels, "labels");
+        ValidateAbsolute(request.Dir, "dir", required: true);
+        var overrides = request.Overrides ?? new Proto.V1.RestoreOverrides();
+        foreach (var (driveId, path) in overrides.DrivePaths)
+        {
+            SpecValidator.ValidateDeviceId(driveId, "overrides.drive_paths");
+            ValidateAbsolute(path, $"overrides.drive_paths[{driveId}]", required: true);
+        }
+        ValidateAbsolute(overrides.VsockPath, "overrides.vsock_path", required: false);
+
+        LoadedSnapshot snapshot;
+        try
+        {
+            snapshot = SnapshotReader.Load(request.Dir);
+        }
+        catch (SnapshotException e)
+        {
+            throw SnapshotErrors.ToApi(e);
+        }
+        var config = snapshot.State.Config;
+        foreach (var driveId in overrides.DrivePaths.Keys)
+            if (!config.Devices.Any(d => d.Id == driveId && d.Kind == SnapshotRestore.DriveKind))
+                throw VmApiException.Invalid($"overrides.drive_paths[{driveId}]", $"the snapshot has no drive '{driveId}'");
+        if (overrides.VsockPath.Length > 0 && !config.Devices.Any(d => d.Kind == SnapshotRestore.VsockKind))
+            throw VmApiException.Invalid("overrides.vsock_path", "the snapshot has no vsock device");
+
+        string id = request.Id;
+        var spec = SpecOf(config, overrides);
+        var entry = new VmEntry(id, _options.VmDir(id))
+        {
+            Announced = false,
+            Record = new VmRecord
+            {
+                Vm = new Vm { Id = id, Labels = { request.Labels }, Spec = spec, State = VmState.Creating, CreatedAt = Now() },
+                RestoredFrom = request.Clone(),
+            },
+        };
+        entry.Record.RestoredFrom.Dir = snapshot.Directory;
+        // Each restored VM gets its own vsock socket, where the daemon's Exec finds it (VmManager.Agent.cs).
+        if (overrides.VsockPath.Length == 0 && config.Devices.Any(d => d.Kind == SnapshotRestore.VsockKind))
+            (entry.Record.RestoredFrom.Overrides ??= new Proto.V1.RestoreOverrides()).VsockPath = VsockPath(id);
+        lock (_admission)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_vms.ContainsKey(id)) throw new VmApiException(VmErrorKind.AlreadyExists, "id", $"a VM with id '{id}' exists");
+            if (_vms.Count >= _options.MaxVms)
+                throw VmApiException.Exhausted(null, $"this daemon allows at most {_options.MaxVms} VMs (MaxVms) and has {_vms.Count}");
+            CheckMemoryBudget(spec.Machine.MemMib, except: null);
+            _vms[id] = entry;
+        }
+
+        await entry.Op.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+        try
+        {
+            try
+            {
+                if (Directory.Exists(entry.Dir)) Directory.Delete(entry.Dir, recursive: true);
+                Directory.CreateDirectory(entry.Dir);
+                lock (entry.Gate) Persist(entry);
+                await LaunchAndCreateAsync(entry, ct).ConfigureAwait(false);
+                lock (entry.Gate)
+                {
+                    entry.Announced = true;
+                    Events.Publish(Event(EventType.Created, entry, $"restored from {snapshot.Directory}"));
+                }
+            }
+            catch
+            {
+                await RetireSessionAsync(entry).ConfigureAwait(false);
+                lock (entry.Gate) entry.Deleted = true;
+                TryDeleteDirectory(entry.Dir);
+                _vms.TryRemove(new KeyValuePair<string, VmEntry>(id, entry));
+                throw;
+            }
+            Log.Created(_logger, id, spec.Machine.MemMib, spec.Machine.Vcpus);
+            return Snapshot(entry);
+        }
+        finally
+        {
+            entry.Op.Release();
+        }
+    }
+
+    /// <summary>The worker request that restores a VM made by RestoreVm; a restart (StartVm after it ended) always runs it.</summary>
+    private static RestoreMachine RestoreMachineFor(string id, RestoreVmRequest request, bool restart)
+    {
+        var machine = new RestoreMachine
+        {
+            Id = id,
+            Dir = request.Dir,
+            VsockPath = request.Overrides?.VsockPath ?? "",
+            Paused = request.Paused && !restart,
+        };
+        if (request.Overrides is { } o) machine.DrivePaths.Add(o.DrivePaths);
+        return machine;
+    }
+
+    /// <summary>The API spec of a restored VM: the snapshot's machine and drives (with the overrides' paths).</summary>
+    private static VmSpec SpecOf(MachineConfig config, Proto.V1.RestoreOverrides overrides)
+    {
+        var spec = new VmSpec
+        {
+            Kernel = new KernelSpec { Path = config.KernelPath },
+            Machine = new MachineSpec { Vcpus = config.VcpuCount, MemMib = (long)(config.MemoryBytes / (1024 * 1024)) },
+        };
+        foreach (var d in config.Devices.Where(d => d.Kind == SnapshotRestore.DriveKind))
+        {
+            DriveSpec drive;
+            try
+            {
+                var (saved, _, _) = DriveSettings.Parse(d);
+                drive = new DriveSpec { Id = d.Id, Path = saved.Path, ReadOnly = saved.ReadOnly, Root = saved.IsRoot };
+            }
+            catch (InvalidDataException e)
+            {
+                throw VmApiException.Invalid("dir", $"the snapshot's drive list is corrupt: {e.Message}");
+            }
+            if (overrides.DrivePaths.TryGetValue(d.Id, out var path)) drive.Path = path;
+            spec.Drives.Add(drive);
+        }
+        return spec;
+    }
+
+    private static void ValidateAbsolute(string path, string field, bool required)
+    {
+        if (path.Length == 0)
+        {
+            if (required) throw VmApiException.Invalid(field, "is required");
+            return;
+        }
+        if (!Path.IsPathFullyQualified(path)) throw VmApiException.Invalid(field, $"'{path}' is not an absolute path");
+        if (path.Contains('\0')) throw VmApiException.Invalid(field, "contains a NUL character");
+    }
+}

@@ -1,0 +1,92 @@
+using System.CommandLine;
+using System.Globalization;
+using FireSharp.Proto.V1;
+using Google.Protobuf;
+
+namespace FireSharp.Cli;
+
+/// <summary>
+/// <c>firesharp snapshot create|restore</c>: snapshots through the daemon (CreateSnapshot and RestoreVm), with
+/// the same connection options, output and exit codes as <c>firesharp vm</c>. Paths are made absolute here
+/// and are paths on the daemon's host.
+/// </summary>
+internal static class SnapshotCommands
+{
+    public static Command Create()
+    {
+        var snapshot = new Command("snapshot", "snapshot VMs and restore snapshots as new VMs through the FireSharp daemon");
+        foreach (var o in VmClientCommands.ConnectionOptions) snapshot.Options.Add(o);
+        snapshot.Subcommands.Add(CreateCommand());
+        snapshot.Subcommands.Add(RestoreCommand());
+        return snapshot;
+    }
+
+    private static Command CreateCommand()
+    {
+        var id = new Argument<string>("vm-id") { Description = "the VM to snapshot (running or paused)" };
+        var dir = new Argument<string>("dir") { Description = "the snapshot directory to create (must not exist)" };
+        var resume = new Option<bool>("--resume") { Description = "resume the VM afterwards (otherwise it stays paused)" };
+        var command = new Command("create", "snapshot a VM into a new directory") { id, dir, resume };
+        command.SetAction((parse, ct) => VmClientCommands.CallAsync(parse, ct, async (client, options) =>
+        {
+            var request = new CreateSnapshotRequest { Id = parse.GetValue(id)!, Dir = Path.GetFullPath(parse.GetValue(dir)!), Resume = parse.GetValue(resume) };
+            var info = await client.CreateSnapshotAsync(request, options);
+            if (parse.GetValue(VmClientCommands.Json))
+            {
+                Console.WriteLine(JsonFormatter.Default.Format(info));
+                return;
+            }
+            Console.WriteLine(string.Format(CultureInfo.InvariantCulture,
+                "snapshot {0}: {1} MiB of memory ({2} MiB written), state {3} bytes, {4:F1} ms (vCPUs paused {5:F1} ms); VM {6} is {7}",
+                info.Dir, info.MemoryBytes / (1024 * 1024), info.MemoryBytesWritten / (1024 * 1024), info.StateFileBytes,
+                info.DurationMs, info.PausedMs, info.Vm?.Id, info.Vm is { } vm ? VmClientCommands.Name(vm.State) : "?"));
+        }));
+        return command;
+    }
+
+    private static Command RestoreCommand()
+    {
+        var dir = new Argument<string>("dir") { Description = "a snapshot directory" };
+        var id = new Option<string?>("--id") { Description = "the new VM's id (default: the directory's name plus a random suffix)" };
+        var drives = new Option<string[]>("--drive") { Description = "use this image for a drive: ID=PATH (repeatable)" };
+        var vsock = new Option<string?>("--vsock-path") { Description = "this VM's vsock Unix socket path" };
+        var labels = new Option<string[]>("--label") { Description = "a label key=value (repeatable)" };
+        var paused = new Option<bool>("--paused") { Description = "leave the restored VM paused" };
+        var command = new Command("restore", "restore a snapshot as a new VM") { dir, id, drives, vsock, labels, paused };
+        command.SetAction((parse, ct) => VmClientCommands.CallAsync(parse, ct, async (client, options) =>
+        {
+            string path = Path.GetFullPath(parse.GetValue(dir)!);
+            var request = new RestoreVmRequest
+            {
+                Dir = path,
+                Id = parse.GetValue(id) ?? DefaultId(path),
+                Paused = parse.GetValue(paused),
+                Overrides = new RestoreOverrides { VsockPath = parse.GetValue(vsock) is { } v ? Path.GetFullPath(v) : "" },
+            };
+            foreach (var d in parse.GetValue(drives) ?? [])
+            {
+                int eq = d.IndexOf('=', StringComparison.Ordinal);
+                if (eq <= 0 || eq == d.Length - 1) throw new ArgumentException($"--drive {d}: expected ID=PATH");
+                request.Overrides.DrivePaths[d[..eq]] = Path.GetFullPath(d[(eq + 1)..]);
+            }
+            foreach (var l in parse.GetValue(labels) ?? [])
+            {
+                int eq = l.IndexOf('=', StringComparison.Ordinal);
+                if (eq <= 0) throw new ArgumentException($"--label {l}: expected key=value");
+                request.Labels[l[..eq]] = l[(eq + 1)..];
+            }
+            VmClientCommands.PrintVm(parse, await client.RestoreVmAsync(request, options));
+        }));
+        return command;
+    }
+
+    /// <summary>An id from the snapshot directory's name (lowercased, other characters as '-') and a random suffix.</summary>
+    private static string DefaultId(string dir)
+    {
+        var name = new string([.. Path.GetFileName(dir.TrimEnd('/')).ToLowerInvariant()
+            .Select(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '_' or '.' or '-' ? c : '-')]).Trim('-', '.', '_');
+        if (name.Length > 40) name = name[..40];
+        string suffix = Convert.ToHexStringLower(BitConverter.GetBytes(Random.Shared.Next()))[..6];
+        return name.Length == 0 ? $"restored-{suffix}" : $"{name}-{suffix}";
+    }
+}
