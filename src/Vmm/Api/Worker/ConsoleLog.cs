@@ -19,6 +19,8 @@ public sealed class ConsoleLog : ISerialSink
     private readonly List<Reader> _readers = [];
 
     /// <summary>Total bytes the guest has written.</summary>
+    private bool _ended;
+
     public long TotalBytes { get { lock (_gate) return _written; } }
 
     public void Write(ReadOnlySpan<byte> data)
@@ -54,16 +56,21 @@ public sealed class ConsoleLog : ISerialSink
                 _ring.AsSpan(0, kept - first).CopyTo(history.AsSpan(first));
                 reader.Offer(history, dropped: _written - kept);
             }
-            _readers.Add(reader);
+            if (_ended) reader.Complete(); // the guest is gone: history only, then the stream ends
+            else _readers.Add(reader);
             return reader;
         }
     }
 
-    /// <summary>Ends every reader's stream (the worker is shutting down).</summary>
+    /// <summary>
+    /// Ends every reader's stream: the guest has ended (no more output will come) or the worker is
+    /// shutting down. Readers attached later get the history and then end too.
+    /// </summary>
     public void CompleteAll()
     {
         lock (_gate)
         {
+            _ended = true;
             foreach (var r in _readers) r.Complete();
             _readers.Clear();
         }

@@ -404,6 +404,7 @@ public sealed partial class VmWorker : IAsyncDisposable
             SetState(MachineState.Exited);
         }
         _logger.LogInformation("worker {Id}: guest ended: {Exit}", _id, exit);
+        _console.CompleteAll(); // console streams end with the guest
         vm.Dispose(); // releases guest memory and KVM fds; the console history stays
         _exitHandled.TrySetResult();
     }
