@@ -44,19 +44,30 @@ public class VsockLinuxTests(Xunit.Abstractions.ITestOutputHelper output)
         foreach (var f in new[] { kernel, baseRoot, agent })
             Skip.IfNot(File.Exists(f), $"{f} is missing (make kernel rootfs agent)");
 
-        string dir = Path.Combine("/tmp", "fsvl-" + Guid.NewGuid().ToString("N")[..10]);
-        Directory.CreateDirectory(dir);
-        try
+        // On PVM hosts a guest process intermittently dies of SIGSEGV on a TLS read while the agent
+        // starts (docs/pvm.md, open bug). Only a boot that shows that kernel message is retried.
+        for (int attempt = 1; ; attempt++)
         {
-            BootAndCheck(kernel, baseRoot, agent, dir);
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
+            string dir = Path.Combine("/tmp", "fsvl-" + Guid.NewGuid().ToString("N")[..10]);
+            Directory.CreateDirectory(dir);
+            var console = new MemorySerialSink();
+            try
+            {
+                BootAndCheck(kernel, baseRoot, agent, dir, console);
+                return;
+            }
+            catch (Exception e) when (attempt < 3 && console.Contains("segfault at"))
+            {
+                output.WriteLine($"boot {attempt}: a guest process died of SIGSEGV (known PVM issue), retrying: {e.Message}");
+            }
+            finally
+            {
+                Directory.Delete(dir, recursive: true);
+            }
         }
     }
 
-    private void BootAndCheck(string kernel, string baseRoot, string agent, string dir)
+    private void BootAndCheck(string kernel, string baseRoot, string agent, string dir, MemorySerialSink console)
     {
         string root = Path.Combine(dir, "root.ext4");
         Run("cp", "--sparse=always", baseRoot, root);
@@ -77,7 +88,6 @@ public class VsockLinuxTests(Xunit.Abstractions.ITestOutputHelper output)
         ready.Bind(new UnixDomainSocketEndPoint(VsockDeviceSpec.GuestInitiatedPath(uds, 53)));
         ready.Listen(4);
 
-        var console = new MemorySerialSink();
         using var vm = MicroVm.Create(new VmSpec
         {
             KernelPath = kernel,
