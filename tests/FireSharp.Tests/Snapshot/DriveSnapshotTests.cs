@@ -212,7 +212,9 @@ public class DriveSnapshotTests : IDisposable
     {
         KvmTestSupport.RequireKvm();
         string dir = TempDir();
-        const int diskBytes = 4 << 20, requests = diskBytes / 4096;
+        // 64 MiB in 4 KiB requests: long enough that the snapshot reliably lands mid-run (with 4 MiB the
+        // ring-3 guest sometimes finished between the progress check and the pause).
+        const int diskBytes = 64 << 20, requests = diskBytes / 4096;
         string image = Image(dir, "disk.img", diskBytes);
         var console = new MemorySerialSink();
         string snap = Path.Combine(TempDir(), "snap");
@@ -220,7 +222,7 @@ public class DriveSnapshotTests : IDisposable
         {
             KernelPath = TestPaths.Guest("virtio-blk-bench"),
             MemoryMib = 32,
-            Cmdline = "mib=4 req=4 depth=8 batch=2 mode=write",
+            Cmdline = "mib=64 req=4 depth=8 batch=2 mode=write",
             Drives = [new DriveSpec { Path = image, Id = "disk" }],
             Serial = console,
         }))
