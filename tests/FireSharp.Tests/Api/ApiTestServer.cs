@@ -93,32 +93,10 @@ internal sealed class ApiTestServer : IAsyncDisposable
     public string[] VmDirs() => Directory.Exists(Options.VmsDir) ? Directory.GetFileSystemEntries(Options.VmsDir) : [];
 
     /// <summary>Polls GetVm until the VM is in <paramref name="state"/> (fails after 60 s).</summary>
-    public async Task<FireSharp.Proto.V1.Vm> WaitForStateAsync(string id, VmState state)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(60);
-        while (true)
-        {
-            var vm = await Client.GetVmAsync(new GetVmRequest { Id = id });
-            if (vm.State == state) return vm;
-            if (DateTime.UtcNow > deadline) throw new TimeoutException($"VM {id} stayed {vm.State}, expected {state}");
-            await Task.Delay(20);
-        }
-    }
+    public Task<FireSharp.Proto.V1.Vm> WaitForStateAsync(string id, VmState state) => Client.WaitForStateAsync(id, state);
 
     /// <summary>Reads the console (with replay) until <paramref name="text"/> appears (fails after 60 s).</summary>
-    public async Task<string> ReadConsoleUntilAsync(string id, string text)
-    {
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        using var call = Client.StreamConsole(cancellationToken: cts.Token);
-        await call.RequestStream.WriteAsync(new ConsoleRequest { Id = id, Replay = true });
-        var seen = new System.Text.StringBuilder();
-        await foreach (var chunk in call.ResponseStream.ReadAllAsync(cts.Token))
-        {
-            seen.Append(System.Text.Encoding.UTF8.GetString(chunk.Data.Span));
-            if (seen.ToString().Contains(text, StringComparison.Ordinal)) return seen.ToString();
-        }
-        throw new InvalidOperationException($"console of {id} ended without '{text}'; got '{seen}'");
-    }
+    public Task<string> ReadConsoleUntilAsync(string id, string text) => Client.ReadConsoleUntilAsync(id, text);
 
     public static VmSpec Spec(string guest, long memMib = 16, int vcpus = 1) => new()
     {
