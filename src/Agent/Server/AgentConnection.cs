@@ -145,6 +145,12 @@ internal sealed class AgentConnection : IAsyncDisposable
                 case Request.BodyOneofCase.Shutdown:
                     await ShutdownAsync(id, request.Shutdown).ConfigureAwait(false);
                     break;
+                case Request.BodyOneofCase.Reseed:
+                    await SendAsync(ReseedHandler.Handle(id, request.Reseed)).ConfigureAwait(false);
+                    break;
+                case Request.BodyOneofCase.FunctionInit or Request.BodyOneofCase.Invoke or Request.BodyOneofCase.FunctionShutdown:
+                    await FunctionRequestHandler.HandleAsync(this, request).ConfigureAwait(false);
+                    break;
                 default:
                     await SendErrorAsync(id, ErrorCode.UnknownRequest,
                         $"unknown request type (this agent speaks protocol version {AgentProtocol.Version})").ConfigureAwait(false);

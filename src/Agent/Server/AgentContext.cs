@@ -29,6 +29,12 @@ internal sealed class AgentContext
 
     public int MaxConcurrentExecs { get; init; } = 64;
 
+    private FireSharp.Agent.Functions.FunctionHost? _functions;
+
+    /// <summary>The function (FunctionInit/Invoke/FunctionShutdown); made on first use.</summary>
+    public FireSharp.Agent.Functions.FunctionHost Functions =>
+        LazyInitializer.EnsureInitialized(ref _functions, () => new FireSharp.Agent.Functions.FunctionHost(Reaper));
+
     public AgentInfo CurrentInfo()
     {
         var info = Info.Clone();
@@ -80,6 +86,7 @@ internal sealed class AgentContext
         {
             StopAccepting.Cancel();
             await StopCommandsAsync(TimeSpan.FromSeconds(1), signal).ConfigureAwait(false);
+            if (_functions is not null) await _functions.StopAllAsync().ConfigureAwait(false);
             Stopping.Cancel();
         }
         finally
@@ -100,6 +107,7 @@ internal sealed class AgentContext
             Log.Info($"shutdown ({mode})");
             StopAccepting.Cancel();
             await StopCommandsAsync(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+            if (_functions is not null) await _functions.StopAllAsync().ConfigureAwait(false);
             Stopping.Cancel();
             Setup.UnmountExtraDrives();
             System.PowerOff(mode);

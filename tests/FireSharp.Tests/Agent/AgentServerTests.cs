@@ -37,12 +37,12 @@ public sealed class AgentServerTests(SharedAgent shared, ITestOutputHelper outpu
         Assert.Equal((uint)AgentProtocol.MaxFrameBytes, Agent.Ready.Agent.MaxFrameBytes);
         Assert.True(Agent.Ready.StartupUs > 0);
         await using var client = await Agent.ConnectAsync(Deadline());
-        Assert.Equal(1u, client.ProtocolVersion);
+        Assert.Equal(AgentProtocol.Version, client.ProtocolVersion);
         Assert.Equal(File.ReadAllText("/proc/sys/kernel/osrelease").Trim(), client.Agent!.KernelRelease);
         // A newer client is answered with the agent's version.
         var info = await client.HelloAsync(protocolVersion: 7, cancellationToken: Deadline());
-        Assert.Equal(1u, client.ProtocolVersion);
-        Assert.Equal(1u, info.ProtocolVersion);
+        Assert.Equal(AgentProtocol.Version, client.ProtocolVersion);
+        Assert.Equal(AgentProtocol.Version, info.ProtocolVersion);
     }
 
     [Fact]

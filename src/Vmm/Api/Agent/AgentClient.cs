@@ -185,6 +185,74 @@ public sealed class AgentClient : IAsyncDisposable, IDisposable
     }
 
     /// <summary>
+    /// After a snapshot restore: gives the guest kernel <paramref name="entropy"/> (16-512 bytes from the host's
+    /// CSPRNG; null = 64 fresh bytes) and reseeds its CRNG, so clones of one snapshot stop sharing random
+    /// state; sets the hostname when given. Returns whether the CRNG reseed itself succeeded. An agent without
+    /// it throws <see cref="AgentException"/> with <see cref="ErrorCode.UnknownRequest"/>.
+    /// </summary>
+    public async Task<bool> ReseedAsync(ReadOnlyMemory<byte>? entropy = null, string? hostname = null, CancellationToken cancellationToken = default)
+    {
+        var bytes = entropy ?? System.Security.Cryptography.RandomNumberGenerator.GetBytes(64);
+        ReseedReply? reply = null;
+        await CallAsync(new Request { Reseed = new ReseedRequest { Entropy = ByteString.CopyFrom(bytes.Span), Hostname = hostname ?? "" } }, r =>
+        {
+            reply = Expect(r, Response.BodyOneofCase.Reseed).Reseed;
+            return new ValueTask<bool>(true);
+        }, cancellationToken).ConfigureAwait(false);
+        return reply!.Reseeded;
+    }
+
+    /// <summary>
+    /// Starts a function (protocol version 2): the agent starts its Runtime API server, the
+    /// extensions and the runtime's bootstrap, and replies when the runtime is ready for its first
+    /// event or init failed (<see cref="FunctionInitReply.Ok"/> false, with Lambda's error type).
+    /// An agent of version 1 throws <see cref="AgentException"/> with <see cref="ErrorCode.UnknownRequest"/>.
+    /// </summary>
+    public async Task<FunctionInitReply> InitFunctionAsync(FunctionInitRequest request, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        FunctionInitReply? reply = null;
+        await CallAsync(new Request { FunctionInit = request }, r =>
+        {
+            reply = Expect(r, Response.BodyOneofCase.FunctionInit).FunctionInit;
+            return new ValueTask<bool>(true);
+        }, ct).ConfigureAwait(false);
+        return reply!;
+    }
+
+    /// <summary>
+    /// Runs one invocation of the function started by <see cref="InitFunctionAsync"/> and returns
+    /// how it ended (success, function error, timeout, runtime exit, out of memory).
+    /// </summary>
+    public async Task<InvokeReply> InvokeFunctionAsync(InvokeRequest request, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        InvokeReply? reply = null;
+        await CallAsync(new Request { Invoke = request }, r =>
+        {
+            reply = Expect(r, Response.BodyOneofCase.Invoke).Invoke;
+            return new ValueTask<bool>(true);
+        }, ct).ConfigureAwait(false);
+        return reply!;
+    }
+
+    /// <summary>
+    /// Stops the function: extensions get SHUTDOWN, the runtime SIGTERM then SIGKILL, and the
+    /// Runtime API server stops.
+    /// </summary>
+    public async Task<FunctionShutdownReply> ShutdownFunctionAsync(FunctionShutdownRequest request, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        FunctionShutdownReply? reply = null;
+        await CallAsync(new Request { FunctionShutdown = request }, r =>
+        {
+            reply = Expect(r, Response.BodyOneofCase.FunctionShutdown).FunctionShutdown;
+            return new ValueTask<bool>(true);
+        }, ct).ConfigureAwait(false);
+        return reply!;
+    }
+
+    /// <summary>
     /// Sends <paramref name="request"/> and feeds its responses to <paramref name="onResponse"/>
     /// until it returns true. An Error response throws <see cref="AgentFailure.Remote"/> (the
     /// connection stays usable); anything else that goes wrong closes the client.

@@ -7,8 +7,11 @@ namespace FireSharp.Api.Agent;
 /// </summary>
 public static class AgentProtocol
 {
-    /// <summary>The protocol version this build speaks (Hello.protocol_version).</summary>
-    public const uint Version = 1;
+    /// <summary>
+    /// The protocol version this build speaks (Hello.protocol_version). 2 added the function
+    /// requests (FunctionInit, Invoke, FunctionShutdown); everything of version 1 is unchanged.
+    /// </summary>
+    public const uint Version = 2;
 
     /// <summary>Bytes of the little-endian length that precedes every frame.</summary>
     public const int HeaderBytes = 4;
