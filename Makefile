@@ -8,7 +8,7 @@ DOTNET ?= dotnet
 CONFIGURATION ?= Release
 BIN := build/firesharp
 APT_PACKAGES := build-essential gcc binutils make qemu-system-x86 busybox-static e2fsprogs cpio \
-                linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils iproute2 python3 clang zlib1g-dev time
+                linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils iproute2 python3 clang zlib1g-dev time file iputils-ping
 
 .PHONY: help deps restore build test test-fast test-slow bench bench-boot run clean
 
@@ -43,13 +43,13 @@ $(BIN): $(VMM_SOURCES) | deps
 	@mkdir -p build && cp build/publish/firesharp $(BIN)
 	@echo "built $(BIN) ($$(du -h $(BIN) | cut -f1))"
 
-test: deps guests kernel rootfs
+test: deps guests kernel rootfs examples
 	FIRESHARP_TEST_FILTER= bash tests/run-tests.sh
 
-test-fast: deps guests
+test-fast: deps guests examples
 	FIRESHARP_TEST_FILTER='Category!=Slow' bash tests/run-tests.sh
 
-test-slow: deps guests kernel rootfs
+test-slow: deps guests kernel rootfs examples
 	FIRESHARP_TEST_FILTER='Category=Slow' bash tests/run-tests.sh
 
 bench: deps build guests portio-runner

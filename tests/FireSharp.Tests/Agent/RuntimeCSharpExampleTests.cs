@@ -6,7 +6,7 @@ namespace FireSharp.Tests.Agent;
 
 /// <summary>
 /// The C# NativeAOT example function (examples/csharp, `make example-csharp`) against the agent's
-/// Runtime API on the host. Skipped when the example has not been built.
+/// Runtime API on the host. `make test` builds the example first; a missing bootstrap is a failure.
 /// </summary>
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed class RuntimeCSharpExampleTests(RuntimeAgent fixture) : IClassFixture<RuntimeAgent>
@@ -17,7 +17,7 @@ public sealed class RuntimeCSharpExampleTests(RuntimeAgent fixture) : IClassFixt
 
     private FunctionInitRequest NewFunction()
     {
-        Skip.IfNot(File.Exists(Bootstrap), $"{Bootstrap} is missing (make example-csharp)");
+        Assert.True(File.Exists(Bootstrap), $"{Bootstrap} is missing: run make example-csharp (make test does)");
         var init = fixture.NewFunction(functionSh: null, withBootstrap: false);
         var target = Path.Combine(init.TaskRoot, "bootstrap");
         File.Copy(Bootstrap, target);
@@ -25,7 +25,7 @@ public sealed class RuntimeCSharpExampleTests(RuntimeAgent fixture) : IClassFixt
         return init;
     }
 
-    [SkippableFact]
+    [Fact]
     public async Task The_csharp_example_answers_and_reports_errors()
     {
         var init = NewFunction();
@@ -49,7 +49,7 @@ public sealed class RuntimeCSharpExampleTests(RuntimeAgent fixture) : IClassFixt
         await client.ShutdownFunctionAsync(new FunctionShutdownRequest(), Deadline());
     }
 
-    [SkippableFact]
+    [Fact]
     public async Task The_csharp_example_reports_an_init_error()
     {
         var init = NewFunction();
