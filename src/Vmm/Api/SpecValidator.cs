@@ -162,10 +162,11 @@ public static class SpecValidator
             throw VmApiException.Exhausted("spec.machine.mem_mib", $"{spec.Machine.MemMib} MiB is more than the host's {host.MemoryBytes / (1024 * 1024)} MiB");
         if (spec.Machine.Vcpus > host.MaxVcpus)
             throw VmApiException.Exhausted("spec.machine.vcpus", $"{spec.Machine.Vcpus} vCPUs is more than this host's KVM allows ({host.MaxVcpus})");
-
-        // 3. Well-formed but not available yet: say so instead of ignoring it.
-        if (spec.NetworkInterfaces.Count > 0)
-            throw VmApiException.Unimplemented("spec.network_interfaces", "network interfaces (virtio-net) are not available in this version of the daemon");
+        if (spec.Drives.Count + (spec.Vsock is not null || spec.Agent ? 1 : 0) + spec.NetworkInterfaces.Count > Devices.Virtio.VirtioMmioLayout.MaxDevices)
+            throw VmApiException.Invalid("spec.network_interfaces",
+                $"drives, vsock and network interfaces need more than the {Devices.Virtio.VirtioMmioLayout.MaxDevices} virtio-mmio slots a VM has");
+        if (spec.NetworkInterfaces.Count(n => n.Ip.Length > 0) > 1)
+            throw VmApiException.Invalid("spec.network_interfaces", "only one interface can have an ip (the guest kernel takes one ip= setting)");
     }
 
     /// <summary>

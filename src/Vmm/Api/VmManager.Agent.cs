@@ -100,7 +100,7 @@ public sealed partial class VmManager
         };
         try
         {
-            await using var client = await AgentClient.ConnectHybridVsockAsync(VsockPath(request.Id), cancellationToken: ct).ConfigureAwait(false);
+            await using var client = await AgentClient.ConnectHybridVsockAsync(AgentVsockPath(entry), cancellationToken: ct).ConfigureAwait(false);
             var result = await client.ExecAsync(command, ct).ConfigureAwait(false);
             return new ExecResponse
             {
@@ -143,7 +143,7 @@ public sealed partial class VmManager
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
             timeout.CancelAfter(AgentShutdownTimeout < grace ? AgentShutdownTimeout : grace);
-            await using var client = await AgentClient.ConnectHybridVsockAsync(VsockPath(entry.Id), cancellationToken: timeout.Token).ConfigureAwait(false);
+            await using var client = await AgentClient.ConnectHybridVsockAsync(AgentVsockPath(entry), cancellationToken: timeout.Token).ConfigureAwait(false);
             // Reboot: with reboot=k an i8042 reset, the clean end of a VM here (power-off only halts without ACPI).
             await client.ShutdownAsync(Proto.Agent.ShutdownMode.Reboot, timeout.Token).ConfigureAwait(false);
         }

@@ -220,7 +220,9 @@ public sealed partial class VmManager : IAsyncDisposable
         }
         if (entry.Record.RestoredFrom is { } restore) // made by RestoreVm: restore, don't boot (VmManagerSnapshots.cs)
         {
+            PrepareRestoredVsock(entry);
             Apply(entry, session, await session.Client.CallAsync(new WorkerRequest { Restore = RestoreMachineFor(entry.Id, restore, restart) }, ct).ConfigureAwait(false));
+            ProbeRestoredAgent(entry, session);
             StartMonitor(entry, session);
             return;
         }
@@ -235,6 +237,8 @@ public sealed partial class VmManager : IAsyncDisposable
         };
         if (SpecValidator.EffectiveCmdline(spec) is { } cmdline) machine.Cmdline = cmdline;
         foreach (var d in spec.Drives) machine.Drives.Add(new Drive { Path = d.Path, ReadOnly = d.ReadOnly, Root = d.Root });
+        foreach (var n in spec.NetworkInterfaces)
+            machine.Nics.Add(new Nic { Id = n.Id, Tap = n.HostCase == NetworkInterfaceSpec.HostOneofCase.Tap ? n.Tap : "", Mac = n.Mac, Ip = n.Ip });
         PrepareVsock(entry, session, spec, machine);
         var status = await session.Client.CallAsync(new WorkerRequest { Create = machine }, ct).ConfigureAwait(false);
         Apply(entry, session, status);

@@ -1,6 +1,7 @@
 using FireSharp.Proto.V1;
 using FireSharp.Proto.Worker;
 using FireSharp.Snapshot;
+using Microsoft.Extensions.Logging;
 
 namespace FireSharp.Api;
 
@@ -153,6 +154,20 @@ public sealed partial class VmManager
             Kernel = new KernelSpec { Path = config.KernelPath },
             Machine = new MachineSpec { Vcpus = config.VcpuCount, MemMib = (long)(config.MemoryBytes / (1024 * 1024)) },
         };
+        if (config.Devices.FirstOrDefault(d => d.Kind == SnapshotRestore.VsockKind) is { } vsock)
+        {
+            try
+            {
+                spec.Vsock = new VsockSpec { GuestCid = checked((uint)VsockSettings.Parse(vsock).Spec.GuestCid) };
+            }
+            catch (Exception e) when (e is InvalidDataException or OverflowException)
+            {
+                throw VmApiException.Invalid("dir", $"the snapshot's vsock device is corrupt: {e.Message}");
+            }
+            // A guest agent, if the snapshotted guest ran one, still listens on port 52: it is probed after the
+            // restore (ProbeRestoredAgent) and the VM is agent_ready once it answers.
+            spec.Agent = true;
+        }
         foreach (var d in config.Devices.Where(d => d.Kind == SnapshotRestore.DriveKind))
         {
             DriveSpec drive;
@@ -169,6 +184,96 @@ public sealed partial class VmManager
             spec.Drives.Add(drive);
         }
         return spec;
+    }
+
+    /// <summary>
+    /// The VM's hybrid vsock socket: a restored VM's override (RestoreVm's, or the daemon's default
+    /// <see cref="VsockPath"/> that RestoreAsync records), else <see cref="VsockPath"/>.
+    /// </summary>
+    private string AgentVsockPath(VmEntry entry)
+    {
+        lock (entry.Gate)
+            return entry.Record.RestoredFrom?.Overrides?.VsockPath is { Length: > 0 } path ? path : VsockPath(entry.Id);
+    }
+
+    /// <summary>Before a restore into a new worker: a socket file left by an earlier worker of this VM at the daemon's own path goes.</summary>
+    private void PrepareRestoredVsock(VmEntry entry)
+    {
+        string uds = AgentVsockPath(entry);
+        if (uds == VsockPath(entry.Id)) TryDelete(uds);
+    }
+
+    /// <summary>How long a restored VM's agent is probed for before the daemon gives up (it stays not agent_ready).</summary>
+    private static readonly TimeSpan RestoredAgentProbeTime = TimeSpan.FromMinutes(2);
+
+    /// <summary>
+    /// After a restore: the snapshotted guest's agent reported ready long ago and will not again; it keeps
+    /// listening on port 52, and the transport reset dropped only connections. Connect (Hello) until it
+    /// answers, then mark the VM agent_ready, as the ready report does for a booted VM.
+    /// </summary>
+    private void ProbeRestoredAgent(VmEntry entry, WorkerSession session)
+    {
+        lock (entry.Gate)
+            if (entry.Record.Vm.Spec.Vsock is null || !entry.Record.Vm.Spec.Agent) return;
+        string uds = AgentVsockPath(entry);
+        _ = Task.Run(async () =>
+        {
+            // Only time spent RUNNING counts: a VM restored paused is probed once it is resumed.
+            var probing = TimeSpan.Zero;
+            var delay = TimeSpan.FromMilliseconds(20);
+            while (probing < RestoredAgentProbeTime && !session.Cts.IsCancellationRequested)
+            {
+                long started = System.Diagnostics.Stopwatch.GetTimestamp();
+                bool running;
+                lock (entry.Gate) running = entry.Record.Vm.State == VmState.Running;
+                try
+                {
+                    if (running)
+                    {
+                        using var attempt = CancellationTokenSource.CreateLinkedTokenSource(session.Cts.Token);
+                        attempt.CancelAfter(TimeSpan.FromSeconds(10));
+                        await using var client = await Agent.AgentClient.ConnectHybridVsockAsync(uds, cancellationToken: attempt.Token).ConfigureAwait(false);
+                        await ReseedAsync(entry.Id, client, attempt.Token).ConfigureAwait(false);
+                        lock (entry.Gate)
+                        {
+                            if (entry.Session != session || entry.Deleted) return;
+                            entry.Record.Vm.AgentReady = true;
+                            Persist(entry);
+                            Events.Publish(Event(EventType.AgentReady, entry, $"guest agent {client.Agent?.Version} answers after the restore"));
+                        }
+                        return;
+                    }
+                }
+                catch (Exception e) when (e is Agent.AgentException or OperationCanceledException or IOException or System.Net.Sockets.SocketException or ObjectDisposedException)
+                {
+                    if (session.Cts.IsCancellationRequested) return;
+                }
+                try
+                {
+                    await Task.Delay(delay, session.Cts.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) { return; }
+                if (running) probing += System.Diagnostics.Stopwatch.GetElapsedTime(started);
+                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.FromSeconds(1).Ticks));
+            }
+        });
+    }
+
+    /// <summary>
+    /// Clones of one snapshot share the guest kernel's RNG state: give this one fresh entropy from the host
+    /// (the agent adds it and reseeds the CRNG). An agent without the request is logged and left as it is.
+    /// </summary>
+    private async Task ReseedAsync(string id, Agent.AgentClient client, CancellationToken ct)
+    {
+        try
+        {
+            bool reseeded = await client.ReseedAsync(cancellationToken: ct).ConfigureAwait(false);
+            if (!reseeded) _logger.LogWarning("VM {Id}: the guest took fresh entropy but could not reseed its CRNG", id);
+        }
+        catch (Agent.AgentException e) when (e.Failure == Agent.AgentFailure.Remote)
+        {
+            _logger.LogWarning("VM {Id}: the guest agent did not take fresh entropy after the restore ({Error}); its RNG state is the snapshot's", id, e.Message);
+        }
     }
 
     private static void ValidateAbsolute(string path, string field, bool required)

@@ -5,6 +5,7 @@ using System.Runtime.InteropServices;
 using FireSharp.Boot;
 using FireSharp.Devices.Legacy;
 using FireSharp.Devices.Virtio;
+using FireSharp.Devices.Virtio.Net;
 using FireSharp.Devices.Virtio.Vsock;
 using FireSharp.Kvm;
 using FireSharp.Snapshot;
@@ -42,19 +43,28 @@ internal static class RunCommand
         var vsockPath = new Option<string?>("--vsock")
         {
             Description = "add a virtio-vsock device with a Firecracker-style hybrid Unix socket at PATH (created; must not exist): "
-                + "host clients write 'CONNECT <port>\\n' to reach a guest port; guest connections to CID 2 port P go to PATH_P",
+                + "host clients write 'CONNECT <port>\\n' to reach a guest port; guest connections to CID 2 port P go to PATH_P. "
+                + "With --restore: this VM's socket path for the snapshot's vsock device",
         };
         var vsockCid = new Option<ulong?>("--vsock-cid") { Description = "the guest's vsock CID (3..4294967294; default 3)" };
+        var nets = new Option<string[]>("--net")
+        {
+            Description = "virtio-net interface on a tap, repeatable (eth0, eth1, ... in the guest): TAP|auto[,MAC][,ip=A.B.C.D/N[,gw=A.B.C.D]]. "
+                + "TAP is an existing tap (or one created with that name), auto creates fstapN; both go away with the VM unless persistent. "
+                + "ip= adds the kernel's ip= setting for that interface. With --restore: TAP per interface of the snapshot, in order",
+            Arity = ArgumentArity.ZeroOrMore,
+        };
         var logLevel = new Option<LogLevel>("--log-level") { Description = "stderr log level", DefaultValueFactory = _ => LogLevel.Warning };
 
         var command = new Command("run", "run a guest in the foreground until it resets, powers off or fails")
         {
-            kernel, initrd, memMib, vcpus, cmdline, serial, pvh, drives, vsockPath, vsockCid, logLevel,
+            kernel, initrd, memMib, vcpus, cmdline, serial, pvh, drives, vsockPath, vsockCid, nets, logLevel,
         };
         var snapshotOptions = new RunSnapshotOptions();
         foreach (var o in snapshotOptions.All) command.Options.Add(o);
         command.SetAction(parse => ParseDrives(parse.GetValue(drives), parse.GetValue(initrd)) is not { } driveSpecs
-            || !TryParseVsock(parse.GetValue(vsockPath), parse.GetValue(vsockCid), out var vsockSpec) ? ExitBadInput : Execute(new VmSpec
+            || !TryParseVsock(parse.GetValue(vsockPath), parse.GetValue(vsockCid), out var vsockSpec)
+            || ParseNets(parse.GetValue(nets)) is not { } netSpecs ? ExitBadInput : Execute(new VmSpec
         {
             KernelPath = parse.GetValue(kernel) ?? "",
             InitrdPath = parse.GetValue(initrd),
@@ -64,6 +74,7 @@ internal static class RunCommand
             PreferPvh = parse.GetValue(pvh),
             Drives = driveSpecs,
             Vsock = vsockSpec,
+            NetworkInterfaces = netSpecs,
         }, parse.GetValue(serial)!, parse.GetValue(logLevel), snapshotOptions.Parse(parse), parse.GetValue(kernel)));
         return command;
     }
@@ -74,8 +85,11 @@ internal static class RunCommand
         if (snap.Validate(kernelOption) is { } usage) return Fail(ExitBadInput, usage);
         if (snap.RestoreDir is not null && spec.Drives.Count > 0)
             return Fail(ExitBadInput, "--drive cannot be combined with --restore: a restored VM has its snapshot's devices");
-        if (snap.RestoreDir is not null && spec.Vsock is not null)
-            return Fail(ExitBadInput, "--vsock cannot be combined with --restore (a restored VM has no vsock device yet)");
+        // With --restore, --vsock PATH is this clone's socket path; the CID is the snapshot's.
+        if (snap.RestoreDir is not null && spec.Vsock is { GuestCid: not 3 })
+            return Fail(ExitBadInput, "--vsock-cid cannot be combined with --restore: a restored VM keeps its snapshot's CID (--vsock PATH sets its socket path)");
+        var restoreTaps = snap.RestoreDir is not null ? TapOverrides(spec.NetworkInterfaces) : null;
+        if (snap.RestoreDir is not null && restoreTaps is null) return ExitBadInput;
         var logger = new StderrLogger(level);
         using var sink = serialTarget == "stdout" ? StreamSerialSink.ForStandardOutput() : OpenFileSink(serialTarget);
         if (sink is null) return Fail(ExitBadInput, $"cannot open serial output file {serialTarget}");
@@ -90,7 +104,7 @@ internal static class RunCommand
         try
         {
             vm = snap.RestoreDir is { } restoreDir
-                ? MicroVm.Restore(restoreDir, new RestoreOverrides { Serial = sink, Logger = logger })
+                ? MicroVm.Restore(restoreDir, new RestoreOverrides { Serial = sink, Logger = logger, TapNames = restoreTaps!, VsockUdsPath = spec.Vsock?.UdsPath })
                 : MicroVm.Create(spec with { Serial = sink, Logger = logger }, start);
         }
         catch (SnapshotException e) when (e.InnerException is KvmException k && k.Operation.StartsWith("open ", StringComparison.Ordinal)) { return Fail(ExitNoKvm, e.Message); }
@@ -98,6 +112,7 @@ internal static class RunCommand
         catch (BootException e) { return Fail(ExitBadInput, e.Message); }
         catch (MachineConfigException e) { return Fail(ExitBadInput, e.Message); }
         catch (VirtioConfigException e) { return Fail(ExitBadInput, e.Message); }
+        catch (NetConfigException e) { return Fail(ExitBadInput, e.Message); }
         catch (KvmException e) when (e.Operation.StartsWith("open ", StringComparison.Ordinal)) { return Fail(ExitNoKvm, e.Message); }
         catch (KvmException e) { return Fail(ExitGuestFailed, e.Message); }
 
@@ -136,6 +151,42 @@ internal static class RunCommand
         }
         if (initrd is null && list.Count > 0 && !list.Any(d => d.IsRoot)) list[0] = list[0] with { IsRoot = true };
         return list;
+    }
+
+    /// <summary>The --net arguments as interfaces net0, net1, ...; null (after printing the error) for bad input.</summary>
+    private static List<NetworkInterfaceSpec>? ParseNets(string[]? args)
+    {
+        var list = new List<NetworkInterfaceSpec>();
+        try
+        {
+            foreach (var a in args ?? []) list.Add(NetworkInterfaceSpec.Parse(a, NetInterfaceId(list.Count)));
+            NetworkInterfaceSpec.Validate(list);
+        }
+        catch (NetConfigException e)
+        {
+            Fail(ExitBadInput, e.Message);
+            return null;
+        }
+        return list;
+    }
+
+    /// <summary>The id of the CLI's <paramref name="index"/>th interface (what a snapshot records, and --net on --restore overrides).</summary>
+    public static string NetInterfaceId(int index) => "net" + index.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>--net on --restore: a tap per interface of the snapshot, in order; nothing else can change.</summary>
+    private static Dictionary<string, string>? TapOverrides(IReadOnlyList<NetworkInterfaceSpec> nets)
+    {
+        var taps = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var n in nets)
+        {
+            if (n.TapName is null || n.Mac is not null || n.Ipv4 is not null)
+            {
+                Fail(ExitBadInput, "with --restore, --net takes only a tap name per interface (the MAC and guest settings are the snapshot's)");
+                return null;
+            }
+            taps[n.Id] = n.TapName;
+        }
+        return taps;
     }
 
     /// <summary>--vsock PATH [--vsock-cid N] as a device spec (null without --vsock); false (after printing the error) for bad input.</summary>

@@ -58,9 +58,16 @@ public static class SnapshotRestore
             throw new SnapshotException(e.Reason == VirtioConfigError.ImageNotFound ? SnapshotErrorReason.NotFound : SnapshotErrorReason.IoError,
                 $"{snapshot.Directory}: cannot open the drives: {e.Message}", e);
         }
+        catch (Devices.Virtio.Net.NetConfigException e)
+        {
+            // The tap this clone is to use cannot be opened (busy, missing permission, no /dev/net/tun).
+            throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch, $"{snapshot.Directory}: cannot open the network interfaces' taps: {e.Message}", e);
+        }
         long created = Stopwatch.GetTimestamp();
         try
         {
+            CheckVsockSlot(snapshot, vm);
+            NetSettings.CheckSlots(snapshot, vm.Nics);
             var built = vm.StatefulDevices.Select(d => (d.Descriptor.Id, d.Descriptor.Kind)).ToList();
             var saved = state.Config.Devices.Select(d => (d.Id, d.Kind)).ToList();
             if (!built.ToHashSet().SetEquals(saved))
@@ -88,8 +95,16 @@ public static class SnapshotRestore
             }
             // The irqchip is in place now: an interrupt raised earlier would have been overwritten by it.
             vm.Virtio.RaisePendingInterrupts();
+            vm.Vsock?.Transport?.RaisePendingInterrupt();
+            foreach (var nic in vm.Nics) nic.Transport?.RaisePendingInterrupt();
             // A VM left paused keeps its devices quiesced too, as MicroVm.Pause does; MicroVm.Resume lets them run.
-            if (overrides.Resume) vm.Virtio.Unquiesce();
+            // The vsock's restored state queued a transport reset event: the guest gets it once the device runs.
+            if (overrides.Resume)
+            {
+                vm.Virtio.Unquiesce();
+                vm.Vsock?.Transport?.Unquiesce();
+                vm.UnquiesceNics();
+            }
             long set = Stopwatch.GetTimestamp();
             vm.Machine.Start(paused: !overrides.Resume);
             long end = Stopwatch.GetTimestamp();
@@ -145,6 +160,8 @@ public static class SnapshotRestore
             Pvm = overrides.Pvm,
             Logger = overrides.Logger,
             Drives = DrivesFor(snapshot, overrides),
+            Vsock = VsockFor(snapshot, overrides),
+            NetworkInterfaces = NetSettings.InterfacesFor(snapshot, overrides),
         };
         // Other devices with host-side settings (tap, vsock) go into the spec here, from the descriptors'
         // settings with the overrides applied, once MicroVm builds them.
@@ -205,6 +222,55 @@ public static class SnapshotRestore
             throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch, $"{snapshot.Directory}: the restored drives are not a valid set: {e.Message}", e);
         }
         return drives;
+    }
+
+    /// <summary>
+    /// The snapshot's vsock device (if any) with this clone's socket path: the override's, else the recorded one.
+    /// The recorded path must then be free: a restore never takes over a socket path that exists (the
+    /// snapshotted VM, or another clone, may still be listening there), so clones need an override each.
+    /// </summary>
+    private static Devices.Virtio.Vsock.VsockDeviceSpec? VsockFor(LoadedSnapshot snapshot, RestoreOverrides overrides)
+    {
+        var descriptors = snapshot.State.Config.Devices.Where(d => d.Kind == VsockKind).ToList();
+        if (descriptors.Count == 0) return null;
+        if (descriptors.Count > 1)
+            throw new SnapshotException(SnapshotErrorReason.Corrupt, $"{snapshot.Directory}: {descriptors.Count} vsock devices; a VM has at most one");
+        Devices.Virtio.Vsock.VsockDeviceSpec saved;
+        try
+        {
+            (saved, _) = VsockSettings.Parse(descriptors[0]);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new SnapshotException(SnapshotErrorReason.Corrupt, $"{snapshot.Directory}: {e.Message}", e);
+        }
+        var spec = overrides.VsockUdsPath is { } path ? saved with { UdsPath = path } : saved;
+        try
+        {
+            spec.Validate();
+        }
+        catch (VirtioConfigException e) when (overrides.VsockUdsPath is null && e.Reason == VirtioConfigError.InvalidVsockPath)
+        {
+            throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch,
+                $"{snapshot.Directory}: the vsock socket path it was taken with cannot be used ({e.Message}); give this clone its own path (RestoreOverrides.VsockUdsPath, --vsock-path)", e);
+        }
+        catch (VirtioConfigException e)
+        {
+            throw new SnapshotException(overrides.VsockUdsPath is null ? SnapshotErrorReason.Corrupt : SnapshotErrorReason.DeviceSetMismatch,
+                $"{snapshot.Directory}: vsock device: {e.Message}", e);
+        }
+        return spec;
+    }
+
+    /// <summary>The guest's driver knows the vsock at its old virtio-mmio address: the rebuilt one must sit in the same slot.</summary>
+    private static void CheckVsockSlot(LoadedSnapshot snapshot, MicroVm vm)
+    {
+        var descriptor = snapshot.State.Config.Devices.FirstOrDefault(d => d.Kind == VsockKind);
+        if (descriptor is null || vm.Vsock is null) return;
+        int saved = VsockSettings.Parse(descriptor).Slot;
+        if (saved != vm.Vsock.Slot)
+            throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch,
+                $"{snapshot.Directory}: the vsock device was in virtio-mmio slot {saved}; this FireSharp places it in slot {vm.Vsock.Slot}");
     }
 
     private static void CheckOverrideTargets(LoadedSnapshot snapshot, IEnumerable<string> ids, string kind, string what)

@@ -70,9 +70,10 @@ public static class SnapshotWriter
         var machine = vm.Machine;
         // Every device the guest can see must be in the snapshot; a VM with one that is not in
         // StatefulDevices would restore without it. Refuse rather than write a snapshot that cannot work.
-        if (vm.Virtio is { Count: > 0 } virtio && !virtio.Transports.All(t => vm.StatefulDevices.Any(d => ReferenceEquals(d.Device, t))))
+        if ((vm.Virtio is { Count: > 0 } virtio && !virtio.Transports.All(t => vm.StatefulDevices.Any(d => ReferenceEquals(d.Device, t))))
+            || (vm.Vsock is { } vs && !vm.StatefulDevices.Any(d => ReferenceEquals(d.Device, vs.Transport))))
             throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch,
-                $"cannot snapshot: this VM has {virtio.Count} virtio device(s) that snapshots do not cover yet (only [{string.Join(", ", vm.StatefulDevices.Select(d => d.Descriptor))}])");
+                $"cannot snapshot: this VM has virtio device(s) that snapshots do not cover yet (only [{string.Join(", ", vm.StatefulDevices.Select(d => d.Descriptor))}])");
         var before = machine.State;
         if (before is not (VmState.Running or VmState.Paused))
             throw new SnapshotException(SnapshotErrorReason.InvalidVmState, $"cannot snapshot a VM that is {before.ToString().ToLowerInvariant()}: it must be running or paused");
@@ -83,8 +84,11 @@ public static class SnapshotWriter
         }
         // With the vCPUs paused nothing new is submitted; the device workers finish the request in flight
         // (and its interrupt) and park, so memory, rings and device state stay still while they are saved.
-        bool devicesWereQuiesced = vm.Virtio.IsQuiesced;
+        var vsock = vm.Vsock?.Transport;
+        bool devicesWereQuiesced = vm.Virtio.IsQuiesced && (vsock?.IsQuiesced ?? true) && vm.NicsQuiesced;
         vm.Virtio.Quiesce();
+        vsock?.Quiesce();
+        vm.QuiesceNics();
         long pausedAt = Stopwatch.GetTimestamp();
         string temp = Path.Combine(parent, $".{Path.GetFileName(target)}.partial-{Environment.ProcessId}-{Guid.NewGuid():N}");
         bool ok = false;
@@ -133,7 +137,12 @@ public static class SnapshotWriter
             if (!ok) TryDelete(temp, machine.Logger);
             // A failed snapshot leaves the VM as it found it; a successful one resumes on request.
             bool resumeVm = machine.State == VmState.Paused && (ok ? resume : before == VmState.Running);
-            if (resumeVm || !devicesWereQuiesced) vm.Virtio.Unquiesce();
+            if (resumeVm || !devicesWereQuiesced)
+            {
+                vm.Virtio.Unquiesce();
+                vsock?.Unquiesce();
+                vm.UnquiesceNics();
+            }
             if (resumeVm) machine.Resume();
         }
     }

@@ -3,6 +3,7 @@ using FireSharp.Boot;
 using FireSharp.Devices;
 using FireSharp.Devices.Legacy;
 using FireSharp.Devices.Virtio;
+using FireSharp.Devices.Virtio.Net;
 using FireSharp.Devices.Virtio.Vsock;
 using FireSharp.Kvm.Interop;
 using FireSharp.Memory;
@@ -13,7 +14,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace FireSharp.Vm;
 
 /// <summary>Everything needed to build a runnable microVM.</summary>
-public sealed record VmSpec
+public sealed partial record VmSpec
 {
     public required string KernelPath { get; init; }
     public string? InitrdPath { get; init; }
@@ -50,14 +51,15 @@ public sealed record VmSpec
 /// A machine with FireSharp's standard devices (COM1, i8042, boot timer) and a loaded kernel, ready to
 /// start. This is the unit the CLI, the tests and (later) the per-VM worker process drive.
 /// </summary>
-public sealed class MicroVm : IDisposable
+public sealed partial class MicroVm : IDisposable
 {
     /// <summary>Console on COM1, reboot through the i8042, no PCI or modules; as Firecracker's default.</summary>
     public const string DefaultLinuxCmdline = "console=ttyS0 reboot=k panic=-1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd quiet";
 
     private readonly BootPlan? _plan;
 
-    private MicroVm(VirtualMachine machine, StandardDevices devices, VirtioDeviceSet virtio, BootPlan? plan, string kernelPath, long started)
+    private MicroVm(VirtualMachine machine, StandardDevices devices, VirtioDeviceSet virtio, BootPlan? plan, string kernelPath, long started,
+        VirtioVsock? vsock = null, (VmSpec Spec, List<VirtioNet> Nics)? net = null)
     {
         Machine = machine;
         Serial = devices.Serial;
@@ -68,6 +70,15 @@ public sealed class MicroVm : IDisposable
         // A drive's state is its transport's (which carries the VirtioBlock's own state inside).
         for (int i = 0; i < virtio.Transports.Count; i++)
             stateful.Add((DriveSettings.Describe(virtio.Drives, i, virtio.DriveSizeBytes(i)), virtio.Transports[i]));
+        // The vsock's state is its transport's too (queues; the device adds its CID and resets connections on restore).
+        if (vsock?.Transport is { } vsockTransport)
+            stateful.Add((VsockSettings.Describe(new VsockDeviceSpec(vsock.GuestCid, vsock.UdsPath), vsock.Slot), vsockTransport));
+        Vsock = vsock;
+        if (net is { } n)
+        {
+            stateful.AddRange(NicStateful(n.Spec, n.Nics));
+            Nics = n.Nics;
+        }
         StatefulDevices = stateful;
         _plan = plan;
         KernelPath = kernelPath;
@@ -108,9 +119,20 @@ public sealed class MicroVm : IDisposable
 
         // Bad drive input (missing image, a path twice, too many devices, ...) fails here, before KVM is touched.
         spec.Vsock?.Validate();
-        var virtio = VirtioDeviceSet.OpenDrives(spec.Drives, spec.Logger);
+        var openedNics = OpenNics(spec);
+        VirtioDeviceSet virtio;
+        try
+        {
+            virtio = VirtioDeviceSet.OpenDrives(spec.Drives, spec.Logger);
+        }
+        catch
+        {
+            foreach (var o in openedNics) o.Tap.Dispose();
+            throw;
+        }
         VirtualMachine machine;
         VirtioVsock? vsock = null;
+        List<VirtioNet>? nics = null;
         try
         {
             machine = VirtualMachine.Create(new MachineOptions
@@ -124,6 +146,7 @@ public sealed class MicroVm : IDisposable
         catch
         {
             virtio.Dispose();
+            foreach (var o in openedNics) o.Tap.Dispose();
             throw;
         }
         try
@@ -135,6 +158,7 @@ public sealed class MicroVm : IDisposable
                 vsock = new VirtioVsock(vsockSpec, spec.Logger);
                 vsock.AttachToVm(VirtioHostFor(machine, spec.Logger), slot: virtio.Count);
             }
+            nics = AttachNics(machine, spec, openedNics, quiesced: false);
 
             var plan = BootLoader.Prepare(machine.Memory, new BootRequest
             {
@@ -146,9 +170,10 @@ public sealed class MicroVm : IDisposable
             });
             if (plan.Kernel.IsLinux)
             {
-                if (spec.Drives.Count > 0 || vsock is not null) CheckVirtioMmioCmdlineSupport(spec.KernelPath, plan.Kernel, spec.Logger);
+                if (spec.Drives.Count > 0 || vsock is not null || nics.Count > 0) CheckVirtioMmioCmdlineSupport(spec.KernelPath, plan.Kernel, spec.Logger);
                 string cmdline = (spec.Cmdline ?? DefaultLinuxCmdline) + virtio.LinuxCmdline();
                 if (vsock is not null) cmdline += " " + VirtioMmioLayout.CmdlineParameter(vsock.Slot);
+                cmdline += NicCmdline(spec, nics);
                 if (machine.IsPvm)
                 {
                     foreach (var (p, why) in PvmQuirks.LinuxParameters)
@@ -166,10 +191,12 @@ public sealed class MicroVm : IDisposable
             else
                 CpuSetup.SetupPvh(bsp, machine.Memory, plan.EntryRip, plan.BootInfoGpa);
             spec.Logger.LogDebug("kernel {Kernel}: {Format}, entry {Mode} at 0x{Rip:x}", spec.KernelPath, plan.Kernel.Format, plan.Mode, plan.EntryRip);
-            return new MicroVm(machine, devices, virtio, plan, spec.KernelPath, started) { Vsock = vsock };
+            return new MicroVm(machine, devices, virtio, plan, spec.KernelPath, started, vsock, (spec, nics));
         }
         catch
         {
+            if (nics is not null) foreach (var nic in nics) nic.Dispose();
+            else foreach (var o in openedNics) o.Tap.Dispose();
             vsock?.Dispose();
             virtio.Dispose();
             machine.Dispose();
@@ -194,7 +221,14 @@ public sealed class MicroVm : IDisposable
         new DeviceDescriptor("boot-timer", "boot-timer"),
         // Drives in slot order; their image sizes are known only once opened (StatefulDevices has them).
         .. spec.Drives.Select((_, i) => DriveSettings.Describe(spec.Drives, i, sizeBytes: null)),
+        // The vsock takes the slot after the other virtio devices (as in Create).
+        .. spec.Vsock is { } vsock ? [VsockSettings.Describe(vsock, VsockSlot(spec))] : Array.Empty<DeviceDescriptor>(),
+        // Network interfaces after the vsock (NicSlot).
+        .. PlannedNics(spec),
     ];
+
+    /// <summary>The vsock's slot as planned (only ids and kinds of planned devices are compared; the restore checks the built slot).</summary>
+    private static int VsockSlot(VmSpec spec) => spec.Drives.Count;
 
     /// <summary>For snapshot restore: the machine over restored memory with the same devices; no kernel is loaded.</summary>
     /// <remarks>
@@ -207,6 +241,7 @@ public sealed class MicroVm : IDisposable
         VirtioDeviceSet virtio;
         try
         {
+            spec.Vsock?.Validate();
             virtio = VirtioDeviceSet.OpenDrives(spec.Drives, spec.Logger);
         }
         catch
@@ -230,14 +265,26 @@ public sealed class MicroVm : IDisposable
             virtio.Dispose();
             throw;
         }
+        VirtioVsock? vsock = null;
+        List<VirtioNet>? nics = null;
         try
         {
             var devices = AttachDevices(machine, spec, started);
             virtio.Attach(VirtioHostFor(machine, spec.Logger), quiesced: true);
-            return new MicroVm(machine, devices, virtio, plan: null, spec.KernelPath, started);
+            if (spec.Vsock is { } vsockSpec)
+            {
+                // A new host socket (the clone's own path); quiesced until the restore has set its queues.
+                vsock = new VirtioVsock(vsockSpec, spec.Logger);
+                vsock.AttachToVm(VirtioHostFor(machine, spec.Logger), slot: virtio.Count, quiesced: true);
+            }
+            // This clone's taps (TapNames overrides, or the recorded ones); quiesced until their queues are set.
+            nics = AttachNics(machine, spec, OpenNics(spec), quiesced: true);
+            return new MicroVm(machine, devices, virtio, plan: null, spec.KernelPath, started, vsock, (spec, nics));
         }
         catch
         {
+            if (nics is not null) foreach (var nic in nics) nic.Dispose();
+            vsock?.Dispose();
             virtio.Dispose();
             machine.Dispose();
             throw;
@@ -305,6 +352,7 @@ public sealed class MicroVm : IDisposable
         if (!Machine.Pause(timeout)) return false;
         Virtio.Quiesce();
         Vsock?.Transport?.Quiesce();
+        QuiesceNics();
         return true;
     }
 
@@ -313,6 +361,7 @@ public sealed class MicroVm : IDisposable
     {
         Virtio.Unquiesce();
         Vsock?.Transport?.Unquiesce();
+        UnquiesceNics();
         Machine.Resume();
     }
 
@@ -355,9 +404,10 @@ public sealed class MicroVm : IDisposable
             catch (TimeoutException) { }
             vsock.Dispose();
         }
+        DisposeNics();
         Machine.Dispose();
     }
 
-    /// <summary>The vsock device of a VM built with <see cref="VmSpec.Vsock"/>; null otherwise (and for a restored VM).</summary>
-    public VirtioVsock? Vsock { get; private init; }
+    /// <summary>The vsock device of a VM built (or restored) with <see cref="VmSpec.Vsock"/>; null otherwise.</summary>
+    public VirtioVsock? Vsock { get; }
 }

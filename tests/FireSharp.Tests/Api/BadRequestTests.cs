@@ -119,8 +119,11 @@ public sealed class BadRequestTests(ITestOutputHelper output)
         yield return ("reserved vsock CID 2", With(r => r.Spec.Vsock = new VsockSpec { GuestCid = 2 }), inv, "spec.vsock.guest_cid");
         yield return ("vsock CID 0", With(r => r.Spec.Vsock = new VsockSpec { GuestCid = 0 }), inv, "spec.vsock.guest_cid");
         yield return ("vsock CID -1", With(r => r.Spec.Vsock = new VsockSpec { GuestCid = uint.MaxValue }), inv, "spec.vsock.guest_cid");
-        // well-formed but not available yet
-        yield return ("a valid interface", With(r => r.Spec.NetworkInterfaces.Add(Nic())), StatusCode.Unimplemented, "spec.network_interfaces");
+        yield return ("two interfaces with an ip", With(r =>
+        {
+            r.Spec.NetworkInterfaces.Add(new NetworkInterfaceSpec { Id = "a", Tap = "tap0", Ip = "10.0.0.2/24" });
+            r.Spec.NetworkInterfaces.Add(new NetworkInterfaceSpec { Id = "b", Tap = "tap1", Ip = "10.0.1.2/24" });
+        }), inv, "spec.network_interfaces");
         yield return ("the agent with a command line too long for its settings", With(r => { r.Spec.Agent = true; r.Spec.Kernel.Cmdline = new string('a', FireSharp.Api.SpecValidator.MaxCmdlineLength - 4); }), inv, "spec.kernel.cmdline");
     }
 

@@ -50,10 +50,7 @@ public sealed class ErrorMappingTests(ITestOutputHelper output)
         await c.DeleteVmAsync(new DeleteVmRequest { Id = "b" });
         await RpcAssert.FailsAsync(StatusCode.ResourceExhausted,
             () => c.CreateVmAsync(new CreateVmRequest { Id = "c", Spec = ApiTestServer.Spec("hello", memMib: 1000L * 1024) }).ResponseAsync, "spec.machine.mem_mib");
-        // Unimplemented: well-formed, but not there yet.
-        var withNic = ApiTestServer.Spec("hello");
-        withNic.NetworkInterfaces.Add(new NetworkInterfaceSpec { Id = "eth0", Tap = "tap0" });
-        await RpcAssert.FailsAsync(StatusCode.Unimplemented, () => c.CreateVmAsync(new CreateVmRequest { Id = "c", Spec = withNic }).ResponseAsync, "spec.network_interfaces");
+        // (Unimplemented: nothing in a spec is unimplemented since network interfaces exist; see Virtio/Net/NetDaemonTests.)
         // DeadlineExceeded: a stop whose grace period outlasts the call's deadline. The stop still completes.
         await RpcAssert.FailsAsync(StatusCode.DeadlineExceeded,
             () => c.StopVmAsync(new StopVmRequest { Id = "a", GracePeriodSeconds = 2 }, deadline: DateTime.UtcNow.AddMilliseconds(300)).ResponseAsync);

@@ -2,15 +2,15 @@ using System.Diagnostics;
 using System.Text;
 using FireSharp.Api.Agent;
 using FireSharp.Cli;
-using FireSharp.Tests.Support;
-using FireSharp.Vm;
+using FireSharp.Tests.Linux;
 
 namespace FireSharp.Tests.Cli;
 
 /// <summary>
-/// One real boot: <c>firesharp run --vsock</c> with the rootfs image's agent (started by /init for
-/// <c>firesharp.agent=1</c>), then <c>firesharp agent exec</c> runs commands in it, and the agent's
-/// shutdown (reboot, i8042 reset) ends the run cleanly.
+/// <c>firesharp run --restore</c> of the Linux fixture (a guest booted once per machine with the rootfs
+/// image's agent, snapshotted after its ready report; see <see cref="LinuxGuestFixture"/>) with
+/// <c>--vsock</c> as the clone's socket path, then <c>firesharp agent exec</c> runs commands in it, and the
+/// agent's shutdown (reboot, i8042 reset) ends the run cleanly.
 /// </summary>
 [Collection("kvm")]
 [Trait("Category", "Slow")]
@@ -19,49 +19,32 @@ public class AgentExecLinuxTests(Xunit.Abstractions.ITestOutputHelper output)
     private static readonly TimeSpan Timeout = TimeSpan.FromMinutes(6);
 
     [SkippableFact]
-    public async Task Agent_exec_runs_commands_in_a_vm_started_with_run_vsock()
+    public async Task Agent_exec_runs_commands_in_a_vm_started_with_run_restore_vsock()
     {
-        KvmTestSupport.RequireKvm();
-        string kernel = Path.Combine(TestPaths.RepoRoot, "build", "guest", "vmlinux");
-        string baseRoot = Path.Combine(TestPaths.RepoRoot, "build", "guest", "rootfs.ext4");
-        foreach (var f in new[] { kernel, baseRoot })
-            Skip.IfNot(File.Exists(f), $"{f} is missing (make kernel rootfs)");
-
+        var fixture = LinuxGuestFixture.Get(output.WriteLine);
         string dir = Path.Combine("/tmp", "fsax-" + Guid.NewGuid().ToString("N")[..10]);
         Directory.CreateDirectory(dir);
         try
         {
-            string cmdline = MicroVm.DefaultLinuxCmdline + " " + new AgentBootConfig().ToCmdline();
             using var cts = new CancellationTokenSource(Timeout);
-            string uds = "", console = "";
-            Task<int> run = Task.FromResult(-1);
-            AgentReadyListener? ready = null;
-            FireSharp.Proto.Agent.Ready? report = null;
-            // On this PVM host the guest's /init shell occasionally dies of SIGSEGV right after boot and
-            // the VM reboots before the agent is up: boot again (at most 3 boots), saying so.
-            for (int attempt = 1; attempt <= 3 && report is null; attempt++)
-            {
-                string sub = Path.Combine(dir, attempt.ToString(System.Globalization.CultureInfo.InvariantCulture));
-                Directory.CreateDirectory(sub);
-                string root = Path.Combine(sub, "root.ext4");
-                File.Copy(baseRoot, root);
-                new FileInfo(root).IsReadOnly = false; // the cached image is read-only; the guest writes to its copy
-                uds = Path.Combine(sub, "vm.sock");
-                console = Path.Combine(sub, "console.txt");
-                ready?.Dispose();
-                ready = AgentReadyListener.Bind(HybridVsock.GuestInitiatedPath(uds, AgentProtocol.DefaultReadyPort));
-                string[] args = ["run", "--kernel", kernel, "--mem-mib", "256", "--cmdline", cmdline, "--drive", root + ":root", "--vsock", uds, "--serial", console];
-                run = Task.Factory.StartNew(() => CliApp.Run(args), TaskCreationOptions.LongRunning);
-                var waitReady = ready.WaitAsync(cts.Token);
-                if (await Task.WhenAny(waitReady, run) == waitReady) report = await waitReady;
-                else output.WriteLine($"boot {attempt}: the VM ended ({run.Result}) before the agent was ready; console:\n{Tail(console)}");
-            }
-            using var readyListener = ready;
-            Assert.True(report is not null, "the agent was never ready in 3 boots");
+            string uds = Path.Combine(dir, "vm.sock"), console = Path.Combine(dir, "console.txt");
+            string[] args = ["run", "--restore", fixture.SnapshotDir, "--vsock", uds, "--serial", console];
+            var run = Task.Factory.StartNew(() => CliApp.Run(args), TaskCreationOptions.LongRunning);
             try
             {
+                // The restored guest's agent listens already; the first connection may race the restore itself.
+                var restoreStart = Stopwatch.StartNew();
+                while (!File.Exists(uds) && !run.IsCompleted && !cts.IsCancellationRequested) await Task.Delay(10, cts.Token);
+                Assert.False(run.IsCompleted, $"firesharp run --restore ended ({(run.IsCompleted ? run.Result : 0)}); console:\n{Tail(console)}");
+                int pingCode = 1;
+                for (int i = 0; i < 200 && pingCode != 0 && !run.IsCompleted; i++)
+                {
+                    pingCode = CliApp.Run(["agent", "ping", "--vsock", uds]);
+                    if (pingCode != 0) await Task.Delay(100, cts.Token);
+                }
+                Assert.True(pingCode == 0, $"the restored guest's agent never answered a ping; console:\n{Tail(console)}");
+                output.WriteLine($"run --restore to agent ping: {restoreStart.ElapsedMilliseconds} ms (PVM host)");
                 var sw = Stopwatch.StartNew();
-                output.WriteLine($"agent ready: {report.Agent?.Version}");
 
                 // uname -r through the CLI's code path (hybrid handshake, streamed output, exit code).
                 using var stdout = new MemoryStream();

@@ -1,99 +1,83 @@
 using System.Text;
-using FireSharp.Devices.Legacy;
 using FireSharp.Snapshot;
-using FireSharp.Tests.Support;
+using FireSharp.Tests.Linux;
 using FireSharp.Vm;
 
 namespace FireSharp.Tests.Snapshot;
 
 /// <summary>
-/// A real Linux guest (kernel-config/ + rootfs/) snapshotted once at boot-done and restored as three
-/// concurrent clones, driven through their consoles. (The issue's shared fixture, with the guest agent
-/// over vsock, needs the agent and virtio-vsock; this test stands in for it with the serial console.)
+/// A real Linux guest (the Linux fixture: booted once per machine with the agent and snapshotted,
+/// <see cref="LinuxGuestFixture"/>) restored as three concurrent clones, driven through their consoles
+/// (the shell /init left on ttyS0): each continues where the snapshot was taken and sees only its own writes.
 /// </summary>
 [Collection("kvm")]
 [Trait("Category", "Slow")]
-public class LinuxSnapshotTests : IDisposable
+public class LinuxSnapshotTests(Xunit.Abstractions.ITestOutputHelper output)
 {
-    public void Dispose() => SnapshotTestSupport.CleanUp();
-
-    private static readonly TimeSpan BootTimeout = TimeSpan.FromMinutes(8), CloneTimeout = TimeSpan.FromMinutes(3);
-    private const string Cmdline = "console=ttyS0 reboot=k panic=-1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd quiet";
-
-    private static string GuestFile(string name)
-    {
-        var path = Path.Combine(TestPaths.RepoRoot, "build", "guest", name);
-        if (!File.Exists(path))
-            throw new FileNotFoundException($"{path} is missing: run `make kernel rootfs` (make test does this)", path);
-        return path;
-    }
+    private static readonly TimeSpan CloneTimeout = TimeSpan.FromMinutes(3);
 
     private static string Tail(string text) => text.Length > 2000 ? text[^2000..] : text;
 
     [SkippableFact]
-    public void LinuxClonesFromOneSnapshotEachSeeOnlyTheirOwnWrites()
+    public async Task LinuxClonesFromOneSnapshotEachSeeOnlyTheirOwnWrites()
     {
-        KvmTestSupport.RequireKvm();
-        string dir = Path.Combine(SnapshotTestSupport.TempDir(), "linux");
-        var bootConsole = new MemorySerialSink();
-        using (var vm = MicroVm.Create(new VmSpec
-        {
-            KernelPath = GuestFile("vmlinux"),
-            InitrdPath = GuestFile("initramfs.cpio"),
-            Cmdline = Cmdline,
-            MemoryMib = 256,
-            Serial = bootConsole,
-        }))
-        {
-            vm.Start();
-            bool booted = SpinWait.SpinUntil(() => vm.BootTimer.BootDone is not null || vm.Exited.IsCompleted, BootTimeout);
-            Assert.True(booted && !vm.Exited.IsCompleted, $"no boot-done signal; console:\n{Tail(bootConsole.GetText())}");
-            var result = SnapshotWriter.Create(vm, dir, resume: false);
-            Assert.True(result.MemoryBytesWritten < result.MemoryBytes / 2, "memory file is not sparse");
-            Assert.Contains("FIRESHARP-INIT-OK", bootConsole.GetText());
-        }
+        var fixture = LinuxGuestFixture.Get(output.WriteLine);
+        // The memory file is sparse: most of the guest's 256 MiB was never written.
+        var memory = new FileInfo(Path.Combine(fixture.SnapshotDir, SnapshotWriter.MemoryFileName));
+        Assert.True(AllocatedBytes(memory.FullName) < memory.Length / 2, "memory file is not sparse");
 
-        var consoles = Enumerable.Range(0, 3).Select(_ => new MemorySerialSink()).ToArray();
-        var clones = new List<MicroVm>();
+        using var cts = new CancellationTokenSource(CloneTimeout);
+        var clones = await Task.WhenAll(Enumerable.Range(0, 3).Select(i => fixture.RestoreCloneAsync($"console{i}", cts.Token, reseed: false)));
         try
         {
-            foreach (var c in consoles) clones.Add(MicroVm.Restore(dir, new RestoreOverrides { Serial = c }));
-            // Each clone continues the boot from the snapshot point and reaches its shell.
+            // The shell /init started on the console (it may have started after the snapshot) answers an empty line with its prompt.
             for (int i = 0; i < 3; i++)
             {
-                int k = i;
-                Assert.True(SpinWait.SpinUntil(() => consoles[k].GetText().Contains("# ") || clones[k].Exited.IsCompleted, CloneTimeout),
-                    $"clone {k} shows no shell prompt; console:\n{Tail(consoles[k].GetText())}");
-                Assert.False(clones[k].Exited.IsCompleted, $"clone {k} ended: {(clones[k].Exited.IsCompleted ? clones[k].Exited.Result : null)}");
+                var clone = clones[i];
+                Type(clone.Vm, "\n");
+                Assert.True(SpinWait.SpinUntil(() => clone.Console.GetText().Contains("# ") || clone.Vm.Exited.IsCompleted, CloneTimeout),
+                    $"clone {i} shows no shell prompt; console:\n{Tail(clone.Console.GetText())}");
+                Assert.False(clone.Vm.Exited.IsCompleted, $"clone {i} ended");
             }
             // Each writes its own file into its (private, RAM-backed) /tmp and reads back what is there.
             for (int i = 0; i < 3; i++)
-                Type(clones[i], $"echo clone-{i}-$((700+{i})) > /tmp/mine; cat /tmp/*; echo DONE-$((800+{i}))\n");
+                Type(clones[i].Vm, $"echo clone-{i}-$((700+{i})) > /tmp/mine; cat /tmp/*; echo DONE-$((800+{i}))\n");
             for (int i = 0; i < 3; i++)
             {
+                var console = clones[i].Console;
                 int k = i;
-                Assert.True(SpinWait.SpinUntil(() => consoles[k].GetText().Contains($"DONE-{800 + k}"), CloneTimeout),
-                    $"clone {k} did not run the command; console:\n{Tail(consoles[k].GetText())}");
+                Assert.True(SpinWait.SpinUntil(() => console.GetText().Contains($"DONE-{800 + k}"), CloneTimeout),
+                    $"clone {k} did not run the command; console:\n{Tail(console.GetText())}");
             }
             for (int i = 0; i < 3; i++)
             {
-                string text = consoles[i].GetText();
+                string text = clones[i].Console.GetText();
                 Assert.Contains($"clone-{i}-{700 + i}", text); // its own write (the shell computed it)
                 for (int j = 0; j < 3; j++)
                     if (j != i) Assert.DoesNotContain($"clone-{j}-{700 + j}", text); // and nobody else's
                 Assert.DoesNotContain("FIRESHARP-INIT-OK", text); // continued, not rebooted
             }
-            foreach (var c in clones) Type(c, "reboot -f\n");
+            foreach (var c in clones) Type(c.Vm, "reboot -f\n");
             foreach (var c in clones)
             {
-                Assert.True(c.Exited.Wait(CloneTimeout), "clone did not reboot");
-                Assert.Equal(VmExitKind.Reset, c.Exited.Result.Kind);
+                Assert.True(c.Vm.Exited.Wait(CloneTimeout), "clone did not reboot");
+                Assert.Equal(VmExitKind.Reset, c.Vm.Exited.Result.Kind);
             }
         }
         finally
         {
-            foreach (var c in clones) c.Dispose();
+            foreach (var c in clones) await c.DisposeAsync();
         }
+    }
+
+    /// <summary>Bytes the file system allocated for <paramref name="path"/> (du).</summary>
+    private static long AllocatedBytes(string path)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo("du", ["-B1", path]) { RedirectStandardOutput = true };
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        string text = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return long.Parse(text.Split('\t')[0], System.Globalization.CultureInfo.InvariantCulture);
     }
 
     private static void Type(MicroVm vm, string line)

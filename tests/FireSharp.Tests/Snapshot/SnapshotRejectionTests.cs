@@ -118,7 +118,7 @@ public class SnapshotRejectionTests : IDisposable
         // A snapshot taken with a device this VMM does not build (here: one device more, one less).
         foreach (var devices in new[]
         {
-            state.Config.Devices.Append(new DeviceDescriptor("eth0", SnapshotRestore.NetKind)).ToList(),
+            state.Config.Devices.Append(new DeviceDescriptor("gpu0", "virtio-gpu")).ToList(),
             state.Config.Devices.Where(d => d.Id != "i8042").ToList(),
         })
         {

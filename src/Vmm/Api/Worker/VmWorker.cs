@@ -229,6 +229,7 @@ public sealed partial class VmWorker : IAsyncDisposable
             PreferPvh = c.PreferPvh,
             Drives = [.. c.Drives.Select(d => new Devices.Virtio.DriveSpec { Path = d.Path, ReadOnly = d.ReadOnly, IsRoot = d.Root })],
             Vsock = c.VsockPath.Length == 0 ? null : new Devices.Virtio.Vsock.VsockDeviceSpec(c.VsockCid, c.VsockPath),
+            NetworkInterfaces = [.. c.Nics.Select(NicSpec)],
             Serial = _console,
             Logger = _logger,
         };
@@ -251,6 +252,14 @@ public sealed partial class VmWorker : IAsyncDisposable
         {
             throw new Failure(WorkerErrorCode.WorkerErrorInvalidArgument, BootField(e, c), e.Message);
         }
+        catch (Devices.Virtio.Net.NetConfigException e)
+        {
+            // The field is "net[i]"; the API calls the interface spec.network_interfaces[i].
+            string field = e.Field.StartsWith("net[", StringComparison.Ordinal) ? "spec.network_interfaces[" + e.Field[4..] : "spec.network_interfaces";
+            var code = e.Reason is Devices.Virtio.Net.NetConfigError.TunUnavailable or Devices.Virtio.Net.NetConfigError.PermissionDenied
+                ? WorkerErrorCode.WorkerErrorUnavailable : WorkerErrorCode.WorkerErrorInvalidArgument;
+            throw new Failure(code, field, e.Message[(e.Field.Length + 2)..]);
+        }
         catch (KvmException e) when (e.Errno == 12)
         {
             throw new Failure(WorkerErrorCode.WorkerErrorResourceExhausted, "spec.machine.mem_mib", e.Message);
@@ -268,6 +277,14 @@ public sealed partial class VmWorker : IAsyncDisposable
         _ = WatchExitAsync(vm);
         _logger.LogInformation("worker {Id}: machine created ({Mib} MiB, {Vcpus} vCPU, kernel {Kernel})", c.Id, c.MemMib, c.Vcpus, c.KernelPath);
     }
+
+    private static Devices.Virtio.Net.NetworkInterfaceSpec NicSpec(Nic n) => new()
+    {
+        Id = n.Id,
+        TapName = n.Tap.Length == 0 ? null : n.Tap,
+        Mac = n.Mac.Length == 0 ? null : n.Mac,
+        Ipv4 = n.Ip.Length == 0 ? null : Devices.Virtio.Net.NetIpv4Config.Parse(n.Ip),
+    };
 
     /// <summary>The VMM names a drive "drive[i]"; the API calls its image spec.drives[i].path.</summary>
     private static string DriveField(string field) =>

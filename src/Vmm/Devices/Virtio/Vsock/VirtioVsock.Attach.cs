@@ -14,9 +14,10 @@ public sealed partial class VirtioVsock
     /// <summary>
     /// Puts the device into virtio-mmio slot <paramref name="slot"/> of a VM: transport, irqfd (or KVM_IRQ_LINE),
     /// ioeventfd for the three queues (or MMIO-exit notification), MMIO registration; then starts the event loop.
-    /// The command line needs <see cref="VirtioMmioLayout.CmdlineParameter"/>(slot).
+    /// The command line needs <see cref="VirtioMmioLayout.CmdlineParameter"/>(slot). With <paramref name="quiesced"/>
+    /// the transport starts quiesced (a snapshot restore sets its state first, then unquiesces it).
     /// </summary>
-    public VirtioMmioTransport AttachToVm(VirtioHost host, int slot)
+    public VirtioMmioTransport AttachToVm(VirtioHost host, int slot, bool quiesced = false)
     {
         ArgumentNullException.ThrowIfNull(host);
         if (_transport is not null) throw new InvalidOperationException("the vsock device is already attached");
@@ -58,6 +59,7 @@ public sealed partial class VirtioVsock
                 VsockLog.FallBack(_logger, Id, "ioeventfd", e.Message);
             }
         }
+        if (quiesced) transport.Quiesce();
         Attach(transport);
         Slot = slot;
         host.RegisterMmio(address, VirtioMmioTransport.WindowSize, transport, $"virtio-vsock (cid {GuestCid}, {UdsPath})");
