@@ -36,13 +36,34 @@ public static class PvmQuirks
     ];
 
     /// <summary>
-    /// Linux parameters a guest kernel needs on PVM.
+    /// Linux parameters a guest kernel needs on PVM (the last one is an environment variable the kernel
+    /// hands to init; see <see cref="GlibcTunables"/>).
     /// </summary>
     public static IReadOnlyList<(string Parameter, string Why)> LinuxParameters =>
-        Environment.GetEnvironmentVariable(ClearCpuidVariable) is { } list
-            ? [.. AllLinuxParameters.Where(p => !p.Parameter.StartsWith("clearcpuid=", StringComparison.Ordinal)),
-               .. list.Length > 0 ? [("clearcpuid=" + list, $"from {ClearCpuidVariable}")] : Array.Empty<(string, string)>()]
-            : AllLinuxParameters;
+        BuildLinuxParameters(Environment.GetEnvironmentVariable(ClearCpuidVariable), Environment.GetEnvironmentVariable(GlibcTunablesVariable));
+
+    /// <summary>
+    /// The parameters for the given experiment-knob values: <paramref name="clearCpuid"/> replaces the
+    /// clearcpuid= list and <paramref name="glibcTunables"/> the GLIBC_TUNABLES value (null: the defaults;
+    /// empty: leave the parameter out).
+    /// </summary>
+    internal static IReadOnlyList<(string Parameter, string Why)> BuildLinuxParameters(string? clearCpuid, string? glibcTunables)
+    {
+        var list = new List<(string Parameter, string Why)>();
+        foreach (var p in AllLinuxParameters)
+        {
+            if (clearCpuid is not null && p.Parameter.StartsWith("clearcpuid=", StringComparison.Ordinal))
+            {
+                if (clearCpuid.Length > 0) list.Add(("clearcpuid=" + clearCpuid, $"from {ClearCpuidVariable}"));
+            }
+            else list.Add(p);
+        }
+        if (glibcTunables is null)
+            list.Add((GlibcTunablesParameter + GlibcTunables, GlibcTunablesWhy));
+        else if (glibcTunables.Length > 0)
+            list.Add((GlibcTunablesParameter + glibcTunables, $"from {GlibcTunablesVariable}"));
+        return list;
+    }
 
     private static readonly IReadOnlyList<(string Parameter, string Why)> AllLinuxParameters =
     [
@@ -53,6 +74,30 @@ public static class PvmQuirks
         ("tsc=reliable", "the TSC watchdog misfires under emulation"),
         ("no_timer_check", "the timer check fails under emulation"),
     ];
+
+    /// <summary>Experiment knob: replaces the GLIBC_TUNABLES value handed to the guest's init (empty: none).</summary>
+    public const string GlibcTunablesVariable = "FIRESHARP_PVM_GLIBC_TUNABLES";
+
+    /// <summary>
+    /// Keeps the guest's glibc (busybox, the agent's libc) off AVX, AVX2 and AVX-512. On PVM, guest user
+    /// mode runs natively: CPUID and XGETBV there report the host's AVX/AVX-512 support (KVM's CPUID
+    /// table and the guest's CR4.OSXSAVE do not apply), and the host's XCR0 lets those instructions run.
+    /// But the guest kernel runs with <c>noxsave</c> (the emulator lacks xrstor), so on a context switch
+    /// it saves and restores only the FXSAVE state (x87, xmm0-15). The rest of the AVX-512 state (ymm16-31
+    /// seen; mask registers and zmm upper halves likewise) leaks from one guest process into another:
+    /// glibc's EVEX memcpy (ymm16/ymm17) wrote another process's register contents into a new process's
+    /// TLS block when the process was preempted at the TLS page's first-touch fault, and busybox died of
+    /// SIGSEGV in __ctype_init (docs/pvm.md). glibc ignores unknown names; these are glibc 2.33+ names.
+    /// </summary>
+    public const string GlibcTunables = "glibc.cpu.hwcaps=-AVX,-AVX2,-AVX512F,-AVX512VL,-AVX512BW,-AVX_Fast_Unaligned_Load";
+
+    // Linux hands an unknown parameter NAME=VALUE to init as an environment variable when NAME has no '.'
+    // (a dotted name is taken for a module parameter), so every process /init starts inherits it.
+    internal const string GlibcTunablesParameter = "GLIBC_TUNABLES=";
+
+    private const string GlibcTunablesWhy =
+        "guest user mode sees the host's AVX/AVX-512, but a noxsave kernel context-switches only the FXSAVE state: "
+        + "keep glibc on SSE so processes do not see each other's ymm/zmm registers";
 
     /// <summary>One-byte instructions the emulator reports as an emulation failure and FireSharp completes itself.</summary>
     public const byte Int3 = 0xCC, Fwait = 0x9B;
