@@ -395,6 +395,9 @@ internal sealed class FunctionHost(ChildReaper reaper)
             ["AWS_LAMBDA_LOG_GROUP_NAME"] = "/aws/lambda/" + request.FunctionName,
             ["AWS_LAMBDA_LOG_STREAM_NAME"] = "firesharp",
         };
+        // The host may give the guest glibc tunables on the kernel command line (FireSharp does on PVM hosts,
+        // see docs/pvm.md); /init's children inherit them, and so must the function's processes.
+        if (Environment.GetEnvironmentVariable("GLIBC_TUNABLES") is { Length: > 0 } tunables) env["GLIBC_TUNABLES"] = tunables;
         foreach (var (k, v) in request.Env)
             if (!Reserved.Contains(k)) env[k] = v;
         env["AWS_LAMBDA_RUNTIME_API"] = $"127.0.0.1:{port}";
