@@ -54,6 +54,16 @@ public sealed record DaemonOptions
     /// <summary>Also write the log as compact JSON (one event a line) to this file.</summary>
     public string? LogJsonFile { get; init; }
 
+    /// <summary>Functions: concurrent executions allowed across all functions (Lambda's account limit).</summary>
+    public int FunctionConcurrencyLimit { get; init; } = 1000;
+
+    /// <summary>Functions: the kernel and root filesystem a function runs on when its spec names none (null = none: specs must name them).</summary>
+    public string? FunctionKernel { get; init; }
+    public string? FunctionRootfs { get; init; }
+
+    /// <summary>Function records, packed code and snapshots.</summary>
+    public string FunctionsDir => Path.Combine(StateDir, "functions");
+
     /// <summary>The worker's socket for a VM.</summary>
     public string WorkerSocket(string id) => Path.Combine(VmDir(id), "worker.sock");
 
@@ -89,6 +99,9 @@ public sealed record DaemonOptions
                 : d.StopVmsOnShutdown,
             LogLevel = Str(c, nameof(LogLevel)) ?? d.LogLevel,
             LogJsonFile = Str(c, nameof(LogJsonFile)),
+            FunctionConcurrencyLimit = Int(c, nameof(FunctionConcurrencyLimit)) ?? d.FunctionConcurrencyLimit,
+            FunctionKernel = Str(c, nameof(FunctionKernel)),
+            FunctionRootfs = Str(c, nameof(FunctionRootfs)),
         };
         o.Validate();
         return o;
@@ -101,6 +114,9 @@ public sealed record DaemonOptions
         if (!Path.IsPathFullyQualified(StateDir)) throw Bad(nameof(StateDir), StateDir, "must be an absolute path");
         if (MaxIdLength < 16) throw Bad(nameof(StateDir), StateDir, "is too long: worker socket paths under it would not fit in 108 bytes");
         if (MaxVms < 1) throw Bad(nameof(MaxVms), MaxVms.ToString(CultureInfo.InvariantCulture), "must be at least 1");
+        if (FunctionConcurrencyLimit < 1) throw Bad(nameof(FunctionConcurrencyLimit), FunctionConcurrencyLimit.ToString(CultureInfo.InvariantCulture), "must be at least 1");
+        if (FunctionKernel is not null && !Path.IsPathFullyQualified(FunctionKernel)) throw Bad(nameof(FunctionKernel), FunctionKernel, "must be an absolute path");
+        if (FunctionRootfs is not null && !Path.IsPathFullyQualified(FunctionRootfs)) throw Bad(nameof(FunctionRootfs), FunctionRootfs, "must be an absolute path");
         if (TcpListen is not null && (TlsCertificate is null || TlsKey is null || TlsClientCa is null))
             throw Bad(nameof(TcpListen), TcpListen, "TCP needs TlsCertificate, TlsKey and TlsClientCa (mutual TLS is mandatory)");
         if (LogLevel is not ("Verbose" or "Debug" or "Information" or "Warning" or "Error" or "Fatal"))

@@ -15,6 +15,7 @@ public static class CliApp
             VmClientCommands.Create(),
             SnapshotCommands.Create(),
             AgentCommands.Create(),
+            FunctionCommands.Create(),
         };
         return root.Parse(args).Invoke();
     }

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Security.Cryptography.X509Certificates;
+using FireSharp.Api.Functions;
 using FireSharp.Api.Worker;
 using FireSharp.Kvm;
 using Grpc.Reflection;
@@ -62,10 +63,11 @@ public static class DaemonHost
             ?? throw new InvalidOperationException("cannot tell this executable's path; set WorkerBinary")));
         builder.Services.AddSingleton<VmManager>();
         builder.Services.AddHostedService<DaemonStartup>();
+        builder.Services.AddFunctions(options); // after DaemonStartup: functions load once the VMs have
         builder.Services.AddGrpc(o => o.Interceptors.Add<ErrorInterceptor>());
         // Reflection (for grpcurl and other generic clients) over an explicit list of services: no runtime discovery.
         builder.Services.AddSingleton(new ReflectionServiceImpl(
-            Proto.V1.VmService.Descriptor, Grpc.Health.V1.Health.Descriptor, Grpc.Reflection.V1Alpha.ServerReflection.Descriptor));
+            Proto.V1.VmService.Descriptor, Proto.V1.FunctionService.Descriptor, Grpc.Health.V1.Health.Descriptor, Grpc.Reflection.V1Alpha.ServerReflection.Descriptor));
         builder.Services.AddGrpcHealthChecks()
             .AddCheck("kvm", () => KvmSystem.Probe(out var message) == KvmUnavailableReason.None
                 ? HealthCheckResult.Healthy()
@@ -73,6 +75,7 @@ public static class DaemonHost
 
         var app = builder.Build();
         app.MapGrpcService<VmGrpcService>();
+        app.MapFunctions();
         app.MapGrpcHealthChecksService();
         app.MapGrpcService<ReflectionServiceImpl>();
         return app;

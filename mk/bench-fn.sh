@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# make bench-fn: the function benchmark (firesharp fn bench) against a daemon on a temporary socket.
+# FIRESHARP_BIN and FIRESHARP_GUEST_DIR override build/firesharp and build/guest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=$(realpath "${FIRESHARP_BIN:-build/firesharp}")
+GUEST_DIR=$(realpath "${FIRESHARP_GUEST_DIR:-build/guest}")
+WORK=$(mktemp -d /tmp/firesharp-bench-fn.XXXXXX)
+SOCK=$WORK/fs.sock
+cleanup() {
+  if [ -n "${DAEMON:-}" ]; then kill "$DAEMON" 2>/dev/null || true; wait "$DAEMON" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+"$BIN" serve --Socket="$SOCK" --StateDir="$WORK/state" --StopVmsOnShutdown=true --LogLevel=Warning \
+  --FunctionKernel="$GUEST_DIR/vmlinux" --FunctionRootfs="$GUEST_DIR/rootfs.ext4" 2> "$WORK/daemon.log" &
+DAEMON=$!
+for _ in $(seq 1 200); do [ -S "$SOCK" ] && break; sleep 0.05; done
+[ -S "$SOCK" ] || { cat "$WORK/daemon.log" >&2; echo "the daemon did not start" >&2; exit 1; }
+"$BIN" fn bench --socket "$SOCK" --timeout 0 --code examples/shell --warm "${BENCH_FN_WARM:-200}" --cold "${BENCH_FN_COLD:-3}" \
+  || { echo "---- daemon log" >&2; tail -50 "$WORK/daemon.log" >&2; exit 1; }
