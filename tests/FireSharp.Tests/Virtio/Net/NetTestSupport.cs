@@ -20,13 +20,13 @@ internal sealed class NetRig : IDisposable
     public static readonly byte[] DefaultMac = [0x02, 0xfc, 1, 2, 3, 4];
 
     private readonly Queue<int>[] _free = [new(), new()];
-    private readonly ushort[] _avail = new ushort[2];
-    private readonly ushort[] _lastUsed = new ushort[2];
+    private readonly SplitQueueDriver _queues;
     private readonly Dictionary<int, int[]>[] _chains = [[], []];
 
     public NetRig(NetOffloads backendOffloads = NetOffloads.None, ulong? driverFeatures = null, bool bringup = true)
     {
         Memory = GuestMemory.CreateAnonymous(MemoryBytes);
+        _queues = new SplitQueueDriver(Memory, 2, QSize);
         (Backend, Peer) = SocketPairBackend.Create(backendOffloads);
         Peer.ReceiveTimeout = 2000;
         Device = new VirtioNet("test", Backend, DefaultMac, Logger, QSize);
@@ -45,9 +45,8 @@ internal sealed class NetRig : IDisposable
     public ListLogger Logger { get; } = new();
     public Tests.Devices.FakeInterruptLine Irq { get; } = new();
 
-    public static ulong Desc(int q) => 0x10000 * (ulong)(q + 1);
-    public static ulong Avail(int q) => Desc(q) + 0x1000;
-    public static ulong Used(int q) => Desc(q) + 0x2000;
+    public static ulong Desc(int q) => SplitQueueDriver.Desc(q);
+    public static ulong Used(int q) => SplitQueueDriver.Used(q);
 
     public void Bringup(ulong features)
     {
@@ -56,40 +55,17 @@ internal sealed class NetRig : IDisposable
         Mmio.W32(Transport, VirtioMmioRegister.Status, VirtioStatus.Acknowledge | VirtioStatus.Driver);
         Mmio.SetFeatures(Transport, features);
         Mmio.W32(Transport, VirtioMmioRegister.Status, VirtioStatus.Acknowledge | VirtioStatus.Driver | VirtioStatus.FeaturesOk);
-        for (int q = 0; q < 2; q++) Mmio.SetupQueue(Transport, q, QSize, Desc(q), Avail(q), Used(q));
+        _queues.SetupQueues(Transport);
         Mmio.W32(Transport, VirtioMmioRegister.Status,
             VirtioStatus.Acknowledge | VirtioStatus.Driver | VirtioStatus.FeaturesOk | VirtioStatus.DriverOk);
         Pump();
     }
 
-    public void SetDesc(int q, int index, ulong addr, uint len, ushort flags, ushort next)
-    {
-        var d = Memory.GetSpan(Desc(q) + (ulong)(16 * index), 16);
-        BinaryPrimitives.WriteUInt64LittleEndian(d, addr);
-        BinaryPrimitives.WriteUInt32LittleEndian(d[8..], len);
-        BinaryPrimitives.WriteUInt16LittleEndian(d[12..], flags);
-        BinaryPrimitives.WriteUInt16LittleEndian(d[14..], next);
-    }
+    public void SetDesc(int q, int index, ulong addr, uint len, ushort flags, ushort next) => _queues.SetDesc(q, index, addr, len, flags, next);
 
-    public void Publish(int q, int head)
-    {
-        Memory.Write<ushort>(Avail(q) + 4 + 2 * (ulong)(_avail[q] % QSize), (ushort)head);
-        _avail[q]++;
-        Memory.Write<ushort>(Avail(q) + 2, _avail[q]);
-    }
+    public void Publish(int q, int head) => _queues.Publish(q, head);
 
-    public List<(int Head, uint Len)> TakeUsed(int q)
-    {
-        var list = new List<(int, uint)>();
-        ushort idx = Memory.Read<ushort>(Used(q) + 2);
-        while (_lastUsed[q] != idx)
-        {
-            ulong e = Used(q) + 4 + 8 * (ulong)(_lastUsed[q] % QSize);
-            list.Add(((int)Memory.Read<uint>(e), Memory.Read<uint>(e + 4)));
-            _lastUsed[q]++;
-        }
-        return list;
-    }
+    public List<(int Head, uint Len)> TakeUsed(int q) => _queues.TakeUsed(q);
 
     /// <summary>Gives the device <paramref name="count"/> receive chains of <paramref name="bytes"/> each, in <paramref name="pieces"/> descriptors.</summary>
     public void AddRxBuffers(int count, uint bytes = BigBuffer, int pieces = 1)

@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Net.Sockets;
 using System.Text;
 using FireSharp.Devices.Virtio;
@@ -26,8 +25,7 @@ internal sealed class VsockRig : IDisposable
     private const ulong RxData = 0x100000, RxSlot = 0x2000, TxData = 0x200000, TxSlot = 0x11000, EvData = 0x700000;
 
     private readonly Queue<int>[] _free = [new(), new(), new()];
-    private readonly ushort[] _avail = new ushort[3];
-    private readonly ushort[] _lastUsed = new ushort[3];
+    private readonly SplitQueueDriver _queues;
     private readonly string _dir;
 
     public VsockRig(int maxConnections = VirtioVsock.DefaultMaxConnections, int rxBuffers = 32, uint rxBufBytes = RxBufBytes, TimeSpan? connectTimeout = null)
@@ -36,6 +34,7 @@ internal sealed class VsockRig : IDisposable
         Directory.CreateDirectory(_dir);
         UdsPath = Path.Combine(_dir, "v.sock");
         Memory = GuestMemory.CreateAnonymous(8 * 1024 * 1024);
+        _queues = new SplitQueueDriver(Memory, 3, QSize);
         Device = new VirtioVsock(new VsockDeviceSpec(Cid, UdsPath), Logger, maxConnections, connectTimeout: connectTimeout);
         Transport = new VirtioMmioTransport(Device, Memory, Irq, Logger) { QueueNotifyHandler = Device.Notify };
         Device.Attach(Transport);
@@ -48,7 +47,7 @@ internal sealed class VsockRig : IDisposable
         Mmio.W32(Transport, VirtioMmioRegister.Status, VirtioStatus.Acknowledge | VirtioStatus.Driver);
         Mmio.SetFeatures(Transport, VirtioFeatures.Transport);
         Mmio.W32(Transport, VirtioMmioRegister.Status, VirtioStatus.Acknowledge | VirtioStatus.Driver | VirtioStatus.FeaturesOk);
-        for (int q = 0; q < 3; q++) Mmio.SetupQueue(Transport, q, QSize, Desc(q), Avail(q), Used(q));
+        _queues.SetupQueues(Transport);
         Mmio.W32(Transport, VirtioMmioRegister.Status,
             VirtioStatus.Acknowledge | VirtioStatus.Driver | VirtioStatus.FeaturesOk | VirtioStatus.DriverOk);
         AddRxBuffers(rxBuffers);
@@ -69,38 +68,11 @@ internal sealed class VsockRig : IDisposable
     public uint GuestBufAlloc { get; set; } = 64 * 1024;
     public Dictionary<(uint GuestPort, uint HostPort), uint> GuestFwdCnt { get; } = [];
 
-    private static ulong Desc(int q) => 0x10000 * (ulong)(q + 1);
-    private static ulong Avail(int q) => Desc(q) + 0x1000;
-    private static ulong Used(int q) => Desc(q) + 0x2000;
+    private void SetDesc(int q, int index, ulong addr, uint len, ushort flags, ushort next) => _queues.SetDesc(q, index, addr, len, flags, next);
 
-    private void SetDesc(int q, int index, ulong addr, uint len, ushort flags, ushort next)
-    {
-        var d = Memory.GetSpan(Desc(q) + (ulong)(16 * index), 16);
-        BinaryPrimitives.WriteUInt64LittleEndian(d, addr);
-        BinaryPrimitives.WriteUInt32LittleEndian(d[8..], len);
-        BinaryPrimitives.WriteUInt16LittleEndian(d[12..], flags);
-        BinaryPrimitives.WriteUInt16LittleEndian(d[14..], next);
-    }
+    private void Publish(int q, int head) => _queues.Publish(q, head);
 
-    private void Publish(int q, int head)
-    {
-        Memory.Write<ushort>(Avail(q) + 4 + 2 * (ulong)(_avail[q] % QSize), (ushort)head);
-        _avail[q]++;
-        Memory.Write<ushort>(Avail(q) + 2, _avail[q]);
-    }
-
-    private IEnumerable<(int Head, uint Len)> TakeUsed(int q)
-    {
-        var list = new List<(int, uint)>();
-        ushort idx = Memory.Read<ushort>(Used(q) + 2);
-        while (_lastUsed[q] != idx)
-        {
-            ulong e = Used(q) + 4 + 8 * (ulong)(_lastUsed[q] % QSize);
-            list.Add(((int)Memory.Read<uint>(e), Memory.Read<uint>(e + 4)));
-            _lastUsed[q]++;
-        }
-        return list;
-    }
+    private List<(int Head, uint Len)> TakeUsed(int q) => _queues.TakeUsed(q);
 
     public void AddRxBuffers(int count, uint? bytes = null)
     {

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Runtime.InteropServices;
 using FireSharp.Devices.Virtio.Vsock;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -32,26 +31,23 @@ public sealed partial class VirtioNet : IVirtioDevice, IStatefulDevice, IDisposa
     /// <summary>Frames moved per queue run before the loop looks at its other sources again.</summary>
     public const int Budget = 256;
 
-    private const ulong TagRx = 0, TagTx = 1, TagWake = 2, TagBackend = 3;
+    // Epoll tags: the queues (0, 1) and the wake eventfd (2) are the loop's; bits of what TryWait reports.
+    private const ulong TagBackend = 3;
+    private const uint RxBit = 1u << NetProtocol.RxQueue, TxBit = 1u << NetProtocol.TxQueue, WakeBit = 1u << 2;
     private const byte StateFormat = 1;
 
     private readonly ILogger _logger;
     private readonly INetBackend _backend;
     private readonly byte[] _mac;
-    private readonly int _epfd;
-    private readonly EventFd[] _queueEvents = new EventFd[2];
-    private readonly EventFd _wake;
-    private readonly Thread _thread;
+    private readonly VirtioEventLoop _loop;
     private readonly byte[] _rxFrame = new byte[NetProtocol.MaxFrameSize];
     private readonly byte[] _txFrame = new byte[NetProtocol.MaxFrameSize];
-    private readonly Epoll.EpollEvent[] _events = new Epoll.EpollEvent[8];
-    private VirtioMmioTransport? _transport;
     private ulong _negotiated;
     private int _rxPending;          // length of the frame waiting for a receive chain; 0 = none
     private bool _backendWatched;
     private bool _backendFailed;
     private RxOutcome _rxOutcome;
-    private int _resetRequested, _stopRequested, _started, _disposed;
+    private int _resetRequested;
     private int _loggedReasons;
     private long _rxFrames, _rxBytes, _rxDropped, _txFrames, _txBytes, _txDropped;
 
@@ -68,18 +64,10 @@ public sealed partial class VirtioNet : IVirtioDevice, IStatefulDevice, IDisposa
         MaxQueueSize = queueSize;
         DeviceFeatures = NetProtocol.Mac | NetProtocol.Status | OffloadFeatures(backend.SupportedOffloads);
 
-        _epfd = Epoll.Create(Epoll.EPOLL_CLOEXEC);
-        if (_epfd < 0) throw new IOException("epoll_create1: " + Epoll.ErrnoText(Marshal.GetLastPInvokeError()));
         try
         {
-            for (int i = 0; i < _queueEvents.Length; i++)
-            {
-                _queueEvents[i] = EventFd.Create();
-                Ctl(Epoll.EPOLL_CTL_ADD, _queueEvents[i].Fd, Epoll.EPOLLIN, (ulong)i);
-            }
-            _wake = EventFd.Create();
-            Ctl(Epoll.EPOLL_CTL_ADD, _wake.Fd, Epoll.EPOLLIN, TagWake);
-            Ctl(Epoll.EPOLL_CTL_ADD, backend.Fd, Epoll.EPOLLIN, TagBackend);
+            _loop = new VirtioEventLoop("net", QueueCount, 8, timeoutMs => RunOnce(timeoutMs), e => NetLog.LoopFailed(_logger, e, Id));
+            _loop.Control(Epoll.EPOLL_CTL_ADD, backend.Fd, Epoll.EPOLLIN, TagBackend);
             _backendWatched = true;
         }
         catch
@@ -87,7 +75,6 @@ public sealed partial class VirtioNet : IVirtioDevice, IStatefulDevice, IDisposa
             CloseHostSide();
             throw;
         }
-        _thread = new Thread(Loop) { IsBackground = true, Name = "virtio-net" };
     }
 
     public VirtioDeviceType DeviceType => VirtioDeviceType.Net;
@@ -134,36 +121,16 @@ public sealed partial class VirtioNet : IVirtioDevice, IStatefulDevice, IDisposa
     }
 
     /// <summary>The eventfd for queue <paramref name="index"/> (for KVM_IOEVENTFD, datamatch = index).</summary>
-    public EventFd QueueEvent(int index) => _queueEvents[index];
+    public EventFd QueueEvent(int index) => _loop.QueueEvent(index);
 
     /// <summary>Wakes the loop for one queue; suitable as <see cref="VirtioMmioTransport.QueueNotifyHandler"/>.</summary>
-    public void Notify(int queue)
-    {
-        if ((uint)queue >= (uint)_queueEvents.Length || Volatile.Read(ref _disposed) != 0) return;
-        try { _queueEvents[queue].Signal(); }
-        catch (ObjectDisposedException) { }
-    }
+    public void Notify(int queue) => _loop.Notify(queue);
 
-    public void Attach(VirtioMmioTransport transport)
-    {
-        ArgumentNullException.ThrowIfNull(transport);
-        if (transport.Device != this) throw new ArgumentException("the transport belongs to another device", nameof(transport));
-        _transport = transport;
-    }
+    public void Attach(VirtioMmioTransport transport) => _loop.Attach(this, transport);
 
-    public void Start()
-    {
-        if (_transport is null) throw new InvalidOperationException("attach a transport before starting the net device");
-        if (Interlocked.CompareExchange(ref _started, 1, 0) != 0) throw new InvalidOperationException("net device already started");
-        _thread.Start();
-    }
+    public void Start() => _loop.Start();
 
-    private void Wake()
-    {
-        if (Volatile.Read(ref _disposed) != 0) return;
-        try { _wake.Signal(); }
-        catch (ObjectDisposedException) { }
-    }
+    private void Wake() => _loop.Wake();
 
     // ---------------------------------------------------------------- IVirtioDevice
 
@@ -219,18 +186,6 @@ public sealed partial class VirtioNet : IVirtioDevice, IStatefulDevice, IDisposa
 
     // ---------------------------------------------------------------- event loop
 
-    private void Loop()
-    {
-        try
-        {
-            while (Volatile.Read(ref _stopRequested) == 0) RunOnce(-1);
-        }
-        catch (Exception e)
-        {
-            NetLog.LoopFailed(_logger, e, Id);
-        }
-    }
-
     /// <summary>
     /// One turn of the event loop: waits up to <paramref name="timeoutMs"/> (-1 = forever) for a queue
     /// notification, a wake-up or a frame, and handles what is ready. Returns the number of events. The loop
@@ -239,31 +194,18 @@ public sealed partial class VirtioNet : IVirtioDevice, IStatefulDevice, IDisposa
     public int RunOnce(int timeoutMs)
     {
         HandleReset();
-        int n = Epoll.Wait(_epfd, _events, _events.Length, timeoutMs);
-        if (n < 0)
+        if (!_loop.TryWait(timeoutMs, out var ready, out uint signalled)) return 0;
+        bool rx = (signalled & (RxBit | WakeBit)) != 0, tx = (signalled & TxBit) != 0;
+        foreach (var e in ready)
         {
-            int err = Marshal.GetLastPInvokeError();
-            if (err == Epoll.EINTR) return 0;
-            throw new IOException("epoll_wait: " + Epoll.ErrnoText(err));
-        }
-        bool rx = false, tx = false;
-        for (int i = 0; i < n; i++)
-        {
-            switch (_events[i].Data)
-            {
-                case TagRx: _queueEvents[0].Drain(); rx = true; break;
-                case TagTx: _queueEvents[1].Drain(); tx = true; break;
-                case TagWake: _wake.Drain(); rx = true; break;
-                case TagBackend:
-                    // Level-triggered: stop watching until a receive run has emptied the backend, so that a
-                    // quiesced or buffer-less device does not spin on a readable tap.
-                    WatchBackend(false);
-                    rx = true;
-                    break;
-            }
+            if (e.Data != TagBackend) continue;
+            // Level-triggered: stop watching until a receive run has emptied the backend, so that a
+            // quiesced or buffer-less device does not spin on a readable tap.
+            WatchBackend(false);
+            rx = true;
         }
         HandleReset();
-        if (_transport is { } t)
+        if (_loop.Transport is { } t)
         {
             if (tx) t.ProcessQueue(NetProtocol.TxQueue);
             if (rx)
@@ -287,7 +229,7 @@ public sealed partial class VirtioNet : IVirtioDevice, IStatefulDevice, IDisposa
                 }
             }
         }
-        return n;
+        return ready.Length;
     }
 
     private void HandleReset()
@@ -301,15 +243,8 @@ public sealed partial class VirtioNet : IVirtioDevice, IStatefulDevice, IDisposa
     private void WatchBackend(bool watch)
     {
         if (watch == _backendWatched || (watch && _backendFailed)) return;
-        Ctl(Epoll.EPOLL_CTL_MOD, _backend.Fd, watch ? Epoll.EPOLLIN : 0, TagBackend);
+        _loop.Control(Epoll.EPOLL_CTL_MOD, _backend.Fd, watch ? Epoll.EPOLLIN : 0, TagBackend);
         _backendWatched = watch;
-    }
-
-    private void Ctl(int op, int fd, uint events, ulong tag)
-    {
-        var ev = new Epoll.EpollEvent { Events = events, Data = tag };
-        if (Epoll.Ctl(_epfd, op, fd, ref ev) < 0)
-            throw new IOException("epoll_ctl: " + Epoll.ErrnoText(Marshal.GetLastPInvokeError()));
     }
 
     // ---------------------------------------------------------------- receive
@@ -492,13 +427,7 @@ public sealed partial class VirtioNet : IVirtioDevice, IStatefulDevice, IDisposa
 
     public void Dispose()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        Interlocked.Exchange(ref _stopRequested, 1);
-        if (Volatile.Read(ref _started) != 0)
-        {
-            _wake.Signal();
-            _thread.Join();
-        }
+        if (!_loop.Stop()) return;
         var c = Counters;
         NetLog.Counters(_logger, Id, c.RxFrames, c.RxBytes, c.RxDropped, c.TxFrames, c.TxBytes, c.TxDropped);
         CloseHostSide();
@@ -506,10 +435,7 @@ public sealed partial class VirtioNet : IVirtioDevice, IStatefulDevice, IDisposa
 
     private void CloseHostSide()
     {
-        if (_epfd > 0) Epoll.Close(_epfd);
-        foreach (var e in _queueEvents) e?.Dispose();
-        _wake?.Dispose();
-        _irqEvent?.Dispose();
+        _loop?.Dispose();
         _backend.Dispose();
     }
 }

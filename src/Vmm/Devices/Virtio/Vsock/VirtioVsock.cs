@@ -1,7 +1,6 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Net.Sockets;
-using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -51,28 +50,24 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
     /// <summary>Connection-less replies (RSTs) queued for the guest before the tx queue is paused.</summary>
     public const int MaxQueuedControl = 256;
 
-    private const ulong TagRx = 0, TagTx = 1, TagEvent = 2, TagWake = 3, TagListener = 4, FirstConnectionTag = 16;
+    // Epoll tags: the queues (0-2) and the wake eventfd (3) are the loop's; bits of what TryWait reports.
+    private const ulong TagListener = 4, FirstConnectionTag = 16;
+    private const uint RxBit = 1u << VsockProtocol.RxQueue, TxBit = 1u << VsockProtocol.TxQueue, EventBit = 1u << VsockProtocol.EventQueue;
     private const byte StateFormat = 1;
 
     private readonly ILogger _logger;
     private readonly Socket _listener;
-    private readonly int _epfd;
-    private readonly EventFd[] _queueEvents = new EventFd[3];
-    private readonly EventFd _wake;
-    private readonly Thread _thread;
+    private readonly VirtioEventLoop _loop;
     private readonly Dictionary<ulong, VsockConnection> _byId = [];
     private readonly Dictionary<(uint Local, uint Peer), VsockConnection> _byPorts = [];
     private readonly Queue<VsockHeader> _control = new();
     private readonly Queue<VsockConnection> _rxQueue = new();
     private readonly List<VsockConnection> _connecting = [];
     private readonly byte[] _txPayload = new byte[MaxPayload];
-    private readonly Epoll.EpollEvent[] _events = new Epoll.EpollEvent[64];
-    private VirtioMmioTransport? _transport;
     private ulong _nextId = FirstConnectionTag;
     private uint _nextLocalPort = 1u << 30;
     private int _pendingResetEvents;
-    private int _driverResetRequested, _transportResetRequested, _stopRequested;
-    private int _started, _disposed;
+    private int _driverResetRequested, _transportResetRequested;
     private bool _txPaused;
     private int _badPacketLogged;
     private long _rsts, _packetsIn, _packetsOut;
@@ -105,23 +100,14 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
         {
             _listener.Listen(128);
             _listener.Blocking = false;
-            _epfd = Epoll.Create(Epoll.EPOLL_CLOEXEC);
-            if (_epfd < 0) throw new IOException("epoll_create1: " + Epoll.ErrnoText(Marshal.GetLastPInvokeError()));
-            for (int i = 0; i < _queueEvents.Length; i++)
-            {
-                _queueEvents[i] = EventFd.Create();
-                Add(_queueEvents[i].Fd, Epoll.EPOLLIN, (ulong)i);
-            }
-            _wake = EventFd.Create();
-            Add(_wake.Fd, Epoll.EPOLLIN, TagWake);
-            Add((int)_listener.Handle, Epoll.EPOLLIN, TagListener);
+            _loop = new VirtioEventLoop("vsock", QueueCount, 64, timeoutMs => RunOnce(timeoutMs), e => VsockLog.LoopFailed(_logger, e, Id));
+            _loop.Control(Epoll.EPOLL_CTL_ADD, (int)_listener.Handle, Epoll.EPOLLIN, TagListener);
         }
         catch
         {
             CloseHostSide();
             throw;
         }
-        _thread = new Thread(Loop) { IsBackground = true, Name = "virtio-vsock" };
     }
 
     public VirtioDeviceType DeviceType => VirtioDeviceType.Vsock;
@@ -143,31 +129,16 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
         (Interlocked.Read(ref _rsts), Interlocked.Read(ref _packetsIn), Interlocked.Read(ref _packetsOut));
 
     /// <summary>The eventfd that wakes the device for queue <paramref name="index"/> (for KVM_IOEVENTFD, datamatch = index).</summary>
-    public EventFd QueueEvent(int index) => _queueEvents[index];
+    public EventFd QueueEvent(int index) => _loop.QueueEvent(index);
 
     /// <summary>Wakes the event loop for one queue; suitable as <see cref="VirtioMmioTransport.QueueNotifyHandler"/>.</summary>
-    public void Notify(int queue)
-    {
-        if ((uint)queue >= (uint)_queueEvents.Length || Volatile.Read(ref _disposed) != 0) return;
-        try { _queueEvents[queue].Signal(); }
-        catch (ObjectDisposedException) { }
-    }
+    public void Notify(int queue) => _loop.Notify(queue);
 
     /// <summary>The transport in front of this device: the event loop runs its queues through it.</summary>
-    public void Attach(VirtioMmioTransport transport)
-    {
-        ArgumentNullException.ThrowIfNull(transport);
-        if (transport.Device != this) throw new ArgumentException("the transport belongs to another device", nameof(transport));
-        _transport = transport;
-    }
+    public void Attach(VirtioMmioTransport transport) => _loop.Attach(this, transport);
 
     /// <summary>Starts the event-loop thread (after <see cref="Attach"/>).</summary>
-    public void Start()
-    {
-        if (_transport is null) throw new InvalidOperationException("attach a transport before starting the vsock device");
-        if (Interlocked.CompareExchange(ref _started, 1, 0) != 0) throw new InvalidOperationException("vsock device already started");
-        _thread.Start();
-    }
+    public void Start() => _loop.Start();
 
     /// <summary>
     /// Drops every connection (host sockets closed) and sends the guest VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the
@@ -180,12 +151,7 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
         Wake();
     }
 
-    private void Wake()
-    {
-        if (Volatile.Read(ref _disposed) != 0) return;
-        try { _wake.Signal(); }
-        catch (ObjectDisposedException) { }
-    }
+    private void Wake() => _loop.Wake();
 
     // ---------------------------------------------------------------- IVirtioDevice
 
@@ -224,18 +190,6 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
 
     // ---------------------------------------------------------------- event loop
 
-    private void Loop()
-    {
-        try
-        {
-            while (Volatile.Read(ref _stopRequested) == 0) RunOnce(-1);
-        }
-        catch (Exception e)
-        {
-            VsockLog.LoopFailed(_logger, e, Id);
-        }
-    }
-
     /// <summary>
     /// One turn of the event loop: waits up to <paramref name="timeoutMs"/> (-1 = forever) for a queue
     /// notification or socket event and handles what is ready. Returns the number of events handled. The loop
@@ -244,33 +198,16 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
     public int RunOnce(int timeoutMs)
     {
         HandleRequests();
-        int n = Epoll.Wait(_epfd, _events, _events.Length, WaitTimeout(timeoutMs));
-        if (n < 0)
+        if (!_loop.TryWait(WaitTimeout(timeoutMs), out var ready, out uint signalled)) return 0;
+        bool rx = (signalled & RxBit) != 0, tx = (signalled & TxBit) != 0, ev = (signalled & EventBit) != 0;
+        foreach (var e in ready)
         {
-            int err = Marshal.GetLastPInvokeError();
-            if (err == Epoll.EINTR) return 0;
-            throw new IOException("epoll_wait: " + Epoll.ErrnoText(err));
-        }
-        bool rx = false, tx = false, ev = false;
-        for (int i = 0; i < n; i++)
-        {
-            ulong tag = _events[i].Data;
-            uint events = _events[i].Events;
-            switch (tag)
-            {
-                case TagRx: _queueEvents[0].Drain(); rx = true; break;
-                case TagTx: _queueEvents[1].Drain(); tx = true; break;
-                case TagEvent: _queueEvents[2].Drain(); ev = true; break;
-                case TagWake: _wake.Drain(); break;
-                case TagListener: AcceptOne(); break;
-                default:
-                    if (_byId.TryGetValue(tag, out var c)) OnSocketEvent(c, events);
-                    break;
-            }
+            if (e.Data == TagListener) AcceptOne();
+            else if (e.Data >= FirstConnectionTag && _byId.TryGetValue(e.Data, out var c)) OnSocketEvent(c, e.Events);
         }
         HandleRequests();
         ExpireConnects();
-        if (_transport is { } t)
+        if (_loop.Transport is { } t)
         {
             if (tx) t.ProcessQueue(VsockProtocol.TxQueue);
             if (ev || _pendingResetEvents > 0) t.ProcessQueue(VsockProtocol.EventQueue);
@@ -283,7 +220,7 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
                 if (HasRxWork()) t.ProcessQueue(VsockProtocol.RxQueue);
             }
         }
-        return n;
+        return ready.Length;
     }
 
     /// <summary>The epoll timeout: the caller's, shortened to the next host connect deadline.</summary>
@@ -356,13 +293,6 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
 
     // ---------------------------------------------------------------- epoll bookkeeping
 
-    private void Add(int fd, uint events, ulong tag)
-    {
-        var ev = new Epoll.EpollEvent { Events = events, Data = tag };
-        if (Epoll.Ctl(_epfd, Epoll.EPOLL_CTL_ADD, fd, ref ev) < 0)
-            throw new IOException("epoll_ctl ADD: " + Epoll.ErrnoText(Marshal.GetLastPInvokeError()));
-    }
-
     /// <summary>Makes epoll watch what the connection can use now (level-triggered, so nothing is missed).</summary>
     private void UpdateInterest(VsockConnection c)
     {
@@ -380,17 +310,13 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
         {
             if (c.Interest is not null)
             {
-                var none = default(Epoll.EpollEvent);
-                Epoll.Ctl(_epfd, Epoll.EPOLL_CTL_DEL, (int)c.Socket.Handle, ref none);
+                _loop.Remove((int)c.Socket.Handle);
                 c.Interest = null;
             }
             return;
         }
         if (c.Interest == want) return;
-        var ev = new Epoll.EpollEvent { Events = want, Data = c.Id };
-        int op = c.Interest is null ? Epoll.EPOLL_CTL_ADD : Epoll.EPOLL_CTL_MOD;
-        if (Epoll.Ctl(_epfd, op, (int)c.Socket.Handle, ref ev) < 0)
-            throw new IOException("epoll_ctl: " + Epoll.ErrnoText(Marshal.GetLastPInvokeError()));
+        _loop.Control(c.Interest is null ? Epoll.EPOLL_CTL_ADD : Epoll.EPOLL_CTL_MOD, (int)c.Socket.Handle, want, c.Id);
         c.Interest = want;
     }
 
@@ -410,8 +336,7 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
         if (c.State != VsockConnState.AwaitingConnectLine) _byPorts.Remove((c.LocalPort, c.PeerPort));
         if (c.Interest is not null)
         {
-            var none = default(Epoll.EpollEvent);
-            Epoll.Ctl(_epfd, Epoll.EPOLL_CTL_DEL, (int)c.Socket.Handle, ref none);
+            _loop.Remove((int)c.Socket.Handle);
             c.Interest = null;
         }
         c.Socket.Dispose();
@@ -464,13 +389,7 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
 
     public void Dispose()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        Interlocked.Exchange(ref _stopRequested, 1);
-        if (Volatile.Read(ref _started) != 0)
-        {
-            _wake.Signal();
-            _thread.Join();
-        }
+        if (!_loop.Stop()) return;
         foreach (var c in _byId.Values.ToList()) Remove(c);
         var (rsts, pin, pout) = Counters;
         VsockLog.Counters(_logger, Id, pin, pout, rsts);
@@ -482,9 +401,6 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
         _listener.Dispose();
         try { File.Delete(UdsPath); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
-        if (_epfd > 0) Epoll.Close(_epfd);
-        foreach (var e in _queueEvents) e?.Dispose();
-        _wake?.Dispose();
-        _irqEvent?.Dispose();
+        _loop?.Dispose();
     }
 }
