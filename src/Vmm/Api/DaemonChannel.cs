@@ -11,6 +11,9 @@ public static class DaemonChannel
     public const string DefaultSocket = "/run/firesharp/firesharp.sock";
 
     /// <summary>A channel over a Unix socket (HTTP/2 without TLS; the socket's permissions are the access control).</summary>
+    /// <summary>Largest message either way: a function's 6 MB invoke payload or response, with room for the envelope.</summary>
+    public const int MaxMessageBytes = Functions.FunctionServices.MaxMessageBytes;
+
     public static GrpcChannel ForUnixSocket(string socketPath)
     {
         var handler = new SocketsHttpHandler
@@ -31,7 +34,7 @@ public static class DaemonChannel
             },
             EnableMultipleHttp2Connections = true,
         };
-        return GrpcChannel.ForAddress("http://localhost", new GrpcChannelOptions { HttpHandler = handler, DisposeHttpClient = true });
+        return GrpcChannel.ForAddress("http://localhost", new GrpcChannelOptions { HttpHandler = handler, DisposeHttpClient = true, MaxReceiveMessageSize = MaxMessageBytes, MaxSendMessageSize = MaxMessageBytes });
     }
 
     /// <summary>
@@ -53,6 +56,6 @@ public static class DaemonChannel
             },
             EnableMultipleHttp2Connections = true,
         };
-        return GrpcChannel.ForAddress(address, new GrpcChannelOptions { HttpHandler = handler, DisposeHttpClient = true });
+        return GrpcChannel.ForAddress(address, new GrpcChannelOptions { HttpHandler = handler, DisposeHttpClient = true, MaxReceiveMessageSize = MaxMessageBytes, MaxSendMessageSize = MaxMessageBytes });
     }
 }

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using FireSharp.Api.Agent;
 using FireSharp.Boot;
 using FireSharp.Devices.Legacy;
 using FireSharp.Devices.Virtio;
@@ -54,23 +55,29 @@ internal static class RunCommand
                 + "ip= adds the kernel's ip= setting for that interface. With --restore: TAP per interface of the snapshot, in order",
             Arity = ArgumentArity.ZeroOrMore,
         };
+        var agent = new Option<bool>("--agent")
+        {
+            Description = "start the guest agent (firesharp.agent=1 on the command line; the rootfs has it): needs --vsock; "
+                + "its ready report (guest CID 2 port 53 -> PATH_53) is logged, then `firesharp agent exec --vsock PATH -- CMD` reaches it",
+        };
         var logLevel = new Option<LogLevel>("--log-level") { Description = "stderr log level", DefaultValueFactory = _ => LogLevel.Warning };
 
         var command = new Command("run", "run a guest in the foreground until it resets, powers off or fails")
         {
-            kernel, initrd, memMib, vcpus, cmdline, serial, pvh, drives, vsockPath, vsockCid, nets, logLevel,
+            kernel, initrd, memMib, vcpus, cmdline, serial, pvh, drives, vsockPath, vsockCid, nets, agent, logLevel,
         };
         var snapshotOptions = new RunSnapshotOptions();
         foreach (var o in snapshotOptions.All) command.Options.Add(o);
         command.SetAction(parse => ParseDrives(parse.GetValue(drives), parse.GetValue(initrd)) is not { } driveSpecs
             || !TryParseVsock(parse.GetValue(vsockPath), parse.GetValue(vsockCid), out var vsockSpec)
-            || ParseNets(parse.GetValue(nets)) is not { } netSpecs ? ExitBadInput : Execute(new VmSpec
+            || ParseNets(parse.GetValue(nets)) is not { } netSpecs
+            || !TryAgentCmdline(parse.GetValue(agent), parse.GetValue(cmdline), vsockSpec, parse.GetValue(snapshotOptions.Restore), out var effectiveCmdline) ? ExitBadInput : Execute(new VmSpec
         {
             KernelPath = parse.GetValue(kernel) ?? "",
             InitrdPath = parse.GetValue(initrd),
             MemoryMib = parse.GetValue(memMib),
             Vcpus = parse.GetValue(vcpus),
-            Cmdline = parse.GetValue(cmdline),
+            Cmdline = effectiveCmdline,
             PreferPvh = parse.GetValue(pvh),
             Drives = driveSpecs,
             Vsock = vsockSpec,
@@ -123,6 +130,8 @@ internal static class RunCommand
             StartInputPump(vm.Serial);
             var snapshotFailed = new StrongBox<bool>();
             snap.StartWatchers(vm, logger, restoreStart, snapshotFailed);
+            using var agentReady = spec.Cmdline is { } c && c.Contains(AgentBootConfig.StartKey + "=1", StringComparison.Ordinal) && spec.Vsock is { } v
+                ? WatchAgentReady(v.UdsPath, logger, start) : null;
             if (!vm.IsRestored) vm.Start(); // a restore resumes the vCPUs itself
             RipSampler.StartIfRequested(vm.Machine);
             var exit = vm.Exited.GetAwaiter().GetResult();
@@ -131,6 +140,47 @@ internal static class RunCommand
             if (exit.IsClean) return ExitClean;
             return Fail(ExitGuestFailed, $"guest failed: {exit}");
         }
+    }
+
+    /// <summary>
+    /// --agent: the kernel command line with the agent's start key added (the Linux default line when none was given).
+    /// False (after printing the error) without --vsock or with --restore (a restored guest's agent is already running).
+    /// </summary>
+    private static bool TryAgentCmdline(bool agent, string? cmdline, VsockDeviceSpec? vsock, string? restoreDir, out string? effective)
+    {
+        effective = cmdline;
+        if (!agent) return true;
+        if (vsock is null) { Fail(ExitBadInput, "--agent needs --vsock PATH (the agent listens on vsock)"); return false; }
+        if (restoreDir is not null) { Fail(ExitBadInput, "--agent cannot be combined with --restore: the snapshot's agent is already running"); return false; }
+        effective = (cmdline ?? MicroVm.DefaultLinuxCmdline) + " " + new AgentBootConfig().ToCmdline();
+        return true;
+    }
+
+    /// <summary>Listens at PATH_53 for the agent's ready report and logs it (a warning, so it shows at the default level).</summary>
+    private static AgentReadyListener? WatchAgentReady(string udsPath, ILogger logger, long start)
+    {
+        string path = HybridVsock.GuestInitiatedPath(udsPath, AgentProtocol.DefaultReadyPort);
+        AgentReadyListener listener;
+        try
+        {
+            listener = AgentReadyListener.Bind(path);
+        }
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
+        {
+            logger.LogWarning("cannot listen for the agent's ready report at {Path}: {Message}", path, e.Message);
+            return null;
+        }
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                var ready = await listener.WaitAsync().ConfigureAwait(false);
+                logger.LogWarning("guest agent {Version} ready after {Ms:F0} ms; run commands with: firesharp agent exec --vsock {Path} -- CMD",
+                    ready.Agent?.Version, Stopwatch.GetElapsedTime(start).TotalMilliseconds, udsPath);
+            }
+            catch (Exception e) when (e is ObjectDisposedException or OperationCanceledException or IOException or System.Net.Sockets.SocketException) { }
+        });
+        return listener;
     }
 
     /// <summary>

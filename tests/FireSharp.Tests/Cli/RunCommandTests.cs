@@ -34,6 +34,21 @@ public class RunCommandTests
     }
 
     [Fact]
+    public void AgentWithoutVsockIsBadInput()
+    {
+        var (code, _) = Run("run", "--kernel", TestPaths.Guest("hello"), "--agent");
+        Assert.Equal(2, code);
+    }
+
+    [Fact]
+    public void AgentWithRestoreIsBadInput()
+    {
+        string dir = TestPaths.TempDir();
+        var (code, _) = Run("run", "--restore", Path.Combine(dir, "snap"), "--vsock", Path.Combine(dir, "v.sock"), "--agent");
+        Assert.Equal(2, code);
+    }
+
+    [Fact]
     public void MissingKernelIsBadInput()
     {
         var (code, _) = Run("run", "--kernel", "/does/not/exist.elf");
