@@ -17,7 +17,7 @@ public static class SnapshotErrors
         SnapshotErrorReason.NotFound => new VmApiException(VmErrorKind.NotFound, dirField, e.Message),
         SnapshotErrorReason.Corrupt or SnapshotErrorReason.Truncated or SnapshotErrorReason.UnsupportedVersion
             or SnapshotErrorReason.ChecksumMismatch or SnapshotErrorReason.MemoryFileSizeMismatch
-            or SnapshotErrorReason.DeviceSetMismatch or SnapshotErrorReason.KvmStateRejected
+            or SnapshotErrorReason.DeviceSetMismatch or SnapshotErrorReason.KvmStateRejected or SnapshotErrorReason.BaseMismatch
             => new VmApiException(VmErrorKind.InvalidArgument, dirField, e.Message),
         SnapshotErrorReason.InvalidVmState => new VmApiException(VmErrorKind.WrongState, null, e.Message),
         SnapshotErrorReason.DiskFull => new VmApiException(VmErrorKind.ResourceExhausted, dirField, e.Message),

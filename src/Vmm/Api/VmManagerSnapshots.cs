@@ -21,7 +21,7 @@ public sealed partial class VmManager
         {
             ThrowIfDeleted(entry);
             var session = RequireSession(entry, "snapshot", VmState.Running, VmState.Paused);
-            var taken = await session.Client.SnapshotAsync(new TakeSnapshot { Dir = request.Dir, Resume = request.Resume }, ct).ConfigureAwait(false);
+            var taken = await session.Client.SnapshotAsync(new TakeSnapshot { Dir = request.Dir, Resume = request.Resume, Diff = request.Diff, TrackDirty = request.TrackDirty }, ct).ConfigureAwait(false);
             Apply(entry, session, taken.Status);
             return new SnapshotInfo
             {
@@ -31,6 +31,8 @@ public sealed partial class VmManager
                 StateFileBytes = taken.StateFileBytes,
                 DurationMs = taken.DurationMs,
                 PausedMs = taken.PausedMs,
+                BaseDir = taken.BaseDir,
+                DiffPages = taken.DiffPages,
                 Vm = Snapshot(entry),
             };
         }
@@ -63,6 +65,7 @@ public sealed partial class VmManager
         try
         {
             snapshot = SnapshotReader.Load(request.Dir);
+            SnapshotReader.CheckBases(snapshot); // a diff snapshot's base must be in place and unchanged
         }
         catch (SnapshotException e)
         {

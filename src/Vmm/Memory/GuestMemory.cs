@@ -45,6 +45,9 @@ public sealed unsafe class GuestMemory : IDisposable
     private readonly SafeFileHandle? _backingFile;
     private int _disposed;
 
+    /// <summary>Per region (index = <see cref="GuestRegion.Slot"/>), one bit per 4 KiB page written through an accessor; null when tracking is off.</summary>
+    private ulong[][]? _dirty;
+
     private GuestMemory(GuestRegion[] regions, SafeFileHandle? backingFile = null, string? backingPath = null)
     {
         _regions = regions;
@@ -227,8 +230,70 @@ public sealed unsafe class GuestMemory : IDisposable
             span = default;
             return false;
         }
+        if (_dirty is { } dirty && length > 0) MarkPages(dirty[r.Slot], gpa - r.GuestAddress, (ulong)length);
         span = new Span<byte>((void*)(r.HostAddress + (nint)(gpa - r.GuestAddress)), length);
         return true;
+    }
+
+    /// <summary>
+    /// A read-only view of [gpa, gpa+length) that does not count as a write for dirty-page tracking
+    /// (<see cref="StartDirtyTracking"/>). Throws <see cref="GuestMemoryException"/> outside RAM.
+    /// </summary>
+    public ReadOnlySpan<byte> GetReadOnlySpan(ulong gpa, int length)
+    {
+        if (length < 0 || FindRegion(gpa, (ulong)length) is not { } r)
+            throw new GuestMemoryException(gpa, (ulong)Math.Max(0, length));
+        return new ReadOnlySpan<byte>((void*)(r.HostAddress + (nint)(gpa - r.GuestAddress)), length);
+    }
+
+    /// <summary>True while host writes are being tracked (<see cref="StartDirtyTracking"/>).</summary>
+    public bool IsDirtyTracking => Volatile.Read(ref _dirty) is not null;
+
+    /// <summary>
+    /// Starts (or restarts, clearing) tracking of the pages the host writes through the mutable accessors
+    /// (<see cref="GetSpan"/>, <see cref="TryGetSpan"/>, <see cref="Write"/>, <see cref="Write{T}"/>,
+    /// <see cref="Clear"/>): for diff snapshots, since KVM's dirty log only sees the guest's own writes.
+    /// A span handed out counts as written whether or not it is (a safe over-approximation). Off, the
+    /// accessors cost one null check.
+    /// </summary>
+    public void StartDirtyTracking()
+    {
+        var maps = new ulong[_regions.Length][];
+        for (int i = 0; i < maps.Length; i++) maps[i] = new ulong[(_regions[i].Size / MemoryLayout.PageSize + 63) / 64];
+        Volatile.Write(ref _dirty, maps);
+    }
+
+    public void StopDirtyTracking() => Volatile.Write(ref _dirty, null);
+
+    /// <summary>
+    /// ORs the host-written pages of <paramref name="region"/> (bit i = page i of the region) into
+    /// <paramref name="into"/> and clears them. Returns false (and changes nothing) when tracking is off.
+    /// </summary>
+    public bool TakeDirtyPages(GuestRegion region, Span<ulong> into)
+    {
+        if (Volatile.Read(ref _dirty) is not { } dirty) return false;
+        var map = dirty[region.Slot];
+        if (into.Length < map.Length) throw new ArgumentException($"bitmap of {into.Length} words, region needs {map.Length}", nameof(into));
+        for (int i = 0; i < map.Length; i++) into[i] |= Interlocked.Exchange(ref map[i], 0);
+        return true;
+    }
+
+    /// <summary>Marks [gpa, gpa+length) as host-written (no-op when tracking is off or outside RAM).</summary>
+    public void MarkDirty(ulong gpa, ulong length)
+    {
+        if (Volatile.Read(ref _dirty) is { } dirty && length > 0 && FindRegion(gpa, length) is { } r)
+            MarkPages(dirty[r.Slot], gpa - r.GuestAddress, length);
+    }
+
+    private static void MarkPages(ulong[] map, ulong offset, ulong length)
+    {
+        ulong first = offset / MemoryLayout.PageSize, last = (offset + length - 1) / MemoryLayout.PageSize;
+        for (ulong p = first; p <= last; p++)
+        {
+            ulong bit = 1UL << (int)(p % 64);
+            // Most writes hit a page already marked: read before the atomic.
+            if ((Volatile.Read(ref map[p / 64]) & bit) == 0) Interlocked.Or(ref map[p / 64], bit);
+        }
     }
 
     /// <summary>Returns the host view of [gpa, gpa+length) or throws <see cref="GuestMemoryException"/>.</summary>
@@ -239,13 +304,13 @@ public sealed unsafe class GuestMemory : IDisposable
         return span;
     }
 
-    public void Read(ulong gpa, Span<byte> destination) => GetSpan(gpa, destination.Length).CopyTo(destination);
+    public void Read(ulong gpa, Span<byte> destination) => GetReadOnlySpan(gpa, destination.Length).CopyTo(destination);
 
     public void Write(ulong gpa, ReadOnlySpan<byte> source) => source.CopyTo(GetSpan(gpa, source.Length));
 
     /// <summary>Reads an unmanaged little-endian value at <paramref name="gpa"/> (no alignment required).</summary>
     public T Read<T>(ulong gpa) where T : unmanaged =>
-        Unsafe.ReadUnaligned<T>(ref MemoryMarshal.GetReference(GetSpan(gpa, sizeof(T))));
+        Unsafe.ReadUnaligned<T>(ref MemoryMarshal.GetReference(GetReadOnlySpan(gpa, sizeof(T))));
 
     public void Write<T>(ulong gpa, T value) where T : unmanaged =>
         Unsafe.WriteUnaligned(ref MemoryMarshal.GetReference(GetSpan(gpa, sizeof(T))), value);

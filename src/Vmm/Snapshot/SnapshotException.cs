@@ -27,6 +27,8 @@ public enum SnapshotErrorReason
     IoError,
     /// <summary>KVM refused saved state on restore (or could not read it on snapshot).</summary>
     KvmStateRejected,
+    /// <summary>A diff snapshot's base is not the snapshot it was taken on (replaced, changed or damaged).</summary>
+    BaseMismatch,
 }
 
 /// <summary>A snapshot error with a machine-readable reason and a one-line message that names the file.</summary>

@@ -47,4 +47,13 @@ public static class SnapshotReader
                 $"{memoryPath} is {length} bytes but the snapshot's guest has {state.Config.MemoryBytes} bytes of memory");
         return new LoadedSnapshot(dir, memoryPath, state);
     }
+
+    /// <summary>
+    /// For a diff snapshot: checks that every base of its chain is in place and unchanged (what a restore
+    /// checks first). Nothing for a full snapshot. Throws <see cref="SnapshotException"/> (NotFound, BaseMismatch, ...).
+    /// </summary>
+    public static void CheckBases(LoadedSnapshot snapshot)
+    {
+        if (DiffInfo.TryLoad(snapshot.Directory) is { } diff) DiffRestore.ResolveChain(snapshot, diff);
+    }
 }

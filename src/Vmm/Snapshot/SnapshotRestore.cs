@@ -30,13 +30,29 @@ public static class SnapshotRestore
         long start = Stopwatch.GetTimestamp();
         var snapshot = SnapshotReader.Load(directory);
         var state = snapshot.State;
+        // A diff snapshot: check every base of its chain before anything is created.
+        var diff = DiffInfo.TryLoad(snapshot.Directory);
+        (LoadedSnapshot Root, List<(string Dir, DiffInfo Diff)> Diffs)? chain = diff is null ? null : DiffRestore.ResolveChain(snapshot, diff);
         var spec = SpecFor(snapshot, overrides);
         long loaded = Stopwatch.GetTimestamp();
 
         GuestMemory memory;
         try
         {
-            memory = GuestMemory.CreateFromFile(snapshot.MemoryPath, state.Config.MemoryBytes);
+            // A diff maps its root full snapshot's memory (MAP_PRIVATE as always) and copies its pages over it.
+            memory = GuestMemory.CreateFromFile(chain?.Root.MemoryPath ?? snapshot.MemoryPath, state.Config.MemoryBytes);
+            if (chain is { } c)
+            {
+                try
+                {
+                    DiffRestore.Apply(memory, c.Diffs);
+                }
+                catch
+                {
+                    memory.Dispose();
+                    throw;
+                }
+            }
         }
         catch (InvalidDataException e)
         {

@@ -22,6 +22,12 @@ public sealed record SnapshotResult
     public required TimeSpan PausedFor { get; init; }
 
     public required TimeSpan Elapsed { get; init; }
+
+    /// <summary>For a diff snapshot, the base it applies to (the VM's previous snapshot); null for a full one.</summary>
+    public string? BaseDirectory { get; init; }
+
+    /// <summary>For a diff snapshot, how many 4 KiB pages it holds (dirtied since its base); null for a full one.</summary>
+    public int? DiffPages { get; init; }
 }
 
 /// <summary>
@@ -51,13 +57,29 @@ public static class SnapshotWriter
     /// With <paramref name="resume"/> the VM runs afterwards; without, it stays paused. Throws
     /// <see cref="SnapshotException"/> (DirectoryExists, NotFound, InvalidVmState, DiskFull, IoError, KvmStateRejected).
     /// </summary>
-    public static SnapshotResult Create(MicroVm vm, string directory, bool resume, TimeSpan? pauseTimeout = null)
+    /// <remarks>
+    /// Diff snapshots: a full snapshot with <paramref name="trackDirty"/> turns on dirty-page tracking for
+    /// the VM (KVM's dirty log for the guest's writes, <see cref="GuestMemory.StartDirtyTracking"/> for the
+    /// host's). Then <paramref name="diff"/> writes only the pages dirtied since the VM's previous snapshot
+    /// (full or diff) and a <c>diff</c> file naming that snapshot as its base; a diff without tracking on
+    /// throws InvalidVmState. While tracking is on, every snapshot restarts it (a full one becomes the new base).
+    /// </remarks>
+    public static SnapshotResult Create(MicroVm vm, string directory, bool resume, TimeSpan? pauseTimeout = null, bool diff = false, bool trackDirty = false)
     {
         ArgumentNullException.ThrowIfNull(vm);
-        lock (s_locks.GetValue(vm.Machine, _ => new Lock())) return CreateLocked(vm, directory, resume, pauseTimeout);
+        lock (s_locks.GetValue(vm.Machine, _ => new Lock())) return CreateLocked(vm, directory, resume, pauseTimeout, diff, trackDirty);
     }
 
-    private static SnapshotResult CreateLocked(MicroVm vm, string directory, bool resume, TimeSpan? pauseTimeout)
+    /// <summary>Per VM with dirty tracking on: the snapshot the next diff applies to (null until one succeeds).</summary>
+    private sealed class DiffBase
+    {
+        public string? Directory;
+        public ulong Crc;
+    }
+
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<VirtualMachine, DiffBase> s_bases = new();
+
+    private static SnapshotResult CreateLocked(MicroVm vm, string directory, bool resume, TimeSpan? pauseTimeout, bool diff, bool trackDirty)
     {
         long start = Stopwatch.GetTimestamp();
         string target = Path.GetFullPath(directory.TrimEnd('/') is { Length: > 0 } d ? d : directory);
@@ -74,6 +96,11 @@ public static class SnapshotWriter
             || (vm.Vsock is { } vs && !vm.StatefulDevices.Any(d => ReferenceEquals(d.Device, vs.Transport))))
             throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch,
                 $"cannot snapshot: this VM has virtio device(s) that snapshots do not cover yet (only [{string.Join(", ", vm.StatefulDevices.Select(d => d.Descriptor))}])");
+        var diffBase = s_bases.TryGetValue(machine, out var b) ? b : null;
+        if (diff && (!machine.DirtyLogging || diffBase?.Directory is null))
+            throw new SnapshotException(SnapshotErrorReason.InvalidVmState,
+                "cannot take a diff snapshot: dirty-page tracking is not on for this VM (take a full snapshot with trackDirty first)");
+        bool track = diff || trackDirty || machine.DirtyLogging;
         var before = machine.State;
         if (before is not (VmState.Running or VmState.Paused))
             throw new SnapshotException(SnapshotErrorReason.InvalidVmState, $"cannot snapshot a VM that is {before.ToString().ToLowerInvariant()}: it must be running or paused");
@@ -92,17 +119,40 @@ public static class SnapshotWriter
         long pausedAt = Stopwatch.GetTimestamp();
         string temp = Path.Combine(parent, $".{Path.GetFileName(target)}.partial-{Environment.ProcessId}-{Guid.NewGuid():N}");
         bool ok = false;
+        DiffInfo? diffInfo = null;
+        string? baseDir = diffBase?.Directory;
         try
         {
             var state = Capture(vm);
+            if (track && !diff)
+            {
+                // A full snapshot is the new base: start counting dirty pages from here (the VM is paused).
+                if (diffBase is not null) diffBase.Directory = null;
+                RestartTracking(machine);
+            }
+            else if (diff)
+            {
+                // Reading KVM's log clears it: from here until success the pages live only in diffInfo
+                // (the catch below hands them back to the host bitmap if the snapshot fails).
+                diffInfo = new DiffInfo(machine.Memory.TotalSize, diffBase!.Crc, baseDir!, CollectDirtyPages(machine));
+            }
             System.IO.Directory.CreateDirectory(temp);
-            ulong written = WriteMemory(machine.Memory, Path.Combine(temp, MemoryFileName));
+            ulong written = diffInfo is null
+                ? WriteMemory(machine.Memory, Path.Combine(temp, MemoryFileName))
+                : WriteDiffMemory(machine.Memory, diffInfo.Pages, Path.Combine(temp, MemoryFileName));
             var bytes = SnapshotFormat.Encode(state);
             WriteFileDurably(Path.Combine(temp, StateFileName), bytes);
+            if (diffInfo is not null) WriteFileDurably(Path.Combine(temp, DiffInfo.FileName), diffInfo.Encode());
             FileSystem.SyncDirectory(temp);
             FileSystem.RenameNoReplace(temp, target);
             FileSystem.SyncDirectory(parent);
             ok = true;
+            if (track)
+            {
+                var next = s_bases.GetValue(machine, _ => new DiffBase());
+                next.Directory = target;
+                next.Crc = DiffInfo.StateCrc(bytes);
+            }
             var result = new SnapshotResult
             {
                 Directory = target,
@@ -111,6 +161,8 @@ public static class SnapshotWriter
                 StateFileBytes = bytes.Length,
                 PausedFor = resume || before == VmState.Running ? Stopwatch.GetElapsedTime(pausedAt) : TimeSpan.Zero,
                 Elapsed = Stopwatch.GetElapsedTime(start),
+                BaseDirectory = diffInfo is null ? null : baseDir,
+                DiffPages = diffInfo?.PageCount,
             };
             machine.Logger.LogInformation("snapshot {Dir}: {Written} KiB of {Total} MiB guest memory written, state {State} bytes, vCPUs paused {Paused:F1} ms",
                 target, written / 1024, result.MemoryBytes / MemoryLayout.MiB, bytes.Length, Stopwatch.GetElapsedTime(pausedAt).TotalMilliseconds);
@@ -134,6 +186,8 @@ public static class SnapshotWriter
         }
         finally
         {
+            if (!ok && diffInfo is not null) GiveBack(machine.Memory, diffInfo.Pages);
+            else if (!ok && diff && diffBase is not null) diffBase.Directory = null; // the dirty log may be half read: next must be full
             if (!ok) TryDelete(temp, machine.Logger);
             // A failed snapshot leaves the VM as it found it; a successful one resumes on request.
             bool resumeVm = machine.State == VmState.Paused && (ok ? resume : before == VmState.Running);
@@ -145,6 +199,79 @@ public static class SnapshotWriter
             }
             if (resumeVm) machine.Resume();
         }
+    }
+
+    /// <summary>Turns on (or clears) KVM's dirty log and the host write bitmap: from now on, writes count toward the next diff.</summary>
+    private static void RestartTracking(VirtualMachine machine)
+    {
+        if (!machine.DirtyLogging) machine.SetDirtyLogging(true); // a fresh log starts clear
+        else
+        {
+            foreach (var region in machine.Memory.Regions)
+                machine.TakeDirtyLog(region, new ulong[DiffInfo.Words(region.Size)]);
+        }
+        machine.Memory.StartDirtyTracking();
+    }
+
+    /// <summary>The pages written since the last snapshot (KVM's log ∪ host writes), as a memory-file page bitmap; clears both.</summary>
+    private static ulong[] CollectDirtyPages(VirtualMachine machine)
+    {
+        var memory = machine.Memory;
+        var pages = new ulong[DiffInfo.Words(memory.TotalSize)];
+        ulong regionOffset = 0;
+        foreach (var region in memory.Regions)
+        {
+            var map = new ulong[DiffInfo.Words(region.Size)];
+            machine.TakeDirtyLog(region, map);
+            if (!memory.TakeDirtyPages(region, map)) memory.StartDirtyTracking();
+            ulong first = regionOffset / MemoryLayout.PageSize, count = region.Size / MemoryLayout.PageSize;
+            for (ulong p = 0; p < count; p++)
+            {
+                if ((map[p / 64] & (1UL << (int)(p % 64))) != 0) pages[(first + p) / 64] |= 1UL << (int)((first + p) % 64);
+            }
+            regionOffset += region.Size;
+        }
+        return pages;
+    }
+
+    /// <summary>A failed diff: its pages go back into the host bitmap so the next diff still covers them.</summary>
+    private static void GiveBack(GuestMemory memory, ulong[] pages)
+    {
+        ulong regionOffset = 0;
+        foreach (var region in memory.Regions)
+        {
+            ulong first = regionOffset / MemoryLayout.PageSize;
+            foreach (var (start, count) in DiffRestore.Runs(pages, first, region.Size / MemoryLayout.PageSize))
+                memory.MarkDirty(region.GuestAddress + (start - first) * MemoryLayout.PageSize, count * MemoryLayout.PageSize);
+            regionOffset += region.Size;
+        }
+    }
+
+    /// <summary>Writes the pages of <paramref name="pages"/> (zero ones too) at their offsets into a full-size sparse file. Returns the bytes written.</summary>
+    internal static ulong WriteDiffMemory(GuestMemory memory, ulong[] pages, string path)
+    {
+        ulong written = 0;
+        using var file = File.OpenHandle(path, FileMode.CreateNew, FileAccess.Write, FileShare.None);
+        ulong regionOffset = 0;
+        foreach (var region in memory.Regions)
+        {
+            ulong first = regionOffset / MemoryLayout.PageSize;
+            foreach (var (start, count) in DiffRestore.Runs(pages, first, region.Size / MemoryLayout.PageSize))
+            {
+                for (ulong done = 0; done < count; done += ChunkBytes / Page)
+                {
+                    int n = (int)Math.Min((ulong)(ChunkBytes / Page), count - done);
+                    ulong gpa = region.GuestAddress + (start - first + done) * MemoryLayout.PageSize;
+                    RandomAccess.Write(file, memory.GetReadOnlySpan(gpa, n * Page), (long)((start + done) * MemoryLayout.PageSize));
+                    written += (ulong)(n * Page);
+                }
+            }
+            regionOffset += region.Size;
+        }
+        RandomAccess.SetLength(file, (long)memory.TotalSize);
+        FileSystem.Sync(file, path);
+        MakeReadOnly(path);
+        return written;
     }
 
     /// <summary>Reads every piece of state of a paused (or not yet started) VM. No files are touched.</summary>
@@ -199,7 +326,7 @@ public static class SnapshotWriter
                 {
                     ulong gpa = runGpa + done;
                     int length = (int)Math.Min((ulong)ChunkBytes, runLength - done);
-                    var chunk = memory.GetSpan(gpa, length);
+                    var chunk = memory.GetReadOnlySpan(gpa, length);
                     long fileOffset = (long)(regionOffset + (gpa - region.GuestAddress));
                     written += WriteNonZeroPages(file, chunk, fileOffset);
                 }

@@ -99,6 +99,30 @@ public sealed class VirtualMachine : IDisposable
     internal bool PauseRequested => _pauseRequested;
     internal bool StopRequested => _stopRequested;
 
+    /// <summary>Whether KVM logs the guest's writes to RAM (KVM_MEM_LOG_DIRTY_PAGES on every memory slot), for diff snapshots.</summary>
+    public bool DirtyLogging { get; private set; }
+
+    /// <summary>Turns KVM's dirty-page logging on or off for every RAM slot (re-registers the slots with the flag).</summary>
+    public void SetDirtyLogging(bool enabled)
+    {
+        uint flags = enabled ? FireSharp.Kvm.Interop.KvmConstants.KVM_MEM_LOG_DIRTY_PAGES : 0;
+        foreach (var region in Memory.Regions)
+            Kvm.SetUserMemoryRegion((uint)region.Slot, region.GuestAddress, region.Size, region.HostAddress, flags);
+        DirtyLogging = enabled;
+    }
+
+    /// <summary>
+    /// KVM_GET_DIRTY_LOG for <paramref name="region"/>: ORs into <paramref name="into"/> the pages the guest
+    /// wrote since the last call (bit i = page i of the region) and clears KVM's log. Needs <see cref="DirtyLogging"/>.
+    /// </summary>
+    public void TakeDirtyLog(GuestRegion region, Span<ulong> into)
+    {
+        int words = (int)((region.Size / MemoryLayout.PageSize + 63) / 64);
+        var log = new ulong[words];
+        Kvm.GetDirtyLog((uint)region.Slot, log);
+        for (int i = 0; i < words; i++) into[i] |= log[i];
+    }
+
     /// <summary>Validates options, opens KVM and creates the VM, memory, irqchip and vCPUs (not yet running).</summary>
     public static VirtualMachine Create(MachineOptions options) => CreateCore(options, null, null);
 

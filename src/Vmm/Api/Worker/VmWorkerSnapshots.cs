@@ -62,7 +62,7 @@ public sealed partial class VmWorker
         SnapshotResult result;
         try
         {
-            result = SnapshotWriter.Create(vm, t.Dir, t.Resume);
+            result = SnapshotWriter.Create(vm, t.Dir, t.Resume, diff: t.Diff, trackDirty: t.TrackDirty);
         }
         catch (SnapshotException e)
         {
@@ -86,6 +86,8 @@ public sealed partial class VmWorker
                 StateFileBytes = result.StateFileBytes,
                 DurationMs = result.Elapsed.TotalMilliseconds,
                 PausedMs = result.PausedFor.TotalMilliseconds,
+                BaseDir = result.BaseDirectory ?? "",
+                DiffPages = (uint)(result.DiffPages ?? 0),
             },
         };
     }
