@@ -220,7 +220,9 @@ public static class SnapshotRestore
             bool overridden = overrides.DrivePaths.TryGetValue(descriptor.Id, out var newPath);
             var drive = overridden ? saved with { Path = newPath! } : saved;
             string origin = overridden ? $"the override's image {drive.Path}" : $"its image {drive.Path}";
+            // A drive path may be a symlink (build/guest/rootfs.ext4 is one): its target's size is the drive's.
             var info = new FileInfo(drive.Path);
+            if (info.LinkTarget is not null && info.ResolveLinkTarget(returnFinalTarget: true) is FileInfo target) info = target;
             if (!info.Exists)
                 throw new SnapshotException(overridden ? SnapshotErrorReason.DeviceSetMismatch : SnapshotErrorReason.NotFound,
                     $"drive '{descriptor.Id}' of {snapshot.Directory}: {origin} does not exist");

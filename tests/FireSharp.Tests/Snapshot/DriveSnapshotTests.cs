@@ -148,6 +148,15 @@ public class DriveSnapshotTests : IDisposable
         // ... or is gone.
         File.Delete(rw);
         Refused(RestoreOverrides.Default, SnapshotErrorReason.NotFound, "'data'", rw);
+        // A symlink is judged by its target's size (the link itself is a few bytes).
+        string target = Image(other, "target.img", 1 << 20), link = Path.Combine(other, "link.img");
+        File.CreateSymbolicLink(link, target);
+        using (var linked = MicroVm.Restore(snap, new RestoreOverrides { Resume = false, DrivePaths = new Dictionary<string, string> { ["data"] = link } }))
+            Assert.Equal(link, linked.Virtio.Drives[0].Path);
+        string smallLink = Path.Combine(other, "small-link.img");
+        File.CreateSymbolicLink(smallLink, small);
+        Refused(new RestoreOverrides { DrivePaths = new Dictionary<string, string> { ["data"] = smallLink } },
+            SnapshotErrorReason.DeviceSetMismatch, "524288 bytes");
         // With a good copy it restores.
         string good = Image(other, "good.img", 1 << 20);
         using var vm = MicroVm.Restore(snap, new RestoreOverrides { Resume = false, DrivePaths = new Dictionary<string, string> { ["data"] = good } });
