@@ -26,10 +26,12 @@ internal static class SnapshotCommands
         var id = new Argument<string>("vm-id") { Description = "the VM to snapshot (running or paused)" };
         var dir = new Argument<string>("dir") { Description = "the snapshot directory to create (must not exist)" };
         var resume = new Option<bool>("--resume") { Description = "resume the VM afterwards (otherwise it stays paused)" };
-        var command = new Command("create", "snapshot a VM into a new directory") { id, dir, resume };
+        var diff = new Option<bool>("--diff") { Description = "write only the pages dirtied since this VM's previous snapshot (its base, which must stay in place); needs --track-dirty on an earlier snapshot" };
+        var trackDirty = new Option<bool>("--track-dirty") { Description = "start tracking dirty pages at this snapshot, so later ones can be --diff" };
+        var command = new Command("create", "snapshot a VM into a new directory") { id, dir, resume, diff, trackDirty };
         command.SetAction((parse, ct) => VmClientCommands.CallAsync(parse, ct, async (client, options) =>
         {
-            var request = new CreateSnapshotRequest { Id = parse.GetValue(id)!, Dir = Path.GetFullPath(parse.GetValue(dir)!), Resume = parse.GetValue(resume) };
+            var request = new CreateSnapshotRequest { Id = parse.GetValue(id)!, Dir = Path.GetFullPath(parse.GetValue(dir)!), Resume = parse.GetValue(resume), Diff = parse.GetValue(diff), TrackDirty = parse.GetValue(trackDirty) };
             var info = await client.CreateSnapshotAsync(request, options);
             if (parse.GetValue(VmClientCommands.Json))
             {
@@ -40,6 +42,8 @@ internal static class SnapshotCommands
                 "snapshot {0}: {1} MiB of memory ({2} MiB written), state {3} bytes, {4:F1} ms (vCPUs paused {5:F1} ms); VM {6} is {7}",
                 info.Dir, info.MemoryBytes / (1024 * 1024), info.MemoryBytesWritten / (1024 * 1024), info.StateFileBytes,
                 info.DurationMs, info.PausedMs, info.Vm?.Id, info.Vm is { } vm ? VmClientCommands.Name(vm.State) : "?"));
+            if (info.BaseDir.Length > 0)
+                Console.WriteLine(string.Format(CultureInfo.InvariantCulture, "diff of {0}: {1} pages", info.BaseDir, info.DiffPages));
         }));
         return command;
     }

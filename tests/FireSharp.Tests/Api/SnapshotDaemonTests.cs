@@ -22,7 +22,7 @@ public sealed class SnapshotDaemonTests(ITestOutputHelper output)
         string snap = Path.Combine(d.StateDir, "snap");
         string[] cli = ["snapshot", "--socket", d.Socket, "--json"];
 
-        var (code, json, err) = await DaemonUnderTest.RunCliAsync([.. cli, "create", "src", snap]);
+        var (code, json, err) = await DaemonUnderTest.RunCliAsync([.. cli, "create", "src", snap, "--track-dirty"]);
         Assert.True(code == 0, err);
         using (var doc = JsonDocument.Parse(json))
         {
@@ -60,6 +60,12 @@ public sealed class SnapshotDaemonTests(ITestOutputHelper output)
         Assert.Contains("InvalidArgument", err);
         Assert.Equal(["clone", "src"], (await d.Client.ListVmsAsync(new ListVmsRequest())).Vms.Select(v => v.Id));
         Assert.Equal(2, d.WorkerPids().Count);
+
+        // A diff on top of the --track-dirty snapshot names its base.
+        (code, json, err) = await DaemonUnderTest.RunCliAsync([.. cli, "create", "src", snap + "-diff", "--diff", "--resume"]);
+        Assert.True(code == 0, err);
+        using (var doc = JsonDocument.Parse(json))
+            Assert.Equal(snap, doc.RootElement.GetProperty("baseDir").GetString());
 
         foreach (var id in (string[])["clone", "src"]) await d.Client.DeleteVmAsync(new DeleteVmRequest { Id = id, Force = true });
         Assert.False(ProcInfo.IsAlive(clone.WorkerPid));
