@@ -46,7 +46,7 @@ internal sealed class FunctionSession
 {
     /// <summary>
     /// The largest response or error document a runtime may post: Lambda's 6 MB, but here also what
-    /// fits in one agent frame (4 MiB) with room for the rest of the reply (64 KiB).
+    /// fits in one agent frame (8 MiB) with room for the rest of the reply (64 KiB).
     /// </summary>
     public const int MaxResponseBytes = LambdaMaxResponseBytes < FrameRoom ? LambdaMaxResponseBytes : FrameRoom;
     private const int LambdaMaxResponseBytes = 6 * 1024 * 1024;

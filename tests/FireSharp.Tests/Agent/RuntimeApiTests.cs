@@ -297,11 +297,24 @@ public sealed class RuntimeApiTests(RuntimeAgent fixture, ITestOutputHelper outp
     }
 
     [SkippableFact]
+    public async Task A_five_megabyte_response_arrives_whole()
+    {
+        // Under Lambda's 6 MB: it travels in one agent frame.
+        await using var client = await StartAsync(fixture.NewFunction("""
+            handler() { printf '"'; head -c 5000000 /dev/zero | tr '\000' a; printf '"'; }
+            """));
+        var reply = await client.InvokeFunctionAsync(RuntimeAgent.Invocation("{}"), Deadline());
+        Assert.Equal(InvokeStatus.Success, reply.Status);
+        Assert.Equal(5_000_002, reply.Payload.Length);
+        await client.ShutdownFunctionAsync(new FunctionShutdownRequest(), Deadline());
+    }
+
+    [SkippableFact]
     public async Task A_response_too_large_for_a_frame_is_a_response_size_error()
     {
-        // Lambda allows 6 MB; an agent frame carries 4 MiB, so 4.5 MB is already too large here.
+        // Lambda allows 6 MB (6291456 bytes); 6.5 MB is too large.
         await using var client = await StartAsync(fixture.NewFunction("""
-            handler() { printf '"'; head -c 4500000 /dev/zero | tr '\000' a; printf '"'; }
+            handler() { printf '"'; head -c 6500000 /dev/zero | tr '\000' a; printf '"'; }
             """));
         var reply = await client.InvokeFunctionAsync(RuntimeAgent.Invocation("{}"), Deadline());
         Assert.Equal(InvokeStatus.FunctionError, reply.Status);

@@ -16,8 +16,8 @@ public static class AgentProtocol
     /// <summary>Bytes of the little-endian length that precedes every frame.</summary>
     public const int HeaderBytes = 4;
 
-    /// <summary>The largest frame payload either end accepts: 4 MiB.</summary>
-    public const int MaxFrameBytes = 4 << 20;
+    /// <summary>The largest frame payload either end accepts: 8 MiB (a 6 MB Lambda payload or response and its envelope).</summary>
+    public const int MaxFrameBytes = 8 << 20;
 
     /// <summary>The largest file WriteFile/ReadFile move: 1 MiB.</summary>
     public const int MaxFileBytes = 1 << 20;
