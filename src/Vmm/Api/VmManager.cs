@@ -593,6 +593,15 @@ public sealed partial class VmManager : IAsyncDisposable
                 _ => vm.State,
             };
             if (next == VmState.Running && vm.StartedAt is null) vm.StartedAt = Now();
+            // A guest can end before the worker's RUNNING status is applied (that status is then older
+            // than the exit). Anything but a host stop means the vCPUs ran: say so first, in order.
+            if (next is VmState.Stopped or VmState.Failed && vm.State == VmState.Created && entry.Announced
+                && ParseExitKind(status.ExitKind) != ExitKind.Stopped)
+            {
+                vm.State = VmState.Running;
+                vm.StartedAt ??= Now();
+                Events.Publish(Event(EventType.StateChanged, entry, $"now {Describe(VmState.Running)}"));
+            }
             if (next != vm.State)
             {
                 vm.State = next;
