@@ -52,8 +52,9 @@ test-fast: deps guests examples
 test-slow: deps guests kernel rootfs examples
 	FIRESHARP_TEST_FILTER='Category=Slow' bash tests/run-tests.sh
 
-bench: deps build guests portio-runner
+bench: deps build guests portio-runner kernel rootfs
 	bash tests/bench/run-bench.sh
+	@$(MAKE) --no-print-directory bench-fn
 
 bench-boot: deps build kernel rootfs
 	bash tests/bench/bench-boot.sh
