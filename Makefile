@@ -16,7 +16,7 @@ help:
 	@echo "make run        build what is missing and boot the default guest (shows FireSharp doing its job)"
 	@echo "make test       the full test suite (fast + slow real-guest tests)"
 	@echo "make test-fast  unit tests and tiny-guest KVM tests only"
-	@echo "make bench      side-by-side benchmarks P1-P6 (QEMU, the C reference runner); bench-boot, bench-api"
+	@echo "make bench      side-by-side benchmarks P1-P6 (QEMU, the C reference runner), then P7 + cold starts (bench-fn); bench-boot, bench-api"
 	@echo "make build      NativeAOT publish of the firesharp binary to $(BIN)"
 	@echo "make guests     tiny test guests (GNU as) into build/guests"
 	@echo "make deps       apt packages and the .NET restore (idempotent)"
