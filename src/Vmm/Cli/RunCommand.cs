@@ -82,11 +82,11 @@ internal static class RunCommand
             Drives = driveSpecs,
             Vsock = vsockSpec,
             NetworkInterfaces = netSpecs,
-        }, parse.GetValue(serial)!, parse.GetValue(logLevel), snapshotOptions.Parse(parse), parse.GetValue(kernel)));
+        }, parse.GetValue(serial)!, parse.GetValue(logLevel), snapshotOptions.Parse(parse), parse.GetValue(kernel), parse.GetValue(agent)));
         return command;
     }
 
-    private static int Execute(VmSpec spec, string serialTarget, LogLevel level, RunSnapshotOptions.Settings snap, string? kernelOption)
+    private static int Execute(VmSpec spec, string serialTarget, LogLevel level, RunSnapshotOptions.Settings snap, string? kernelOption, bool watchAgent)
     {
         long start = Stopwatch.GetTimestamp();
         if (snap.Validate(kernelOption) is { } usage) return Fail(ExitBadInput, usage);
@@ -130,8 +130,8 @@ internal static class RunCommand
             StartInputPump(vm.Serial);
             var snapshotFailed = new StrongBox<bool>();
             snap.StartWatchers(vm, logger, restoreStart, snapshotFailed);
-            using var agentReady = spec.Cmdline is { } c && c.Contains(AgentBootConfig.StartKey + "=1", StringComparison.Ordinal) && spec.Vsock is { } v
-                ? WatchAgentReady(v.UdsPath, logger, start) : null;
+            // Only with --agent: a caller that put firesharp.agent=1 in --cmdline may listen for the report itself.
+            using var agentReady = watchAgent && spec.Vsock is { } v ? WatchAgentReady(v.UdsPath, logger, start) : null;
             if (!vm.IsRestored) vm.Start(); // a restore resumes the vCPUs itself
             RipSampler.StartIfRequested(vm.Machine);
             var exit = vm.Exited.GetAwaiter().GetResult();
@@ -165,7 +165,7 @@ internal static class RunCommand
         {
             listener = AgentReadyListener.Bind(path);
         }
-        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
+        catch (Exception e) when (e is AgentException or IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
         {
             logger.LogWarning("cannot listen for the agent's ready report at {Path}: {Message}", path, e.Message);
             return null;
