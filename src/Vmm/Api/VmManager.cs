@@ -170,11 +170,7 @@ public sealed partial class VmManager : IAsyncDisposable
             }
             catch
             {
-                // Nothing half-created: the worker, its files and the id all go.
-                await RetireSessionAsync(entry).ConfigureAwait(false);
-                lock (entry.Gate) entry.Deleted = true;
-                TryDeleteDirectory(entry.Dir);
-                _vms.TryRemove(new KeyValuePair<string, VmEntry>(id, entry));
+                await AbandonAsync(id, entry).ConfigureAwait(false);
                 throw;
             }
             Log.Created(_logger, id, request.Spec.Machine.MemMib, request.Spec.Machine.Vcpus);
@@ -619,6 +615,15 @@ public sealed partial class VmManager : IAsyncDisposable
     }
 
     // ---------------------------------------------------------------- helpers
+
+    /// <summary>Undoes a create or restore that failed: nothing half-created stays (the worker, its files and the id all go).</summary>
+    private async Task AbandonAsync(string id, VmEntry entry)
+    {
+        await RetireSessionAsync(entry).ConfigureAwait(false);
+        lock (entry.Gate) entry.Deleted = true;
+        TryDeleteDirectory(entry.Dir);
+        _vms.TryRemove(new KeyValuePair<string, VmEntry>(id, entry));
+    }
 
     private VmEntry Find(string id)
     {

@@ -120,10 +120,7 @@ public sealed partial class VmManager
             }
             catch
             {
-                await RetireSessionAsync(entry).ConfigureAwait(false);
-                lock (entry.Gate) entry.Deleted = true;
-                TryDeleteDirectory(entry.Dir);
-                _vms.TryRemove(new KeyValuePair<string, VmEntry>(id, entry));
+                await AbandonAsync(id, entry).ConfigureAwait(false);
                 throw;
             }
             Log.Created(_logger, id, spec.Machine.MemMib, spec.Machine.Vcpus);
