@@ -73,31 +73,8 @@ internal sealed class FunctionTestServer : IAsyncDisposable
         _app.MapFunctions();
         if (File.Exists(Options.Socket)) File.Delete(Options.Socket);
         await _app.StartAsync().WaitAsync(TimeSpan.FromSeconds(60));
-        Channel = UnixChannel(Options.Socket);
+        Channel = DaemonChannel.ForUnixSocket(Options.Socket); // takes 6 MB function payloads
         Client = new FunctionService.FunctionServiceClient(Channel);
-    }
-
-    /// <summary>
-    /// As <see cref="DaemonChannel.ForUnixSocket"/>, but accepting replies up to FunctionService's limit (a 6 MB
-    /// payload): the default 4 MiB would refuse large function responses on the client side.
-    /// </summary>
-    private static GrpcChannel UnixChannel(string socketPath)
-    {
-        var handler = new System.Net.Http.SocketsHttpHandler
-        {
-            ConnectCallback = async (_, ct) =>
-            {
-                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
-                await socket.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(socketPath), ct);
-                return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
-            },
-        };
-        return GrpcChannel.ForAddress("http://localhost", new GrpcChannelOptions
-        {
-            HttpHandler = handler,
-            DisposeHttpClient = true,
-            MaxReceiveMessageSize = FunctionServices.MaxMessageBytes,
-        });
     }
 
     /// <summary>Stops the server (the pool shuts its VMs down) and starts a new one on the same state directory.</summary>
