@@ -30,18 +30,28 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "deps: apt packages present"; fi
 	$(DOTNET) restore FireSharp.sln
-	$(DOTNET) restore src/Vmm/Vmm.csproj -r linux-x64
+	$(DOTNET) restore src/Cli/FireSharp.Cli.csproj -r linux-x64
+	$(DOTNET) restore src/Worker/FireSharp.Worker.csproj -r linux-x64
 
 restore:
 	$(DOTNET) restore FireSharp.sln
 
-VMM_SOURCES := $(shell find src/Vmm -name '*.cs' -o -name '*.csproj' 2>/dev/null) Directory.Build.props
+# Host sources: every project under src/ but the guest agent, without build output (obj/, bin/).
+HOST_SOURCES := $(shell find src -path src/Agent -prune -o \( -name obj -o -name bin \) -prune -o \
+                  \( -name '*.cs' -o -name '*.csproj' -o -name '*.proto' \) -print 2>/dev/null) \
+                Directory.Build.props Directory.Packages.props
+WORKER_BIN := build/firesharp-vmm
 
-build: $(BIN)
-$(BIN): $(VMM_SOURCES) | deps
-	$(DOTNET) publish src/Vmm/Vmm.csproj -c $(CONFIGURATION) -r linux-x64 -o build/publish --nologo -v quiet
+# build/firesharp (the CLI and daemon) and build/firesharp-vmm (the slim per-VM worker), both NativeAOT.
+build: $(BIN) $(WORKER_BIN)
+$(BIN): $(HOST_SOURCES) | deps
+	$(DOTNET) publish src/Cli/FireSharp.Cli.csproj -c $(CONFIGURATION) -r linux-x64 -o build/publish --nologo -v quiet
 	@mkdir -p build && cp build/publish/firesharp $(BIN)
 	@echo "built $(BIN) ($$(du -h $(BIN) | cut -f1))"
+$(WORKER_BIN): $(HOST_SOURCES) | deps
+	$(DOTNET) publish src/Worker/FireSharp.Worker.csproj -c $(CONFIGURATION) -r linux-x64 -o build/publish-vmm --nologo -v quiet
+	@mkdir -p build && cp build/publish-vmm/firesharp-vmm $(WORKER_BIN)
+	@echo "built $(WORKER_BIN) ($$(du -h $(WORKER_BIN) | cut -f1))"
 
 test: deps guests kernel rootfs examples
 	FIRESHARP_TEST_FILTER= bash tests/run-tests.sh
@@ -49,7 +59,7 @@ test: deps guests kernel rootfs examples
 test-fast: deps guests examples
 	FIRESHARP_TEST_FILTER='Category!=Slow' bash tests/run-tests.sh
 
-test-slow: deps guests kernel rootfs examples
+test-slow: deps build guests kernel rootfs examples
 	FIRESHARP_TEST_FILTER='Category=Slow' bash tests/run-tests.sh
 
 bench: deps build guests portio-runner kernel rootfs

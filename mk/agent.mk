@@ -15,8 +15,8 @@
 AGENT_BIN := build/agent/firesharp-agent
 AGENT_ROOT := build/agent-root
 AGENT_SOURCES := $(shell find src/Agent -name '*.cs' -o -name '*.csproj' -o -name '50-firesharp-agent' 2>/dev/null | grep -v '/obj/\|/bin/') \
-                 src/Proto/agent.proto src/Vmm/Api/Agent/AgentProtocol.cs src/Vmm/Api/Agent/AgentFraming.cs \
-                 src/Vmm/Api/Agent/AgentBootConfig.cs Directory.Build.props
+                 $(shell find src/Agent.Protocol -name '*.cs' -o -name '*.csproj' 2>/dev/null | grep -v '/obj/\|/bin/') \
+                 src/Proto/agent.proto Directory.Build.props Directory.Packages.props
 
 .PHONY: agent agent-root agent-clean
 

@@ -8,14 +8,12 @@ DESTDIR ?=
 SYSTEMD_UNIT_DIR ?= /etc/systemd/system
 .PHONY: install uninstall daemon-demo bench-api
 
-# build/firesharp also depends on the .proto files (the top-level rule lists only src/Vmm).
-$(BIN): $(shell find src/Proto -name '*.proto' 2>/dev/null)
-
-# The real-daemon tests start build/firesharp (serve and vmm): build it before testing.
-test test-fast: build
+# The real-daemon tests start build/firesharp (serve) and build/firesharp-vmm (workers): build them before testing.
+test test-fast test-slow: build
 
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/firesharp
+	install -D -m 0755 $(WORKER_BIN) $(DESTDIR)$(PREFIX)/bin/firesharp-vmm
 	install -d $(DESTDIR)$(SYSTEMD_UNIT_DIR)
 	sed 's|/usr/local/bin/firesharp|$(PREFIX)/bin/firesharp|' packaging/firesharp.service > $(DESTDIR)$(SYSTEMD_UNIT_DIR)/firesharp.service
 	chmod 0644 $(DESTDIR)$(SYSTEMD_UNIT_DIR)/firesharp.service
@@ -28,7 +26,7 @@ install: build
 
 uninstall:
 	-@[ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && systemctl disable --now firesharp 2>/dev/null || true
-	rm -f $(DESTDIR)$(PREFIX)/bin/firesharp $(DESTDIR)$(SYSTEMD_UNIT_DIR)/firesharp.service
+	rm -f $(DESTDIR)$(PREFIX)/bin/firesharp $(DESTDIR)$(PREFIX)/bin/firesharp-vmm $(DESTDIR)$(SYSTEMD_UNIT_DIR)/firesharp.service
 
 daemon-demo: build guests
 	bash packaging/daemon-demo.sh

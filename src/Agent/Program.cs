@@ -6,7 +6,7 @@ using FireSharp.Agent.Interop;
 using FireSharp.Agent.Processes;
 using FireSharp.Agent.Server;
 using FireSharp.Agent.Transport;
-using FireSharp.Api.Agent;
+using FireSharp.Agent.Protocol;
 using FireSharp.Proto.Agent;
 using Tmds.Linux;
 

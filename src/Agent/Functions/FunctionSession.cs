@@ -50,7 +50,7 @@ internal sealed class FunctionSession
     /// </summary>
     public const int MaxResponseBytes = LambdaMaxResponseBytes < FrameRoom ? LambdaMaxResponseBytes : FrameRoom;
     private const int LambdaMaxResponseBytes = 6 * 1024 * 1024;
-    private const int FrameRoom = FireSharp.Api.Agent.AgentProtocol.MaxFrameBytes - (64 << 10);
+    private const int FrameRoom = FireSharp.Agent.Protocol.AgentProtocol.MaxFrameBytes - (64 << 10);
 
     private readonly object _gate = new();
     private readonly Channel<Invocation> _next = Channel.CreateUnbounded<Invocation>();

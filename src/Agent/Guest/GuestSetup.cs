@@ -1,5 +1,5 @@
 using FireSharp.Agent.Processes;
-using FireSharp.Api.Agent;
+using FireSharp.Agent.Protocol;
 using FireSharp.Proto.Agent;
 using Tmds.Linux;
 

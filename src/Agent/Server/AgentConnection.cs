@@ -2,9 +2,11 @@ using System.Net.Sockets;
 using System.Threading.Channels;
 using FireSharp.Agent.Interop;
 using FireSharp.Agent.Transport;
-using FireSharp.Api.Agent;
+using FireSharp.Agent.Protocol;
 using FireSharp.Proto.Agent;
 using Google.Protobuf;
+
+using FireSharp.Framing;
 
 namespace FireSharp.Agent.Server;
 
@@ -31,8 +33,8 @@ internal sealed class AgentConnection : IAsyncDisposable
     {
         _stream = stream;
         _context = context;
-        _reader = new FrameReader(stream);
-        _writer = new FrameWriter(stream);
+        _reader = new FrameReader(stream, AgentProtocol.MaxFrameBytes);
+        _writer = new FrameWriter(stream, AgentProtocol.MaxFrameBytes);
         _broken = CancellationTokenSource.CreateLinkedTokenSource(context.Stopping.Token);
         _clientGone = CancellationTokenSource.CreateLinkedTokenSource(_broken.Token);
     }
@@ -71,7 +73,7 @@ internal sealed class AgentConnection : IAsyncDisposable
                 switch (result.Status)
                 {
                     case FrameStatus.Frame:
-                        if (!AgentFrames.TryParse(result.Payload.Span, Request.Parser, out var request, out var error))
+                        if (!Frames.TryParse(result.Payload.Span, Request.Parser, out var request, out var error))
                         {
                             Log.Debug("malformed frame: " + error);
                             await SendErrorAsync(0, ErrorCode.MalformedFrame, "malformed frame: " + error).ConfigureAwait(false);

@@ -1,7 +1,9 @@
 using System.Net.Sockets;
 using FireSharp.Agent.Transport;
-using FireSharp.Api.Agent;
+using FireSharp.Agent.Protocol;
 using FireSharp.Proto.Agent;
+
+using FireSharp.Framing;
 
 namespace FireSharp.Agent.Server;
 
@@ -57,7 +59,7 @@ internal sealed class AgentServer(IAgentListener listener, AgentContext context)
     private static async Task RejectAsync(Socket socket)
     {
         using var stream = new SocketStream(socket);
-        using var writer = new FrameWriter(stream);
+        using var writer = new FrameWriter(stream, AgentProtocol.MaxFrameBytes);
         try
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(1));

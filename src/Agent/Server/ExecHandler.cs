@@ -2,7 +2,7 @@ using System.Buffers;
 using System.Diagnostics;
 using System.Net.Sockets;
 using FireSharp.Agent.Processes;
-using FireSharp.Api.Agent;
+using FireSharp.Agent.Protocol;
 using FireSharp.Proto.Agent;
 using Tmds.Linux;
 

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 using FireSharp.Agent.Interop;
-using FireSharp.Api.Agent;
+using FireSharp.Agent.Protocol;
 using FireSharp.Proto.Agent;
 using Google.Protobuf;
 using Tmds.Linux;

@@ -1,5 +1,5 @@
 using System.Globalization;
-using FireSharp.Api.Agent;
+using FireSharp.Agent.Protocol;
 
 namespace FireSharp.Agent.Transport;
 

@@ -1,6 +1,8 @@
 using System.Net.Sockets;
-using FireSharp.Api.Agent;
+using FireSharp.Agent.Protocol;
 using FireSharp.Proto.Agent;
+
+using FireSharp.Framing;
 
 namespace FireSharp.Agent.Transport;
 
@@ -21,7 +23,7 @@ internal static class ReadyReporter
             {
                 using var socket = await ConnectAsync(endpoint, cancellationToken).ConfigureAwait(false);
                 await using var stream = new SocketStream(socket);
-                using var writer = new FrameWriter(stream);
+                using var writer = new FrameWriter(stream, AgentProtocol.MaxFrameBytes);
                 await writer.WriteAsync(new Response { Ready = ready }, cancellationToken).ConfigureAwait(false);
                 socket.Shutdown(SocketShutdown.Send);
                 // Wait for the host to close (its EOF means it has the frame), briefly.

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using FireSharp.Devices;
+using FireSharp.Kvm.Interop;
 using FireSharp.Memory;
 using FireSharp.Vm;
 using Microsoft.Extensions.Logging;
@@ -144,7 +145,8 @@ public static class SnapshotWriter
             WriteFileDurably(Path.Combine(temp, StateFileName), bytes);
             if (diffInfo is not null) WriteFileDurably(Path.Combine(temp, DiffInfo.FileName), diffInfo.Encode());
             FileSystem.SyncDirectory(temp);
-            FileSystem.RenameNoReplace(temp, target);
+            if (!FileSystem.TryRenameNoReplace(temp, target))
+                throw new SnapshotException(SnapshotErrorReason.DirectoryExists, $"snapshot directory {target} already exists");
             FileSystem.SyncDirectory(parent);
             ok = true;
             if (track)

@@ -107,7 +107,7 @@ public sealed class VirtualMachine : IDisposable
     {
         uint flags = enabled ? FireSharp.Kvm.Interop.KvmConstants.KVM_MEM_LOG_DIRTY_PAGES : 0;
         foreach (var region in Memory.Regions)
-            Kvm.SetUserMemoryRegion((uint)region.Slot, region.GuestAddress, region.Size, region.HostAddress, flags);
+            Kvm.SetUserMemoryRegion(region, flags);
         DirtyLogging = enabled;
     }
 
@@ -208,7 +208,7 @@ public sealed class VirtualMachine : IDisposable
     private void Initialize(IReadOnlyList<kvm_cpuid_entry2[]>? restoredCpuid)
     {
         foreach (var region in Memory.Regions)
-            Kvm.SetUserMemoryRegion((uint)region.Slot, region.GuestAddress, region.Size, region.HostAddress);
+            Kvm.SetUserMemoryRegion(region);
         Kvm.SetTssAddress(TssAddress);
         Kvm.SetIdentityMapAddress(IdentityMapAddress);
         if (Options.InKernelIrqchip)

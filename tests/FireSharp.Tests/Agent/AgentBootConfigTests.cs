@@ -1,5 +1,6 @@
 using CsCheck;
-using FireSharp.Api.Agent;
+using FireSharp.Agent.Protocol;
+using FireSharp.Daemon.Agent;
 
 namespace FireSharp.Tests.Agent;
 

@@ -1,7 +1,10 @@
 using System.Net.Sockets;
 using System.Text;
-using FireSharp.Api.Agent;
+using FireSharp.Agent.Protocol;
+using FireSharp.Daemon.Agent;
 using FireSharp.Tests.Support;
+
+using FireSharp.Framing;
 
 namespace FireSharp.Tests.Agent;
 
@@ -121,7 +124,7 @@ public sealed class AgentConnectTests(SharedAgent shared) : IClassFixture<Shared
         {
             await good.ConnectAsync(new UnixDomainSocketEndPoint(path));
             var ready = new FireSharp.Proto.Agent.Response { Ready = new FireSharp.Proto.Agent.Ready { Port = 52, StartupUs = 7 } };
-            await good.SendAsync(AgentFrames.Encode(ready));
+            await good.SendAsync(Frames.Encode(ready, AgentProtocol.MaxFrameBytes));
             var got = await wait;
             Assert.Equal(52u, got.Port);
             Assert.Equal(7ul, got.StartupUs);

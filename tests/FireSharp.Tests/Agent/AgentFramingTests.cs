@@ -1,8 +1,11 @@
 using System.Buffers.Binary;
 using CsCheck;
-using FireSharp.Api.Agent;
+using FireSharp.Agent.Protocol;
+using FireSharp.Daemon.Agent;
 using FireSharp.Proto.Agent;
 using Google.Protobuf;
+
+using FireSharp.Framing;
 
 namespace FireSharp.Tests.Agent;
 
@@ -63,7 +66,7 @@ public sealed class AgentFramingTests
     {
         Gen.Select(GenRequest.Array[0, 6], Gen.Int[1, 50].Array[0, 8]).Sample((requests, chunks) =>
         {
-            var data = requests.SelectMany(r => AgentFrames.Encode(r)).ToArray();
+            var data = requests.SelectMany(r => Frames.Encode(r, AgentProtocol.MaxFrameBytes)).ToArray();
             var payloads = new List<byte[]>();
             var results = ReadAll(data, chunks, AgentProtocol.MaxFrameBytes, payloads).GetAwaiter().GetResult();
             Assert.Equal(FrameStatus.EndOfStream, results[^1].Status);
@@ -101,7 +104,7 @@ public sealed class AgentFramingTests
             // Every payload, whatever it holds, parses or is refused without an exception.
             foreach (var p in payloads)
             {
-                bool ok = AgentFrames.TryParse(p, Request.Parser, out var request, out var error);
+                bool ok = Frames.TryParse(p, Request.Parser, out var request, out var error);
                 Assert.True(ok ? request is not null : error is not null);
             }
         }, iter: 2000);
@@ -112,17 +115,17 @@ public sealed class AgentFramingTests
     {
         Gen.Byte.Array[0, 300].Sample(bytes =>
         {
-            bool ok = AgentFrames.TryParse(bytes, Request.Parser, out var request, out var error);
+            bool ok = Frames.TryParse(bytes, Request.Parser, out var request, out var error);
             Assert.True(ok ^ (error is not null));
             if (ok) Assert.NotNull(request);
-            AgentFrames.TryParse(bytes, Response.Parser, out _, out _);
+            Frames.TryParse(bytes, Response.Parser, out _, out _);
         }, iter: 5000);
     }
 
     [Fact]
     public async Task Truncated_header_and_payload_are_reported()
     {
-        var frame = AgentFrames.Encode(new Request { Id = 1, Ping = new PingRequest { Payload = ByteString.CopyFromUtf8("abc") } });
+        var frame = Frames.Encode(new Request { Id = 1, Ping = new PingRequest { Payload = ByteString.CopyFromUtf8("abc") } }, AgentProtocol.MaxFrameBytes);
         for (int cut = 1; cut < frame.Length; cut++)
         {
             var payloads = new List<byte[]>();
@@ -137,14 +140,14 @@ public sealed class AgentFramingTests
     {
         var data = new byte[8];
         BinaryPrimitives.WriteUInt32LittleEndian(data, AgentProtocol.MaxFrameBytes + 1u);
-        using var reader = new FrameReader(new MemoryStream(data));
+        using var reader = new FrameReader(new MemoryStream(data), AgentProtocol.MaxFrameBytes);
         var first = await reader.ReadAsync();
         Assert.Equal(FrameStatus.TooLarge, first.Status);
         Assert.Equal(AgentProtocol.MaxFrameBytes + 1L, first.DeclaredLength);
         Assert.Equal(FrameStatus.TooLarge, (await reader.ReadAsync()).Status);
-        Assert.Equal(AgentFrames.HeaderResult.TooLarge, AgentFrames.TryReadHeader(data, AgentProtocol.MaxFrameBytes, out var length));
+        Assert.Equal(Frames.HeaderResult.TooLarge, Frames.TryReadHeader(data, AgentProtocol.MaxFrameBytes, out var length));
         Assert.Equal(AgentProtocol.MaxFrameBytes + 1u, length);
-        Assert.Equal(AgentFrames.HeaderResult.NeedMore, AgentFrames.TryReadHeader(data.AsSpan(0, 3), AgentProtocol.MaxFrameBytes, out _));
+        Assert.Equal(Frames.HeaderResult.NeedMore, Frames.TryReadHeader(data.AsSpan(0, 3), AgentProtocol.MaxFrameBytes, out _));
     }
 
     [Fact]
@@ -164,7 +167,7 @@ public sealed class AgentFramingTests
     {
         // id = 5, then field 99 (length-delimited, 3 bytes): a request type this build lacks.
         var bytes = new byte[] { 0x08, 0x05, 0x9a, 0x06, 0x03, 0x61, 0x62, 0x63 };
-        Assert.True(AgentFrames.TryParse(bytes, Request.Parser, out var request, out _));
+        Assert.True(Frames.TryParse(bytes, Request.Parser, out var request, out _));
         Assert.Equal(5ul, request!.Id);
         Assert.Equal(Request.BodyOneofCase.None, request.BodyCase);
     }
@@ -176,7 +179,7 @@ public sealed class AgentFramingTests
         using var sink = new MemoryStream();
         using var writer = new FrameWriter(sink, maxFrameBytes: 1000);
         await Assert.ThrowsAsync<ArgumentException>(() => writer.WriteAsync(big).AsTask());
-        Assert.Throws<ArgumentException>(() => AgentFrames.Encode(big, 1000));
+        Assert.Throws<ArgumentException>(() => Frames.Encode(big, 1000));
         Assert.Equal(0, sink.Length);
         var small = new Request { Id = 3, Ping = new PingRequest() };
         await Task.WhenAll(Enumerable.Range(0, 20).Select(_ => writer.WriteAsync(small).AsTask()));

@@ -1,4 +1,5 @@
-using FireSharp.Api.Agent;
+using FireSharp.Agent.Protocol;
+using FireSharp.Daemon.Agent;
 using FireSharp.Proto.Agent;
 
 namespace FireSharp.Tests.Agent;

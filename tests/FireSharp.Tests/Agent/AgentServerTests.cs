@@ -1,10 +1,13 @@
 using System.Buffers.Binary;
 using System.Net.Sockets;
 using System.Text;
-using FireSharp.Api.Agent;
+using FireSharp.Agent.Protocol;
+using FireSharp.Daemon.Agent;
 using FireSharp.Proto.Agent;
 using Google.Protobuf;
 using Xunit.Abstractions;
+
+using FireSharp.Framing;
 
 namespace FireSharp.Tests.Agent;
 
@@ -397,7 +400,7 @@ public sealed class AgentServerTests(SharedAgent shared, ITestOutputHelper outpu
     /// <summary>The next Response on a raw connection, or null when the agent closed it.</summary>
     private static async Task<Response?> ReadResponseAsync(Socket socket)
     {
-        using var reader = new FrameReader(new NetworkStream(socket, ownsSocket: false));
+        using var reader = new FrameReader(new NetworkStream(socket, ownsSocket: false), AgentProtocol.MaxFrameBytes);
         var frame = await reader.ReadAsync(Deadline());
         if (frame.Status == FrameStatus.EndOfStream) return null;
         Assert.Equal(FrameStatus.Frame, frame.Status);

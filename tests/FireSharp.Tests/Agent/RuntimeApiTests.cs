@@ -1,7 +1,8 @@
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
-using FireSharp.Api.Agent;
+using FireSharp.Agent.Protocol;
+using FireSharp.Daemon.Agent;
 using FireSharp.Proto.Agent;
 using Xunit.Abstractions;
 

@@ -1,5 +1,6 @@
 using System.Net.Sockets;
-using FireSharp.Api.Agent;
+using FireSharp.Agent.Protocol;
+using FireSharp.Daemon.Agent;
 using AgentInfo = FireSharp.Proto.Agent.AgentInfo;
 using Ready = FireSharp.Proto.Agent.Ready;
 using Response = FireSharp.Proto.Agent.Response;
@@ -8,6 +9,8 @@ using FireSharp.Tests.Agent;
 using FireSharp.Tests.Cli;
 using Grpc.Core;
 using Xunit.Abstractions;
+
+using FireSharp.Framing;
 
 namespace FireSharp.Tests.Api;
 
@@ -24,7 +27,7 @@ public sealed class AgentExecApiTests(ITestOutputHelper output)
         using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         await socket.ConnectAsync(new UnixDomainSocketEndPoint(readyPath));
         await using var stream = new NetworkStream(socket, ownsSocket: false);
-        using var writer = new FrameWriter(stream);
+        using var writer = new FrameWriter(stream, AgentProtocol.MaxFrameBytes);
         await writer.WriteAsync(new Response { Ready = new Ready { Agent = new AgentInfo { Version = "fake" }, Port = 52 } });
     }
 

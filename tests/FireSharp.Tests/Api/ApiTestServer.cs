@@ -1,5 +1,5 @@
-using FireSharp.Api;
-using FireSharp.Api.Daemon;
+using FireSharp.Daemon;
+using FireSharp.Daemon.Hosting;
 using FireSharp.Proto.V1;
 using FireSharp.Tests.Support;
 using Grpc.Core;

@@ -124,7 +124,7 @@ public sealed class BadRequestTests(ITestOutputHelper output)
             r.Spec.NetworkInterfaces.Add(new NetworkInterfaceSpec { Id = "a", Tap = "tap0", Ip = "10.0.0.2/24" });
             r.Spec.NetworkInterfaces.Add(new NetworkInterfaceSpec { Id = "b", Tap = "tap1", Ip = "10.0.1.2/24" });
         }), inv, "spec.network_interfaces");
-        yield return ("the agent with a command line too long for its settings", With(r => { r.Spec.Agent = true; r.Spec.Kernel.Cmdline = new string('a', FireSharp.Api.SpecValidator.MaxCmdlineLength - 4); }), inv, "spec.kernel.cmdline");
+        yield return ("the agent with a command line too long for its settings", With(r => { r.Spec.Agent = true; r.Spec.Kernel.Cmdline = new string('a', FireSharp.Daemon.SpecValidator.MaxCmdlineLength - 4); }), inv, "spec.kernel.cmdline");
     }
 
     [SkippableFact]
@@ -192,7 +192,7 @@ public sealed class BadRequestTests(ITestOutputHelper output)
         {
             var e = await Assert.ThrowsAsync<RpcException>(call);
             Assert.True(e.StatusCode == StatusCode.InvalidArgument, $"{name}: {e.StatusCode} {e.Status.Detail}");
-            Assert.True(field == e.Trailers.GetValue(FireSharp.Api.ErrorInterceptor.FieldTrailer), $"{name}: field {e.Trailers.GetValue(FireSharp.Api.ErrorInterceptor.FieldTrailer)}");
+            Assert.True(field == e.Trailers.GetValue(FireSharp.Daemon.ErrorInterceptor.FieldTrailer), $"{name}: field {e.Trailers.GetValue(FireSharp.Daemon.ErrorInterceptor.FieldTrailer)}");
             Assert.StartsWith(field + ":", e.Status.Detail, StringComparison.Ordinal);
         }
         // The VM is untouched by all of that.

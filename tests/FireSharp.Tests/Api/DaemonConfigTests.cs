@@ -1,5 +1,5 @@
-using FireSharp.Api;
-using FireSharp.Api.Daemon;
+using FireSharp.Daemon;
+using FireSharp.Daemon.Hosting;
 using Microsoft.Extensions.Configuration;
 using Serilog.Events;
 using Serilog.Formatting.Display;

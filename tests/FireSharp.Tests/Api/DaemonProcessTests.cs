@@ -2,13 +2,16 @@ using System.Diagnostics;
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
-using FireSharp.Api;
-using FireSharp.Api.Worker;
+using FireSharp.Daemon;
+using FireSharp.Daemon.Workers;
+using FireSharp.Worker.Protocol;
 using FireSharp.Proto.V1;
 using FireSharp.Tests.Support;
 using Grpc.Core;
 using Grpc.Net.Client;
 using Xunit.Abstractions;
+
+using FireSharp.Kvm.Interop;
 
 namespace FireSharp.Tests.Api;
 

@@ -1,4 +1,4 @@
-using FireSharp.Api;
+using FireSharp.Daemon;
 using FireSharp.Proto.V1;
 using Grpc.Core;
 using Microsoft.Extensions.Logging.Abstractions;

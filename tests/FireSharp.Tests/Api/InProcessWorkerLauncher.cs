@@ -1,7 +1,12 @@
 using System.Collections.Concurrent;
-using FireSharp.Api.Worker;
+using FireSharp.Daemon.Workers;
+using FireSharp.Worker.Protocol;
 using FireSharp.Proto.Worker;
 using Microsoft.Extensions.Logging.Abstractions;
+
+using FireSharp.Worker;
+
+using FireSharp.Kvm.Interop;
 
 namespace FireSharp.Tests.Api;
 

@@ -2,7 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
-using FireSharp.Api;
+using FireSharp.Daemon;
 using FireSharp.Proto.V1;
 using Grpc.Core;
 using Grpc.Net.Client;
@@ -59,7 +59,7 @@ public sealed class MutualTlsTests(ITestOutputHelper output)
             {
                 SslOptions = new System.Net.Security.SslClientAuthenticationOptions
                 {
-                    RemoteCertificateValidationCallback = (_, cert, _, _) => cert is X509Certificate2 c && FireSharp.Api.Daemon.DaemonHost.ChainsTo(c, caCert),
+                    RemoteCertificateValidationCallback = (_, cert, _, _) => cert is X509Certificate2 c && FireSharp.Daemon.Hosting.DaemonHost.ChainsTo(c, caCert),
                 },
             };
             using (var anonymous = GrpcChannel.ForAddress(address, new GrpcChannelOptions { HttpHandler = handler }))

@@ -1,7 +1,10 @@
 using System.Text.Json;
-using FireSharp.Api.Worker;
+using FireSharp.Daemon.Workers;
+using FireSharp.Worker.Protocol;
 using FireSharp.Proto.V1;
 using Xunit.Abstractions;
+
+using FireSharp.Kvm.Interop;
 
 namespace FireSharp.Tests.Api;
 

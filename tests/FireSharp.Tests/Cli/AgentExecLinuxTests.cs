@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text;
-using FireSharp.Api.Agent;
+using FireSharp.Agent.Protocol;
+using FireSharp.Daemon.Agent;
 using FireSharp.Cli;
 using FireSharp.Tests.Linux;
 

@@ -1,6 +1,6 @@
 using System.Text;
-using FireSharp.Api;
-using FireSharp.Api.Functions;
+using FireSharp.Daemon;
+using FireSharp.Daemon.Functions;
 using FireSharp.Proto.V1;
 using FireSharp.Tests.Api;
 using Google.Protobuf;

@@ -1,8 +1,8 @@
 using System.Collections.Concurrent;
 using System.Text;
-using FireSharp.Api;
-using FireSharp.Api.Daemon;
-using FireSharp.Api.Functions;
+using FireSharp.Daemon;
+using FireSharp.Daemon.Hosting;
+using FireSharp.Daemon.Functions;
 using FireSharp.Pool;
 using FireSharp.Proto.V1;
 using Grpc.Net.Client;

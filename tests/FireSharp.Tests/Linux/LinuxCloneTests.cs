@@ -107,7 +107,7 @@ public class LinuxCloneTests(Xunit.Abstractions.ITestOutputHelper output)
     {
         for (int attempt = 1; ; attempt++)
         {
-            var r = await clone.Agent.ExecAsync(new FireSharp.Api.Agent.AgentCommand(argv) { Timeout = TimeSpan.FromMinutes(1) }, ct);
+            var r = await clone.Agent.ExecAsync(new FireSharp.Daemon.Agent.AgentCommand(argv) { Timeout = TimeSpan.FromMinutes(1) }, ct);
             if (r.Signal != 11 || attempt == 3) return (r.ExitCode, System.Text.Encoding.UTF8.GetString(r.Stdout), System.Text.Encoding.UTF8.GetString(r.Stderr));
             output.WriteLine($"{clone.Name}: {string.Join(' ', argv)} died of SIGSEGV (known PVM issue), running it again");
         }

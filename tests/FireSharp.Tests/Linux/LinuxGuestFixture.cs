@@ -1,7 +1,8 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text;
-using FireSharp.Api.Agent;
+using FireSharp.Agent.Protocol;
+using FireSharp.Daemon.Agent;
 using FireSharp.Devices.Legacy;
 using FireSharp.Devices.Virtio;
 using FireSharp.Devices.Virtio.Vsock;

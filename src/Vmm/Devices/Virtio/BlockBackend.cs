@@ -1,6 +1,8 @@
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
+using FireSharp.Kvm.Interop;
+
 namespace FireSharp.Devices.Virtio;
 
 /// <summary>Storage behind a virtio-blk device. Failures are <see cref="IOException"/>s (the guest then gets IOERR).</summary>
@@ -116,7 +118,7 @@ public sealed class RawImageBackend : IBlockBackend
         {
             _handle.DangerousAddRef(ref added);
             if (Libc.FdataSync((int)_handle.DangerousGetHandle()) != 0)
-                throw new IOException($"fdatasync {Path}: " + Libc.ErrnoText(Marshal.GetLastPInvokeError()));
+                throw new IOException($"fdatasync {Path}: " + Errno.Text(Marshal.GetLastPInvokeError()));
         }
         finally
         {

@@ -1,3 +1,5 @@
+using FireSharp.Kvm.Interop;
+
 namespace FireSharp.Devices.Virtio;
 
 /// <summary>

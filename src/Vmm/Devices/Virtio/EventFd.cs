@@ -1,6 +1,8 @@
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
+using FireSharp.Kvm.Interop;
+
 namespace FireSharp.Devices.Virtio;
 
 /// <summary>
@@ -17,7 +19,7 @@ public sealed class EventFd : IDisposable
     public static EventFd Create()
     {
         int fd = Libc.EventFd(0, Libc.EFD_NONBLOCK | Libc.EFD_CLOEXEC);
-        if (fd < 0) throw new IOException("eventfd: " + Libc.ErrnoText(Marshal.GetLastPInvokeError()));
+        if (fd < 0) throw new IOException("eventfd: " + Errno.Text(Marshal.GetLastPInvokeError()));
         return new EventFd(new SafeFileHandle(fd, ownsHandle: true));
     }
 
@@ -37,7 +39,7 @@ public sealed class EventFd : IDisposable
                 int err = Marshal.GetLastPInvokeError();
                 if (err == Libc.EINTR) continue;
                 if (err == Libc.EAGAIN) return; // already signalled as far as it goes
-                throw new IOException("eventfd write: " + Libc.ErrnoText(err));
+                throw new IOException("eventfd write: " + Errno.Text(err));
             }
         }
         finally
@@ -59,7 +61,7 @@ public sealed class EventFd : IDisposable
                 int err = Marshal.GetLastPInvokeError();
                 if (err == Libc.EINTR) continue;
                 if (err == Libc.EAGAIN) return 0;
-                throw new IOException("eventfd read: " + Libc.ErrnoText(err));
+                throw new IOException("eventfd read: " + Errno.Text(err));
             }
             return value;
         }

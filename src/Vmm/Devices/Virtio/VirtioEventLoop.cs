@@ -1,6 +1,8 @@
 using System.Runtime.InteropServices;
 using FireSharp.Devices.Virtio.Vsock;
 
+using FireSharp.Kvm.Interop;
+
 namespace FireSharp.Devices.Virtio;
 
 /// <summary>Where <see cref="VirtioEventLoop.AttachToVm"/> put a device, and how it is notified and interrupts.</summary>
@@ -41,7 +43,7 @@ internal sealed class VirtioEventLoop : IDisposable
         _queueEvents = new EventFd[queueCount];
         _events = new Epoll.EpollEvent[maxEvents];
         _epfd = Epoll.Create(Epoll.EPOLL_CLOEXEC);
-        if (_epfd < 0) throw new IOException("epoll_create1: " + Epoll.ErrnoText(Marshal.GetLastPInvokeError()));
+        if (_epfd < 0) throw new IOException("epoll_create1: " + Errno.Text(Marshal.GetLastPInvokeError()));
         try
         {
             for (int i = 0; i < _queueEvents.Length; i++)
@@ -119,7 +121,7 @@ internal sealed class VirtioEventLoop : IDisposable
     {
         var ev = new Epoll.EpollEvent { Events = events, Data = tag };
         if (Epoll.Ctl(_epfd, op, fd, ref ev) < 0)
-            throw new IOException("epoll_ctl: " + Epoll.ErrnoText(Marshal.GetLastPInvokeError()));
+            throw new IOException("epoll_ctl: " + Errno.Text(Marshal.GetLastPInvokeError()));
     }
 
     /// <summary>Stops watching <paramref name="fd"/>, ignoring failure (a descriptor about to be closed).</summary>
@@ -144,7 +146,7 @@ internal sealed class VirtioEventLoop : IDisposable
             int err = Marshal.GetLastPInvokeError();
             ready = default;
             if (err == Epoll.EINTR) return false;
-            throw new IOException("epoll_wait: " + Epoll.ErrnoText(err));
+            throw new IOException("epoll_wait: " + Errno.Text(err));
         }
         ready = _events.AsSpan(0, n);
         foreach (var e in ready)

@@ -2,6 +2,8 @@ using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
+using FireSharp.Kvm.Interop;
+
 namespace FireSharp.Devices.Virtio;
 
 /// <summary>
@@ -69,7 +71,7 @@ public sealed class VirtioWorker : IDisposable
                 {
                     int err = Marshal.GetLastPInvokeError();
                     if (err == Libc.EINTR) continue; // the runtime's own signals
-                    throw new IOException("poll: " + Libc.ErrnoText(err));
+                    throw new IOException("poll: " + Errno.Text(err));
                 }
                 if (fds[^1].Revents != 0) return;
                 for (int i = 0; i < _queueEvents.Length; i++)

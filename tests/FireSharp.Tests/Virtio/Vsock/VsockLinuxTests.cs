@@ -1,5 +1,6 @@
 using System.Diagnostics;
-using FireSharp.Api.Agent;
+using FireSharp.Agent.Protocol;
+using FireSharp.Daemon.Agent;
 using FireSharp.Devices.Virtio.Vsock;
 using FireSharp.Tests.Linux;
 

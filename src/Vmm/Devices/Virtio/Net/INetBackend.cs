@@ -1,6 +1,8 @@
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
+using FireSharp.Kvm.Interop;
+
 namespace FireSharp.Devices.Virtio.Net;
 
 /// <summary>What became of a frame handed to <see cref="INetBackend.Write"/>.</summary>
@@ -68,7 +70,7 @@ public abstract class FdNetBackend : INetBackend
             int err = Marshal.GetLastPInvokeError();
             if (err == NetInterop.EINTR) continue;
             if (err == NetInterop.EAGAIN) return 0;
-            throw new IOException($"{Name}: read: {NetInterop.ErrnoText(err)}");
+            throw new IOException($"{Name}: read: {Errno.Text(err)}");
         }
     }
 

@@ -2,6 +2,8 @@ using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text;
 
+using FireSharp.Kvm.Interop;
+
 namespace FireSharp.Devices.Virtio.Net;
 
 /// <summary>
@@ -48,7 +50,7 @@ public sealed class TapBackend : FdNetBackend
         if ((offloads & NetOffloads.Csum) == 0) offloads = NetOffloads.None; // TSO without checksum offload is not a thing
         if (offloads == _receive) return;
         if (NetInterop.IoctlValue(Fd, NetInterop.TUNSETOFFLOAD, ToTunFlags(offloads)) < 0)
-            throw new IOException($"{Name}: TUNSETOFFLOAD: {NetInterop.ErrnoText(Marshal.GetLastPInvokeError())}");
+            throw new IOException($"{Name}: TUNSETOFFLOAD: {Errno.Text(Marshal.GetLastPInvokeError())}");
         _receive = offloads;
     }
 
@@ -91,10 +93,10 @@ public sealed class TapBackend : FdNetBackend
             throw err switch
             {
                 NetInterop.ENOENT or NetInterop.ENODEV or NetInterop.ENXIO => new NetConfigException(field, NetConfigError.TunUnavailable,
-                    $"{TunPath} is missing ({NetInterop.ErrnoText(err)}): load the tun module (modprobe tun) or give the process the device"),
+                    $"{TunPath} is missing ({Errno.Text(err)}): load the tun module (modprobe tun) or give the process the device"),
                 NetInterop.EACCES or NetInterop.EPERM => new NetConfigException(field, NetConfigError.PermissionDenied,
-                    $"cannot open {TunPath}: {NetInterop.ErrnoText(err)}"),
-                _ => new NetConfigException(field, NetConfigError.TunUnavailable, $"cannot open {TunPath}: {NetInterop.ErrnoText(err)}"),
+                    $"cannot open {TunPath}: {Errno.Text(err)}"),
+                _ => new NetConfigException(field, NetConfigError.TunUnavailable, $"cannot open {TunPath}: {Errno.Text(err)}"),
             };
         }
         try
@@ -110,12 +112,12 @@ public sealed class TapBackend : FdNetBackend
                 throw err switch
                 {
                     NetInterop.EPERM or NetInterop.EACCES => new NetConfigException(field, NetConfigError.PermissionDenied,
-                        $"not allowed to {what} ({NetInterop.ErrnoText(err)}): needs CAP_NET_ADMIN, or a persistent tap owned by this user"),
+                        $"not allowed to {what} ({Errno.Text(err)}): needs CAP_NET_ADMIN, or a persistent tap owned by this user"),
                     NetInterop.EBUSY => new NetConfigException(field, NetConfigError.TapBusy,
-                        $"tap '{name}' is in use by another process ({NetInterop.ErrnoText(err)})"),
+                        $"tap '{name}' is in use by another process ({Errno.Text(err)})"),
                     NetInterop.EINVAL => new NetConfigException(field, NetConfigError.TapUnusable,
-                        $"cannot {what}: {NetInterop.ErrnoText(err)} (is '{name}' another kind of device, e.g. a tun or a multi-queue tap?)"),
-                    _ => new NetConfigException(field, NetConfigError.TapUnusable, $"cannot {what}: {NetInterop.ErrnoText(err)}"),
+                        $"cannot {what}: {Errno.Text(err)} (is '{name}' another kind of device, e.g. a tun or a multi-queue tap?)"),
+                    _ => new NetConfigException(field, NetConfigError.TapUnusable, $"cannot {what}: {Errno.Text(err)}"),
                 };
             }
             int len = ifr[..NetInterop.IfNameSize].IndexOf((byte)0);
@@ -125,7 +127,7 @@ public sealed class TapBackend : FdNetBackend
             BinaryPrimitives.WriteInt32LittleEndian(size, NetProtocol.HeaderSize);
             if (NetInterop.IoctlBuffer(fd, NetInterop.TUNSETVNETHDRSZ, size) < 0)
                 throw new NetConfigException(field, NetConfigError.TapUnusable,
-                    $"tap '{actual}': TUNSETVNETHDRSZ {NetProtocol.HeaderSize}: {NetInterop.ErrnoText(Marshal.GetLastPInvokeError())}");
+                    $"tap '{actual}': TUNSETVNETHDRSZ {NetProtocol.HeaderSize}: {Errno.Text(Marshal.GetLastPInvokeError())}");
 
             // Which offloads this kernel's tap takes: ask for all, then less; leave none set until a guest asks.
             NetOffloads supported = NetOffloads.None;

@@ -3,6 +3,8 @@ using FireSharp.Devices.Virtio.Vsock;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
+using FireSharp.Kvm.Interop;
+
 namespace FireSharp.Devices.Virtio.Net;
 
 /// <summary>

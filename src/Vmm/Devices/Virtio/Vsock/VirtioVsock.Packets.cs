@@ -3,6 +3,8 @@ using System.Globalization;
 using System.Net.Sockets;
 using System.Text;
 
+using FireSharp.Kvm.Interop;
+
 namespace FireSharp.Devices.Virtio.Vsock;
 
 /// <summary>The packet side of <see cref="VirtioVsock"/>: tx from the guest, rx to it, and the host sockets. Event-loop thread only.</summary>

@@ -4,6 +4,8 @@ using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
+using FireSharp.Kvm.Interop;
+
 namespace FireSharp.Devices.Virtio.Vsock;
 
 /// <summary>

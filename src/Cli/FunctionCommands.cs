@@ -1,0 +1,485 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using FireSharp.Daemon;
+using FireSharp.Daemon.Functions;
+using FireSharp.Proto.V1;
+using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Spectre.Console;
+
+namespace FireSharp.Cli;
+
+/// <summary>
+/// <c>firesharp fn create|update|invoke|ls|get|rm|concurrency|account</c>: functions through the daemon's
+/// FunctionService, with the connection options, output and exit codes of <c>firesharp vm</c>. Paths are made
+/// absolute here and are paths on the daemon's host.
+/// </summary>
+internal static class FunctionCommands
+{
+    public static Command Create()
+    {
+        var fn = new Command("fn", "manage and invoke functions (Lambda-style, on a warm pool of microVMs) through the FireSharp daemon");
+        foreach (var o in VmClientCommands.ConnectionOptions) fn.Options.Add(o);
+        fn.Subcommands.Add(CreateCommand());
+        fn.Subcommands.Add(UpdateCommand());
+        fn.Subcommands.Add(InvokeCommand());
+        fn.Subcommands.Add(ListCommand());
+        fn.Subcommands.Add(GetCommand());
+        fn.Subcommands.Add(RemoveCommand());
+        fn.Subcommands.Add(ConcurrencyCommand());
+        fn.Subcommands.Add(AccountCommand());
+        fn.Subcommands.Add(BenchCommand());
+        return fn;
+    }
+
+    // ------------------------------------------------------------------ commands
+
+    private static Command CreateCommand()
+    {
+        var name = new Argument<string>("name") { Description = "the function's name (1-64 of a-z, A-Z, 0-9, '-', '_')" };
+        var code = new Option<string>("--code") { Description = "the code: an ext4 image, or a directory the daemon packs (mounted at /var/task)", Required = true };
+        var handler = new Option<string>("--handler") { Description = "the handler (_HANDLER)", DefaultValueFactory = _ => "function.handler" };
+        var kernel = new Option<string?>("--kernel") { Description = "guest kernel (default: the daemon's FunctionKernel)" };
+        var rootfs = new Option<string?>("--rootfs") { Description = "guest root filesystem with the agent (default: the daemon's FunctionRootfs)" };
+        var layers = new Option<string[]>("--layer") { Description = "an ext4 layer image, mounted under /opt (repeatable, at most 5)" };
+        var env = new Option<string[]>("--env") { Description = "an environment variable KEY=VALUE (repeatable)" };
+        var memory = new Option<int>("--memory") { Description = "memory in MiB (128-10240)", DefaultValueFactory = _ => 128 };
+        var vcpus = new Option<int>("--vcpus") { Description = "vCPUs (default: 1 per 1769 MiB)" };
+        var timeout = new Option<int>("--fn-timeout") { Description = "seconds an invocation may run (1-900)", DefaultValueFactory = _ => 3 };
+        var snap = new Option<bool>("--snapshot-start") { Description = "snapshot the VM after init and start later VMs from it" };
+        var command = new Command("create", "create a function") { name, code, handler, kernel, rootfs, layers, env, memory, vcpus, timeout, snap };
+        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        {
+            var spec = new FunctionSpec
+            {
+                Name = parse.GetValue(name)!,
+                Code = Code(parse.GetValue(code)!),
+                Handler = parse.GetValue(handler)!,
+                MemoryMib = parse.GetValue(memory),
+                Vcpus = parse.GetValue(vcpus),
+                TimeoutSeconds = parse.GetValue(timeout),
+                SnapshotStart = parse.GetValue(snap),
+                Image = new FunctionImage
+                {
+                    KernelPath = parse.GetValue(kernel) is { } kp ? Path.GetFullPath(kp) : "",
+                    RootfsPath = parse.GetValue(rootfs) is { } rp ? Path.GetFullPath(rp) : "",
+                },
+            };
+            spec.Layers.AddRange((parse.GetValue(layers) ?? []).Select(Path.GetFullPath));
+            foreach (var (k, v) in ParseEnv(parse.GetValue(env))) spec.Environment[k] = v;
+            PrintFunction(parse, await client.CreateFunctionAsync(new CreateFunctionRequest { Spec = spec }, options));
+        }));
+        return command;
+    }
+
+    private static Command UpdateCommand()
+    {
+        var name = new Argument<string>("name");
+        var code = new Option<string?>("--code") { Description = "new code: an ext4 image or a directory" };
+        var layers = new Option<string[]>("--layer") { Description = "replace the layers (repeatable)" };
+        var handler = new Option<string?>("--handler");
+        var env = new Option<string[]>("--env") { Description = "set an environment variable KEY=VALUE (repeatable; merged)" };
+        var memory = new Option<int>("--memory") { Description = "memory in MiB" };
+        var vcpus = new Option<int>("--vcpus");
+        var timeout = new Option<int>("--fn-timeout") { Description = "seconds an invocation may run" };
+        var snap = new Option<bool?>("--snapshot-start") { Description = "true or false" };
+        var command = new Command("update", "change a function's code or configuration (a new version)") { name, code, layers, handler, env, memory, vcpus, timeout, snap };
+        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        {
+            string fnName = parse.GetValue(name)!;
+            Function? result = null;
+            var newLayers = parse.GetValue(layers) ?? [];
+            if (parse.GetValue(code) is { } c)
+            {
+                var request = new UpdateFunctionCodeRequest { Name = fnName, Code = Code(c), ReplaceLayers = newLayers.Length > 0 };
+                request.Layers.AddRange(newLayers.Select(Path.GetFullPath));
+                result = await client.UpdateFunctionCodeAsync(request, options);
+            }
+            else if (newLayers.Length > 0)
+            {
+                throw new ArgumentException("--layer needs --code (layers change with the code)");
+            }
+            var config = new UpdateFunctionConfigurationRequest
+            {
+                Name = fnName,
+                Handler = parse.GetValue(handler) ?? "",
+                MemoryMib = parse.GetValue(memory),
+                Vcpus = parse.GetValue(vcpus),
+                TimeoutSeconds = parse.GetValue(timeout),
+            };
+            if (parse.GetValue(snap) is { } s) (config.SetSnapshotStart, config.SnapshotStartValue) = (true, s);
+            foreach (var (k, v) in ParseEnv(parse.GetValue(env))) config.Environment[k] = v;
+            bool anyConfig = config.Handler.Length > 0 || config.MemoryMib != 0 || config.Vcpus != 0 || config.TimeoutSeconds != 0
+                || config.SetSnapshotStart || config.Environment.Count > 0;
+            if (anyConfig) result = await client.UpdateFunctionConfigurationAsync(config, options);
+            if (result is null) throw new ArgumentException("nothing to update: give --code or a configuration option");
+            PrintFunction(parse, result);
+        }));
+        return command;
+    }
+
+    private static Command InvokeCommand()
+    {
+        var name = new Argument<string>("name");
+        var payload = new Option<string?>("--payload") { Description = "the event (JSON); '-' or absent reads stdin when it is not a terminal" };
+        var file = new Option<string?>("--payload-file") { Description = "read the event from a file" };
+        var type = new Option<string>("--type") { Description = "RequestResponse, Event or DryRun", DefaultValueFactory = _ => "RequestResponse" };
+        var verbose = new Option<bool>("--verbose", "-v") { Description = "print the invocation's figures and log tail to stderr" };
+        var command = new Command("invoke", "invoke a function; the response goes to stdout, its figures to stderr") { name, payload, file, type, verbose };
+        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        {
+            string? text = parse.GetValue(payload);
+            byte[] data = parse.GetValue(file) is { } f ? await File.ReadAllBytesAsync(f, ct)
+                : text is not null && text != "-" ? Encoding.UTF8.GetBytes(text)
+                : text == "-" || Console.IsInputRedirected ? await ReadStdinAsync(ct)
+                : "{}"u8.ToArray();
+            var request = new InvokeRequest { Name = parse.GetValue(name)!, Payload = ByteString.CopyFrom(data), InvocationType = ParseType(parse.GetValue(type)!) };
+            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+            var reply = await client.InvokeAsync(request, options);
+            double roundTripMs = System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+            if (parse.GetValue(VmClientCommands.Json))
+            {
+                Console.WriteLine(JsonFormatter.Default.Format(reply));
+            }
+            else
+            {
+                using (var stdout = Console.OpenStandardOutput()) stdout.Write(reply.Payload.Span);
+                if (reply.Payload.Length > 0 && reply.Payload.Span[^1] != (byte)'\n') Console.WriteLine();
+            }
+            var err = Console.Error;
+            err.WriteLine(Summary(reply, roundTripMs));
+            if (parse.GetValue(verbose) && reply.LogTail.Length > 0)
+            {
+                err.WriteLine("---- log tail ----");
+                err.Write(reply.LogTail);
+                if (!reply.LogTail.EndsWith('\n')) err.WriteLine();
+            }
+            if (reply.FunctionError.Length > 0) Environment.ExitCode = VmClientCommands.ExitFailed;
+        }));
+        return command;
+    }
+
+    /// <summary>One line: the invocation's figures, as Lambda's REPORT line.</summary>
+    internal static string Summary(InvokeResponse r, double roundTripMs) => string.Format(CultureInfo.InvariantCulture,
+        "REPORT RequestId: {0}  Status: {1}{2}  Start: {3}{4}  Duration: {5:F2} ms  Billed Duration: {6} ms  Max Memory Used: {7} MB  GB-s: {8:F6}  Round trip: {9:F1} ms",
+        r.RequestId, r.StatusCode, r.FunctionError.Length > 0 ? $" ({r.FunctionError}: {r.ErrorType})" : "", Name(r.StartKind),
+        r.InitDurationMs > 0 ? string.Format(CultureInfo.InvariantCulture, "  Init Duration: {0:F2} ms", r.InitDurationMs) : "",
+        r.DurationMs, r.BilledDurationMs, r.MaxMemoryUsedMib, r.GbSeconds, roundTripMs);
+
+    private static Command ListCommand()
+    {
+        var command = new Command("ls", "list functions");
+        command.Aliases.Add("list");
+        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        {
+            var list = (await client.ListFunctionsAsync(new ListFunctionsRequest(), options)).Functions;
+            if (parse.GetValue(VmClientCommands.Json))
+            {
+                Console.WriteLine(JsonFormatter.Default.Format(new ListFunctionsResponse { Functions = { list } }));
+                return;
+            }
+            var table = new Table().Border(TableBorder.Simple);
+            foreach (var h in (string[])["NAME", "STATE", "MEM", "TIMEOUT", "VER", "RESERVED", "PROV", "BUSY", "IDLE", "CALLS", "SNAP"]) table.AddColumn(h);
+            foreach (var f in list)
+                table.AddRow(Markup.Escape(f.Spec.Name), Name(f.State), $"{f.Spec.MemoryMib}M", $"{f.Spec.TimeoutSeconds}s",
+                    Markup.Escape(f.Version), f.HasReservedConcurrency ? Num(f.ReservedConcurrency) : "-", Num(f.ProvisionedConcurrency),
+                    Num(f.Stats?.ConcurrentExecutions ?? 0), Num(f.Stats?.IdleVms ?? 0), (f.Stats?.Invocations ?? 0).ToString(CultureInfo.InvariantCulture),
+                    f.Spec.SnapshotStart ? "yes" : "no");
+            AnsiConsole.Write(table);
+        }));
+        return command;
+    }
+
+    private static Command GetCommand()
+    {
+        var name = new Argument<string>("name");
+        var command = new Command("get", "show a function's configuration and statistics") { name };
+        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+            PrintFunction(parse, await client.GetFunctionAsync(new GetFunctionRequest { Name = parse.GetValue(name)! }, options))));
+        return command;
+    }
+
+    private static Command RemoveCommand()
+    {
+        var name = new Argument<string>("name");
+        var command = new Command("rm", "delete a function (running invocations finish first)") { name };
+        command.Aliases.Add("delete");
+        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        {
+            var reply = await client.DeleteFunctionAsync(new DeleteFunctionRequest { Name = parse.GetValue(name)! }, options);
+            Console.WriteLine($"deleted {reply.Name}");
+        }));
+        return command;
+    }
+
+    private static Command ConcurrencyCommand()
+    {
+        var name = new Argument<string>("name");
+        var reserved = new Option<int?>("--reserved") { Description = "reserved concurrency (a cap and a guarantee; 0 = never run)" };
+        var removeReserved = new Option<bool>("--remove-reserved") { Description = "remove the reservation" };
+        var provisioned = new Option<int?>("--provisioned") { Description = "VMs kept initialized (0 = none)" };
+        var command = new Command("concurrency", "set a function's reserved and provisioned concurrency") { name, reserved, removeReserved, provisioned };
+        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        {
+            string fnName = parse.GetValue(name)!;
+            Function? result = null;
+            if (parse.GetValue(removeReserved))
+                result = await client.PutFunctionConcurrencyAsync(new PutFunctionConcurrencyRequest { Name = fnName, Remove = true }, options);
+            else if (parse.GetValue(reserved) is { } r)
+                result = await client.PutFunctionConcurrencyAsync(new PutFunctionConcurrencyRequest { Name = fnName, ReservedConcurrentExecutions = r }, options);
+            if (parse.GetValue(provisioned) is { } p)
+                result = await client.PutProvisionedConcurrencyAsync(new PutProvisionedConcurrencyRequest { Name = fnName, ProvisionedConcurrentExecutions = p }, options);
+            result ??= await client.GetFunctionAsync(new GetFunctionRequest { Name = fnName }, options);
+            PrintFunction(parse, result);
+        }));
+        return command;
+    }
+
+    private static Command AccountCommand()
+    {
+        var command = new Command("account", "the account-wide concurrency limit and its use");
+        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        {
+            var a = await client.GetAccountSettingsAsync(new GetAccountSettingsRequest(), options);
+            if (parse.GetValue(VmClientCommands.Json))
+            {
+                Console.WriteLine(JsonFormatter.Default.Format(a));
+                return;
+            }
+            Console.WriteLine(string.Format(CultureInfo.InvariantCulture,
+                "concurrency limit {0}, unreserved {1}, running {2}; {3} functions, {4} VMs",
+                a.ConcurrentExecutionsLimit, a.UnreservedConcurrentExecutions, a.ConcurrentExecutions, a.FunctionCount, a.TotalVms));
+        }));
+        return command;
+    }
+
+
+    /// <summary>
+    /// Hidden: <c>make bench-fn</c>. Warm-invoke host overhead (client round trip minus the in-guest duration, p50/p99)
+    /// and cold starts, boot against snapshot (client round trip and init duration). Creates and deletes its functions.
+    /// </summary>
+    private static Command BenchCommand()
+    {
+        var code = new Option<string>("--code") { Description = "code image or directory (the shell sample)", Required = true };
+        var warm = new Option<int>("--warm") { DefaultValueFactory = _ => 200 };
+        var cold = new Option<int>("--cold") { Description = "samples of each cold-start kind", DefaultValueFactory = _ => 3 };
+        var label = new Option<string>("--label") { DefaultValueFactory = _ => Directory.Exists("/sys/module/kvm_pvm") ? "PVM (guest kernel emulated)" : "KVM" };
+        var command = new Command("bench", "function invoke overhead and cold starts") { code, warm, cold, label };
+        command.Hidden = true;
+        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, _) =>
+        {
+            var codeSpec = Code(parse.GetValue(code)!);
+            string host = parse.GetValue(label)!;
+            int coldN = Math.Max(1, parse.GetValue(cold));
+            async Task<(InvokeResponse Reply, double RoundTripMs)> Invoke(string name, string payload)
+            {
+                long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+                var r = await client.InvokeAsync(new InvokeRequest { Name = name, Payload = ByteString.CopyFromUtf8(payload) }, deadline: DateTime.UtcNow.AddMinutes(10), cancellationToken: ct);
+                return (r, System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+            }
+            async Task Recreate(string name, bool snapshot)
+            {
+                try { await client.DeleteFunctionAsync(new DeleteFunctionRequest { Name = name }, cancellationToken: ct); }
+                catch (RpcException e) when (e.StatusCode == StatusCode.NotFound) { }
+                await client.CreateFunctionAsync(new CreateFunctionRequest { Spec = new FunctionSpec { Name = name, Code = codeSpec, Handler = "function.handler", TimeoutSeconds = 600, SnapshotStart = snapshot } }, cancellationToken: ct);
+            }
+            var boot = new List<(double Rt, double Init)>();
+            var snap = new List<(double Rt, double Init)>();
+            try
+            {
+                // Boot cold starts: a fresh function each time (no VM, no snapshot).
+                for (int i = 0; i < coldN; i++)
+                {
+                    await Recreate("bench-boot", snapshot: false);
+                    var (r, rt) = await Invoke("bench-boot", "{}");
+                    if (r.FunctionError.Length > 0) throw new InvalidOperationException($"bench-boot failed: {r.ErrorType} {r.Payload.ToStringUtf8()} {r.LogTail}");
+                    boot.Add((rt, r.InitDurationMs));
+                    Console.Error.WriteLine($"boot cold {i + 1}/{coldN}: round trip {rt:F0} ms, init {r.InitDurationMs:F0} ms ({Name(r.StartKind)})");
+                }
+                // Warm: the VM of the last boot.
+                var overhead = new double[parse.GetValue(warm)];
+                var roundTrips = new double[overhead.Length];
+                for (int i = 0; i < 5; i++) await Invoke("bench-boot", "{}");
+                for (int i = 0; i < overhead.Length; i++)
+                {
+                    var (r, rt) = await Invoke("bench-boot", "{}");
+                    if (r.StartKind != StartKind.Warm) Console.Error.WriteLine($"warm sample {i} was {Name(r.StartKind)}");
+                    roundTrips[i] = rt;
+                    overhead[i] = rt - r.DurationMs;
+                }
+                Array.Sort(overhead);
+                Array.Sort(roundTrips);
+
+                // Snapshot cold starts: the first invoke boots and snapshots; then each round runs one more invocation
+                // at once than there are idle VMs, so one of them gets a new VM restored from the snapshot.
+                await Recreate("bench-snap", snapshot: true);
+                await Invoke("bench-snap", "{}");
+                for (int round = 1; snap.Count < coldN && round <= coldN * 3; round++)
+                {
+                    var calls = Enumerable.Range(0, round + 1).Select(_ => Invoke("bench-snap", "{}")).ToList();
+                    foreach (var (r, rt) in await Task.WhenAll(calls))
+                        if (r.StartKind == StartKind.SnapshotCold) { snap.Add((rt, r.InitDurationMs)); Console.Error.WriteLine($"snapshot cold {snap.Count}: round trip {rt:F0} ms, init {r.InitDurationMs:F0} ms"); }
+                        else if (r.StartKind == StartKind.BootCold) Console.Error.WriteLine($"round {round}: a boot cold start instead of a snapshot one (the restore failed or no snapshot yet; see the daemon log)");
+                }
+
+                string P(double[] a, int p) => a.Length == 0 ? "-" : a[Math.Min(a.Length - 1, (int)Math.Ceiling(p / 100.0 * a.Length) - 1)].ToString("F2", CultureInfo.InvariantCulture);
+                double Med(IEnumerable<double> xs) { var a = xs.Order().ToArray(); return a.Length == 0 ? double.NaN : a[a.Length / 2]; }
+                Console.WriteLine($"## Functions on {host}");
+                Console.WriteLine();
+                Console.WriteLine($"Warm invoke, x{overhead.Length} (shell sample, 128 MiB):");
+                Console.WriteLine($"  host overhead (round trip - in-guest duration): p50 {P(overhead, 50)} ms  p99 {P(overhead, 99)} ms");
+                Console.WriteLine($"  client round trip:                              p50 {P(roundTrips, 50)} ms  p99 {P(roundTrips, 99)} ms");
+                Console.WriteLine();
+                Console.WriteLine("| cold start | n | round trip p50 (ms) | init duration p50 (ms) |");
+                Console.WriteLine("|---|---|---|---|");
+                Console.WriteLine(string.Format(CultureInfo.InvariantCulture, "| boot     | {0} | {1:F0} | {2:F0} |", boot.Count, Med(boot.Select(b => b.Rt)), Med(boot.Select(b => b.Init))));
+                Console.WriteLine(string.Format(CultureInfo.InvariantCulture, "| snapshot | {0} | {1:F0} | {2:F0} |", snap.Count, Med(snap.Select(b => b.Rt)), Med(snap.Select(b => b.Init))));
+                if (snap.Count > 0 && boot.Count > 0)
+                    Console.WriteLine(string.Format(CultureInfo.InvariantCulture, "snapshot start is {0:F1}x faster than a boot (round trip), {1:F1}x (init duration); warm is {2:F0}x faster than a snapshot cold start",
+                        Med(boot.Select(b => b.Rt)) / Med(snap.Select(b => b.Rt)), Med(boot.Select(b => b.Init)) / Med(snap.Select(b => b.Init)),
+                        Med(snap.Select(b => b.Rt)) / Med(roundTrips)));
+            }
+            finally
+            {
+                foreach (var name in (string[])["bench-boot", "bench-snap"])
+                    try { await client.DeleteFunctionAsync(new DeleteFunctionRequest { Name = name }, cancellationToken: CancellationToken.None); }
+                    catch (RpcException) { }
+            }
+        }));
+        return command;
+    }
+
+    // ------------------------------------------------------------------ plumbing
+
+    private static T Opt<T>(ParseResult parse, string name) =>
+        parse.GetValue((Option<T>)VmClientCommands.ConnectionOptions.First(o => o.Name == name))!;
+
+    /// <summary>As <c>firesharp vm</c>'s: connect (socket or mutual TLS), run, map failures to exit codes.</summary>
+    private static async Task<int> CallAsync(ParseResult parse, CancellationToken ct, Func<FunctionService.FunctionServiceClient, CallOptions, Task> body)
+    {
+        GrpcChannel channel;
+        try
+        {
+            channel = Opt<string?>(parse, "--host") is { } host
+                ? DaemonChannel.ForTcp(host,
+                    Opt<string?>(parse, "--cert") ?? throw new ArgumentException("--host needs --cert"),
+                    Opt<string?>(parse, "--key") ?? throw new ArgumentException("--host needs --key"),
+                    Opt<string?>(parse, "--ca") ?? throw new ArgumentException("--host needs --ca"))
+                : DaemonChannel.ForUnixSocket(Opt<string>(parse, "--socket"));
+        }
+        catch (Exception e) when (e is ArgumentException or IOException or System.Security.Cryptography.CryptographicException)
+        {
+            Console.Error.WriteLine($"firesharp: {e.Message}");
+            return VmClientCommands.ExitRefused;
+        }
+        using (channel)
+        {
+            int timeout = Opt<int>(parse, "--timeout");
+            var options = new CallOptions(cancellationToken: ct, deadline: timeout > 0 ? DateTime.UtcNow.AddSeconds(timeout) : null);
+            try
+            {
+                Environment.ExitCode = 0;
+                await body(new FunctionService.FunctionServiceClient(channel), options);
+                int code = Environment.ExitCode; // set by a body whose call worked but whose function failed
+                Environment.ExitCode = 0;
+                return code != 0 ? code : VmClientCommands.ExitOk;
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                return VmClientCommands.ExitOk;
+            }
+            catch (RpcException e)
+            {
+                string retry = e.Trailers.GetValue(FunctionErrors.RetryAfterTrailer) is { } ra ? $" (retry after {ra} s)" : "";
+                Console.Error.WriteLine($"firesharp: {e.StatusCode}: {e.Status.Detail}{retry}");
+                return e.StatusCode switch
+                {
+                    StatusCode.InvalidArgument or StatusCode.NotFound or StatusCode.AlreadyExists or StatusCode.FailedPrecondition
+                        or StatusCode.Unimplemented or StatusCode.OutOfRange or StatusCode.ResourceExhausted => VmClientCommands.ExitRefused,
+                    StatusCode.Unavailable => VmClientCommands.ExitUnreachable,
+                    _ => VmClientCommands.ExitFailed,
+                };
+            }
+            catch (Exception e) when (e is ArgumentException or IOException)
+            {
+                Console.Error.WriteLine($"firesharp: {e.Message}");
+                return VmClientCommands.ExitRefused;
+            }
+        }
+    }
+
+    private static void PrintFunction(ParseResult parse, Function f)
+    {
+        if (parse.GetValue(VmClientCommands.Json))
+        {
+            Console.WriteLine(JsonFormatter.Default.Format(f));
+            return;
+        }
+        var s = f.Spec;
+        var grid = new Grid().AddColumn().AddColumn();
+        void Row(string k, string v) => grid.AddRow(new Markup($"[bold]{k}[/]"), new Markup(Markup.Escape(v)));
+        Row("name", s.Name);
+        Row("arn", f.Arn);
+        Row("state", Name(f.State));
+        Row("version", f.Version);
+        Row("handler", s.Handler);
+        Row("machine", $"{s.MemoryMib} MiB, {s.Vcpus} vCPU, timeout {s.TimeoutSeconds} s");
+        Row("image", $"{s.Image?.KernelPath} + {s.Image?.RootfsPath}");
+        Row("code", s.Code?.ImagePath + (f.CodeSourceDirectory.Length > 0 ? $" (packed from {f.CodeSourceDirectory})" : ""));
+        if (s.Layers.Count > 0) Row("layers", string.Join(", ", s.Layers));
+        if (s.Environment.Count > 0) Row("environment", string.Join(" ", s.Environment.OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => $"{e.Key}={e.Value}")));
+        Row("snapshot start", s.SnapshotStart ? "yes" : "no");
+        Row("concurrency", $"reserved {(f.HasReservedConcurrency ? Num(f.ReservedConcurrency) : "-")}, provisioned {f.ProvisionedConcurrency}");
+        if (f.Stats is { } st)
+            Row("stats", string.Format(CultureInfo.InvariantCulture,
+                "{0} running, {1} idle, {2} VMs; {3} invocations ({4} errors, {5} throttled); starts: {6} warm, {7} snapshot, {8} boot; {9:F4} GB-s",
+                st.ConcurrentExecutions, st.IdleVms, st.TotalVms, st.Invocations, st.Errors, st.Throttles, st.WarmStarts, st.SnapshotColdStarts, st.BootColdStarts, st.GbSeconds));
+        AnsiConsole.Write(grid);
+    }
+
+    private static FunctionCode Code(string path)
+    {
+        string full = Path.GetFullPath(path);
+        return Directory.Exists(full) ? new FunctionCode { Directory = full } : new FunctionCode { ImagePath = full };
+    }
+
+    private static IEnumerable<(string, string)> ParseEnv(string[]? env)
+    {
+        foreach (var e in env ?? [])
+        {
+            int eq = e.IndexOf('=', StringComparison.Ordinal);
+            if (eq <= 0) throw new ArgumentException($"--env {e}: expected KEY=VALUE");
+            yield return (e[..eq], e[(eq + 1)..]);
+        }
+    }
+
+    private static InvocationType ParseType(string s) => s.ToLowerInvariant() switch
+    {
+        "requestresponse" or "request-response" or "sync" => InvocationType.RequestResponse,
+        "event" or "async" => InvocationType.Event,
+        "dryrun" or "dry-run" => InvocationType.DryRun,
+        _ => throw new ArgumentException($"--type {s}: expected RequestResponse, Event or DryRun"),
+    };
+
+    private static async Task<byte[]> ReadStdinAsync(CancellationToken ct)
+    {
+        using var stdin = Console.OpenStandardInput();
+        using var ms = new MemoryStream();
+        await stdin.CopyToAsync(ms, ct);
+        return ms.ToArray();
+    }
+
+    internal static string Name(StartKind k) => k switch
+    {
+        StartKind.Warm => "warm", StartKind.SnapshotCold => "snapshot-cold", StartKind.BootCold => "boot-cold", _ => "-",
+    };
+
+    private static string Name(FunctionState s) => s switch
+    {
+        FunctionState.Active => "active", FunctionState.Deleting => "deleting", _ => "unspecified",
+    };
+
+    private static string Num(int n) => n.ToString(CultureInfo.InvariantCulture);
+}

@@ -1,0 +1,139 @@
+using System.Globalization;
+using Microsoft.Extensions.Configuration;
+
+namespace FireSharp.Daemon;
+
+/// <summary>
+/// The daemon's settings. Read from configuration (in order, later wins: /etc/firesharp/config.json or
+/// --config, FIRESHARP_* environment variables, --key=value arguments) by <see cref="FromConfiguration"/>;
+/// keys are the property names (case-insensitive), for example <c>{"StateDir": "/srv/fs", "MaxVms": 50}</c>
+/// or <c>FIRESHARP_STATEDIR=/srv/fs</c>.
+/// </summary>
+public sealed record DaemonOptions
+{
+    public const string DefaultConfigFile = "/etc/firesharp/config.json";
+
+    /// <summary>The Unix socket the API listens on.</summary>
+    public string Socket { get; init; } = "/run/firesharp/firesharp.sock";
+
+    /// <summary>Group that may use the socket (name or gid); null keeps the daemon's group.</summary>
+    public string? SocketGroup { get; init; }
+
+    /// <summary>The socket's permission bits.</summary>
+    public UnixFileMode SocketMode { get; init; } = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite;
+
+    /// <summary>Also listen on TCP at host:port (mutual TLS is then required); null for none.</summary>
+    public string? TcpListen { get; init; }
+
+    /// <summary>PEM files for TCP: the server's certificate and key, and the CA that client certificates must chain to.</summary>
+    public string? TlsCertificate { get; init; }
+    public string? TlsKey { get; init; }
+    public string? TlsClientCa { get; init; }
+
+    /// <summary>Where VM records, worker sockets and worker logs live.</summary>
+    public string StateDir { get; init; } = "/var/lib/firesharp";
+
+    /// <summary>The binary started as each VM's worker (<c>firesharp vmm</c>); null = this executable.</summary>
+    public string? WorkerBinary { get; init; }
+
+    /// <summary>At most this many VMs (of any state) exist at once.</summary>
+    public int MaxVms { get; init; } = 256;
+
+    /// <summary>The memory of VMs with a machine (created, running, paused) may add up to this share of the host's memory.</summary>
+    public double MemoryOvercommit { get; init; } = 1.0;
+
+    /// <summary>StopVm's grace period when the request gives none.</summary>
+    public TimeSpan DefaultStopGrace { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Stop every VM when the daemon stops (otherwise they keep running and a restarted daemon adopts them).</summary>
+    public bool StopVmsOnShutdown { get; init; }
+
+    /// <summary>Minimum log level: Verbose, Debug, Information, Warning, Error, Fatal.</summary>
+    public string LogLevel { get; init; } = "Information";
+
+    /// <summary>Also write the log as compact JSON (one event a line) to this file.</summary>
+    public string? LogJsonFile { get; init; }
+
+    /// <summary>Functions: concurrent executions allowed across all functions (Lambda's account limit).</summary>
+    public int FunctionConcurrencyLimit { get; init; } = 1000;
+
+    /// <summary>Functions: the kernel and root filesystem a function runs on when its spec names none (null = none: specs must name them).</summary>
+    public string? FunctionKernel { get; init; }
+    public string? FunctionRootfs { get; init; }
+
+    /// <summary>Function records, packed code and snapshots.</summary>
+    public string FunctionsDir => Path.Combine(StateDir, "functions");
+
+    /// <summary>The worker's socket for a VM.</summary>
+    public string WorkerSocket(string id) => Path.Combine(VmDir(id), "worker.sock");
+
+    public string VmsDir => Path.Combine(StateDir, "vms");
+
+    public string VmDir(string id) => Path.Combine(VmsDir, id);
+
+    /// <summary>The longest VM id whose worker socket path still fits in sun_path (108 bytes with the NUL).</summary>
+    public int MaxIdLength => Math.Min(63, 107 - System.Text.Encoding.UTF8.GetByteCount(Path.Combine(VmsDir, "x", "worker.sock")) + 1);
+
+    /// <summary>Reads the options from configuration; an invalid value names its key.</summary>
+    public static DaemonOptions FromConfiguration(IConfiguration c)
+    {
+        var d = new DaemonOptions();
+        var o = d with
+        {
+            Socket = Str(c, nameof(Socket)) ?? d.Socket,
+            SocketGroup = Str(c, nameof(SocketGroup)),
+            SocketMode = Str(c, nameof(SocketMode)) is { } m ? ParseMode(m) : d.SocketMode,
+            TcpListen = Str(c, nameof(TcpListen)),
+            TlsCertificate = Str(c, nameof(TlsCertificate)),
+            TlsKey = Str(c, nameof(TlsKey)),
+            TlsClientCa = Str(c, nameof(TlsClientCa)),
+            StateDir = Str(c, nameof(StateDir)) ?? d.StateDir,
+            WorkerBinary = Str(c, nameof(WorkerBinary)),
+            MaxVms = Int(c, nameof(MaxVms)) ?? d.MaxVms,
+            MemoryOvercommit = Str(c, nameof(MemoryOvercommit)) is { } r
+                ? double.TryParse(r, NumberStyles.Float, CultureInfo.InvariantCulture, out var ratio) && ratio > 0 ? ratio : throw Bad(nameof(MemoryOvercommit), r)
+                : d.MemoryOvercommit,
+            DefaultStopGrace = Int(c, "DefaultStopGraceSeconds") is { } g ? TimeSpan.FromSeconds(g) : d.DefaultStopGrace,
+            StopVmsOnShutdown = Str(c, nameof(StopVmsOnShutdown)) is { } b
+                ? bool.TryParse(b, out var v) ? v : throw Bad(nameof(StopVmsOnShutdown), b)
+                : d.StopVmsOnShutdown,
+            LogLevel = Str(c, nameof(LogLevel)) ?? d.LogLevel,
+            LogJsonFile = Str(c, nameof(LogJsonFile)),
+            FunctionConcurrencyLimit = Int(c, nameof(FunctionConcurrencyLimit)) ?? d.FunctionConcurrencyLimit,
+            FunctionKernel = Str(c, nameof(FunctionKernel)),
+            FunctionRootfs = Str(c, nameof(FunctionRootfs)),
+        };
+        o.Validate();
+        return o;
+    }
+
+    /// <summary>Checks the options that do not depend on the file system.</summary>
+    public void Validate()
+    {
+        if (!Path.IsPathFullyQualified(Socket)) throw Bad(nameof(Socket), Socket, "must be an absolute path");
+        if (!Path.IsPathFullyQualified(StateDir)) throw Bad(nameof(StateDir), StateDir, "must be an absolute path");
+        if (MaxIdLength < 16) throw Bad(nameof(StateDir), StateDir, "is too long: worker socket paths under it would not fit in 108 bytes");
+        if (MaxVms < 1) throw Bad(nameof(MaxVms), MaxVms.ToString(CultureInfo.InvariantCulture), "must be at least 1");
+        if (FunctionConcurrencyLimit < 1) throw Bad(nameof(FunctionConcurrencyLimit), FunctionConcurrencyLimit.ToString(CultureInfo.InvariantCulture), "must be at least 1");
+        if (FunctionKernel is not null && !Path.IsPathFullyQualified(FunctionKernel)) throw Bad(nameof(FunctionKernel), FunctionKernel, "must be an absolute path");
+        if (FunctionRootfs is not null && !Path.IsPathFullyQualified(FunctionRootfs)) throw Bad(nameof(FunctionRootfs), FunctionRootfs, "must be an absolute path");
+        if (TcpListen is not null && (TlsCertificate is null || TlsKey is null || TlsClientCa is null))
+            throw Bad(nameof(TcpListen), TcpListen, "TCP needs TlsCertificate, TlsKey and TlsClientCa (mutual TLS is mandatory)");
+        if (LogLevel is not ("Verbose" or "Debug" or "Information" or "Warning" or "Error" or "Fatal"))
+            throw Bad(nameof(LogLevel), LogLevel, "must be one of Verbose, Debug, Information, Warning, Error, Fatal");
+    }
+
+    private static string? Str(IConfiguration c, string key) => c[key] is { Length: > 0 } v ? v : null;
+
+    private static int? Int(IConfiguration c, string key) =>
+        Str(c, key) is { } v ? int.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out int n) ? n : throw Bad(key, v) : null;
+
+    private static UnixFileMode ParseMode(string s)
+    {
+        try { return (UnixFileMode)Convert.ToInt32(s, 8) & (UnixFileMode)0x1ff; }
+        catch (FormatException) { throw Bad(nameof(SocketMode), s, "must be octal, like 0660"); }
+    }
+
+    private static ArgumentException Bad(string key, string value, string why = "is not valid") =>
+        new($"configuration {key}='{value}' {why}");
+}

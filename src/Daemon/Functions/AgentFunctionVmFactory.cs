@@ -1,0 +1,494 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text;
+using FireSharp.Agent.Protocol;
+using FireSharp.Daemon.Agent;
+using FireSharp.Pool;
+using FireSharp.Proto.Agent;
+using FireSharp.Proto.V1;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+
+namespace FireSharp.Daemon.Functions;
+
+using StartKind = FireSharp.Pool.StartKind;
+using InvokeStatus = FireSharp.Proto.Agent.InvokeStatus;
+
+/// <summary>
+/// The daemon's real function VMs: each one a VM of <see cref="VmManager"/> (its own worker process) running the
+/// guest agent, which runs the function's runtime behind the Lambda Runtime API.
+/// <list type="bullet">
+///   <item>Drives: the root filesystem (read-only, root), the layers (read-only; one layer is mounted at /opt, several
+///   at /opt/layer1.. on a tmpfs /opt), the code (read-only at /var/task). The agent mounts them (firesharp.mount).</item>
+///   <item>Boot cold start: create + start, wait for the agent's ready report, FunctionInit. With snapshot start and no
+///   snapshot of this version yet, the VM is then snapshotted (paused, written, resumed) into
+///   <c>&lt;StateDir&gt;/functions/&lt;name&gt;/snapshots/&lt;version&gt;-&lt;hash&gt;</c>.</item>
+///   <item>Snapshot cold start: RestoreVm of that snapshot (a fresh vsock socket per clone), then the agent is found
+///   again; the runtime is initialized already. A restore that fails falls back to a boot (logged).</item>
+/// </list>
+/// VMs are labelled <c>firesharp.function=NAME</c>; ones left by an earlier daemon are removed at start-up.
+/// </summary>
+public sealed partial class AgentFunctionVmFactory(VmManager manager, DaemonOptions options, ILogger<AgentFunctionVmFactory> logger) : IFunctionVmFactory
+{
+    public const string FunctionLabel = "firesharp.function";
+    public const string VersionLabel = "firesharp.function.version";
+
+    /// <summary>Until the agent reports ready after a boot (Linux on PVM takes ~40 s).</summary>
+    public TimeSpan BootTimeout { get; init; } = TimeSpan.FromMinutes(4);
+
+    /// <summary>Lambda's init phase limit is 10 s; on PVM the guest kernel is emulated, so processes start slowly.</summary>
+    public TimeSpan InitTimeout { get; init; } = Kvm.KvmSystem.IsPvmHost ? TimeSpan.FromSeconds(90) : TimeSpan.FromSeconds(10);
+
+    /// <summary>Until a restored VM's agent answers.</summary>
+    public TimeSpan RestoreAgentTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Boots that end before the agent is ready (the known PVM SIGSEGV, docs/pvm.md) are retried this many times.</summary>
+    public int BootRetries { get; init; } = 2;
+
+    private readonly ConcurrentDictionary<string, SemaphoreSlim> _snapshotLocks = new(StringComparer.Ordinal);
+
+    /// <summary>Deletes function VMs left by an earlier daemon (their pool is gone).</summary>
+    public async Task RemoveOrphansAsync(CancellationToken ct)
+    {
+        foreach (var vm in manager.List(new Dictionary<string, string>()))
+        {
+            if (!vm.Labels.ContainsKey(FunctionLabel)) continue;
+            try
+            {
+                await manager.DeleteAsync(vm.Id, force: true, ct).ConfigureAwait(false);
+                LogOrphan(logger, vm.Id);
+            }
+            catch (VmApiException e)
+            {
+                LogDeleteFailed(logger, vm.Id, e.Message);
+            }
+        }
+    }
+
+    public async Task<IFunctionVm> CreateAsync(FunctionDefinition function, CancellationToken cancellationToken)
+    {
+        long started = Stopwatch.GetTimestamp();
+        string snapshotDir = SnapshotDir(function);
+        if (function.SnapshotStart && Directory.Exists(snapshotDir))
+        {
+            string id = NewVmId(function.Name);
+            try
+            {
+                return await RestoreAsync(function, id, snapshotDir, started, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is VmApiException or AgentException or TimeoutException or FunctionInitException || (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
+            {
+                LogRestoreFailed(logger, function.Name, function.Version, snapshotDir, e.Message);
+                await DestroyAsync(id).ConfigureAwait(false);
+            }
+        }
+        for (int attempt = 0; ; attempt++)
+        {
+            string id = NewVmId(function.Name);
+            try
+            {
+                return await BootAsync(function, id, started, cancellationToken).ConfigureAwait(false);
+            }
+            catch (VmEndedException e) when (attempt < BootRetries)
+            {
+                LogBootRetry(logger, id, e.Message);
+                await DestroyAsync(id).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is VmEndedException or TimeoutException or AgentException)
+            {
+                await DestroyAsync(id).ConfigureAwait(false);
+                throw VmApiException.Unavailable($"function {function.Name}: its VM could not start: {e.Message}");
+            }
+            catch
+            {
+                await DestroyAsync(id).ConfigureAwait(false);
+                throw;
+            }
+        }
+    }
+
+    public Task DiscardSnapshotsAsync(string functionName, string? keepVersion, CancellationToken cancellationToken)
+    {
+        string dir = Path.Combine(options.FunctionsDir, functionName, "snapshots");
+        if (!Directory.Exists(dir)) return Task.CompletedTask;
+        foreach (var d in Directory.GetDirectories(dir))
+        {
+            if (keepVersion is not null && Path.GetFileName(d).StartsWith(keepVersion + "-", StringComparison.Ordinal)) continue;
+            try { Directory.Delete(d, recursive: true); }
+            catch (IOException e) { LogDeleteFailed(logger, d, e.Message); }
+        }
+        return Task.CompletedTask;
+    }
+
+    // ---------------------------------------------------------------- boot
+
+    private async Task<IFunctionVm> BootAsync(FunctionDefinition f, string id, long started, CancellationToken ct)
+    {
+        var request = new CreateVmRequest { Id = id, Spec = Spec(f), Start = true };
+        request.Labels[FunctionLabel] = f.Name;
+        request.Labels[VersionLabel] = f.Version;
+        await manager.CreateAsync(request, ct).ConfigureAwait(false);
+        await WaitForAgentReadyAsync(id, ct).ConfigureAwait(false);
+
+        var client = await ConnectAsync(id, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
+        FunctionInitReply init;
+        try
+        {
+            // The Runtime API listens on 127.0.0.1: make sure the guest's loopback is up (an image without
+            // networking setup leaves it down).
+            try
+            {
+                await client.ExecAsync(new AgentCommand(["ip", "link", "set", "lo", "up"]) { Timeout = TimeSpan.FromSeconds(30) }, ct).ConfigureAwait(false);
+            }
+            catch (AgentException e) when (e.Failure == AgentFailure.Remote)
+            {
+                LogLoopback(logger, id, e.Message);
+            }
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            timeout.CancelAfter(InitTimeout + TimeSpan.FromSeconds(10));
+            init = await client.InitFunctionAsync(InitRequest(f), timeout.Token).ConfigureAwait(false);
+        }
+        catch
+        {
+            await client.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+        if (!init.Ok)
+        {
+            await client.DisposeAsync().ConfigureAwait(false);
+            throw new FunctionInitException(init.ErrorType.Length > 0 ? init.ErrorType : "Runtime.InitError", init.ErrorMessage, init.LogTail);
+        }
+        var initDuration = Stopwatch.GetElapsedTime(started);
+        LogBooted(logger, f.Name, f.Version, id, initDuration.TotalMilliseconds, init.InitDurationUs / 1000.0);
+
+        if (f.SnapshotStart && !Directory.Exists(SnapshotDir(f)))
+            client = await TakeSnapshotAsync(f, id, client, ct).ConfigureAwait(false);
+        return new AgentFunctionVm(this, id, StartKind.BootCold, initDuration, client);
+    }
+
+    /// <summary>
+    /// Snapshots the initialized VM once per version. The agent connection is closed first (connections do not
+    /// survive a restore) and opened again after. A failed snapshot is logged; the VM still serves.
+    /// </summary>
+    private async Task<AgentClient> TakeSnapshotAsync(FunctionDefinition f, string id, AgentClient client, CancellationToken ct)
+    {
+        string final = SnapshotDir(f);
+        var gate = _snapshotLocks.GetOrAdd(final, _ => new SemaphoreSlim(1, 1));
+        if (!await gate.WaitAsync(0, ct).ConfigureAwait(false)) return client; // another VM of this version is taking it
+        try
+        {
+            if (Directory.Exists(final)) return client;
+            await client.DisposeAsync().ConfigureAwait(false);
+            await Task.Delay(100, ct).ConfigureAwait(false); // let the guest see the close before its memory is captured
+            Directory.CreateDirectory(Path.GetDirectoryName(final)!);
+            string tmp = final + ".tmp-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3));
+            long t0 = Stopwatch.GetTimestamp();
+            try
+            {
+                var info = await manager.CreateSnapshotAsync(new CreateSnapshotRequest { Id = id, Dir = tmp, Resume = true }, ct).ConfigureAwait(false);
+                Directory.Move(tmp, final);
+                LogSnapshot(logger, f.Name, f.Version, final, Stopwatch.GetElapsedTime(t0).TotalMilliseconds, info.MemoryBytesWritten >> 20);
+            }
+            catch (Exception e) when (e is VmApiException or IOException or Snapshot.SnapshotException)
+            {
+                LogSnapshotFailed(logger, f.Name, f.Version, e.Message);
+                try { if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true); } catch (IOException) { }
+                try { await manager.ResumeAsync(id, ct).ConfigureAwait(false); } catch (VmApiException) { }
+            }
+            return await ConnectAsync(id, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            gate.Release();
+        }
+    }
+
+    // ---------------------------------------------------------------- restore
+
+    private async Task<IFunctionVm> RestoreAsync(FunctionDefinition f, string id, string snapshotDir, long started, CancellationToken ct)
+    {
+        var request = new RestoreVmRequest { Dir = snapshotDir, Id = id };
+        request.Labels[FunctionLabel] = f.Name;
+        request.Labels[VersionLabel] = f.Version;
+        await manager.RestoreAsync(request, ct).ConfigureAwait(false);
+        var client = await ConnectAsync(id, RestoreAgentTimeout, ct).ConfigureAwait(false);
+        var initDuration = Stopwatch.GetElapsedTime(started);
+        LogRestored(logger, f.Name, f.Version, id, initDuration.TotalMilliseconds);
+        return new AgentFunctionVm(this, id, StartKind.SnapshotCold, initDuration, client);
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    /// <summary>The VM: kernel, root filesystem, layers and code as read-only drives; the agent; memory and vCPUs of the function.</summary>
+    internal static VmSpec Spec(FunctionDefinition f)
+    {
+        f = Resolved(f);
+        var spec = new VmSpec
+        {
+            Kernel = new KernelSpec { Path = f.KernelPath },
+            Machine = new MachineSpec { Vcpus = f.Vcpus, MemMib = f.MemoryMib },
+            Agent = true,
+        };
+        spec.Drives.Add(new DriveSpec { Id = "rootfs", Path = f.RootfsPath, ReadOnly = true, Root = true });
+        var mounts = new List<AgentMount>();
+        if (f.LayerPaths.Count > 1) mounts.Add(new AgentMount("/dev/null", "/opt", ReadOnly: false, FsType: "tmpfs"));
+        for (int i = 0; i < f.LayerPaths.Count; i++)
+        {
+            spec.Drives.Add(new DriveSpec { Id = $"layer{i + 1}", Path = f.LayerPaths[i], ReadOnly = true });
+            mounts.Add(new AgentMount(DevicePath(i + 1), f.LayerPaths.Count == 1 ? "/opt" : $"/opt/layer{i + 1}"));
+        }
+        spec.Drives.Add(new DriveSpec { Id = "code", Path = f.CodeImagePath, ReadOnly = true });
+        mounts.Add(new AgentMount(DevicePath(f.LayerPaths.Count + 1), "/var/task"));
+        spec.Kernel.Cmdline = Vm.MicroVm.DefaultLinuxCmdline + " " + new AgentBootConfig { Start = false, Mounts = mounts }.ToCmdline();
+        return spec;
+    }
+
+    /// <summary>
+    /// The definition with symbolic links in its image paths resolved (build/guest/rootfs.ext4 is a link into the
+    /// cache): a snapshot records drive paths and sizes, and a link would be checked instead of its target.
+    /// </summary>
+    internal static FunctionDefinition Resolved(FunctionDefinition f) => f with
+    {
+        KernelPath = RealPath(f.KernelPath),
+        RootfsPath = RealPath(f.RootfsPath),
+        CodeImagePath = RealPath(f.CodeImagePath),
+        LayerPaths = [.. f.LayerPaths.Select(RealPath)],
+    };
+
+    private static string RealPath(string path)
+    {
+        try
+        {
+            return new FileInfo(path).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? path;
+        }
+        catch (IOException)
+        {
+            return path;
+        }
+    }
+
+    /// <summary>The n-th virtio-blk drive (0-based, in spec order) is /dev/vda, vdb, ...</summary>
+    private static string DevicePath(int index) => "/dev/vd" + (char)('a' + index);
+
+    private FunctionInitRequest InitRequest(FunctionDefinition f)
+    {
+        var r = new FunctionInitRequest
+        {
+            FunctionName = f.Name,
+            FunctionVersion = f.Version,
+            Handler = f.Handler,
+            MemoryMib = (uint)f.MemoryMib,
+            InitTimeoutMs = (uint)InitTimeout.TotalMilliseconds,
+        };
+        r.Env.Add(f.Environment.ToDictionary());
+        return r;
+    }
+
+    /// <summary>Polls the VM until its agent reported ready; <see cref="VmEndedException"/> when the VM ended first.</summary>
+    private async Task WaitForAgentReadyAsync(string id, CancellationToken ct)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(BootTimeout);
+        try
+        {
+            while (true)
+            {
+                var vm = manager.Get(id);
+                if (vm.AgentReady && vm.State == VmState.Running) return;
+                if (vm.State is VmState.Stopped or VmState.Failed)
+                    throw new VmEndedException($"VM {id} ended before its agent was ready: {vm.Exit?.Kind} {vm.Exit?.Reason}");
+                await Task.Delay(50, timeout.Token).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            throw new TimeoutException($"the guest agent of VM {id} did not report ready within {BootTimeout.TotalSeconds:F0} s");
+        }
+    }
+
+    /// <summary>Connects to the VM's agent (retrying while it does not answer yet).</summary>
+    private async Task<AgentClient> ConnectAsync(string id, TimeSpan within, CancellationToken ct)
+    {
+        var until = Stopwatch.GetTimestamp() + (long)(within.TotalSeconds * Stopwatch.Frequency);
+        string uds = manager.VsockPath(id);
+        while (true)
+        {
+            try
+            {
+                using var attempt = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                attempt.CancelAfter(TimeSpan.FromSeconds(10));
+                return await AgentClient.ConnectHybridVsockAsync(uds, cancellationToken: attempt.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (!ct.IsCancellationRequested && e is AgentException or OperationCanceledException or IOException or System.Net.Sockets.SocketException)
+            {
+                var vm = manager.Get(id);
+                if (vm.State is VmState.Stopped or VmState.Failed)
+                    throw new VmEndedException($"VM {id} ended: {vm.Exit?.Kind} {vm.Exit?.Reason}");
+                if (Stopwatch.GetTimestamp() > until) throw new TimeoutException($"the guest agent of VM {id} does not answer: {e.Message}");
+                await Task.Delay(100, ct).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>Deletes the VM (by force), ignoring a VM that is gone.</summary>
+    internal async Task DestroyAsync(string id)
+    {
+        try
+        {
+            await manager.DeleteAsync(id, force: true, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (VmApiException e) when (e.Kind == VmErrorKind.NotFound) { }
+        catch (VmApiException e)
+        {
+            LogDeleteFailed(logger, id, e.Message);
+        }
+    }
+
+    /// <summary>
+    /// Where this version's snapshot lives. The key includes a hash of everything that shapes the initialized VM,
+    /// so a snapshot of an earlier daemon's version with the same number is never used for different code.
+    /// </summary>
+    internal string SnapshotDir(FunctionDefinition f)
+    {
+        var sb = new StringBuilder();
+        sb.Append(f.KernelPath).Append('\0').Append(f.RootfsPath).Append('\0').Append(f.CodeImagePath).Append('\0').Append(f.Handler).Append('\0')
+          .Append(f.MemoryMib).Append('\0').Append(f.Vcpus).Append('\0');
+        foreach (var l in f.LayerPaths) sb.Append(l).Append('\0');
+        foreach (var (k, v) in f.Environment.OrderBy(e => e.Key, StringComparer.Ordinal)) sb.Append(k).Append('=').Append(v).Append('\0');
+        foreach (var p in (string[])[f.KernelPath, f.RootfsPath, f.CodeImagePath, .. f.LayerPaths])
+        {
+            try { sb.Append(File.GetLastWriteTimeUtc(p).Ticks).Append('\0'); }
+            catch (IOException) { }
+        }
+        string hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(sb.ToString())))[..12];
+        return Path.Combine(options.FunctionsDir, f.Name, "snapshots", $"{f.Version}-{hash}");
+    }
+
+    /// <summary>fn-&lt;name, lowercased&gt;-&lt;random&gt;, within the daemon's id length.</summary>
+    private string NewVmId(string name)
+    {
+        string suffix = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
+        var clean = new string([.. name.ToLowerInvariant().Select(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '-' or '_' ? c : '-')]);
+        int room = Math.Max(0, options.MaxIdLength - 3 - 1 - suffix.Length);
+        if (clean.Length > room) clean = clean[..room];
+        return clean.Length == 0 ? $"fn-{suffix}" : $"fn-{clean}-{suffix}";
+    }
+
+    /// <summary>The VM stopped or failed before it was usable (a boot is retried for it).</summary>
+    private sealed class VmEndedException(string message) : Exception(message);
+
+    /// <summary>One function VM: its agent connection serves the invocations, one at a time.</summary>
+    private sealed class AgentFunctionVm(AgentFunctionVmFactory factory, string id, StartKind createdAs, TimeSpan initDuration, AgentClient client) : IFunctionVm
+    {
+        private AgentClient _client = client;
+        private int _disposed;
+
+        public string Id => id;
+        public StartKind CreatedAs => createdAs;
+        public TimeSpan InitDuration => initDuration;
+
+        public async Task<VmInvokeOutcome> InvokeAsync(VmInvokeRequest request, CancellationToken cancellationToken)
+        {
+            var invoke = new Proto.Agent.InvokeRequest
+            {
+                RequestId = request.RequestId,
+                Payload = ByteString.CopyFrom(request.Payload.Span),
+                DeadlineUnixMs = (ulong)request.Deadline.ToUnixTimeMilliseconds(),
+                InvokedFunctionArn = request.FunctionArn,
+                TraceId = request.TraceId,
+            };
+            // The agent kills the runtime at the deadline; the host gives it a little longer, then treats the VM as lost.
+            using var hostDeadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            var left = request.Deadline - DateTimeOffset.UtcNow;
+            hostDeadline.CancelAfter((left > TimeSpan.Zero ? left : TimeSpan.Zero) + TimeSpan.FromSeconds(3));
+            long t0 = Stopwatch.GetTimestamp();
+            InvokeReply reply;
+            try
+            {
+                reply = await _client.InvokeFunctionAsync(invoke, hostDeadline.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                return new VmInvokeOutcome { Status = VmInvokeStatus.Timeout, Unhandled = true, ErrorType = "Sandbox.Timedout", Duration = Stopwatch.GetElapsedTime(t0) };
+            }
+            catch (AgentException e)
+            {
+                return new VmInvokeOutcome { Status = VmInvokeStatus.Crashed, Unhandled = true, ErrorType = "Runtime.ExitError", LogTail = e.Message, Duration = Stopwatch.GetElapsedTime(t0) };
+            }
+            var status = reply.Status switch
+            {
+                InvokeStatus.Success => VmInvokeStatus.Success,
+                InvokeStatus.FunctionError => VmInvokeStatus.FunctionError,
+                InvokeStatus.Timeout => VmInvokeStatus.Timeout,
+                InvokeStatus.OutOfMemory => VmInvokeStatus.OutOfMemory,
+                InvokeStatus.RuntimeExited => VmInvokeStatus.FunctionError, // unhandled: the pool recycles the VM
+                _ => VmInvokeStatus.Crashed,
+            };
+            return new VmInvokeOutcome
+            {
+                Status = status,
+                Payload = reply.Payload.Memory,
+                ErrorType = reply.ErrorType.Length > 0 ? reply.ErrorType : reply.Status == InvokeStatus.RuntimeExited ? "Runtime.ExitError" : null,
+                Unhandled = reply.Unhandled || reply.Status is InvokeStatus.RuntimeExited or InvokeStatus.Timeout or InvokeStatus.OutOfMemory,
+                LogTail = reply.LogTail,
+                Duration = TimeSpan.FromTicks((long)reply.DurationUs * 10),
+                MaxMemoryUsedBytes = (long)reply.MaxMemoryKib * 1024,
+            };
+        }
+
+        public async Task ShutdownAsync(string reason, CancellationToken cancellationToken)
+        {
+            try
+            {
+                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                timeout.CancelAfter(TimeSpan.FromSeconds(10));
+                await _client.ShutdownFunctionAsync(new FunctionShutdownRequest { Reason = ShutdownReason(reason), DeadlineMs = 2000 }, timeout.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is AgentException or OperationCanceledException)
+            {
+                // The VM goes anyway.
+            }
+            await DisposeAsync().ConfigureAwait(false);
+        }
+
+        private static string ShutdownReason(string reason) =>
+            reason.Contains("timeout", StringComparison.OrdinalIgnoreCase) ? "timeout"
+            : reason.Contains("fail", StringComparison.OrdinalIgnoreCase) || reason.Contains("crash", StringComparison.OrdinalIgnoreCase) ? "failure"
+            : "spindown";
+
+        public async ValueTask DisposeAsync()
+        {
+            if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+            await _client.DisposeAsync().ConfigureAwait(false);
+            await factory.DestroyAsync(id).ConfigureAwait(false);
+        }
+    }
+
+    [LoggerMessage(320, LogLevel.Information, "function {Name} v{Version}: VM {Id} booted and initialized in {Ms:F0} ms (runtime init {InitMs:F1} ms)")]
+    private static partial void LogBooted(ILogger logger, string name, string version, string id, double ms, double initMs);
+
+    [LoggerMessage(321, LogLevel.Information, "function {Name} v{Version}: VM {Id} restored from its snapshot in {Ms:F0} ms")]
+    private static partial void LogRestored(ILogger logger, string name, string version, string id, double ms);
+
+    [LoggerMessage(322, LogLevel.Warning, "function {Name} v{Version}: restore from {Dir} failed, booting instead: {Error}")]
+    private static partial void LogRestoreFailed(ILogger logger, string name, string version, string dir, string error);
+
+    [LoggerMessage(323, LogLevel.Information, "function {Name} v{Version}: snapshot {Dir} taken in {Ms:F0} ms ({WrittenMib} MiB written)")]
+    private static partial void LogSnapshot(ILogger logger, string name, string version, string dir, double ms, ulong writtenMib);
+
+    [LoggerMessage(324, LogLevel.Warning, "function {Name} v{Version}: snapshot failed (the VM keeps serving): {Error}")]
+    private static partial void LogSnapshotFailed(ILogger logger, string name, string version, string error);
+
+    [LoggerMessage(325, LogLevel.Warning, "function VM {Id} ended before it was ready; booting another: {Error}")]
+    private static partial void LogBootRetry(ILogger logger, string id, string error);
+
+    [LoggerMessage(326, LogLevel.Warning, "could not delete {What}: {Error}")]
+    private static partial void LogDeleteFailed(ILogger logger, string what, string error);
+
+    [LoggerMessage(328, LogLevel.Warning, "function VM {Id}: could not bring the loopback interface up: {Error}")]
+    private static partial void LogLoopback(ILogger logger, string id, string error);
+
+    [LoggerMessage(327, LogLevel.Information, "deleted function VM {Id} left by an earlier daemon")]
+    private static partial void LogOrphan(ILogger logger, string id);
+}

@@ -1,0 +1,452 @@
+using FireSharp.Pool;
+using FireSharp.Proto.V1;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using Microsoft.Extensions.Logging;
+
+namespace FireSharp.Daemon.Functions;
+
+using PoolStats = FireSharp.Pool.FunctionStats;
+using ProtoStats = FireSharp.Proto.V1.FunctionStats;
+using ProtoState = FireSharp.Proto.V1.FunctionState;
+using ProtoInvocationType = FireSharp.Proto.V1.InvocationType;
+using ProtoStartKind = FireSharp.Proto.V1.StartKind;
+using PoolInvocationType = FireSharp.Pool.InvocationType;
+using PoolStartKind = FireSharp.Pool.StartKind;
+using PoolState = FireSharp.Pool.FunctionState;
+
+/// <summary>
+/// The daemon's functions: validates API requests (Lambda's limits, typed errors naming the field), packs code
+/// directories, drives <see cref="FunctionPool"/> and keeps the records on disk (<see cref="FunctionStore"/>) so
+/// that a restarted daemon has the same functions (with the same reserved and provisioned concurrency).
+/// </summary>
+public sealed partial class FunctionManager(FunctionPool pool, FunctionStore store, DaemonOptions options, HostLimits host, ILogger<FunctionManager> logger)
+{
+    private readonly Dictionary<string, Function> _records = new(StringComparer.Ordinal); // spec as stored; guarded by _gate
+    private readonly SemaphoreSlim _gate = new(1, 1); // one registry change at a time (packing happens outside it)
+
+    public FunctionPool Pool => pool;
+
+    public static string Arn(string name) => $"arn:firesharp:lambda:local:000000000000:function:{name}";
+
+    /// <summary>Re-registers the functions of the state directory with the pool (at daemon start).</summary>
+    public async Task LoadAsync(CancellationToken ct)
+    {
+        foreach (var record in store.LoadAll())
+        {
+            string name = record.Spec.Name;
+            try
+            {
+                var info = await pool.CreateFunctionAsync(Definition(record.Spec), ct).ConfigureAwait(false);
+                if (record.HasReservedConcurrency) pool.PutReservedConcurrency(name, record.ReservedConcurrency);
+                if (record.ProvisionedConcurrency > 0) pool.PutProvisionedConcurrency(name, record.ProvisionedConcurrency);
+                record.Version = info.Definition.Version;
+                record.State = ProtoState.Active;
+                await _gate.WaitAsync(ct).ConfigureAwait(false);
+                try { _records[name] = record; }
+                finally { _gate.Release(); }
+                store.DeletePackedCodeExcept(name, record.CodeSourceDirectory.Length > 0 ? record.Spec.Code.ImagePath : null);
+                LogLoaded(logger, name);
+            }
+            catch (Exception e) when (e is FunctionPoolException or VmApiException)
+            {
+                LogLoadFailed(logger, name, e.Message);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- registry
+
+    public async Task<Function> CreateAsync(CreateFunctionRequest request, CancellationToken ct)
+    {
+        var spec = request.Spec ?? throw VmApiException.Invalid("spec", "is required");
+        FunctionValidator.ValidateName(spec.Name, "spec.name");
+        var normalized = Normalize(spec, "spec");
+        await _gate.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            if (_records.ContainsKey(spec.Name)) throw new VmApiException(VmErrorKind.AlreadyExists, "spec.name", $"a function named '{spec.Name}' exists");
+        }
+        finally { _gate.Release(); }
+
+        string? packedFrom = null;
+        if (spec.Code.SourceCase == FunctionCode.SourceOneofCase.Directory)
+        {
+            packedFrom = spec.Code.Directory;
+            normalized.Code = new FunctionCode { ImagePath = await store.PackCodeAsync(spec.Name, NewToken(), packedFrom, "spec.code.directory", ct).ConfigureAwait(false) };
+        }
+        await _gate.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+        try
+        {
+            FunctionInfo info;
+            try
+            {
+                info = await pool.CreateFunctionAsync(Definition(normalized), CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (FunctionPoolException e)
+            {
+                if (packedFrom is not null && !_records.ContainsKey(spec.Name)) store.Delete(spec.Name);
+                throw FunctionErrors.From(e, "spec.name");
+            }
+            var now = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow);
+            var record = new Function
+            {
+                Spec = normalized,
+                Version = info.Definition.Version,
+                Arn = Arn(spec.Name),
+                State = ProtoState.Active,
+                CreatedAt = now,
+                LastModified = now,
+                CodeSourceDirectory = packedFrom ?? "",
+            };
+            _records[spec.Name] = record;
+            store.Save(record);
+            LogCreated(logger, spec.Name, normalized.MemoryMib, normalized.Vcpus);
+            return ToProto(record, info);
+        }
+        finally { _gate.Release(); }
+    }
+
+    public async Task<Function> UpdateConfigurationAsync(UpdateFunctionConfigurationRequest request, CancellationToken ct)
+    {
+        FunctionValidator.ValidateName(request.Name, "name");
+        await _gate.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            var record = Find(request.Name);
+            var spec = record.Spec.Clone();
+            if (request.Image is { } image)
+            {
+                if (image.KernelPath.Length > 0) { SpecValidator.ValidateFile(image.KernelPath, "image.kernel_path", required: true); spec.Image.KernelPath = image.KernelPath; }
+                if (image.RootfsPath.Length > 0) { SpecValidator.ValidateFile(image.RootfsPath, "image.rootfs_path", required: true); spec.Image.RootfsPath = image.RootfsPath; }
+            }
+            if (request.Handler.Length > 0) { FunctionValidator.ValidateHandler(request.Handler, "handler"); spec.Handler = request.Handler; }
+            if (request.ReplaceEnvironment) spec.Environment.Clear();
+            foreach (var (k, v) in request.Environment) spec.Environment[k] = v;
+            FunctionValidator.ValidateEnvironment(spec.Environment, "environment");
+            if (request.MemoryMib != 0) spec.MemoryMib = FunctionValidator.ValidateMemory(request.MemoryMib, "memory_mib");
+            if (request.Vcpus != 0) spec.Vcpus = FunctionValidator.ValidateVcpus(request.Vcpus, spec.MemoryMib, host, "vcpus");
+            else if (request.MemoryMib != 0) spec.Vcpus = FunctionValidator.ValidateVcpus(0, spec.MemoryMib, host, "vcpus");
+            if (request.TimeoutSeconds != 0) spec.TimeoutSeconds = FunctionValidator.ValidateTimeout(request.TimeoutSeconds, "timeout_seconds");
+            if (request.SetSnapshotStart) spec.SnapshotStart = request.SnapshotStartValue;
+            return await ApplyAsync(record, spec, record.CodeSourceDirectory).ConfigureAwait(false);
+        }
+        finally { _gate.Release(); }
+    }
+
+    public async Task<Function> UpdateCodeAsync(UpdateFunctionCodeRequest request, CancellationToken ct)
+    {
+        FunctionValidator.ValidateName(request.Name, "name");
+        FunctionValidator.ValidateCode(request.Code, "code");
+        if (request.ReplaceLayers) FunctionValidator.ValidateLayers(request.Layers, "layers");
+        await _gate.WaitAsync(ct).ConfigureAwait(false);
+        try { Find(request.Name); }
+        finally { _gate.Release(); }
+
+        string? packedFrom = null, image = request.Code.ImagePath;
+        if (request.Code.SourceCase == FunctionCode.SourceOneofCase.Directory)
+        {
+            packedFrom = request.Code.Directory;
+            image = await store.PackCodeAsync(request.Name, NewToken(), packedFrom, "code.directory", ct).ConfigureAwait(false);
+        }
+        await _gate.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+        try
+        {
+            var record = Find(request.Name);
+            var spec = record.Spec.Clone();
+            spec.Code = new FunctionCode { ImagePath = image };
+            if (request.ReplaceLayers)
+            {
+                spec.Layers.Clear();
+                spec.Layers.AddRange(request.Layers);
+            }
+            return await ApplyAsync(record, spec, packedFrom ?? "").ConfigureAwait(false);
+        }
+        finally { _gate.Release(); }
+    }
+
+    /// <summary>Under the gate: a new version in the pool, then the record.</summary>
+    private async Task<Function> ApplyAsync(Function record, FunctionSpec spec, string codeSourceDirectory)
+    {
+        var def = Definition(spec);
+        FunctionInfo info;
+        try
+        {
+            info = await pool.UpdateFunctionAsync(spec.Name, _ => def, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (FunctionPoolException e)
+        {
+            throw FunctionErrors.From(e);
+        }
+        record.Spec = spec;
+        record.Version = info.Definition.Version;
+        record.LastModified = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow);
+        record.CodeSourceDirectory = codeSourceDirectory;
+        store.Save(record);
+        LogUpdated(logger, spec.Name, record.Version);
+        return ToProto(record, info);
+    }
+
+    public async Task DeleteAsync(string name, CancellationToken ct)
+    {
+        FunctionValidator.ValidateName(name, "name");
+        await _gate.WaitAsync(ct).ConfigureAwait(false);
+        try { Find(name).State = ProtoState.Deleting; }
+        finally { _gate.Release(); }
+        try
+        {
+            await pool.DeleteFunctionAsync(name, ct).ConfigureAwait(false);
+        }
+        catch (FunctionPoolException e)
+        {
+            throw FunctionErrors.From(e);
+        }
+        await _gate.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+        try
+        {
+            _records.Remove(name);
+            store.Delete(name);
+        }
+        finally { _gate.Release(); }
+        LogDeleted(logger, name);
+    }
+
+    public Function Get(string name)
+    {
+        FunctionValidator.ValidateName(name, "name");
+        Function record;
+        _gate.Wait();
+        try { record = Find(name).Clone(); }
+        finally { _gate.Release(); }
+        try
+        {
+            return ToProto(record, pool.GetFunction(name));
+        }
+        catch (FunctionPoolException e)
+        {
+            throw FunctionErrors.From(e);
+        }
+    }
+
+    public ListFunctionsResponse List()
+    {
+        var infos = pool.ListFunctions().ToDictionary(i => i.Definition.Name, StringComparer.Ordinal);
+        List<Function> records;
+        _gate.Wait();
+        try { records = [.. _records.Values.Select(r => r.Clone())]; }
+        finally { _gate.Release(); }
+        var response = new ListFunctionsResponse();
+        foreach (var r in records.OrderBy(r => r.Spec.Name, StringComparer.Ordinal))
+            if (infos.TryGetValue(r.Spec.Name, out var info)) response.Functions.Add(ToProto(r, info));
+        return response;
+    }
+
+    public async Task<Function> PutConcurrencyAsync(PutFunctionConcurrencyRequest request, CancellationToken ct)
+    {
+        FunctionValidator.ValidateName(request.Name, "name");
+        if (!request.Remove && request.ReservedConcurrentExecutions < 0)
+            throw VmApiException.Invalid("reserved_concurrent_executions", $"is {request.ReservedConcurrentExecutions}; must be at least 0");
+        await _gate.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            var record = Find(request.Name);
+            FunctionInfo info;
+            try
+            {
+                info = pool.PutReservedConcurrency(request.Name, request.Remove ? null : request.ReservedConcurrentExecutions);
+            }
+            catch (FunctionPoolException e)
+            {
+                throw FunctionErrors.From(e);
+            }
+            if (request.Remove) record.ClearReservedConcurrency();
+            else record.ReservedConcurrency = request.ReservedConcurrentExecutions;
+            store.Save(record);
+            return ToProto(record, info);
+        }
+        finally { _gate.Release(); }
+    }
+
+    public async Task<Function> PutProvisionedAsync(PutProvisionedConcurrencyRequest request, CancellationToken ct)
+    {
+        FunctionValidator.ValidateName(request.Name, "name");
+        if (request.ProvisionedConcurrentExecutions < 0)
+            throw VmApiException.Invalid("provisioned_concurrent_executions", $"is {request.ProvisionedConcurrentExecutions}; must be at least 0");
+        await _gate.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            var record = Find(request.Name);
+            FunctionInfo info;
+            try
+            {
+                info = pool.PutProvisionedConcurrency(request.Name, request.ProvisionedConcurrentExecutions);
+            }
+            catch (FunctionPoolException e)
+            {
+                throw FunctionErrors.From(e);
+            }
+            record.ProvisionedConcurrency = request.ProvisionedConcurrentExecutions;
+            store.Save(record);
+            return ToProto(record, info);
+        }
+        finally { _gate.Release(); }
+    }
+
+    public Proto.V1.AccountSettings GetAccountSettings()
+    {
+        var a = pool.GetAccountSettings();
+        int vms = pool.ListFunctions().Sum(f => f.Stats.IdleVms + f.Stats.BusyVms + f.Stats.CreatingVms);
+        return new Proto.V1.AccountSettings
+        {
+            ConcurrentExecutionsLimit = a.ConcurrencyLimit,
+            UnreservedConcurrentExecutions = a.UnreservedConcurrency,
+            ConcurrentExecutions = a.InFlight,
+            FunctionCount = a.FunctionCount,
+            TotalVms = vms,
+        };
+    }
+
+    // ---------------------------------------------------------------- invoke
+
+    public async Task<InvokeResponse> InvokeAsync(InvokeRequest request, CancellationToken ct)
+    {
+        FunctionValidator.ValidateName(request.Name, "name");
+        var type = request.InvocationType switch
+        {
+            ProtoInvocationType.Unspecified or ProtoInvocationType.RequestResponse => PoolInvocationType.RequestResponse,
+            ProtoInvocationType.Event => PoolInvocationType.Event,
+            ProtoInvocationType.DryRun => PoolInvocationType.DryRun,
+            _ => throw VmApiException.Invalid("invocation_type", $"{(int)request.InvocationType} is not an invocation type"),
+        };
+        FunctionValidator.ValidatePayload(request.Payload.Length, "payload");
+        InvokeResult result;
+        try
+        {
+            result = await pool.InvokeAsync(request.Name, request.Payload.Memory, type, ct).ConfigureAwait(false);
+        }
+        catch (FunctionThrottledException t)
+        {
+            throw FunctionErrors.Throttled(t);
+        }
+        catch (FunctionPoolException e)
+        {
+            throw FunctionErrors.From(e);
+        }
+        catch (FunctionInitException e)
+        {
+            throw VmApiException.Unavailable($"the function's runtime could not start ({e.ErrorType}): {e.Message}");
+        }
+        return ToProto(result);
+    }
+
+    public static InvokeResponse ToProto(InvokeResult r) => new()
+    {
+        StatusCode = r.StatusCode,
+        Payload = ByteString.CopyFrom(r.Payload.Span),
+        FunctionError = r.FunctionError ?? "",
+        ErrorType = r.ErrorType ?? "",
+        LogTail = r.LogTail,
+        RequestId = r.RequestId,
+        InitDurationMs = r.InitDuration?.TotalMilliseconds ?? 0,
+        DurationMs = r.Duration.TotalMilliseconds,
+        BilledDurationMs = (long)Math.Ceiling(r.BilledDuration.TotalMilliseconds),
+        MaxMemoryUsedMib = r.MaxMemoryUsedMib,
+        StartKind = r.Status == InvokeStatus.Ok ? r.StartKind switch
+        {
+            PoolStartKind.Warm => ProtoStartKind.Warm,
+            PoolStartKind.SnapshotCold => ProtoStartKind.SnapshotCold,
+            PoolStartKind.BootCold => ProtoStartKind.BootCold,
+            _ => ProtoStartKind.Unspecified,
+        } : ProtoStartKind.Unspecified,
+        GbSeconds = (double)r.GbSeconds,
+        Version = r.Version ?? "",
+    };
+
+    // ---------------------------------------------------------------- helpers
+
+    /// <summary>Under the gate.</summary>
+    private Function Find(string name) =>
+        _records.TryGetValue(name, out var r) ? r : throw FunctionErrors.NotFound(name);
+
+    /// <summary>Checks a create spec and fills in the defaults (image, memory, vCPUs, timeout).</summary>
+    private FunctionSpec Normalize(FunctionSpec spec, string prefix)
+    {
+        var s = spec.Clone();
+        s.Image ??= new FunctionImage();
+        if (s.Image.KernelPath.Length == 0) s.Image.KernelPath = options.FunctionKernel ?? "";
+        if (s.Image.RootfsPath.Length == 0) s.Image.RootfsPath = options.FunctionRootfs ?? "";
+        if (s.Image.KernelPath.Length == 0) throw VmApiException.Invalid($"{prefix}.image.kernel_path", "is required (this daemon has no FunctionKernel default)");
+        if (s.Image.RootfsPath.Length == 0) throw VmApiException.Invalid($"{prefix}.image.rootfs_path", "is required (this daemon has no FunctionRootfs default)");
+        SpecValidator.ValidateFile(s.Image.KernelPath, $"{prefix}.image.kernel_path", required: true);
+        SpecValidator.ValidateFile(s.Image.RootfsPath, $"{prefix}.image.rootfs_path", required: true);
+        FunctionValidator.ValidateLayers(s.Layers, $"{prefix}.layers");
+        FunctionValidator.ValidateCode(s.Code, $"{prefix}.code");
+        FunctionValidator.ValidateHandler(s.Handler, $"{prefix}.handler");
+        FunctionValidator.ValidateEnvironment(s.Environment, $"{prefix}.environment");
+        s.MemoryMib = FunctionValidator.ValidateMemory(s.MemoryMib, $"{prefix}.memory_mib");
+        s.Vcpus = FunctionValidator.ValidateVcpus(s.Vcpus, s.MemoryMib, host, $"{prefix}.vcpus");
+        s.TimeoutSeconds = FunctionValidator.ValidateTimeout(s.TimeoutSeconds, $"{prefix}.timeout_seconds");
+        return s;
+    }
+
+    /// <summary>The pool's view of a stored spec (the pool assigns the version).</summary>
+    public static FunctionDefinition Definition(FunctionSpec s) => new()
+    {
+        Name = s.Name,
+        Version = "0",
+        KernelPath = s.Image.KernelPath,
+        RootfsPath = s.Image.RootfsPath,
+        LayerPaths = [.. s.Layers],
+        CodeImagePath = s.Code.ImagePath,
+        Handler = s.Handler,
+        Environment = new Dictionary<string, string>(s.Environment, StringComparer.Ordinal),
+        MemoryMib = s.MemoryMib,
+        Vcpus = s.Vcpus,
+        Timeout = TimeSpan.FromSeconds(s.TimeoutSeconds),
+        SnapshotStart = s.SnapshotStart,
+    };
+
+    private static Function ToProto(Function record, FunctionInfo info)
+    {
+        var f = record.Clone();
+        f.Version = info.Definition.Version;
+        f.State = info.State == PoolState.Deleting ? ProtoState.Deleting : ProtoState.Active;
+        if (info.ReservedConcurrency is int r) f.ReservedConcurrency = r;
+        else f.ClearReservedConcurrency();
+        f.ProvisionedConcurrency = info.ProvisionedConcurrency;
+        f.LastModified = Timestamp.FromDateTimeOffset(info.LastModified);
+        f.Stats = ToProto(info.Stats);
+        return f;
+    }
+
+    private static ProtoStats ToProto(PoolStats s) => new()
+    {
+        ConcurrentExecutions = s.InFlight,
+        IdleVms = s.IdleVms,
+        TotalVms = s.IdleVms + s.BusyVms + s.CreatingVms,
+        Invocations = s.Invocations,
+        Errors = s.Errors,
+        Throttles = s.Throttles,
+        WarmStarts = s.WarmStarts,
+        SnapshotColdStarts = s.SnapshotColdStarts,
+        BootColdStarts = s.BootColdStarts,
+        GbSeconds = (double)s.GbSeconds,
+    };
+
+    private static string NewToken() => Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4));
+
+    [LoggerMessage(310, LogLevel.Information, "function {Name} created ({MemoryMib} MiB, {Vcpus} vCPU)")]
+    private static partial void LogCreated(ILogger logger, string name, int memoryMib, int vcpus);
+
+    [LoggerMessage(311, LogLevel.Information, "function {Name} updated to version {Version}")]
+    private static partial void LogUpdated(ILogger logger, string name, string version);
+
+    [LoggerMessage(312, LogLevel.Information, "function {Name} deleted")]
+    private static partial void LogDeleted(ILogger logger, string name);
+
+    [LoggerMessage(313, LogLevel.Information, "function {Name} loaded from the state directory")]
+    private static partial void LogLoaded(ILogger logger, string name);
+
+    [LoggerMessage(314, LogLevel.Warning, "function {Name} could not be loaded from the state directory: {Error}")]
+    private static partial void LogLoadFailed(ILogger logger, string name, string error);
+}

@@ -1,0 +1,160 @@
+using System.Diagnostics;
+using System.Globalization;
+using FireSharp.Proto.V1;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+
+namespace FireSharp.Daemon.Functions;
+
+/// <summary>
+/// Function records on disk, so that a restarted daemon keeps its functions:
+/// <c>&lt;StateDir&gt;/functions/&lt;name&gt;/function.json</c> (the <see cref="Function"/> message in protobuf
+/// JSON, written atomically) next to the code images packed from directories (<c>code-&lt;version&gt;.ext4</c>)
+/// and the snapshots of the function's versions (<c>snapshots/</c>, written by the VM factory).
+/// </summary>
+public sealed partial class FunctionStore(string root, ILogger logger)
+{
+    private const string RecordFile = "function.json";
+
+    /// <summary>Lambda's limit on unzipped code plus layers.</summary>
+    public const long MaxCodeBytes = 250L * 1024 * 1024;
+
+    public string Root { get; } = root;
+
+    public string FunctionDir(string name) => Path.Combine(Root, name);
+
+    /// <summary>Every readable record; a corrupt one is logged and skipped (left for a human).</summary>
+    public IReadOnlyList<Function> LoadAll()
+    {
+        var list = new List<Function>();
+        if (!Directory.Exists(Root)) return list;
+        foreach (var dir in Directory.GetDirectories(Root).Order(StringComparer.Ordinal))
+        {
+            string path = Path.Combine(dir, RecordFile);
+            if (!File.Exists(path)) continue;
+            try
+            {
+                var f = JsonParser.Default.Parse<Function>(File.ReadAllText(path));
+                if (f.Spec?.Name != Path.GetFileName(dir)) throw new InvalidDataException($"the record names '{f.Spec?.Name}'");
+                list.Add(f);
+            }
+            catch (Exception e) when (e is InvalidProtocolBufferException or InvalidJsonException or IOException or InvalidDataException)
+            {
+                LogCorrupt(logger, path, e.Message);
+            }
+        }
+        return list;
+    }
+
+    /// <summary>Writes the record (without its live statistics) atomically.</summary>
+    public void Save(Function function)
+    {
+        var copy = function.Clone();
+        copy.Stats = null;
+        string dir = FunctionDir(copy.Spec.Name);
+        Directory.CreateDirectory(dir);
+        string path = Path.Combine(dir, RecordFile), tmp = path + ".tmp";
+        try
+        {
+            File.WriteAllText(tmp, JsonFormatter.Default.Format(copy));
+            File.Move(tmp, path, overwrite: true);
+        }
+        catch (IOException e)
+        {
+            LogPersistFailed(logger, path, e.Message);
+        }
+    }
+
+    /// <summary>Removes the function's directory (record, packed code, snapshots).</summary>
+    public void Delete(string name)
+    {
+        try
+        {
+            if (Directory.Exists(FunctionDir(name))) Directory.Delete(FunctionDir(name), recursive: true);
+        }
+        catch (IOException e)
+        {
+            LogPersistFailed(logger, FunctionDir(name), e.Message);
+        }
+    }
+
+    /// <summary>Removes packed code images of the function other than <paramref name="keep"/>.</summary>
+    public void DeletePackedCodeExcept(string name, string? keep)
+    {
+        string dir = FunctionDir(name);
+        if (!Directory.Exists(dir)) return;
+        foreach (var f in Directory.GetFiles(dir, "code-*.ext4"))
+            if (f != keep) TryDelete(f);
+    }
+
+    /// <summary>
+    /// Packs <paramref name="directory"/> into a new ext4 image with <c>mke2fs -d</c> (no root needed) and
+    /// returns its path. InvalidArgument (field) when the directory is over 250 MiB or cannot be packed.
+    /// </summary>
+    public async Task<string> PackCodeAsync(string name, string version, string directory, string field, CancellationToken ct)
+    {
+        long bytes = 0;
+        int entries = 0;
+        try
+        {
+            foreach (var f in new DirectoryInfo(directory).EnumerateFileSystemInfos("*", SearchOption.AllDirectories))
+            {
+                entries++;
+                if (f is FileInfo fi) bytes += fi.Length;
+                if (bytes > MaxCodeBytes) throw VmApiException.Invalid(field, $"'{directory}' holds more than {MaxCodeBytes / (1024 * 1024)} MiB");
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw VmApiException.Invalid(field, $"'{directory}' cannot be read: {e.Message}");
+        }
+        string dir = FunctionDir(name);
+        Directory.CreateDirectory(dir);
+        string image = Path.Combine(dir, $"code-{version}.ext4"), tmp = image + ".tmp";
+        // Room for the files, their metadata and the journal-less ext4's own structures.
+        long sizeKib = Math.Max(4096, (bytes * 5 / 4 + entries * 8192L) / 1024 + 2048);
+        TryDelete(tmp);
+        var psi = new ProcessStartInfo("mke2fs")
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+            UseShellExecute = false,
+        };
+        foreach (var a in (string[])["-q", "-F", "-t", "ext4", "-O", "^has_journal", "-L", "task", "-E", "root_owner=0:0", "-d", directory, tmp, sizeKib.ToString(CultureInfo.InvariantCulture) + "k"])
+            psi.ArgumentList.Add(a);
+        string stderr;
+        int exit;
+        try
+        {
+            using var p = Process.Start(psi) ?? throw new IOException("mke2fs did not start");
+            var err = p.StandardError.ReadToEndAsync(ct);
+            var output = p.StandardOutput.ReadToEndAsync(ct);
+            await p.WaitForExitAsync(ct).ConfigureAwait(false);
+            stderr = (await err.ConfigureAwait(false)) + await output.ConfigureAwait(false);
+            exit = p.ExitCode;
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            throw VmApiException.Unavailable($"cannot run mke2fs to pack {field} (e2fsprogs must be installed on the daemon's host): {e.Message}");
+        }
+        if (exit != 0)
+        {
+            TryDelete(tmp);
+            throw VmApiException.Invalid(field, $"mke2fs could not pack '{directory}' (exit {exit}): {stderr.Trim()}");
+        }
+        File.Move(tmp, image, overwrite: true);
+        return image;
+    }
+
+    private static void TryDelete(string path)
+    {
+        try { File.Delete(path); }
+        catch (IOException) { }
+    }
+
+    [LoggerMessage(300, LogLevel.Warning, "function record {Path} is unreadable ({Error}); skipped")]
+    private static partial void LogCorrupt(ILogger logger, string path, string error);
+
+    [LoggerMessage(301, LogLevel.Error, "cannot write {Path}: {Error}")]
+    private static partial void LogPersistFailed(ILogger logger, string path, string error);
+}

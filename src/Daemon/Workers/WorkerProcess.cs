@@ -1,0 +1,164 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using FireSharp.Proto.Worker;
+
+using FireSharp.Kvm.Interop;
+
+namespace FireSharp.Daemon.Workers;
+
+/// <summary>A running worker as the daemon sees it: a process (or, in tests, an in-process stand-in) and its socket.</summary>
+public abstract class WorkerProcess
+{
+    public required int Pid { get; init; }
+    /// <summary>Field 22 of /proc/&lt;pid&gt;/stat; with the pid it identifies the process across daemon restarts.</summary>
+    public required ulong StartTime { get; init; }
+    public required string SocketPath { get; init; }
+
+    /// <summary>Completes with a human-readable reason when the process has ended.</summary>
+    public abstract Task<string> Exited { get; }
+
+    /// <summary>Kills the worker at once (SIGKILL).</summary>
+    public abstract void Kill();
+
+    public WorkerRecord ToRecord() => new() { Pid = Pid, StartTime = StartTime, Socket = SocketPath };
+}
+
+/// <summary>Starts workers and finds them again after a daemon restart.</summary>
+public interface IWorkerLauncher
+{
+    /// <summary>
+    /// Starts a worker that will listen on <paramref name="socketPath"/> and returns once the socket accepts
+    /// connections. <paramref name="logPath"/> receives the worker's own log.
+    /// </summary>
+    Task<WorkerProcess> LaunchAsync(string vmId, string socketPath, string logPath, CancellationToken ct);
+
+    /// <summary>The worker described by a record if that very process is still alive; otherwise null.</summary>
+    WorkerProcess? Adopt(WorkerRecord record);
+}
+
+/// <summary>
+/// Runs each worker as <c>firesharp-vmm --socket PATH --log PATH --id ID</c> (by default the
+/// <c>firesharp-vmm</c> next to the daemon's own executable). The worker puts itself in a session of its own, so a terminal's Ctrl-C or
+/// the daemon's death does not reach it.
+/// </summary>
+public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = null) : IWorkerLauncher
+{
+    public static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(10);
+
+    public string BinaryPath { get; } = binaryPath;
+
+    /// <summary>The worker executable beside this process's own: <c>firesharp-vmm</c>.</summary>
+    public static string DefaultBinary() =>
+        Path.Combine(Path.GetDirectoryName(Environment.ProcessPath) ?? AppContext.BaseDirectory, "firesharp-vmm");
+
+    public async Task<WorkerProcess> LaunchAsync(string vmId, string socketPath, string logPath, CancellationToken ct)
+    {
+        if (!File.Exists(BinaryPath)) throw VmApiException.Unavailable($"the worker binary {BinaryPath} does not exist");
+        var psi = new ProcessStartInfo(BinaryPath)
+        {
+            UseShellExecute = false,
+            RedirectStandardInput = false,
+            RedirectStandardOutput = false,
+            RedirectStandardError = false,
+        };
+        foreach (var a in (string[])["--socket", socketPath, "--log", logPath, "--id", vmId]) psi.ArgumentList.Add(a);
+        if (logLevel is not null) { psi.ArgumentList.Add("--log-level"); psi.ArgumentList.Add(logLevel); }
+        var process = Process.Start(psi) ?? throw VmApiException.Unavailable("the worker process did not start");
+        var worker = new ChildWorker(process, socketPath);
+        try
+        {
+            await WaitForSocketAsync(socketPath, worker.Exited, ct).ConfigureAwait(false);
+            return worker;
+        }
+        catch
+        {
+            worker.Kill();
+            await worker.Exited.WaitAsync(TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>Polls until the socket accepts a connection, the process ends, or the time is up.</summary>
+    public static async Task WaitForSocketAsync(string socketPath, Task<string> exited, CancellationToken ct)
+    {
+        var deadline = Stopwatch.StartNew();
+        int delayMs = 1;
+        while (true)
+        {
+            ct.ThrowIfCancellationRequested();
+            if (exited.IsCompleted) throw VmApiException.Unavailable($"the worker ended while starting: {await exited.ConfigureAwait(false)}");
+            if (File.Exists(socketPath))
+            {
+                try
+                {
+                    await using var probe = await WorkerClient.ConnectAsync(socketPath, ct).ConfigureAwait(false);
+                    return;
+                }
+                catch (SocketException) { }
+            }
+            if (deadline.Elapsed > StartTimeout) throw VmApiException.Unavailable($"the worker did not open {socketPath} within {StartTimeout.TotalSeconds:F0} s");
+            await Task.Delay(delayMs, ct).ConfigureAwait(false);
+            delayMs = Math.Min(delayMs * 2, 50);
+        }
+    }
+
+    public WorkerProcess? Adopt(WorkerRecord record)
+    {
+        if (record.Pid <= 0 || ProcInfo.StartTime(record.Pid) != record.StartTime) return null;
+        return new AdoptedWorker { Pid = record.Pid, StartTime = record.StartTime, SocketPath = record.Socket };
+    }
+
+    /// <summary>A worker this daemon started: its exit status is known.</summary>
+    private sealed class ChildWorker : WorkerProcess
+    {
+        private readonly Process _process;
+
+        [System.Diagnostics.CodeAnalysis.SetsRequiredMembers]
+        public ChildWorker(Process process, string socketPath)
+        {
+            _process = process;
+            Pid = process.Id;
+            StartTime = ProcInfo.StartTime(process.Id) ?? 0;
+            SocketPath = socketPath;
+            Exited = WaitAsync();
+        }
+
+        public override Task<string> Exited { get; }
+
+        private async Task<string> WaitAsync()
+        {
+            await _process.WaitForExitAsync().ConfigureAwait(false);
+            int code = _process.ExitCode;
+            _process.Dispose();
+            // .NET reports death by signal N as 128 + N.
+            return code > 128 ? $"worker process {Pid} was killed by signal {code - 128}" : $"worker process {Pid} exited with status {code}";
+        }
+
+        public override void Kill()
+        {
+            try { _process.Kill(); }
+            catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception) { }
+        }
+    }
+
+    /// <summary>A worker started by an earlier daemon: not our child, so it is watched through /proc.</summary>
+    private sealed class AdoptedWorker : WorkerProcess
+    {
+        private Task<string>? _exited;
+
+        public override Task<string> Exited => _exited ??= PollAsync();
+
+        private async Task<string> PollAsync()
+        {
+            while (ProcInfo.StartTime(Pid) == StartTime) await Task.Delay(100).ConfigureAwait(false);
+            return $"worker process {Pid} ended (it was adopted after a daemon restart, so its exit status is unknown)";
+        }
+
+        public override void Kill()
+        {
+            if (ProcInfo.StartTime(Pid) == StartTime) ProcInfo.SendSignal(Pid, ProcInfo.SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,78 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+
+namespace FireSharp.Kvm.Interop;
+
+/// <summary>Facts about processes from /proc, and the few libc calls the daemon and the worker need.</summary>
+public static partial class ProcInfo
+{
+    public const int SIGKILL = 9, SIGTERM = 15;
+
+    /// <summary>
+    /// The start time of a live process (field 22 of /proc/pid/stat), or null if there is no such process or
+    /// it is a zombie (dead, waiting to be reaped: it holds nothing but its pid).
+    /// </summary>
+    public static ulong? StartTime(int pid)
+    {
+        string stat;
+        try { stat = File.ReadAllText($"/proc/{pid}/stat"); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
+        // The command name (field 2) is in parentheses and may contain spaces: parse after the last ')'.
+        int close = stat.LastIndexOf(')');
+        if (close < 0) return null;
+        var fields = stat[(close + 2)..].Split(' ');
+        // fields[0] is field 3 (state); field 22 is fields[19].
+        if (fields.Length < 20 || fields[0] is "Z" or "X") return null;
+        return ulong.TryParse(fields[19], NumberStyles.None, CultureInfo.InvariantCulture, out var t) ? t : null;
+    }
+
+    public static bool IsAlive(int pid) => StartTime(pid) is not null;
+
+    public static void SendSignal(int pid, int signal) => _ = kill(pid, signal);
+
+    /// <summary>Makes the calling process the leader of a new session (no controlling terminal).</summary>
+    public static void NewSession() => _ = setsid();
+
+    /// <summary>Points the process's stdin at /dev/null and stdout/stderr at a log file (appended).</summary>
+    public static void RedirectStdio(string logPath)
+    {
+        using var devNull = File.OpenHandle("/dev/null", FileMode.Open, FileAccess.Read);
+        using var log = File.OpenHandle(logPath, FileMode.Append, FileAccess.Write, FileShare.ReadWrite);
+        int nullFd = (int)devNull.DangerousGetHandle(), logFd = (int)log.DangerousGetHandle();
+        _ = dup2(nullFd, 0);
+        _ = dup2(logFd, 1);
+        _ = dup2(logFd, 2);
+    }
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int kill(int pid, int sig);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int setsid();
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int dup2(int oldfd, int newfd);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int chown(string path, int owner, int group);
+
+    /// <summary>Gives a file to a group (by name or number), keeping its owner.</summary>
+    public static void ChangeGroup(string path, string group)
+    {
+        int gid = int.TryParse(group, NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n : GroupId(group)
+            ?? throw new ArgumentException($"no group named '{group}' in /etc/group");
+        if (chown(path, -1, gid) != 0)
+            throw new IOException($"chown {path} to group {group}: errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    private static int? GroupId(string name)
+    {
+        foreach (var line in File.ReadLines("/etc/group"))
+        {
+            var parts = line.Split(':');
+            if (parts.Length >= 3 && parts[0] == name && int.TryParse(parts[2], NumberStyles.None, CultureInfo.InvariantCulture, out int gid))
+                return gid;
+        }
+        return null;
+    }
+}

@@ -1,0 +1,181 @@
+using System.Reflection;
+using System.Xml.Linq;
+using FireSharp.Tests.Support;
+using NetArchTest.Rules;
+
+namespace FireSharp.Tests.Architecture;
+
+/// <summary>
+/// The layering of docs/architecture.md, stated in code so that a violation fails <c>make test</c>:
+/// the project reference graph (from the .csproj files, the agent included), the assemblies each layer
+/// may load (compiled references), namespace rules inside the VMM core, and no cycles anywhere.
+/// </summary>
+public sealed class LayeringTests
+{
+    /// <summary>Each project and the FireSharp projects it may reference (directly). Everything else is forbidden.</summary>
+    private static readonly Dictionary<string, string[]> s_allowedProjectReferences = new()
+    {
+        ["FireSharp.Kvm"] = [],
+        ["FireSharp.Vmm"] = ["FireSharp.Kvm"],
+        ["FireSharp.Framing"] = [],
+        ["FireSharp.Agent.Protocol"] = ["FireSharp.Framing"],
+        ["FireSharp.Worker.Protocol"] = ["FireSharp.Framing"],
+        ["FireSharp.Pool"] = [],
+        ["FireSharp.Worker"] = ["FireSharp.Vmm", "FireSharp.Worker.Protocol"],
+        ["FireSharp.Daemon"] = ["FireSharp.Vmm", "FireSharp.Pool", "FireSharp.Worker.Protocol", "FireSharp.Agent.Protocol"],
+        ["FireSharp.Cli"] = ["FireSharp.Daemon", "FireSharp.Vmm"],
+        ["Agent"] = ["FireSharp.Agent.Protocol"],
+    };
+
+    /// <summary>Assembly-name prefixes each built assembly must not reference.</summary>
+    private static readonly (Assembly Assembly, string[] Forbidden)[] s_forbiddenPackages =
+    [
+        (typeof(FireSharp.Kvm.KvmSystem).Assembly, ["Grpc", "Google.Protobuf", "Microsoft.AspNetCore", "Serilog", "Spectre", "System.CommandLine"]),
+        (typeof(FireSharp.Vm.MicroVm).Assembly, ["Grpc", "Google.Protobuf", "Microsoft.AspNetCore", "Serilog", "Spectre", "System.CommandLine"]),
+        (typeof(FireSharp.Pool.FunctionPool).Assembly, ["Grpc", "Google.Protobuf", "Microsoft.AspNetCore", "Serilog", "Spectre", "FireSharp."]),
+        (typeof(FireSharp.Worker.VmWorker).Assembly, ["Grpc", "Microsoft.AspNetCore", "Serilog", "Spectre", "FireSharp.Daemon", "FireSharp.Pool"]),
+        (typeof(FireSharp.Framing.Frames).Assembly, ["Grpc", "Microsoft.AspNetCore", "FireSharp."]),
+        (typeof(FireSharp.Agent.Protocol.AgentProtocol).Assembly, ["Grpc", "Microsoft.AspNetCore", "FireSharp.Daemon", "FireSharp.Vmm", "FireSharp.Kvm"]),
+        (typeof(FireSharp.Worker.Protocol.WorkerFraming).Assembly, ["Grpc", "Microsoft.AspNetCore", "FireSharp.Daemon", "FireSharp.Vmm", "FireSharp.Kvm"]),
+    ];
+
+    public static TheoryData<string> Projects() => new(s_allowedProjectReferences.Keys);
+
+    [Theory]
+    [MemberData(nameof(Projects))]
+    public void ProjectReferencesFollowTheLayering(string project)
+    {
+        var references = ProjectReferences(project);
+        var unexpected = references.Except(s_allowedProjectReferences[project]).ToList();
+        Assert.True(unexpected.Count == 0, $"{project} references {string.Join(", ", unexpected)}, which docs/architecture.md does not allow");
+    }
+
+    [Fact]
+    public void EveryProjectInTheSolutionIsInTheLayering()
+    {
+        var projects = Directory.EnumerateFiles(Path.Combine(TestPaths.RepoRoot, "src"), "*.csproj", SearchOption.AllDirectories)
+            .Where(p => !p.Contains("/obj/", StringComparison.Ordinal))
+            .Select(Path.GetFileNameWithoutExtension).ToList();
+        Assert.NotEmpty(projects);
+        foreach (var p in projects)
+            Assert.True(s_allowedProjectReferences.ContainsKey(p!), $"src project {p} is not in the layering (add it here and to docs/architecture.md)");
+    }
+
+    [Fact]
+    public void ProjectGraphHasNoCycles()
+    {
+        var graph = s_allowedProjectReferences.Keys.ToDictionary(p => p, p => (IReadOnlyList<string>)ProjectReferences(p));
+        Assert.Null(FindCycle(graph));
+    }
+
+    [Fact]
+    public void LayersDoNotLoadForbiddenAssemblies()
+    {
+        foreach (var (assembly, forbidden) in s_forbiddenPackages)
+        {
+            var bad = assembly.GetReferencedAssemblies().Select(a => a.Name ?? "")
+                .Where(n => forbidden.Any(f => n.StartsWith(f, StringComparison.Ordinal))).ToList();
+            Assert.True(bad.Count == 0, $"{assembly.GetName().Name} references {string.Join(", ", bad)}");
+        }
+    }
+
+    [Fact]
+    public void DevicesNeverSeeTheRunLoopOrSnapshots()
+    {
+        var result = Types.InAssembly(typeof(FireSharp.Vm.MicroVm).Assembly)
+            .That().ResideInNamespace("FireSharp.Devices")
+            .ShouldNot().HaveDependencyOnAny("FireSharp.Vm", "FireSharp.Snapshot", "FireSharp.Boot")
+            .GetResult();
+        Assert.True(result.IsSuccessful, "devices depend on the run loop: " + string.Join(", ", result.FailingTypeNames ?? []));
+    }
+
+    [Fact]
+    public void BootSeesOnlyMemoryAndKvm()
+    {
+        var result = Types.InAssembly(typeof(FireSharp.Vm.MicroVm).Assembly)
+            .That().ResideInNamespace("FireSharp.Boot")
+            .ShouldNot().HaveDependencyOnAny("FireSharp.Vm", "FireSharp.Snapshot", "FireSharp.Devices")
+            .GetResult();
+        Assert.True(result.IsSuccessful, "boot code depends on a higher layer: " + string.Join(", ", result.FailingTypeNames ?? []));
+    }
+
+    /// <summary>
+    /// Dependencies that close a cycle today and are being removed (each with the change that removes it).
+    /// FireSharp.Vm -> FireSharp.Snapshot: MicroVm builds its devices from the snapshot's settings types; the
+    /// device manager (each device persists itself) takes it out.
+    /// </summary>
+    private static readonly HashSet<(string From, string To)> s_knownEdgesBeingRemoved = [("FireSharp.Vm", "FireSharp.Snapshot")];
+
+    /// <summary>Namespace cycles inside one assembly compile, so they are checked here.</summary>
+    public static TheoryData<string> LayeredAssemblies() => new(["FireSharp.Kvm", "FireSharp.Vmm", "FireSharp.Pool", "FireSharp.Daemon"]);
+
+    [Theory]
+    [MemberData(nameof(LayeredAssemblies))]
+    public void NamespacesHaveNoCycles(string assemblyName)
+    {
+        var assembly = Assembly.Load(assemblyName);
+        var namespaces = assembly.GetTypes().Select(t => t.Namespace).OfType<string>()
+            .Where(n => n.StartsWith("FireSharp.", StringComparison.Ordinal) && !n.StartsWith("FireSharp.Proto", StringComparison.Ordinal))
+            .Select(TopNamespace).Distinct().ToList();
+        var graph = new Dictionary<string, IReadOnlyList<string>>();
+        foreach (var from in namespaces)
+        {
+            graph[from] = namespaces.Where(to => to != from && !s_knownEdgesBeingRemoved.Contains((from, to)) && Types.InAssembly(assembly)
+                .That().ResideInNamespace(from).And().HaveDependencyOn(to).GetTypes()
+                .Any(t => TopNamespace(t.Namespace ?? "") == from)).ToList();
+        }
+        var cycle = FindCycle(graph);
+        Assert.True(cycle is null, $"namespace cycle in {assemblyName}: {cycle}");
+    }
+
+    /// <summary>
+    /// The namespace at the granularity the layering speaks of (FireSharp.Devices.Virtio.Net → FireSharp.Devices),
+    /// except the interop layer, which sits below FireSharp.Kvm and FireSharp.Memory.
+    /// </summary>
+    private static string TopNamespace(string ns)
+    {
+        if (ns.StartsWith("FireSharp.Kvm.Interop", StringComparison.Ordinal)) return "FireSharp.Kvm.Interop";
+        var parts = ns.Split('.');
+        return parts.Length <= 2 ? ns : $"{parts[0]}.{parts[1]}";
+    }
+
+    private static List<string> ProjectReferences(string project)
+    {
+        var path = Directory.EnumerateFiles(Path.Combine(TestPaths.RepoRoot, "src"), project + ".csproj", SearchOption.AllDirectories)
+            .Single(p => !p.Contains("/obj/", StringComparison.Ordinal));
+        return XDocument.Load(path).Descendants("ProjectReference")
+            .Select(e => Path.GetFileNameWithoutExtension(e.Attribute("Include")!.Value.Replace('\\', '/'))).ToList();
+    }
+
+    /// <summary>A cycle as "a -> b -> a", or null.</summary>
+    internal static string? FindCycle(IReadOnlyDictionary<string, IReadOnlyList<string>> graph)
+    {
+        var state = new Dictionary<string, int>(); // 1 = on the stack, 2 = done
+        var stack = new List<string>();
+        string? Visit(string node)
+        {
+            state[node] = 1;
+            stack.Add(node);
+            foreach (var next in graph.TryGetValue(node, out var n) ? n : [])
+            {
+                if (state.GetValueOrDefault(next) == 1)
+                    return string.Join(" -> ", stack.Skip(stack.IndexOf(next)).Append(next));
+                if (state.GetValueOrDefault(next) == 0 && Visit(next) is { } found) return found;
+            }
+            stack.RemoveAt(stack.Count - 1);
+            state[node] = 2;
+            return null;
+        }
+        foreach (var node in graph.Keys)
+            if (state.GetValueOrDefault(node) == 0 && Visit(node) is { } cycle) return cycle;
+        return null;
+    }
+
+    [Fact]
+    public void FindCycleFindsACycle()
+    {
+        var graph = new Dictionary<string, IReadOnlyList<string>> { ["a"] = ["b"], ["b"] = ["c"], ["c"] = ["a"], ["d"] = [] };
+        Assert.Equal("a -> b -> c -> a", FindCycle(graph));
+        Assert.Null(FindCycle(new Dictionary<string, IReadOnlyList<string>> { ["a"] = ["b"], ["b"] = [] }));
+    }
+}
