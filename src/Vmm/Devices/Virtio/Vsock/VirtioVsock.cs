@@ -1,6 +1,4 @@
 using System.Buffers.Binary;
-using System.Diagnostics;
-using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -9,72 +7,59 @@ using FireSharp.Kvm.Interop;
 namespace FireSharp.Devices.Virtio.Vsock;
 
 /// <summary>
-/// virtio-vsock (virtio 1.x, "Socket Device", device id 19) with Firecracker's hybrid host side: one Unix socket
-/// per VM. A host client connects to it and writes <c>CONNECT &lt;port&gt;\n</c>; the device sends the guest a
-/// REQUEST and, on its RESPONSE, answers <c>OK &lt;hostport&gt;\n</c>; after that the socket carries the stream.
-/// A guest connection to CID 2 port P is forwarded to the Unix socket <c>&lt;path&gt;_P</c> (RST if nothing
-/// listens there).
+/// virtio-vsock (virtio 1.x, "Socket Device", device id 19): the virtio device. It owns the three queues (rx 0,
+/// device to driver; tx 1, driver to device; event 2), the config space (the guest CID), features, driver and
+/// transport reset, the snapshot state and the event loop; what packets mean is the host side's
+/// (<see cref="IVsockBackend"/>: <see cref="VsockMuxer"/>, Firecracker's hybrid Unix socket, with one
+/// <see cref="VsockConnection"/> state machine per stream).
 /// <para>
-/// Queues: rx (0, device to driver), tx (1, driver to device), event (2). One thread runs everything: it sleeps
-/// in epoll over the three queue eventfds, a wake eventfd, the listening socket and every connection socket.
-/// Call <see cref="Attach"/> then <see cref="Start"/>; set <see cref="VirtioMmioTransport.QueueNotifyHandler"/>
-/// to <see cref="Notify"/> (or register <see cref="QueueEvent"/> with KVM_IOEVENTFD).
+/// One thread runs everything: it sleeps in epoll over the three queue eventfds, a wake eventfd and what the host
+/// side registers (its sockets). Call <see cref="Attach"/> then <see cref="Start"/>, and set
+/// <see cref="VirtioMmioTransport.QueueNotifyHandler"/> to <see cref="Notify"/> (or register <see cref="QueueEvent"/>
+/// with KVM_IOEVENTFD); or <see cref="AttachToVm"/>, which does all of it.
 /// </para>
 /// <para>
-/// A hostile guest cannot make the host hold unbounded memory: each connection buffers at most
-/// <see cref="BufferSize"/> bytes from the guest (the buf_alloc we advertise; a guest that sends beyond its
-/// credit gets RST), at most <see cref="StagingSize"/> bytes from the host, connections are capped at
-/// <see cref="MaxConnections"/> (extra REQUESTs get RST), and replies to connection-less packets are capped
-/// (the tx queue waits while the guest gives no rx buffers). Bad lengths, unknown ops and types get RST;
-/// a packet without a whole header is dropped.
+/// A hostile guest cannot make the host hold unbounded memory: a tx packet without a whole header is dropped, one
+/// whose len exceeds its buffer or <see cref="MaxPayload"/> gets RST, and while the guest gives no rx buffers for
+/// the replies the host side has queued, the tx queue is not read. The host side bounds the rest (per-connection
+/// buffers, connection count).
 /// </para>
 /// </summary>
-public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDisposable
+public sealed class VirtioVsock : IVirtioDevice, IStatefulDevice, IDisposable
 {
     public const ushort DefaultQueueSize = 256;
     public const int DefaultMaxConnections = 1024;
 
     /// <summary>Our receive buffer per connection (buf_alloc); the guest may have this much in flight to us.</summary>
-    public const int BufferSize = 256 * 1024;
+    public const int BufferSize = VsockConnection.BufferSize;
 
     /// <summary>Host bytes read ahead per connection while waiting for guest rx buffers.</summary>
-    public const int StagingSize = 16 * 1024;
+    public const int StagingSize = VsockConnection.StagingSize;
 
     /// <summary>Largest payload accepted in one tx packet (Linux sends at most 64 KiB).</summary>
     public const int MaxPayload = 64 * 1024;
 
-    /// <summary>Longest <c>CONNECT &lt;port&gt;\n</c> line accepted from a host client.</summary>
-    public const int MaxConnectLine = 32;
-
     /// <summary>How long a host client waits after its CONNECT line for the guest's RESPONSE before it is closed.</summary>
     public static readonly TimeSpan DefaultConnectTimeout = TimeSpan.FromSeconds(10);
 
-    /// <summary>Connection-less replies (RSTs) queued for the guest before the tx queue is paused.</summary>
-    public const int MaxQueuedControl = 256;
-
-    // Epoll tags: the queues (0-2) and the wake eventfd (3) are the loop's; bits of what TryWait reports.
-    private const ulong TagListener = 4, FirstConnectionTag = 16;
     private const uint RxBit = 1u << VsockProtocol.RxQueue, TxBit = 1u << VsockProtocol.TxQueue, EventBit = 1u << VsockProtocol.EventQueue;
     private const byte StateFormat = 1;
 
     private readonly ILogger _logger;
-    private readonly Socket _listener;
     private readonly VirtioEventLoop _loop;
-    private readonly Dictionary<ulong, VsockConnection> _byId = [];
-    private readonly Dictionary<(uint Local, uint Peer), VsockConnection> _byPorts = [];
-    private readonly Queue<VsockHeader> _control = new();
-    private readonly Queue<VsockConnection> _rxQueue = new();
-    private readonly List<VsockConnection> _connecting = [];
+    private readonly IVsockBackend _backend;
     private readonly byte[] _txPayload = new byte[MaxPayload];
-    private ulong _nextId = FirstConnectionTag;
-    private uint _nextLocalPort = 1u << 30;
     private int _pendingResetEvents;
     private int _driverResetRequested, _transportResetRequested;
     private bool _txPaused;
     private int _badPacketLogged;
-    private long _rsts, _packetsIn, _packetsOut;
+    private long _packetsIn, _packetsOut;
 
-    /// <summary>Creates the device and its listening socket at <see cref="VsockDeviceSpec.UdsPath"/> (validated first).</summary>
+    /// <summary>
+    /// Creates the device and its host side: the listening socket at <see cref="VsockDeviceSpec.UdsPath"/>
+    /// (validated first), at most <paramref name="maxConnections"/> connections, host clients given
+    /// <paramref name="connectTimeout"/> (default <see cref="DefaultConnectTimeout"/>) for the guest's answer.
+    /// </summary>
     public VirtioVsock(VsockDeviceSpec spec, ILogger? logger = null, int maxConnections = DefaultMaxConnections, ushort queueSize = DefaultQueueSize,
         TimeSpan? connectTimeout = null)
     {
@@ -88,26 +73,14 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
         _logger = logger ?? NullLogger.Instance;
         Id = "virtio-vsock";
 
-        _listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        _loop = new VirtioEventLoop("vsock", QueueCount, 64, timeoutMs => RunOnce(timeoutMs), e => VsockLog.LoopFailed(_logger, e, Id));
         try
         {
-            _listener.Bind(new UnixDomainSocketEndPoint(UdsPath));
-        }
-        catch (SocketException e)
-        {
-            _listener.Dispose();
-            throw new VirtioConfigException("vsock", VirtioConfigError.InvalidVsockPath, $"cannot create vsock Unix socket {UdsPath}: {e.Message}");
-        }
-        try
-        {
-            _listener.Listen(128);
-            _listener.Blocking = false;
-            _loop = new VirtioEventLoop("vsock", QueueCount, 64, timeoutMs => RunOnce(timeoutMs), e => VsockLog.LoopFailed(_logger, e, Id));
-            _loop.Control(Epoll.EPOLL_CTL_ADD, (int)_listener.Handle, Epoll.EPOLLIN, TagListener);
+            _backend = new VsockMuxer(GuestCid, UdsPath, _loop, MaxConnections, ConnectTimeout, Id, _logger, BadPacket);
         }
         catch
         {
-            CloseHostSide();
+            _loop.Dispose();
             throw;
         }
     }
@@ -124,11 +97,17 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
     public ulong DeviceFeatures => 1UL << VsockProtocol.FeatureStream;
 
     /// <summary>Open connections (including host clients still sending their CONNECT line). Event-loop thread only.</summary>
-    public int ConnectionCount => _byId.Count;
+    public int ConnectionCount => _backend.ConnectionCount;
 
     /// <summary>RSTs sent to the guest, packets taken from tx, packets put on rx.</summary>
     public (long Rsts, long PacketsIn, long PacketsOut) Counters =>
-        (Interlocked.Read(ref _rsts), Interlocked.Read(ref _packetsIn), Interlocked.Read(ref _packetsOut));
+        (_backend.RstsSent, Interlocked.Read(ref _packetsIn), Interlocked.Read(ref _packetsOut));
+
+    /// <summary>The transport at the device's virtio-mmio slot (after <see cref="Attach"/> or <see cref="AttachToVm"/>).</summary>
+    public VirtioMmioTransport? Transport => _loop.Transport;
+
+    /// <summary>The slot it occupies (after <see cref="AttachToVm"/>); -1 before.</summary>
+    public int Slot => _loop.Slot;
 
     /// <summary>The eventfd that wakes the device for queue <paramref name="index"/> (for KVM_IOEVENTFD, datamatch = index).</summary>
     public EventFd QueueEvent(int index) => _loop.QueueEvent(index);
@@ -143,6 +122,20 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
     public void Start() => _loop.Start();
 
     /// <summary>
+    /// Puts the device into virtio-mmio slot <paramref name="slot"/> of a VM (<see cref="VirtioEventLoop.AttachToVm"/>:
+    /// transport, irqfd or KVM_IRQ_LINE, ioeventfd for the three queues or MMIO-exit notification, MMIO
+    /// registration); then starts the event loop. The command line needs <see cref="VirtioMmioLayout.CmdlineParameter"/>(slot).
+    /// With <paramref name="quiesced"/> the transport starts quiesced (a snapshot restore sets its state first, then unquiesces it).
+    /// </summary>
+    public VirtioMmioTransport AttachToVm(VirtioHost host, int slot, bool quiesced = false)
+    {
+        var placed = _loop.AttachToVm(host, slot, this, quiesced, $"virtio-vsock (cid {GuestCid}, {UdsPath})",
+            (mechanism, error) => VsockLog.FallBack(_logger, Id, mechanism, error));
+        VsockLog.Placed(_logger, Id, GuestCid, UdsPath, placed.Address, placed.Gsi, placed.NotifyKind, placed.InterruptKind);
+        return placed.Transport;
+    }
+
+    /// <summary>
     /// Drops every connection (host sockets closed) and sends the guest VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the
     /// event queue, so that it forgets its connections too (after a snapshot restore, or a new host socket).
     /// Thread-safe; done by the event loop.
@@ -150,10 +143,8 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
     public void SendTransportReset()
     {
         Interlocked.Exchange(ref _transportResetRequested, 1);
-        Wake();
+        _loop.Wake();
     }
-
-    private void Wake() => _loop.Wake();
 
     // ---------------------------------------------------------------- IVirtioDevice
 
@@ -170,13 +161,13 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
     /// <summary>guest_cid is read-only.</summary>
     public void WriteConfig(uint offset, ReadOnlySpan<byte> data) { }
 
-    public void Activate(ulong negotiatedFeatures) => Wake();
+    public void Activate(ulong negotiatedFeatures) => _loop.Wake();
 
     /// <summary>The driver reset the device (called under the transport's lock): every connection is dropped by the loop.</summary>
     public void Reset()
     {
         Interlocked.Exchange(ref _driverResetRequested, 1);
-        Wake();
+        _loop.Wake();
     }
 
     /// <summary>Runs on the event-loop thread (through <see cref="VirtioMmioTransport.ProcessQueue"/>).</summary>
@@ -193,9 +184,9 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
     // ---------------------------------------------------------------- event loop
 
     /// <summary>
-    /// One turn of the event loop: waits up to <paramref name="timeoutMs"/> (-1 = forever) for a queue
-    /// notification or socket event and handles what is ready. Returns the number of events handled. The loop
-    /// thread calls this; tests without the thread call it directly (never both).
+    /// One turn of the event loop: waits up to <paramref name="timeoutMs"/> (-1 = forever; shortened to the host
+    /// side's next deadline) for a queue notification or host event and handles what is ready. Returns the number
+    /// of events handled. The loop thread calls this; tests without the thread call it directly (never both).
     /// </summary>
     public int RunOnce(int timeoutMs)
     {
@@ -203,58 +194,30 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
         if (!_loop.TryWait(WaitTimeout(timeoutMs), out var ready, out uint signalled)) return 0;
         bool rx = (signalled & RxBit) != 0, tx = (signalled & TxBit) != 0, ev = (signalled & EventBit) != 0;
         foreach (var e in ready)
-        {
-            if (e.Data == TagListener) AcceptOne();
-            else if (e.Data >= FirstConnectionTag && _byId.TryGetValue(e.Data, out var c)) OnSocketEvent(c, e.Events);
-        }
+            if (e.Data > _loop.WakeTag) _backend.OnEvent(e.Data, e.Events);
         HandleRequests();
-        ExpireConnects();
+        _backend.ExpireDeadlines();
         if (_loop.Transport is { } t)
         {
             if (tx) t.ProcessQueue(VsockProtocol.TxQueue);
             if (ev || _pendingResetEvents > 0) t.ProcessQueue(VsockProtocol.EventQueue);
-            if (rx || HasRxWork()) t.ProcessQueue(VsockProtocol.RxQueue);
+            if (rx || _backend.HasPacketForGuest()) t.ProcessQueue(VsockProtocol.RxQueue);
             // Replies waited for rx buffers; now that some went out, take more requests.
-            if (_txPaused && _control.Count < MaxQueuedControl)
+            if (_txPaused && _backend.CanTakePacket)
             {
                 _txPaused = false;
                 t.ProcessQueue(VsockProtocol.TxQueue);
-                if (HasRxWork()) t.ProcessQueue(VsockProtocol.RxQueue);
+                if (_backend.HasPacketForGuest()) t.ProcessQueue(VsockProtocol.RxQueue);
             }
         }
         return ready.Length;
     }
 
-    /// <summary>The epoll timeout: the caller's, shortened to the next host connect deadline.</summary>
     private int WaitTimeout(int timeoutMs)
     {
-        if (_connecting.Count == 0) return timeoutMs;
-        long next = long.MaxValue;
-        foreach (var c in _connecting) next = Math.Min(next, c.ConnectDeadline);
-        double ms = Math.Ceiling(Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), next).TotalMilliseconds);
-        int until = (int)Math.Clamp(ms, 0, int.MaxValue);
+        int until = _backend.MillisecondsToNextDeadline();
+        if (until < 0) return timeoutMs;
         return timeoutMs < 0 ? until : Math.Min(timeoutMs, until);
-    }
-
-    /// <summary>Host clients whose guest never answered their REQUEST are closed (and the guest told, if it was asked).</summary>
-    private void ExpireConnects()
-    {
-        if (_connecting.Count == 0) return;
-        long now = Stopwatch.GetTimestamp();
-        for (int i = _connecting.Count - 1; i >= 0; i--)
-        {
-            var c = _connecting[i];
-            if (c.Removed || c.State != VsockConnState.HostConnecting)
-            {
-                _connecting.RemoveAt(i);
-                continue;
-            }
-            if (now < c.ConnectDeadline) continue;
-            _connecting.RemoveAt(i);
-            VsockLog.ConnectTimedOut(_logger, Id, c.PeerPort);
-            if (c.NeedRequest) Remove(c); // the guest never saw it
-            else Kill(c);
-        }
     }
 
     private void HandleRequests()
@@ -274,102 +237,97 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
     /// <summary>Closes every host socket without telling the guest (a reset tells it).</summary>
     private void DropAll()
     {
-        foreach (var c in _byId.Values.ToList()) Remove(c);
-        _control.Clear();
-        _rxQueue.Clear();
-        _connecting.Clear();
+        _backend.DropAll();
         _txPaused = false;
     }
 
-    private bool HasRxWork()
-    {
-        if (_control.Count > 0) return true;
-        while (_rxQueue.TryPeek(out var c))
-        {
-            if (c.HasPacketForGuest) return true;
-            _rxQueue.Dequeue();
-            c.InRxQueue = false;
-        }
-        return false;
-    }
+    // ---------------------------------------------------------------- the queues
 
-    // ---------------------------------------------------------------- epoll bookkeeping
-
-    /// <summary>Makes epoll watch what the connection can use now (level-triggered, so nothing is missed).</summary>
-    private void UpdateInterest(VsockConnection c)
+    /// <summary>tx: packets from the guest, parsed and handed to the host side.</summary>
+    private void DrainTx(VirtqueueContext queue)
     {
-        if (c.Removed) return;
-        uint want = 0;
-        if (c.State == VsockConnState.AwaitingConnectLine) want |= Epoll.EPOLLIN;
-        if (c.State == VsockConnState.Established)
+        Span<byte> raw = stackalloc byte[VsockHeader.Size];
+        while (true)
         {
-            if (!c.HostEof && c.StagedCount == 0 && c.PeerCredit > 0 && (c.GuestShutdown & VsockProtocol.ShutdownRcv) == 0)
-                want |= Epoll.EPOLLIN;
-            if (c.ToHostCount > 0) want |= Epoll.EPOLLOUT;
-        }
-        // A hung-up socket reports EPOLLHUP whatever it is asked for: keep it out of epoll until it can be read.
-        if (c.HostClosed && (want & Epoll.EPOLLIN) == 0)
-        {
-            if (c.Interest is not null)
+            // Every packet may need a reply; while the guest gives no rx buffers for them, take no more requests.
+            if (!_backend.CanTakePacket)
             {
-                _loop.Remove((int)c.Socket.Handle);
-                c.Interest = null;
+                _txPaused = true;
+                return;
             }
-            return;
+            if (!queue.TryNext(out var chain)) return;
+            Interlocked.Increment(ref _packetsIn);
+            if (chain.ReadableLength < VsockHeader.Size)
+            {
+                queue.Complete(0);
+                BadPacket($"tx buffer of {chain.ReadableLength} bytes cannot hold a {VsockHeader.Size}-byte header; dropped");
+                continue;
+            }
+            chain.CopyFromReadable(queue.Memory, 0, raw);
+            var h = VsockHeader.Read(raw);
+            ulong available = chain.ReadableLength - VsockHeader.Size;
+            bool badLength = h.Len > available || h.Len > MaxPayload || (h.Op != VsockProtocol.OpRw && h.Len != 0);
+            int length = badLength ? 0 : (int)h.Len;
+            if (length > 0) chain.CopyFromReadable(queue.Memory, VsockHeader.Size, _txPayload.AsSpan(0, length));
+            queue.Complete(0);
+            if (badLength)
+            {
+                BadPacket($"{VsockHeader.OpName(h.Op)} with len {h.Len} but {available} payload bytes (at most {MaxPayload}); RST");
+                _backend.RejectPacket(h);
+                continue;
+            }
+            _backend.OnGuestPacket(h, _txPayload.AsSpan(0, length));
         }
-        if (c.Interest == want) return;
-        _loop.Control(c.Interest is null ? Epoll.EPOLL_CTL_ADD : Epoll.EPOLL_CTL_MOD, (int)c.Socket.Handle, want, c.Id);
-        c.Interest = want;
     }
 
-    private VsockConnection NewConnection(Socket socket, VsockConnState state)
+    /// <summary>rx: the packets the host side owes the guest, one per buffer.</summary>
+    private void FillRx(VirtqueueContext queue)
     {
-        var c = new VsockConnection(_nextId++, socket, state);
-        _byId.Add(c.Id, c);
-        return c;
-    }
-
-    /// <summary>Forgets a connection and closes its host socket; nothing is sent to the guest.</summary>
-    private void Remove(VsockConnection c)
-    {
-        if (c.Removed) return;
-        c.Removed = true;
-        _byId.Remove(c.Id);
-        if (c.State != VsockConnState.AwaitingConnectLine) _byPorts.Remove((c.LocalPort, c.PeerPort));
-        if (c.Interest is not null)
+        Span<byte> raw = stackalloc byte[VsockHeader.Size];
+        while (_backend.HasPacketForGuest())
         {
-            _loop.Remove((int)c.Socket.Handle);
-            c.Interest = null;
+            if (!queue.TryNext(out var chain)) return;
+            if (chain.WritableLength < VsockHeader.Size)
+            {
+                queue.Complete(0); // no room for a header: the guest loses this buffer, not the packet
+                BadPacket($"rx buffer of {chain.WritableLength} bytes cannot hold a header");
+                continue;
+            }
+            Interlocked.Increment(ref _packetsOut);
+            int room = (int)Math.Min(chain.WritableLength - VsockHeader.Size, (ulong)MaxPayload);
+            var h = _backend.TakePacket(room, out var payload);
+            h.Write(raw);
+            chain.CopyToWritable(queue.Memory, 0, raw);
+            if (!payload.IsEmpty) chain.CopyToWritable(queue.Memory, VsockHeader.Size, payload);
+            queue.Complete((uint)(VsockHeader.Size + payload.Length));
         }
-        c.Socket.Dispose();
-        c.ToHost = null;
-        c.Staged = null;
     }
 
-    /// <summary>Ends a connection abortively: host socket closed, RST to the guest.</summary>
-    private void Kill(VsockConnection c)
+    /// <summary>event: VIRTIO_VSOCK_EVENT_TRANSPORT_RESET after a transport reset.</summary>
+    private void FillEvents(VirtqueueContext queue)
     {
-        bool keyed = c.State != VsockConnState.AwaitingConnectLine;
-        uint local = c.LocalPort, peer = c.PeerPort;
-        Remove(c);
-        if (keyed) QueueRst(local, peer);
+        Span<byte> ev = stackalloc byte[4];
+        while (_pendingResetEvents > 0 && queue.TryNext(out var chain))
+        {
+            if (chain.WritableLength < 4)
+            {
+                queue.Complete(0);
+                continue;
+            }
+            BinaryPrimitives.WriteUInt32LittleEndian(ev, VsockProtocol.EventTransportReset);
+            chain.CopyToWritable(queue.Memory, 0, ev);
+            queue.Complete(4);
+            _pendingResetEvents--;
+        }
     }
 
-    private void QueueRst(uint localPort, uint guestPort)
+    /// <summary>Logs the first malformed packet (of the device or the host side); later ones only count.</summary>
+    private void BadPacket(string reason)
     {
-        Interlocked.Increment(ref _rsts);
-        _control.Enqueue(new VsockHeader(VsockProtocol.HostCid, GuestCid, localPort, guestPort, 0, VsockProtocol.TypeStream,
-            VsockProtocol.OpRst, 0, 0, 0));
+        if (Interlocked.Exchange(ref _badPacketLogged, 1) == 0) VsockLog.BadPacket(_logger, Id, reason);
     }
 
-    private void WantRx(VsockConnection c)
-    {
-        if (c.InRxQueue || !c.HasPacketForGuest) return;
-        c.InRxQueue = true;
-        _rxQueue.Enqueue(c);
-    }
-
-    // ---------------------------------------------------------------- dispose and snapshots
+    // ---------------------------------------------------------------- snapshots and dispose
 
     /// <summary>The guest CID; restoring onto a device with another CID is refused.</summary>
     public byte[] SaveState()
@@ -389,20 +347,13 @@ public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDispo
         SendTransportReset();
     }
 
+    /// <summary>Stops the loop, then closes every host socket and the listener (the socket file is removed).</summary>
     public void Dispose()
     {
         if (!_loop.Stop()) return;
-        foreach (var c in _byId.Values.ToList()) Remove(c);
         var (rsts, pin, pout) = Counters;
+        _backend.Dispose();
         VsockLog.Counters(_logger, Id, pin, pout, rsts);
-        CloseHostSide();
-    }
-
-    private void CloseHostSide()
-    {
-        _listener.Dispose();
-        try { File.Delete(UdsPath); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
-        _loop?.Dispose();
+        _loop.Dispose();
     }
 }
