@@ -1,4 +1,3 @@
-using System.CommandLine;
 using System.Runtime.InteropServices;
 using FireSharp.Kvm.Interop;
 using FireSharp.Logging;
@@ -12,17 +11,27 @@ namespace FireSharp.Worker;
 /// it is given, so a jailer can start it inside a chroot with those paths. SIGTERM/SIGINT stop the guest
 /// and end the process.
 /// </summary>
+/// <remarks>
+/// The four options are parsed by <see cref="WorkerArgs"/> rather than System.CommandLine: this process runs once
+/// per VM, and a parser library's code is resident memory in every one of them (make bench-worker-size).
+/// </remarks>
 public static class Program
 {
     public static int Main(string[] args)
     {
-        var socket = new Option<string>("--socket") { Description = "Unix socket to create and serve the daemon on", Required = true };
-        var log = new Option<string?>("--log") { Description = "append stdout/stderr to this file (stdin becomes /dev/null)" };
-        var id = new Option<string?>("--id") { Description = "the VM's id, for logs" };
-        var logLevel = new Option<LogLevel>("--log-level") { Description = "log level", DefaultValueFactory = _ => LogLevel.Information };
-        var root = new RootCommand("firesharp-vmm: one VM's worker process (started by `firesharp serve`)") { socket, log, id, logLevel };
-        root.SetAction(parse => Run(parse.GetValue(socket)!, parse.GetValue(log), parse.GetValue(logLevel)));
-        return root.Parse(args).Invoke();
+        var parsed = WorkerArgs.Parse(args);
+        if (parsed.Error is { } error)
+        {
+            Console.Error.WriteLine($"firesharp-vmm: {error}");
+            Console.Error.WriteLine(WorkerArgs.Usage);
+            return 1;
+        }
+        if (parsed.Help)
+        {
+            Console.WriteLine(WorkerArgs.Usage);
+            return 0;
+        }
+        return Run(parsed.Socket!, parsed.Log, parsed.Level);
     }
 
     private static int Run(string socketPath, string? logPath, LogLevel level)
@@ -45,5 +54,47 @@ public static class Program
             logger.LogError("worker: cannot serve {Socket}: {Error}", socketPath, e.Message);
             return 1;
         }
+    }
+}
+
+/// <summary>The worker's command line: <c>--socket PATH [--log PATH] [--id ID] [--log-level LEVEL]</c>, or <c>--help</c>.</summary>
+public sealed record WorkerArgs
+{
+    public const string Usage =
+        "usage: firesharp-vmm --socket PATH [--log PATH] [--id ID] [--log-level LEVEL]\n" +
+        "  one VM's worker process (started by `firesharp serve`)\n" +
+        "  --socket PATH       Unix socket to create and serve the daemon on (required)\n" +
+        "  --log PATH          append stdout/stderr to this file (stdin becomes /dev/null)\n" +
+        "  --id ID             the VM's id, for logs\n" +
+        "  --log-level LEVEL   Trace, Debug, Information (default), Warning, Error, Critical or None";
+
+    public string? Socket { get; init; }
+    public string? Log { get; init; }
+    public string? Id { get; init; }
+    public LogLevel Level { get; init; } = LogLevel.Information;
+    public bool Help { get; init; }
+    /// <summary>What is wrong with the command line, or null.</summary>
+    public string? Error { get; init; }
+
+    /// <summary>Options as <c>--name value</c> or <c>--name=value</c>; each at most once.</summary>
+    public static WorkerArgs Parse(IReadOnlyList<string> args)
+    {
+        var values = new Dictionary<string, string>(StringComparer.Ordinal);
+        for (int i = 0; i < args.Count; i++)
+        {
+            string a = args[i];
+            if (a is "--help" or "-h" or "-?") return new WorkerArgs { Help = true };
+            int eq = a.IndexOf('=', StringComparison.Ordinal);
+            string name = eq > 0 ? a[..eq] : a;
+            if (name is not ("--socket" or "--log" or "--id" or "--log-level")) return new WorkerArgs { Error = $"unknown argument '{a}'" };
+            string? value = eq > 0 ? a[(eq + 1)..] : i + 1 < args.Count ? args[++i] : null;
+            if (value is null) return new WorkerArgs { Error = $"{name} needs a value" };
+            if (!values.TryAdd(name, value)) return new WorkerArgs { Error = $"{name} given twice" };
+        }
+        if (!values.TryGetValue("--socket", out var socket) || socket.Length == 0) return new WorkerArgs { Error = "--socket is required" };
+        var level = LogLevel.Information;
+        if (values.TryGetValue("--log-level", out var l) && (!Enum.TryParse(l, ignoreCase: true, out level) || !Enum.IsDefined(level)))
+            return new WorkerArgs { Error = $"--log-level: '{l}' is not a log level" };
+        return new WorkerArgs { Socket = socket, Log = values.GetValueOrDefault("--log"), Id = values.GetValueOrDefault("--id"), Level = level };
     }
 }
