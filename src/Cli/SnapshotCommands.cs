@@ -18,6 +18,7 @@ internal static class SnapshotCommands
         foreach (var o in VmClientCommands.ConnectionOptions) snapshot.Options.Add(o);
         snapshot.Subcommands.Add(CreateCommand());
         snapshot.Subcommands.Add(RestoreCommand());
+        snapshot.Subcommands.Add(SnapshotBenchCommand.Create());
         return snapshot;
     }
 
