@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""FireSharp side-by-side benchmarks P1-P6. Run through tests/bench/run-bench.sh (`make bench`).
+"""FireSharp side-by-side benchmarks P1-P6 and P9. Run through tests/bench/run-bench.sh (`make bench`).
 
 P1  process start -> guest exit on hello.elf: FireSharp vs QEMU microvm. Wall and CPU (user+sys)
     time per process, median and p90, runs interleaved A,B,A,B after one unmeasured warm-up each.
@@ -11,13 +11,19 @@ P2  port-I/O exits per second on portio-loop.elf: FireSharp vs the C reference r
     load from elsewhere hits every runner alike. The C runner also reports its own in-loop rate
     (first KVM_RUN to the end); it is printed next to the baseline-subtracted figure as a check
     of the method.
-P3  peak RSS of the VMM process with a 128 MiB guest that runs counter.elf (it loops in ring 3
-    forever, so the VMM sees no exits: idle from the VMM's point of view). The VMM runs under
-    /usr/bin/time -f %M for BENCH_P3_HOLD seconds and is then stopped with SIGTERM.
-    Guest-touched memory is read from /proc/PID/smaps just before the SIGTERM: the Rss of the
-    anonymous mapping that holds guest RAM (the one whose size is the guest size). The VMM's own
-    footprint is peak RSS minus that. FireSharp also runs with a 16 MiB guest as a cross-check
-    that its RSS does not grow with guest size.
+P3  peak RSS of the per-VM process with a 128 MiB guest that runs counter.elf (it loops in ring 3
+    forever, so the VMM sees no exits: idle from the VMM's point of view), beside QEMU microvm.
+    The headline is the worker, build/firesharp-vmm: the process the daemon starts for each VM. The
+    bench starts it with --socket and gives it the machine through the worker protocol (CreateMachine,
+    then start, as the daemon does; tests/bench/workerwire.py), waits for COUNTING on its console,
+    samples PSS from smaps_rollup, and stops it with SIGTERM after BENCH_P3_HOLD seconds. Each VMM
+    (worker, QEMU, `firesharp run`) runs under /usr/bin/time -f %M, so peak RSS includes the shutdown.
+    For `firesharp run` and QEMU, guest-touched memory is read from /proc/PID/smaps just before the
+    SIGTERM: the Rss of the anonymous mapping that holds guest RAM (the one whose size is the guest
+    size); their own footprint is peak RSS minus that. `firesharp run` also runs with a 16 MiB guest
+    as a cross-check that its RSS does not grow with guest size. The details print
+    tests/bench/worker-size.results: what each NativeAOT setting of the worker saves, as measured by
+    `make bench-worker-size` (tests/bench/worker-size.sh).
 P4  restore -> guest running: counter.elf with 128 MiB is snapshotted once (`firesharp run
     --snapshot-after-ms 100 --snapshot-dir D --snapshot-exit`), then restored BENCH_P4_RUNS times,
     each in a new `firesharp run --restore D --exit-after-ms 20` process. The figure is the
@@ -46,6 +52,10 @@ P6  virtio-blk throughput (MiB/s) with virtio-blk-bench.elf, a ring-3 virtio-mmi
     measured here (rdtsc from Python through a 10-byte code page, against perf_counter).
     When `firesharp run --help` has no --drive option, P6 reports FireSharp as not available
     and still measures QEMU. A FireSharp failure in P6 is reported without losing the report.
+P9  density: see tests/bench/density.py (its docstring). N idle 128 MiB clones of one snapshot restored
+    through the daemon (BENCH_P9_COUNTS, BENCH_P9_PARALLEL in flight): per-VM PSS of the workers, restore
+    rate, the daemon's memory, and the limit hit if a restore fails. A P9 failure is reported without
+    losing the report.
 
 Every child has a timeout (pidfd + SIGKILL), stdin is /dev/null, output goes to files in the
 work directory. The report exits 0 when targets are missed; it exits 1 when something fails to
@@ -62,8 +72,13 @@ import select
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import density  # noqa: E402
+import workermem  # noqa: E402
 
 LIVE: set[int] = set()  # pids we spawned and have not reaped yet
 
@@ -317,26 +332,6 @@ class Bench:
 
     # P3 -------------------------------------------------------------------------------------
     @staticmethod
-    def child_of(ppid: int, deadline: float) -> int:
-        while time.perf_counter() < deadline:
-            try:
-                with open(f"/proc/{ppid}/task/{ppid}/children") as f:
-                    kids = f.read().split()
-                if kids:
-                    return int(kids[0])
-            except FileNotFoundError:
-                for d in os.listdir("/proc"):
-                    if d.isdigit():
-                        try:
-                            with open(f"/proc/{d}/stat") as f:
-                                if int(f.read().rsplit(")", 1)[1].split()[1]) == ppid:
-                                    return int(d)
-                        except (OSError, IndexError, ValueError):
-                            pass
-            time.sleep(0.005)
-        raise RunError(f"P3: the time wrapper (pid {ppid}) started no child")
-
-    @staticmethod
     def sample(pid: int, mem_mib: int) -> dict:
         s = {}
         with open(f"/proc/{pid}/status") as f:
@@ -376,7 +371,10 @@ class Bench:
         # the image it replaced (Python's, ~16 MiB). Read the VMM's VmHWM just before SIGTERM instead.
         full = ([self.a.time_bin, "-f", "%M", "-o", tfile] if use_time else []) + argv
         p = Proc(full, self.a.work, tag)
-        vmm = self.child_of(p.pid, p.t0 + 5) if use_time else p.pid
+        try:
+            vmm = workermem.child_of(p.pid, 5) if use_time else p.pid
+        except RuntimeError as e:
+            raise RunError(f"P3 {name}: {e}") from e
         if p.exited_within(hold - 0.25):
             p.wait(1)
             raise RunError(f"P3 {name}: the VMM ended after {p.wall:.2f} s (status {p.rc}) instead of running "
@@ -403,33 +401,83 @@ class Bench:
             f"guest RAM mapping Rss {g if g is not None else 'not found'} KiB; CPU {p.cpu:.2f} s")
         return s
 
+    def p3_worker(self, mem_mib: int) -> dict:
+        """The per-VM process of production: firesharp-vmm, given a 128 MiB counter.elf machine through the
+        worker protocol (create + start, as the daemon does), under GNU time like the others."""
+        self.seq += 1
+        use_time = os.access(self.a.time_bin, os.X_OK)
+        s = workermem.measure_worker(self.a.worker, self.g("counter"), "COUNTING", mem_mib, self.a.work, f"{self.seq:03d}-p3-worker",
+                                     hold=self.a.p3_hold, time_bin=self.a.time_bin if use_time else None,
+                                     sample=lambda pid: {"guest_rss": self.sample(pid, mem_mib)["guest_rss"]})
+        g = s["guest_rss"]
+        self.details.append(
+            f"P3 worker {mem_mib} MiB: peak RSS {s['peak']} KiB; while idle VmRSS {s['VmRSS']} KiB (anon {s['RssAnon']}, file "
+            f"{s['RssFile']}), PSS {s['Pss']} KiB (anon {s['Pss_Anon']}, file {s['Pss_File']}), guest RAM mapping Rss "
+            f"{g if g is not None else 'not found'} KiB, {s['Threads']} threads; socket to guest running {s['ready_s'] * 1000:.0f} ms")
+        return s
+
     def p3(self) -> None:
         hold = self.a.p3_hold
         use_time = os.access(self.a.time_bin, os.X_OK)
         how = f"under {self.a.time_bin} -f %M" if use_time else f"peak = VmHWM just before SIGTERM ({self.a.time_bin} missing)"
         log(f"P3: counter.elf (idle VMM), {hold:g} s each, then SIGTERM; {how} ...")
         counter = self.g("counter")
-        fs = self.p3_one("FireSharp 128 MiB", [self.fs, "run", "--kernel", counter, "--mem-mib", "128"], 128)
+        try:
+            w = self.p3_worker(128)
+        except RuntimeError as e:
+            raise RunError(f"P3 worker: {e}") from e
         q = self.p3_one("QEMU 128 MiB", self.qemu_base + ["-kernel", counter], 128)
+        fs = self.p3_one("FireSharp 128 MiB", [self.fs, "run", "--kernel", counter, "--mem-mib", "128"], 128)
         fs16 = self.p3_one("FireSharp 16 MiB", [self.fs, "run", "--kernel", counter, "--mem-mib", "16"], 16)
         mib = lambda k: k / 1024
-        fp, qp = mib(fs["peak"]), mib(q["peak"])
-        self.rows.append(("P3 peak RSS, 128 MiB idle guest", f"{fp:.1f} MiB", "QEMU microvm", f"{qp:.1f} MiB",
-                          f"{fp / qp:.2f}x", "<= 0.5x", verdict(fp / qp, 0.5, True)))
+        wp, fp, qp = mib(w["peak"]), mib(fs["peak"]), mib(q["peak"])
+        ok = wp <= 10 and wp / qp <= 0.5
+        self.rows.append(("P3 peak RSS, worker (firesharp-vmm), 128 MiB", f"{wp:.1f} MiB", "QEMU microvm", f"{qp:.1f} MiB",
+                          f"{wp / qp:.2f}x", "<= 10 MiB, <= 0.5x", "PASS" if ok else "MISS"))
         gstr = lambda s: f"{mib(s['guest_rss']):.2f} MiB" if s["guest_rss"] is not None else "n/a"
-        self.rows.append(("P3  of which guest RAM touched", gstr(fs), "QEMU microvm", gstr(q), "", "", ""))
+        self.rows.append(("P3  of which guest RAM touched", gstr(w), "QEMU microvm", gstr(q), "", "", ""))
         over = lambda s: mib(s["peak"] - (s["guest_rss"] or 0))
-        fo, qo = over(fs), over(q)
-        self.rows.append(("P3 RSS minus guest-touched", f"{fo:.1f} MiB", "QEMU microvm", f"{qo:.1f} MiB",
-                          f"{fo / qo:.2f}x", "FS <= 5 MiB", "PASS" if fo <= 5 else "MISS"))
-        self.rows.append(("P3  FireSharp, 16 MiB guest", f"{mib(fs16['peak']):.1f} MiB", "FS 128 MiB",
+        wo, qo = over(w), over(q)
+        self.rows.append(("P3  worker RSS minus guest-touched", f"{wo:.1f} MiB", "QEMU microvm", f"{qo:.1f} MiB",
+                          f"{wo / qo:.2f}x", "<= 5 MiB (next)", "PASS" if wo <= 5 else "MISS"))
+        self.rows.append(("P3  worker PSS while idle, alone", f"{mib(w['Pss']):.1f} MiB", "", "", "", "(info; P9: shared)", ""))
+        self.rows.append(("P3 peak RSS, firesharp run (CLI + VMM)", f"{fp:.1f} MiB", "QEMU microvm", f"{qp:.1f} MiB",
+                          f"{fp / qp:.2f}x", "(info)", ""))
+        self.rows.append(("P3  firesharp run, 16 MiB guest", f"{mib(fs16['peak']):.1f} MiB", "run 128 MiB",
                           f"{fp:.1f} MiB", f"{fs16['peak'] / fs['peak']:.2f}x", "", ""))
-        self.summary.append(f"P3 peak RSS: FireSharp {fp:.1f} MiB vs QEMU {qp:.1f} MiB = {fp / qp:.2f}x "
-                            f"(128 MiB idle guest; target <= 0.5x) {verdict(fp / qp, 0.5, True)}")
-        gtxt = f"guest-touched {gstr(fs)}" if fs["guest_rss"] is not None else "guest mapping not found, nothing subtracted"
-        self.summary.append(f"P3 moonshot: FireSharp RSS minus guest-touched = {fo:.1f} MiB ({gtxt}; "
-                            f"16 MiB guest: {mib(fs16['peak']):.1f} MiB peak; target <= 5 MiB) "
-                            f"{'PASS' if fo <= 5 else 'MISS'}")
+        self.summary.append(f"P3 peak RSS of the per-VM worker (build/firesharp-vmm, the process the daemon runs per VM): "
+                            f"{wp:.1f} MiB vs QEMU {qp:.1f} MiB = {wp / qp:.2f}x (128 MiB idle guest; goal <= 10 MiB now and never "
+                            f"above 0.5x QEMU) {'PASS' if ok else 'MISS'}; PSS alone {mib(w['Pss']):.1f} MiB")
+        gtxt = f"guest-touched {gstr(w)}" if w["guest_rss"] is not None else "guest mapping not found, nothing subtracted"
+        self.summary.append(f"P3 next step: worker peak RSS minus guest-touched = {wo:.1f} MiB ({gtxt}; goal <= 5 MiB) "
+                            f"{'PASS' if wo <= 5 else 'MISS'}")
+        self.summary.append(f"P3 peak RSS of `firesharp run` (the CLI binary hosting a VM in the foreground): {fp:.1f} MiB = "
+                            f"{fp / qp:.2f}x QEMU; {mib(fs16['peak']):.1f} MiB with a 16 MiB guest (info)")
+        self.p3_settings()
+
+    def p3_settings(self) -> None:
+        """The committed results of `make bench-worker-size`: what each NativeAOT setting of the worker saves."""
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker-size.results")
+        try:
+            lines = open(path).read().rstrip().splitlines()
+        except OSError:
+            self.details.append(f"P3 worker size settings: {path} missing (make bench-worker-size)")
+            return
+        self.details.append("P3 worker NativeAOT settings, what each saves (tests/bench/worker-size.results, from make bench-worker-size):")
+        self.details.extend("  " + l for l in lines)
+
+    # P9 -------------------------------------------------------------------------------------
+    def p9(self) -> None:
+        counts = [int(x) for x in self.a.p9_counts.split(",") if x.strip()]
+        log(f"P9: density, idle 128 MiB clones of one snapshot restored through the daemon, N = "
+            f"{', '.join(map(str, counts))}, {self.a.p9_parallel} in flight ...")
+        d = density.Density(self.fs, self.a.guests, self.a.work, counts, self.a.p9_parallel, self.a.p9_cpu_s,
+                            self.a.p9_step_timeout, lambda m: log(m))
+        try:
+            d.run()
+        except (density.DensityError, OSError, subprocess.SubprocessError, ValueError) as e:
+            self.failures.append(f"P9: {e}")  # the report (and what P9 measured before) is still printed
+        d.report(self.rows, self.details, self.summary)
 
     # P6 -------------------------------------------------------------------------------------
     P6_MAGIC = 0x31304B4C42565346  # "FSVBLK01", the guest's pattern (virtio-blk-bench.S)
@@ -847,6 +895,7 @@ def main() -> int:
     ap.add_argument("--p2-n", type=int, default=100000)
     ap.add_argument("--p2-qemu", type=int, default=1)
     ap.add_argument("--p3-hold", type=float, default=2.0)
+    ap.add_argument("--worker", default="build/firesharp-vmm")
     ap.add_argument("--p4-runs", type=int, default=20)
     ap.add_argument("--p4-qemu-runs", type=int, default=10)
     ap.add_argument("--p5-count", type=int, default=60)
@@ -856,7 +905,11 @@ def main() -> int:
     ap.add_argument("--p6-img-mib", type=int, default=256)
     ap.add_argument("--p6-max-passes", type=int, default=32)
     ap.add_argument("--p6-budget", type=float, default=45.0)
-    ap.add_argument("--only", default="p1,p2,p3,p4,p5,p6")
+    ap.add_argument("--p9-counts", default="200,1000")
+    ap.add_argument("--p9-parallel", type=int, default=8)
+    ap.add_argument("--p9-cpu-s", type=float, default=2.0)
+    ap.add_argument("--p9-step-timeout", type=float, default=300.0)
+    ap.add_argument("--only", default="p1,p2,p3,p4,p5,p6,p9")
     ap.add_argument("--time-bin", default="/usr/bin/time")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
