@@ -69,7 +69,7 @@ internal sealed class EventQueue
             _async[requestId] = work;
             fn.Stats.AsyncAccepted++;
         }
-        return new InvokeResult { RequestId = requestId, Status = InvokeStatus.Accepted };
+        return new InvokeResult { RequestId = requestId, Status = InvokeStatus.Queued };
     }
 
     public AsyncInvocationRecord? Get(string requestId)

@@ -248,7 +248,7 @@ public sealed class FunctionPool : IAsyncDisposable
     /// <summary>
     /// Invokes a function. RequestResponse runs it and returns its result (function errors, timeouts and init errors
     /// are results with <see cref="InvokeResult.FunctionError"/> set, not exceptions). Event validates, queues and
-    /// returns <see cref="InvokeStatus.Accepted"/> at once (see <see cref="GetAsyncInvocation"/>). DryRun only validates.
+    /// returns <see cref="InvokeStatus.Queued"/> at once (see <see cref="GetAsyncInvocation"/>). DryRun only validates.
     /// </summary>
     /// <exception cref="FunctionNotFoundException"/>
     /// <exception cref="FunctionDeletingException"/>
@@ -271,7 +271,7 @@ public sealed class FunctionPool : IAsyncDisposable
                     _pool.ThrowIfDisposed();
                     _pool.GetLiveLocked(name);
                 }
-                return Task.FromResult(new InvokeResult { RequestId = Invoker.NewRequestId(), Status = InvokeStatus.NoContent });
+                return Task.FromResult(new InvokeResult { RequestId = Invoker.NewRequestId(), Status = InvokeStatus.Validated });
             case InvocationType.RequestResponse:
                 _invoker.CheckPayload(payload, InvocationType.RequestResponse);
                 return _invoker.RunAsync(name, payload, Invoker.NewRequestId(), cancellationToken);

@@ -1,11 +1,11 @@
-using System.Buffers;
-using System.Globalization;
 using System.Text;
-using System.Text.Json;
 
 namespace FireSharp.Pool;
 
-/// <summary>A VM's outcome (or an init failure) as the pool's <see cref="InvokeResult"/>, with its usage.</summary>
+/// <summary>
+/// A VM's outcome (or a failed initialization) as the pool's <see cref="InvokeResult"/>: what happened, what the
+/// VM said, and the usage. Nothing is invented here for an API: a failure without a body keeps an empty payload.
+/// </summary>
 internal static class InvokeResults
 {
     public const int LogTailBytes = 4096;
@@ -13,46 +13,20 @@ internal static class InvokeResults
     public static InvokeResult FromOutcome(string requestId, FunctionDefinition def, VmInvokeOutcome o, StartKind kind,
         TimeSpan? initDuration, TimeSpan duration)
     {
-        string? functionError = null, errorType = null;
-        var payload = o.Payload;
-        switch (o.Status)
+        FunctionErrorKind? error = o.Status switch
         {
-            case VmInvokeStatus.Success:
-                break;
-            case VmInvokeStatus.FunctionError:
-                functionError = o.Unhandled ? "Unhandled" : "Handled";
-                errorType = o.ErrorType ?? (o.Unhandled ? "Runtime.ExitError" : "Error");
-                if (payload.IsEmpty) payload = ErrorPayload(errorType, "the function returned an error");
-                break;
-            case VmInvokeStatus.Timeout:
-                functionError = "Unhandled";
-                errorType = o.ErrorType ?? "Sandbox.Timedout";
-                if (payload.IsEmpty)
-                    payload = ErrorPayload(errorType, string.Create(CultureInfo.InvariantCulture,
-                        $"RequestId: {requestId} Error: Task timed out after {def.Timeout.TotalSeconds:0.00} seconds"));
-                break;
-            case VmInvokeStatus.OutOfMemory:
-                functionError = "Unhandled";
-                errorType = o.ErrorType ?? "Runtime.OutOfMemory";
-                if (payload.IsEmpty)
-                    payload = ErrorPayload(errorType, string.Create(CultureInfo.InvariantCulture,
-                        $"RequestId: {requestId} Error: Runtime exited with error: signal: killed (memory limit {def.MemoryMib} MB)"));
-                break;
-            default:
-                functionError = "Unhandled";
-                errorType = o.ErrorType ?? "Runtime.ExitError";
-                if (payload.IsEmpty)
-                    payload = ErrorPayload(errorType, $"RequestId: {requestId} Error: Runtime exited unexpectedly");
-                break;
-        }
+            VmInvokeStatus.Success => null,
+            VmInvokeStatus.FunctionError when !o.Unhandled => FunctionErrorKind.Handled,
+            _ => FunctionErrorKind.Unhandled,
+        };
         var billed = Metering.BilledDuration(duration);
         return new InvokeResult
         {
             RequestId = requestId,
-            Status = InvokeStatus.Ok,
-            Payload = payload,
-            FunctionError = functionError,
-            ErrorType = errorType,
+            Status = InvokeStatus.Ran,
+            Payload = o.Payload,
+            FunctionError = error,
+            ErrorType = error is null ? null : o.ErrorType,
             LogTail = Tail(o.LogTail),
             InitDuration = kind == StartKind.Warm ? null : initDuration,
             Duration = duration,
@@ -60,6 +34,7 @@ internal static class InvokeResults
             MaxMemoryUsedMib = (int)Math.Min(int.MaxValue, (o.MaxMemoryUsedBytes + (1 << 20) - 1) >> 20),
             StartKind = kind,
             MemoryMib = def.MemoryMib,
+            Timeout = def.Timeout,
             GbSeconds = Metering.GbSeconds(billed, def.MemoryMib),
             Version = def.Version,
             VmStatus = o.Status,
@@ -68,21 +43,22 @@ internal static class InvokeResults
 
     public static InvokeResult FromInitError(string requestId, FunctionDefinition def, FunctionInitException e, TimeSpan took)
     {
-        string errorType = string.IsNullOrEmpty(e.ErrorType) ? "Runtime.InitError" : e.ErrorType;
         var billed = Metering.BilledDuration(took);
         return new InvokeResult
         {
             RequestId = requestId,
-            Status = InvokeStatus.Ok,
-            Payload = ErrorPayload(errorType, e.Message),
-            FunctionError = "Unhandled",
-            ErrorType = errorType,
+            Status = InvokeStatus.Ran,
+            FunctionError = FunctionErrorKind.Unhandled,
+            ErrorType = string.IsNullOrEmpty(e.ErrorType) ? null : e.ErrorType,
+            ErrorMessage = e.Message,
+            InitFailed = true,
             LogTail = Tail(e.LogTail),
             InitDuration = took,
             Duration = took,
             BilledDuration = billed,
             StartKind = def.SnapshotStart ? StartKind.SnapshotCold : StartKind.BootCold,
             MemoryMib = def.MemoryMib,
+            Timeout = def.Timeout,
             GbSeconds = Metering.GbSeconds(billed, def.MemoryMib),
             Version = def.Version,
         };
@@ -103,18 +79,5 @@ internal static class InvokeResults
             i = start;
         }
         return s[i..];
-    }
-
-    private static ReadOnlyMemory<byte> ErrorPayload(string errorType, string message)
-    {
-        var buffer = new ArrayBufferWriter<byte>();
-        using (var w = new Utf8JsonWriter(buffer))
-        {
-            w.WriteStartObject();
-            w.WriteString("errorType", errorType);
-            w.WriteString("errorMessage", message);
-            w.WriteEndObject();
-        }
-        return buffer.WrittenMemory;
     }
 }

@@ -1,6 +1,3 @@
-using System.Globalization;
-using System.Security.Cryptography;
-
 namespace FireSharp.Pool;
 
 /// <summary>
@@ -18,6 +15,7 @@ internal sealed class Invoker(PoolContext pool, VmKeeper vms)
         if (payload.Length > limit) throw new RequestTooLargeException(payload.Length, limit, type);
     }
 
+    /// <summary>An invocation's id: a fresh GUID.</summary>
     public static string NewRequestId() => Guid.NewGuid().ToString();
 
     /// <summary>One attempt: admit, get a VM, run, release. Throws only for throttles, missing functions, cancellation, factory failures.</summary>
@@ -76,7 +74,7 @@ internal sealed class Invoker(PoolContext pool, VmKeeper vms)
         }
 
         var now = pool.Time.GetUtcNow();
-        var request = new VmInvokeRequest(requestId, payload, now + def.Timeout, FunctionArn(def.Name), NewTraceId(now));
+        var request = new VmInvokeRequest(requestId, payload, now + def.Timeout);
         using var hostDeadline = new CancellationTokenSource(def.Timeout + Options.TimeoutGrace, pool.Time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, hostDeadline.Token, pool.Lifetime);
         long start = pool.Time.GetTimestamp();
@@ -100,7 +98,6 @@ internal sealed class Invoker(PoolContext pool, VmKeeper vms)
             {
                 Status = VmInvokeStatus.Timeout,
                 Unhandled = true,
-                ErrorType = "Sandbox.Timedout",
                 Duration = def.Timeout,
             };
         }
@@ -110,7 +107,6 @@ internal sealed class Invoker(PoolContext pool, VmKeeper vms)
             {
                 Status = VmInvokeStatus.Crashed,
                 Unhandled = true,
-                ErrorType = "Runtime.ExitError",
                 LogTail = e.Message,
                 Duration = pool.Time.GetElapsedTime(start),
             };
@@ -179,11 +175,4 @@ internal sealed class Invoker(PoolContext pool, VmKeeper vms)
         }
         deferred.Run(pool.Background);
     }
-
-    private string FunctionArn(string name) => $"arn:aws:lambda:{Options.Region}:{Options.AccountId}:function:{name}";
-
-    // X-Ray's format: Root=1-<8 hex digits of epoch seconds>-<24 hex digits>.
-    private static string NewTraceId(DateTimeOffset now) =>
-        string.Create(CultureInfo.InvariantCulture,
-            $"Root=1-{now.ToUnixTimeSeconds():x8}-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(12))}");
 }

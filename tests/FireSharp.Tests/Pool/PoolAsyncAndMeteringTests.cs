@@ -24,8 +24,7 @@ public class PoolAsyncAndMeteringTests
         fake.Behavior = (_, _, _) => Task.FromResult(FakeFactory.Fail(VmInvokeStatus.FunctionError, unhandled: false, "Boom"));
 
         var accepted = await pool.InvokeAsync("f", Bytes("{\"n\":1}"), InvocationType.Event);
-        Assert.Equal(InvokeStatus.Accepted, accepted.Status);
-        Assert.Equal(202, accepted.StatusCode);
+        Assert.Equal(InvokeStatus.Queued, accepted.Status);
         Assert.NotNull(pool.GetAsyncInvocation(accepted.RequestId));
 
         await time.WaitForTimerAsync(TimeSpan.FromMinutes(1)).Live();   // first attempt failed, retry 1 pending
@@ -39,7 +38,7 @@ public class PoolAsyncAndMeteringTests
         var record = await pool.WaitForAsyncInvocationAsync(accepted.RequestId).Live();
         Assert.Equal(AsyncInvocationState.Failed, record.State);
         Assert.Equal(3, record.Attempts);
-        Assert.Equal("Handled", record.LastResult!.FunctionError);
+        Assert.Equal(FunctionErrorKind.Handled, record.LastResult!.FunctionError);
         Assert.Equal("Boom", record.LastResult.ErrorType);
         Assert.Equal(3, fake.Invocations.Value);
         // The same request id on every attempt, and the payload as sent.

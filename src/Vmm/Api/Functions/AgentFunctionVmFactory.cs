@@ -4,15 +4,14 @@ using System.Security.Cryptography;
 using System.Text;
 using FireSharp.Api.Agent;
 using FireSharp.Pool;
+using FireSharp.Pool.Lambda;
 using FireSharp.Proto.Agent;
 using FireSharp.Proto.V1;
-using Google.Protobuf;
 using Microsoft.Extensions.Logging;
 
 namespace FireSharp.Api.Functions;
 
 using StartKind = FireSharp.Pool.StartKind;
-using InvokeStatus = FireSharp.Proto.Agent.InvokeStatus;
 
 /// <summary>
 /// The daemon's real function VMs: each one a VM of <see cref="VmManager"/> (its own worker process) running the
@@ -44,6 +43,9 @@ public sealed partial class AgentFunctionVmFactory(VmManager manager, DaemonOpti
 
     /// <summary>Boots that end before the agent is ready (the known PVM SIGSEGV, docs/pvm.md) are retried this many times.</summary>
     public int BootRetries { get; init; } = 2;
+
+    /// <summary>Names the runtime sees: the function's ARN (Lambda-Runtime-Invoked-Function-Arn).</summary>
+    public LambdaIdentity Identity { get; init; } = new();
 
     private readonly ConcurrentDictionary<string, SemaphoreSlim> _snapshotLocks = new(StringComparer.Ordinal);
 
@@ -163,7 +165,7 @@ public sealed partial class AgentFunctionVmFactory(VmManager manager, DaemonOpti
 
         if (f.SnapshotStart && !Directory.Exists(SnapshotDir(f)))
             client = await TakeSnapshotAsync(f, id, client, ct).ConfigureAwait(false);
-        return new AgentFunctionVm(this, id, StartKind.BootCold, initDuration, client);
+        return new AgentFunctionVm(this, f.Name, id, StartKind.BootCold, initDuration, client);
     }
 
     /// <summary>
@@ -214,7 +216,7 @@ public sealed partial class AgentFunctionVmFactory(VmManager manager, DaemonOpti
         var client = await ConnectAsync(id, RestoreAgentTimeout, ct).ConfigureAwait(false);
         var initDuration = Stopwatch.GetElapsedTime(started);
         LogRestored(logger, f.Name, f.Version, id, initDuration.TotalMilliseconds);
-        return new AgentFunctionVm(this, id, StartKind.SnapshotCold, initDuration, client);
+        return new AgentFunctionVm(this, f.Name, id, StartKind.SnapshotCold, initDuration, client);
     }
 
     // ---------------------------------------------------------------- helpers
@@ -376,93 +378,6 @@ public sealed partial class AgentFunctionVmFactory(VmManager manager, DaemonOpti
 
     /// <summary>The VM stopped or failed before it was usable (a boot is retried for it).</summary>
     private sealed class VmEndedException(string message) : Exception(message);
-
-    /// <summary>One function VM: its agent connection serves the invocations, one at a time.</summary>
-    private sealed class AgentFunctionVm(AgentFunctionVmFactory factory, string id, StartKind createdAs, TimeSpan initDuration, AgentClient client) : IFunctionVm
-    {
-        private AgentClient _client = client;
-        private int _disposed;
-
-        public string Id => id;
-        public StartKind CreatedAs => createdAs;
-        public TimeSpan InitDuration => initDuration;
-
-        public async Task<VmInvokeOutcome> InvokeAsync(VmInvokeRequest request, CancellationToken cancellationToken)
-        {
-            var invoke = new Proto.Agent.InvokeRequest
-            {
-                RequestId = request.RequestId,
-                Payload = ByteString.CopyFrom(request.Payload.Span),
-                DeadlineUnixMs = (ulong)request.Deadline.ToUnixTimeMilliseconds(),
-                InvokedFunctionArn = request.FunctionArn,
-                TraceId = request.TraceId,
-            };
-            // The agent kills the runtime at the deadline; the host gives it a little longer, then treats the VM as lost.
-            using var hostDeadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            var left = request.Deadline - DateTimeOffset.UtcNow;
-            hostDeadline.CancelAfter((left > TimeSpan.Zero ? left : TimeSpan.Zero) + TimeSpan.FromSeconds(3));
-            long t0 = Stopwatch.GetTimestamp();
-            InvokeReply reply;
-            try
-            {
-                reply = await _client.InvokeFunctionAsync(invoke, hostDeadline.Token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-            {
-                return new VmInvokeOutcome { Status = VmInvokeStatus.Timeout, Unhandled = true, ErrorType = "Sandbox.Timedout", Duration = Stopwatch.GetElapsedTime(t0) };
-            }
-            catch (AgentException e)
-            {
-                return new VmInvokeOutcome { Status = VmInvokeStatus.Crashed, Unhandled = true, ErrorType = "Runtime.ExitError", LogTail = e.Message, Duration = Stopwatch.GetElapsedTime(t0) };
-            }
-            var status = reply.Status switch
-            {
-                InvokeStatus.Success => VmInvokeStatus.Success,
-                InvokeStatus.FunctionError => VmInvokeStatus.FunctionError,
-                InvokeStatus.Timeout => VmInvokeStatus.Timeout,
-                InvokeStatus.OutOfMemory => VmInvokeStatus.OutOfMemory,
-                InvokeStatus.RuntimeExited => VmInvokeStatus.FunctionError, // unhandled: the pool recycles the VM
-                _ => VmInvokeStatus.Crashed,
-            };
-            return new VmInvokeOutcome
-            {
-                Status = status,
-                Payload = reply.Payload.Memory,
-                ErrorType = reply.ErrorType.Length > 0 ? reply.ErrorType : reply.Status == InvokeStatus.RuntimeExited ? "Runtime.ExitError" : null,
-                Unhandled = reply.Unhandled || reply.Status is InvokeStatus.RuntimeExited or InvokeStatus.Timeout or InvokeStatus.OutOfMemory,
-                LogTail = reply.LogTail,
-                Duration = TimeSpan.FromTicks((long)reply.DurationUs * 10),
-                MaxMemoryUsedBytes = (long)reply.MaxMemoryKib * 1024,
-            };
-        }
-
-        public async Task ShutdownAsync(string reason, CancellationToken cancellationToken)
-        {
-            try
-            {
-                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-                timeout.CancelAfter(TimeSpan.FromSeconds(10));
-                await _client.ShutdownFunctionAsync(new FunctionShutdownRequest { Reason = ShutdownReason(reason), DeadlineMs = 2000 }, timeout.Token).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is AgentException or OperationCanceledException)
-            {
-                // The VM goes anyway.
-            }
-            await DisposeAsync().ConfigureAwait(false);
-        }
-
-        private static string ShutdownReason(string reason) =>
-            reason.Contains("timeout", StringComparison.OrdinalIgnoreCase) ? "timeout"
-            : reason.Contains("fail", StringComparison.OrdinalIgnoreCase) || reason.Contains("crash", StringComparison.OrdinalIgnoreCase) ? "failure"
-            : "spindown";
-
-        public async ValueTask DisposeAsync()
-        {
-            if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-            await _client.DisposeAsync().ConfigureAwait(false);
-            await factory.DestroyAsync(id).ConfigureAwait(false);
-        }
-    }
 
     [LoggerMessage(320, LogLevel.Information, "function {Name} v{Version}: VM {Id} booted and initialized in {Ms:F0} ms (runtime init {InitMs:F1} ms)")]
     private static partial void LogBooted(ILogger logger, string name, string version, string id, double ms, double initMs);

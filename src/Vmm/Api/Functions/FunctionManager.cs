@@ -1,19 +1,13 @@
 using FireSharp.Pool;
 using FireSharp.Proto.V1;
-using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using Microsoft.Extensions.Logging;
 
 namespace FireSharp.Api.Functions;
 
-using PoolStats = FireSharp.Pool.FunctionStats;
-using ProtoStats = FireSharp.Proto.V1.FunctionStats;
 using ProtoState = FireSharp.Proto.V1.FunctionState;
 using ProtoInvocationType = FireSharp.Proto.V1.InvocationType;
-using ProtoStartKind = FireSharp.Proto.V1.StartKind;
 using PoolInvocationType = FireSharp.Pool.InvocationType;
-using PoolStartKind = FireSharp.Pool.StartKind;
-using PoolState = FireSharp.Pool.FunctionState;
 
 /// <summary>
 /// The daemon's functions: validates API requests (Lambda's limits, typed errors naming the field), packs code
@@ -27,8 +21,6 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
 
     public FunctionPool Pool => pool;
 
-    public static string Arn(string name) => $"arn:firesharp:lambda:local:000000000000:function:{name}";
-
     /// <summary>Re-registers the functions of the state directory with the pool (at daemon start).</summary>
     public async Task LoadAsync(CancellationToken ct)
     {
@@ -37,7 +29,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             string name = record.Spec.Name;
             try
             {
-                var info = await pool.CreateFunctionAsync(Definition(record.Spec), ct).ConfigureAwait(false);
+                var info = await pool.CreateFunctionAsync(FunctionProto.Definition(record.Spec), ct).ConfigureAwait(false);
                 if (record.HasReservedConcurrency) pool.PutReservedConcurrency(name, record.ReservedConcurrency);
                 if (record.ProvisionedConcurrency > 0) pool.PutProvisionedConcurrency(name, record.ProvisionedConcurrency);
                 record.Version = info.Definition.Version;
@@ -81,7 +73,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             FunctionInfo info;
             try
             {
-                info = await pool.CreateFunctionAsync(Definition(normalized), CancellationToken.None).ConfigureAwait(false);
+                info = await pool.CreateFunctionAsync(FunctionProto.Definition(normalized), CancellationToken.None).ConfigureAwait(false);
             }
             catch (FunctionPoolException e)
             {
@@ -93,7 +85,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             {
                 Spec = normalized,
                 Version = info.Definition.Version,
-                Arn = Arn(spec.Name),
+                Arn = FunctionProto.Arn(spec.Name),
                 State = ProtoState.Active,
                 CreatedAt = now,
                 LastModified = now,
@@ -102,7 +94,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             _records[spec.Name] = record;
             store.Save(record);
             LogCreated(logger, spec.Name, normalized.MemoryMib, normalized.Vcpus);
-            return ToProto(record, info);
+            return FunctionProto.Describe(record, info);
         }
         finally { _gate.Release(); }
     }
@@ -168,7 +160,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
     /// <summary>Under the gate: a new version in the pool, then the record.</summary>
     private async Task<Function> ApplyAsync(Function record, FunctionSpec spec, string codeSourceDirectory)
     {
-        var def = Definition(spec);
+        var def = FunctionProto.Definition(spec);
         FunctionInfo info;
         try
         {
@@ -184,7 +176,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         record.CodeSourceDirectory = codeSourceDirectory;
         store.Save(record);
         LogUpdated(logger, spec.Name, record.Version);
-        return ToProto(record, info);
+        return FunctionProto.Describe(record, info);
     }
 
     public async Task DeleteAsync(string name, CancellationToken ct)
@@ -220,7 +212,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         finally { _gate.Release(); }
         try
         {
-            return ToProto(record, pool.GetFunction(name));
+            return FunctionProto.Describe(record, pool.GetFunction(name));
         }
         catch (FunctionPoolException e)
         {
@@ -237,7 +229,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         finally { _gate.Release(); }
         var response = new ListFunctionsResponse();
         foreach (var r in records.OrderBy(r => r.Spec.Name, StringComparer.Ordinal))
-            if (infos.TryGetValue(r.Spec.Name, out var info)) response.Functions.Add(ToProto(r, info));
+            if (infos.TryGetValue(r.Spec.Name, out var info)) response.Functions.Add(FunctionProto.Describe(r, info));
         return response;
     }
 
@@ -262,7 +254,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             if (request.Remove) record.ClearReservedConcurrency();
             else record.ReservedConcurrency = request.ReservedConcurrentExecutions;
             store.Save(record);
-            return ToProto(record, info);
+            return FunctionProto.Describe(record, info);
         }
         finally { _gate.Release(); }
     }
@@ -287,7 +279,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             }
             record.ProvisionedConcurrency = request.ProvisionedConcurrentExecutions;
             store.Save(record);
-            return ToProto(record, info);
+            return FunctionProto.Describe(record, info);
         }
         finally { _gate.Release(); }
     }
@@ -336,31 +328,8 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         {
             throw VmApiException.Unavailable($"the function's runtime could not start ({e.ErrorType}): {e.Message}");
         }
-        return ToProto(result);
+        return FunctionProto.Invoke(result);
     }
-
-    public static InvokeResponse ToProto(InvokeResult r) => new()
-    {
-        StatusCode = r.StatusCode,
-        Payload = ByteString.CopyFrom(r.Payload.Span),
-        FunctionError = r.FunctionError ?? "",
-        ErrorType = r.ErrorType ?? "",
-        LogTail = r.LogTail,
-        RequestId = r.RequestId,
-        InitDurationMs = r.InitDuration?.TotalMilliseconds ?? 0,
-        DurationMs = r.Duration.TotalMilliseconds,
-        BilledDurationMs = (long)Math.Ceiling(r.BilledDuration.TotalMilliseconds),
-        MaxMemoryUsedMib = r.MaxMemoryUsedMib,
-        StartKind = r.Status == InvokeStatus.Ok ? r.StartKind switch
-        {
-            PoolStartKind.Warm => ProtoStartKind.Warm,
-            PoolStartKind.SnapshotCold => ProtoStartKind.SnapshotCold,
-            PoolStartKind.BootCold => ProtoStartKind.BootCold,
-            _ => ProtoStartKind.Unspecified,
-        } : ProtoStartKind.Unspecified,
-        GbSeconds = (double)r.GbSeconds,
-        Version = r.Version ?? "",
-    };
 
     // ---------------------------------------------------------------- helpers
 
@@ -388,50 +357,6 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         s.TimeoutSeconds = FunctionValidator.ValidateTimeout(s.TimeoutSeconds, $"{prefix}.timeout_seconds");
         return s;
     }
-
-    /// <summary>The pool's view of a stored spec (the pool assigns the version).</summary>
-    public static FunctionDefinition Definition(FunctionSpec s) => new()
-    {
-        Name = s.Name,
-        Version = "0",
-        KernelPath = s.Image.KernelPath,
-        RootfsPath = s.Image.RootfsPath,
-        LayerPaths = [.. s.Layers],
-        CodeImagePath = s.Code.ImagePath,
-        Handler = s.Handler,
-        Environment = new Dictionary<string, string>(s.Environment, StringComparer.Ordinal),
-        MemoryMib = s.MemoryMib,
-        Vcpus = s.Vcpus,
-        Timeout = TimeSpan.FromSeconds(s.TimeoutSeconds),
-        SnapshotStart = s.SnapshotStart,
-    };
-
-    private static Function ToProto(Function record, FunctionInfo info)
-    {
-        var f = record.Clone();
-        f.Version = info.Definition.Version;
-        f.State = info.State == PoolState.Deleting ? ProtoState.Deleting : ProtoState.Active;
-        if (info.ReservedConcurrency is int r) f.ReservedConcurrency = r;
-        else f.ClearReservedConcurrency();
-        f.ProvisionedConcurrency = info.ProvisionedConcurrency;
-        f.LastModified = Timestamp.FromDateTimeOffset(info.LastModified);
-        f.Stats = ToProto(info.Stats);
-        return f;
-    }
-
-    private static ProtoStats ToProto(PoolStats s) => new()
-    {
-        ConcurrentExecutions = s.InFlight,
-        IdleVms = s.IdleVms,
-        TotalVms = s.IdleVms + s.BusyVms + s.CreatingVms,
-        Invocations = s.Invocations,
-        Errors = s.Errors,
-        Throttles = s.Throttles,
-        WarmStarts = s.WarmStarts,
-        SnapshotColdStarts = s.SnapshotColdStarts,
-        BootColdStarts = s.BootColdStarts,
-        GbSeconds = (double)s.GbSeconds,
-    };
 
     private static string NewToken() => Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4));
 
