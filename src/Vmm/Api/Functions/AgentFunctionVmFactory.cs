@@ -8,6 +8,7 @@ using FireSharp.Pool.Lambda;
 using FireSharp.Proto.Agent;
 using FireSharp.Proto.V1;
 using Microsoft.Extensions.Logging;
+using static FireSharp.Api.Functions.FunctionVmLog;
 
 namespace FireSharp.Api.Functions;
 
@@ -27,7 +28,7 @@ using StartKind = FireSharp.Pool.StartKind;
 /// </list>
 /// VMs are labelled <c>firesharp.function=NAME</c>; ones left by an earlier daemon are removed at start-up.
 /// </summary>
-public sealed partial class AgentFunctionVmFactory(VmManager manager, DaemonOptions options, ILogger<AgentFunctionVmFactory> logger) : IFunctionVmFactory
+public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions options, ILogger<AgentFunctionVmFactory> logger) : IFunctionVmFactory
 {
     public const string FunctionLabel = "firesharp.function";
     public const string VersionLabel = "firesharp.function.version";
@@ -43,6 +44,9 @@ public sealed partial class AgentFunctionVmFactory(VmManager manager, DaemonOpti
 
     /// <summary>Boots that end before the agent is ready (the known PVM SIGSEGV, docs/pvm.md) are retried this many times.</summary>
     public int BootRetries { get; init; } = 2;
+
+    /// <summary>Before a snapshot, until the agent has closed the connection the host ended.</summary>
+    public TimeSpan AgentCloseTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
     /// <summary>Names the runtime sees: the function's ARN (Lambda-Runtime-Invoked-Function-Arn).</summary>
     public LambdaIdentity Identity { get; init; } = new();
@@ -180,8 +184,7 @@ public sealed partial class AgentFunctionVmFactory(VmManager manager, DaemonOpti
         try
         {
             if (Directory.Exists(final)) return client;
-            await client.DisposeAsync().ConfigureAwait(false);
-            await Task.Delay(100, ct).ConfigureAwait(false); // let the guest see the close before its memory is captured
+            await CloseForSnapshotAsync(id, client, ct).ConfigureAwait(false);
             Directory.CreateDirectory(Path.GetDirectoryName(final)!);
             string tmp = final + ".tmp-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3));
             long t0 = Stopwatch.GetTimestamp();
@@ -203,6 +206,21 @@ public sealed partial class AgentFunctionVmFactory(VmManager manager, DaemonOpti
         {
             gate.Release();
         }
+    }
+
+    /// <summary>
+    /// Ends the agent connection before a snapshot, and waits until the agent has closed its side (the guest has
+    /// processed the close), so the snapshot never holds a connection the guest still thinks is open. Bounded by
+    /// <see cref="AgentCloseTimeout"/>: past it the snapshot goes ahead (a restore resets every connection anyway), logged.
+    /// </summary>
+    private async Task CloseForSnapshotAsync(string id, AgentClient client, CancellationToken ct)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(AgentCloseTimeout);
+        bool closed;
+        try { closed = await client.CloseAndWaitForAgentAsync(timeout.Token).ConfigureAwait(false); }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested) { closed = false; }
+        if (!closed) LogCloseUnconfirmed(logger, id, AgentCloseTimeout.TotalSeconds);
     }
 
     // ---------------------------------------------------------------- restore
@@ -378,31 +396,4 @@ public sealed partial class AgentFunctionVmFactory(VmManager manager, DaemonOpti
 
     /// <summary>The VM stopped or failed before it was usable (a boot is retried for it).</summary>
     private sealed class VmEndedException(string message) : Exception(message);
-
-    [LoggerMessage(320, LogLevel.Information, "function {Name} v{Version}: VM {Id} booted and initialized in {Ms:F0} ms (runtime init {InitMs:F1} ms)")]
-    private static partial void LogBooted(ILogger logger, string name, string version, string id, double ms, double initMs);
-
-    [LoggerMessage(321, LogLevel.Information, "function {Name} v{Version}: VM {Id} restored from its snapshot in {Ms:F0} ms")]
-    private static partial void LogRestored(ILogger logger, string name, string version, string id, double ms);
-
-    [LoggerMessage(322, LogLevel.Warning, "function {Name} v{Version}: restore from {Dir} failed, booting instead: {Error}")]
-    private static partial void LogRestoreFailed(ILogger logger, string name, string version, string dir, string error);
-
-    [LoggerMessage(323, LogLevel.Information, "function {Name} v{Version}: snapshot {Dir} taken in {Ms:F0} ms ({WrittenMib} MiB written)")]
-    private static partial void LogSnapshot(ILogger logger, string name, string version, string dir, double ms, ulong writtenMib);
-
-    [LoggerMessage(324, LogLevel.Warning, "function {Name} v{Version}: snapshot failed (the VM keeps serving): {Error}")]
-    private static partial void LogSnapshotFailed(ILogger logger, string name, string version, string error);
-
-    [LoggerMessage(325, LogLevel.Warning, "function VM {Id} ended before it was ready; booting another: {Error}")]
-    private static partial void LogBootRetry(ILogger logger, string id, string error);
-
-    [LoggerMessage(326, LogLevel.Warning, "could not delete {What}: {Error}")]
-    private static partial void LogDeleteFailed(ILogger logger, string what, string error);
-
-    [LoggerMessage(328, LogLevel.Warning, "function VM {Id}: could not bring the loopback interface up: {Error}")]
-    private static partial void LogLoopback(ILogger logger, string id, string error);
-
-    [LoggerMessage(327, LogLevel.Information, "deleted function VM {Id} left by an earlier daemon")]
-    private static partial void LogOrphan(ILogger logger, string id);
 }
