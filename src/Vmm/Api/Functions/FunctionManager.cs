@@ -14,10 +14,12 @@ using PoolInvocationType = FireSharp.Pool.InvocationType;
 /// directories, drives <see cref="FunctionPool"/> and keeps the records on disk (<see cref="FunctionStore"/>) so
 /// that a restarted daemon has the same functions (with the same reserved and provisioned concurrency).
 /// </summary>
-public sealed partial class FunctionManager(FunctionPool pool, FunctionStore store, DaemonOptions options, HostLimits host, ILogger<FunctionManager> logger)
+/// <remarks>
+/// Every path is asynchronous: the records' lock is awaited (one registry change at a time; packing happens
+/// outside it), never waited on with a blocked thread.
+/// </remarks>
+public sealed partial class FunctionManager(FunctionPool pool, FunctionStore store, FunctionRecords records, DaemonOptions options, HostLimits host, ILogger<FunctionManager> logger)
 {
-    private readonly Dictionary<string, Function> _records = new(StringComparer.Ordinal); // spec as stored; guarded by _gate
-    private readonly SemaphoreSlim _gate = new(1, 1); // one registry change at a time (packing happens outside it)
 
     public FunctionPool Pool => pool;
 
@@ -34,9 +36,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
                 if (record.ProvisionedConcurrency > 0) pool.PutProvisionedConcurrency(name, record.ProvisionedConcurrency);
                 record.Version = info.Definition.Version;
                 record.State = ProtoState.Active;
-                await _gate.WaitAsync(ct).ConfigureAwait(false);
-                try { _records[name] = record; }
-                finally { _gate.Release(); }
+                using (var r = await records.LockAsync(ct).ConfigureAwait(false)) r.Set(record);
                 store.DeletePackedCodeExcept(name, record.CodeSourceDirectory.Length > 0 ? record.Spec.Code.ImagePath : null);
                 LogLoaded(logger, name);
             }
@@ -54,12 +54,10 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         var spec = request.Spec ?? throw VmApiException.Invalid("spec", "is required");
         FunctionValidator.ValidateName(spec.Name, "spec.name");
         var normalized = Normalize(spec, "spec");
-        await _gate.WaitAsync(ct).ConfigureAwait(false);
-        try
+        using (var r = await records.LockAsync(ct).ConfigureAwait(false))
         {
-            if (_records.ContainsKey(spec.Name)) throw new VmApiException(VmErrorKind.AlreadyExists, "spec.name", $"a function named '{spec.Name}' exists");
+            if (r.Contains(spec.Name)) throw new VmApiException(VmErrorKind.AlreadyExists, "spec.name", $"a function named '{spec.Name}' exists");
         }
-        finally { _gate.Release(); }
 
         string? packedFrom = null;
         if (spec.Code.SourceCase == FunctionCode.SourceOneofCase.Directory)
@@ -67,8 +65,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             packedFrom = spec.Code.Directory;
             normalized.Code = new FunctionCode { ImagePath = await store.PackCodeAsync(spec.Name, NewToken(), packedFrom, "spec.code.directory", ct).ConfigureAwait(false) };
         }
-        await _gate.WaitAsync(CancellationToken.None).ConfigureAwait(false);
-        try
+        using (var r = await records.LockAsync(CancellationToken.None).ConfigureAwait(false))
         {
             FunctionInfo info;
             try
@@ -77,7 +74,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             }
             catch (FunctionPoolException e)
             {
-                if (packedFrom is not null && !_records.ContainsKey(spec.Name)) store.Delete(spec.Name);
+                if (packedFrom is not null && !r.Contains(spec.Name)) store.Delete(spec.Name);
                 throw FunctionErrors.From(e, "spec.name");
             }
             var now = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow);
@@ -91,21 +88,19 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
                 LastModified = now,
                 CodeSourceDirectory = packedFrom ?? "",
             };
-            _records[spec.Name] = record;
+            r.Set(record);
             store.Save(record);
             LogCreated(logger, spec.Name, normalized.MemoryMib, normalized.Vcpus);
             return FunctionProto.Describe(record, info);
         }
-        finally { _gate.Release(); }
     }
 
     public async Task<Function> UpdateConfigurationAsync(UpdateFunctionConfigurationRequest request, CancellationToken ct)
     {
         FunctionValidator.ValidateName(request.Name, "name");
-        await _gate.WaitAsync(ct).ConfigureAwait(false);
-        try
+        using (var r = await records.LockAsync(ct).ConfigureAwait(false))
         {
-            var record = Find(request.Name);
+            var record = Find(r, request.Name);
             var spec = record.Spec.Clone();
             if (request.Image is { } image)
             {
@@ -123,7 +118,6 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             if (request.SetSnapshotStart) spec.SnapshotStart = request.SnapshotStartValue;
             return await ApplyAsync(record, spec, record.CodeSourceDirectory).ConfigureAwait(false);
         }
-        finally { _gate.Release(); }
     }
 
     public async Task<Function> UpdateCodeAsync(UpdateFunctionCodeRequest request, CancellationToken ct)
@@ -131,9 +125,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         FunctionValidator.ValidateName(request.Name, "name");
         FunctionValidator.ValidateCode(request.Code, "code");
         if (request.ReplaceLayers) FunctionValidator.ValidateLayers(request.Layers, "layers");
-        await _gate.WaitAsync(ct).ConfigureAwait(false);
-        try { Find(request.Name); }
-        finally { _gate.Release(); }
+        using (var r = await records.LockAsync(ct).ConfigureAwait(false)) Find(r, request.Name);
 
         string? packedFrom = null, image = request.Code.ImagePath;
         if (request.Code.SourceCase == FunctionCode.SourceOneofCase.Directory)
@@ -141,10 +133,9 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             packedFrom = request.Code.Directory;
             image = await store.PackCodeAsync(request.Name, NewToken(), packedFrom, "code.directory", ct).ConfigureAwait(false);
         }
-        await _gate.WaitAsync(CancellationToken.None).ConfigureAwait(false);
-        try
+        using (var r = await records.LockAsync(CancellationToken.None).ConfigureAwait(false))
         {
-            var record = Find(request.Name);
+            var record = Find(r, request.Name);
             var spec = record.Spec.Clone();
             spec.Code = new FunctionCode { ImagePath = image };
             if (request.ReplaceLayers)
@@ -154,10 +145,9 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             }
             return await ApplyAsync(record, spec, packedFrom ?? "").ConfigureAwait(false);
         }
-        finally { _gate.Release(); }
     }
 
-    /// <summary>Under the gate: a new version in the pool, then the record.</summary>
+    /// <summary>Under the records' lock: a new version in the pool, then the record.</summary>
     private async Task<Function> ApplyAsync(Function record, FunctionSpec spec, string codeSourceDirectory)
     {
         var def = FunctionProto.Definition(spec);
@@ -182,9 +172,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
     public async Task DeleteAsync(string name, CancellationToken ct)
     {
         FunctionValidator.ValidateName(name, "name");
-        await _gate.WaitAsync(ct).ConfigureAwait(false);
-        try { Find(name).State = ProtoState.Deleting; }
-        finally { _gate.Release(); }
+        using (var r = await records.LockAsync(ct).ConfigureAwait(false)) Find(r, name).State = ProtoState.Deleting;
         try
         {
             await pool.DeleteFunctionAsync(name, ct).ConfigureAwait(false);
@@ -193,23 +181,19 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         {
             throw FunctionErrors.From(e);
         }
-        await _gate.WaitAsync(CancellationToken.None).ConfigureAwait(false);
-        try
+        using (var r = await records.LockAsync(CancellationToken.None).ConfigureAwait(false))
         {
-            _records.Remove(name);
+            r.Remove(name);
             store.Delete(name);
         }
-        finally { _gate.Release(); }
         LogDeleted(logger, name);
     }
 
-    public Function Get(string name)
+    public async Task<Function> GetAsync(string name, CancellationToken ct)
     {
         FunctionValidator.ValidateName(name, "name");
         Function record;
-        _gate.Wait();
-        try { record = Find(name).Clone(); }
-        finally { _gate.Release(); }
+        using (var r = await records.LockAsync(ct).ConfigureAwait(false)) record = Find(r, name).Clone();
         try
         {
             return FunctionProto.Describe(record, pool.GetFunction(name));
@@ -220,15 +204,13 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         }
     }
 
-    public ListFunctionsResponse List()
+    public async Task<ListFunctionsResponse> ListAsync(CancellationToken ct)
     {
         var infos = pool.ListFunctions().ToDictionary(i => i.Definition.Name, StringComparer.Ordinal);
-        List<Function> records;
-        _gate.Wait();
-        try { records = [.. _records.Values.Select(r => r.Clone())]; }
-        finally { _gate.Release(); }
+        List<Function> all;
+        using (var held = await records.LockAsync(ct).ConfigureAwait(false)) all = held.CloneAll();
         var response = new ListFunctionsResponse();
-        foreach (var r in records.OrderBy(r => r.Spec.Name, StringComparer.Ordinal))
+        foreach (var r in all.OrderBy(r => r.Spec.Name, StringComparer.Ordinal))
             if (infos.TryGetValue(r.Spec.Name, out var info)) response.Functions.Add(FunctionProto.Describe(r, info));
         return response;
     }
@@ -238,10 +220,9 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         FunctionValidator.ValidateName(request.Name, "name");
         if (!request.Remove && request.ReservedConcurrentExecutions < 0)
             throw VmApiException.Invalid("reserved_concurrent_executions", $"is {request.ReservedConcurrentExecutions}; must be at least 0");
-        await _gate.WaitAsync(ct).ConfigureAwait(false);
-        try
+        using (var r = await records.LockAsync(ct).ConfigureAwait(false))
         {
-            var record = Find(request.Name);
+            var record = Find(r, request.Name);
             FunctionInfo info;
             try
             {
@@ -256,7 +237,6 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             store.Save(record);
             return FunctionProto.Describe(record, info);
         }
-        finally { _gate.Release(); }
     }
 
     public async Task<Function> PutProvisionedAsync(PutProvisionedConcurrencyRequest request, CancellationToken ct)
@@ -264,10 +244,9 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         FunctionValidator.ValidateName(request.Name, "name");
         if (request.ProvisionedConcurrentExecutions < 0)
             throw VmApiException.Invalid("provisioned_concurrent_executions", $"is {request.ProvisionedConcurrentExecutions}; must be at least 0");
-        await _gate.WaitAsync(ct).ConfigureAwait(false);
-        try
+        using (var r = await records.LockAsync(ct).ConfigureAwait(false))
         {
-            var record = Find(request.Name);
+            var record = Find(r, request.Name);
             FunctionInfo info;
             try
             {
@@ -281,7 +260,6 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             store.Save(record);
             return FunctionProto.Describe(record, info);
         }
-        finally { _gate.Release(); }
     }
 
     public Proto.V1.AccountSettings GetAccountSettings()
@@ -333,9 +311,8 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
 
     // ---------------------------------------------------------------- helpers
 
-    /// <summary>Under the gate.</summary>
-    private Function Find(string name) =>
-        _records.TryGetValue(name, out var r) ? r : throw FunctionErrors.NotFound(name);
+    private static Function Find(FunctionRecords.Access records, string name) =>
+        records.Find(name) ?? throw FunctionErrors.NotFound(name);
 
     /// <summary>Checks a create spec and fills in the defaults (image, memory, vCPUs, timeout).</summary>
     private FunctionSpec Normalize(FunctionSpec spec, string prefix)
