@@ -426,23 +426,19 @@ public sealed partial class VmWorker : IAsyncDisposable
         _exitHandled.TrySetResult();
     }
 
-    /// <summary>The boot timer has no notification of its own; look at it every 10 ms until it fires or the guest ends.</summary>
+    /// <summary>Tells the subscribers when the guest signals boot-done; nothing polls, so an idle guest costs no CPU.</summary>
     private async Task WatchBootDoneAsync(MicroVm vm)
     {
-        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(10));
-        while (!vm.Exited.IsCompleted && await timer.WaitForNextTickAsync(_shutdown.Token).ConfigureAwait(false) is true)
+        var done = vm.BootTimer.Done;
+        try { await Task.WhenAny(done, vm.Exited).WaitAsync(_shutdown.Token).ConfigureAwait(false); }
+        catch (OperationCanceledException) { return; }
+        if (!done.IsCompleted) return; // the guest ended first
+        lock (_gate)
         {
-            if (vm.BootTimer.BootDone is not { } done) continue;
-            WorkerEvent ev;
-            lock (_gate)
-            {
-                if (_bootMs != 0) return;
-                _bootMs = done.TotalMilliseconds;
-                _seq++;
-                ev = new WorkerEvent { Status = StatusLocked(), BootDone = true };
-                Broadcast(ev);
-            }
-            return;
+            if (_bootMs != 0) return;
+            _bootMs = done.Result.TotalMilliseconds;
+            _seq++;
+            Broadcast(new WorkerEvent { Status = StatusLocked(), BootDone = true });
         }
     }
 
