@@ -9,7 +9,8 @@ namespace FireSharp.Cli;
 /// <c>firesharp vmm</c>: one VM's worker process, started by the daemon. It listens on the socket it is
 /// given and does nothing else until the daemon sends requests (see worker.proto). It takes only the paths
 /// it is given, so a jailer can start it inside a chroot with those paths. SIGTERM/SIGINT stop the guest
-/// and end the process.
+/// and end the process. With <c>--log</c>, it writes <see cref="ProcessWorkerLauncher.ReadyLine"/> on its original stdout
+/// (the daemon's pipe) once the socket accepts connections, and closes it.
 /// </summary>
 internal static class VmmCommand
 {
@@ -29,6 +30,7 @@ internal static class VmmCommand
     {
         // A session of our own: the terminal's Ctrl-C and the daemon's process group do not reach the VM.
         ProcInfo.NewSession();
+        using var ready = logPath is not null ? ProcInfo.DuplicateStdout() : null; // kept past the redirect
         if (logPath is not null) ProcInfo.RedirectStdio(logPath);
         var logger = new StderrLogger(level);
         using var stop = new CancellationTokenSource();
@@ -37,7 +39,10 @@ internal static class VmmCommand
         var worker = new VmWorker(socketPath, logger);
         try
         {
-            worker.RunAsync(stop.Token).GetAwaiter().GetResult();
+            worker.RunAsync(stop.Token, () =>
+            {
+                if (ready is not null) ProcInfo.WriteLineAndClose(ready, ProcessWorkerLauncher.ReadyLine);
+            }).GetAwaiter().GetResult();
             return 0;
         }
         catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)

@@ -60,7 +60,7 @@ public static class DaemonHost
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(HostLimits.Detect());
         builder.Services.AddSingleton(launcher ?? new ProcessWorkerLauncher(options.WorkerBinary ?? Environment.ProcessPath
-            ?? throw new InvalidOperationException("cannot tell this executable's path; set WorkerBinary")));
+            ?? throw new InvalidOperationException("cannot tell this executable's path; set WorkerBinary"), startTimeout: options.WorkerStartTimeout));
         builder.Services.AddSingleton<VmManager>();
         builder.Services.AddHostedService<DaemonStartup>();
         builder.Services.AddFunctions(options); // after DaemonStartup: functions load once the VMs have

@@ -75,10 +75,11 @@ public sealed partial class VmWorker : IAsyncDisposable
         _ = ConfigureWatchdogAsync();
     }
 
-    /// <summary>Runs until shutdown; then releases everything.</summary>
-    public async Task RunAsync(CancellationToken ct)
+    /// <summary>Runs until shutdown; then releases everything. <paramref name="listening"/> runs once the socket accepts connections.</summary>
+    public async Task RunAsync(CancellationToken ct, Action? listening = null)
     {
         Start();
+        listening?.Invoke();
         using var reg = ct.Register(() => RequestShutdown("signal"));
         await Completion.ConfigureAwait(false);
         await DisposeAsync().ConfigureAwait(false);

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Net.Sockets;
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 using FireSharp.Proto.Worker;
 
 namespace FireSharp.Api.Worker;
@@ -39,13 +39,20 @@ public interface IWorkerLauncher
 /// <summary>
 /// Runs each worker as <c>firesharp vmm --socket PATH --log PATH --id ID</c> (the same binary as the daemon
 /// unless configured otherwise). The worker puts itself in a session of its own, so a terminal's Ctrl-C or
-/// the daemon's death does not reach it.
+/// the daemon's death does not reach it. It says <see cref="ReadyLine"/> on its stdout (a pipe to the
+/// daemon) once its socket accepts connections, so nobody polls for the socket.
 /// </summary>
-public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = null) : IWorkerLauncher
+public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = null, TimeSpan? startTimeout = null) : IWorkerLauncher
 {
-    public static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(10);
+    public static readonly TimeSpan DefaultStartTimeout = TimeSpan.FromSeconds(30);
+
+    /// <summary>What a worker writes on its stdout when its socket is listening (then it closes that pipe).</summary>
+    public const string ReadyLine = "ready";
 
     public string BinaryPath { get; } = binaryPath;
+
+    /// <summary>How long a worker may take to report <see cref="ReadyLine"/> before it is killed and the start fails.</summary>
+    public TimeSpan StartTimeout { get; } = startTimeout ?? DefaultStartTimeout;
 
     public async Task<WorkerProcess> LaunchAsync(string vmId, string socketPath, string logPath, CancellationToken ct)
     {
@@ -54,16 +61,17 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
         {
             UseShellExecute = false,
             RedirectStandardInput = false,
-            RedirectStandardOutput = false,
+            RedirectStandardOutput = true, // the ready line; the worker points its stdout at its log after that
             RedirectStandardError = false,
         };
         foreach (var a in (string[])["vmm", "--socket", socketPath, "--log", logPath, "--id", vmId]) psi.ArgumentList.Add(a);
         if (logLevel is not null) { psi.ArgumentList.Add("--log-level"); psi.ArgumentList.Add(logLevel); }
         var process = Process.Start(psi) ?? throw VmApiException.Unavailable("the worker process did not start");
+        var ready = process.StandardOutput;
         var worker = new ChildWorker(process, socketPath);
         try
         {
-            await WaitForSocketAsync(socketPath, worker.Exited, ct).ConfigureAwait(false);
+            await WaitForReadyAsync(ready, socketPath, worker.Exited, ct).ConfigureAwait(false);
             return worker;
         }
         catch
@@ -72,30 +80,31 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
             await worker.Exited.WaitAsync(TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
             throw;
         }
+        finally
+        {
+            ready.Dispose();
+        }
     }
 
-    /// <summary>Polls until the socket accepts a connection, the process ends, or the time is up.</summary>
-    public static async Task WaitForSocketAsync(string socketPath, Task<string> exited, CancellationToken ct)
+    /// <summary>Waits for the worker's ready line; its end, a closed pipe or the time running out fail the start.</summary>
+    private async Task WaitForReadyAsync(StreamReader ready, string socketPath, Task<string> exited, CancellationToken ct)
     {
-        var deadline = Stopwatch.StartNew();
-        int delayMs = 1;
-        while (true)
+        string? line;
+        try
         {
-            ct.ThrowIfCancellationRequested();
-            if (exited.IsCompleted) throw VmApiException.Unavailable($"the worker ended while starting: {await exited.ConfigureAwait(false)}");
-            if (File.Exists(socketPath))
-            {
-                try
-                {
-                    await using var probe = await WorkerClient.ConnectAsync(socketPath, ct).ConfigureAwait(false);
-                    return;
-                }
-                catch (SocketException) { }
-            }
-            if (deadline.Elapsed > StartTimeout) throw VmApiException.Unavailable($"the worker did not open {socketPath} within {StartTimeout.TotalSeconds:F0} s");
-            await Task.Delay(delayMs, ct).ConfigureAwait(false);
-            delayMs = Math.Min(delayMs * 2, 50);
+            line = await ready.ReadLineAsync(ct).AsTask().WaitAsync(StartTimeout, ct).ConfigureAwait(false);
         }
+        catch (TimeoutException)
+        {
+            throw VmApiException.Unavailable($"the worker did not open {socketPath} within {StartTimeout.TotalSeconds:F0} s (WorkerStartTimeoutSeconds)");
+        }
+        if (line == ReadyLine) return;
+        if (line is not null) throw VmApiException.Unavailable($"the worker said '{line}' instead of '{ReadyLine}' while starting");
+        // End of file: the worker ended, or closed its stdout without saying it was ready.
+        string why = await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(5), ct)).ConfigureAwait(false) == exited
+            ? await exited.ConfigureAwait(false)
+            : "it closed its stdout without reporting ready";
+        throw VmApiException.Unavailable($"the worker ended while starting: {why}");
     }
 
     public WorkerProcess? Adopt(WorkerRecord record)
@@ -187,6 +196,28 @@ public static partial class ProcInfo
     /// <summary>Makes the calling process the leader of a new session (no controlling terminal).</summary>
     public static void NewSession() => _ = setsid();
 
+    /// <summary>
+    /// A close-on-exec copy of stdout, to keep talking to the parent after <see cref="RedirectStdio"/> (the
+    /// worker's ready line); null when there is no stdout.
+    /// </summary>
+    public static SafeFileHandle? DuplicateStdout()
+    {
+        const int F_DUPFD_CLOEXEC = 1030;
+        int fd = fcntl(1, F_DUPFD_CLOEXEC, 0);
+        return fd < 0 ? null : new SafeFileHandle(fd, ownsHandle: true);
+    }
+
+    /// <summary>Writes one line to a pipe and closes it; a reader that went away is ignored.</summary>
+    public static void WriteLineAndClose(SafeFileHandle pipe, string line)
+    {
+        try
+        {
+            using var stream = new FileStream(pipe, FileAccess.Write, bufferSize: 0);
+            stream.Write(System.Text.Encoding.UTF8.GetBytes(line + "\n"));
+        }
+        catch (IOException) { }
+    }
+
     /// <summary>Points the process's stdin at /dev/null and stdout/stderr at a log file (appended).</summary>
     public static void RedirectStdio(string logPath)
     {
@@ -206,6 +237,9 @@ public static partial class ProcInfo
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int dup2(int oldfd, int newfd);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fcntl(int fd, int cmd, int arg);
 
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int chown(string path, int owner, int group);
