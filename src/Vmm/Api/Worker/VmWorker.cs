@@ -47,6 +47,9 @@ public sealed partial class VmWorker : IAsyncDisposable
         _logger = logger;
     }
 
+    /// <summary>Releases an ended machine (guest memory, KVM fds); tests make it fail.</summary>
+    internal Action<MicroVm> ReleaseMachine { get; init; } = static vm => vm.Dispose();
+
     /// <summary>The process id reported in statuses (the worker's own pid).</summary>
     public int Pid { get; init; } = Environment.ProcessId;
 
@@ -423,8 +426,18 @@ public sealed partial class VmWorker : IAsyncDisposable
         }
         _logger.LogInformation("worker {Id}: guest ended: {Exit}", _id, exit);
         _console.CompleteAll(); // console streams end with the guest
-        vm.Dispose(); // releases guest memory and KVM fds; the console history stays
-        _exitHandled.TrySetResult();
+        try
+        {
+            ReleaseMachine(vm); // releases guest memory and KVM fds; the console history stays
+        }
+        catch (Exception e)
+        {
+            _logger.LogError(e, "worker {Id}: releasing the ended machine failed", _id);
+        }
+        finally
+        {
+            _exitHandled.TrySetResult(); // a stop waits for this: it must come whatever the release did
+        }
     }
 
     /// <summary>Tells the subscribers when the guest signals boot-done; nothing polls, so an idle guest costs no CPU.</summary>
