@@ -698,15 +698,14 @@ public sealed partial class VmManager : IAsyncDisposable
         _ => ExitKind.VmmError,
     };
 
-    /// <summary>Under the entry's state lock: writes vm.pb atomically (temporary file, then rename).</summary>
+    /// <summary>Under the entry's state lock: writes vm.pb atomically (temporary file, fsynced, then renamed).</summary>
     private void Persist(VmEntry entry)
     {
         if (entry.Deleted) return;
-        string path = Path.Combine(entry.Dir, "vm.pb"), temp = path + ".tmp";
+        string path = Path.Combine(entry.Dir, "vm.pb");
         try
         {
-            File.WriteAllBytes(temp, entry.Record.ToByteArray());
-            File.Move(temp, path, overwrite: true);
+            AtomicFile.Replace(path, entry.Record.ToByteArray());
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

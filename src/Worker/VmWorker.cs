@@ -48,6 +48,9 @@ public sealed partial class VmWorker : IAsyncDisposable
         _logger = logger;
     }
 
+    /// <summary>Releases an ended machine (guest memory, KVM fds); tests make it fail.</summary>
+    internal Action<MicroVm> ReleaseMachine { get; init; } = static vm => vm.Dispose();
+
     /// <summary>The process id reported in statuses (the worker's own pid).</summary>
     public int Pid { get; init; } = Environment.ProcessId;
 
@@ -76,10 +79,11 @@ public sealed partial class VmWorker : IAsyncDisposable
         _ = ConfigureWatchdogAsync();
     }
 
-    /// <summary>Runs until shutdown; then releases everything.</summary>
-    public async Task RunAsync(CancellationToken ct)
+    /// <summary>Runs until shutdown; then releases everything. <paramref name="listening"/> runs once the socket accepts connections.</summary>
+    public async Task RunAsync(CancellationToken ct, Action? listening = null)
     {
         Start();
+        listening?.Invoke();
         using var reg = ct.Register(() => RequestShutdown("signal"));
         await Completion.ConfigureAwait(false);
         await DisposeAsync().ConfigureAwait(false);
@@ -423,27 +427,33 @@ public sealed partial class VmWorker : IAsyncDisposable
         }
         _logger.LogInformation("worker {Id}: guest ended: {Exit}", _id, exit);
         _console.CompleteAll(); // console streams end with the guest
-        vm.Dispose(); // releases guest memory and KVM fds; the console history stays
-        _exitHandled.TrySetResult();
+        try
+        {
+            ReleaseMachine(vm); // releases guest memory and KVM fds; the console history stays
+        }
+        catch (Exception e)
+        {
+            _logger.LogError(e, "worker {Id}: releasing the ended machine failed", _id);
+        }
+        finally
+        {
+            _exitHandled.TrySetResult(); // a stop waits for this: it must come whatever the release did
+        }
     }
 
-    /// <summary>The boot timer has no notification of its own; look at it every 10 ms until it fires or the guest ends.</summary>
+    /// <summary>Tells the subscribers when the guest signals boot-done; nothing polls, so an idle guest costs no CPU.</summary>
     private async Task WatchBootDoneAsync(MicroVm vm)
     {
-        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(10));
-        while (!vm.Exited.IsCompleted && await timer.WaitForNextTickAsync(_shutdown.Token).ConfigureAwait(false) is true)
+        var done = vm.BootTimer.Done;
+        try { await Task.WhenAny(done, vm.Exited).WaitAsync(_shutdown.Token).ConfigureAwait(false); }
+        catch (OperationCanceledException) { return; }
+        if (!done.IsCompleted) return; // the guest ended first
+        lock (_gate)
         {
-            if (vm.BootTimer.BootDone is not { } done) continue;
-            WorkerEvent ev;
-            lock (_gate)
-            {
-                if (_bootMs != 0) return;
-                _bootMs = done.TotalMilliseconds;
-                _seq++;
-                ev = new WorkerEvent { Status = StatusLocked(), BootDone = true };
-                Broadcast(ev);
-            }
-            return;
+            if (_bootMs != 0) return;
+            _bootMs = done.Result.TotalMilliseconds;
+            _seq++;
+            Broadcast(new WorkerEvent { Status = StatusLocked(), BootDone = true });
         }
     }
 

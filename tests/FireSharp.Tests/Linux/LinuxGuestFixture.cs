@@ -78,7 +78,7 @@ public sealed class LinuxGuestFixture
     {
         KvmTestSupport.RequireKvm();
         foreach (var f in new[] { KernelPath, RootfsPath })
-            Skip.IfNot(File.Exists(f), $"{f} is missing (make kernel rootfs)");
+            TestEnvironment.RequireFile(f, "make kernel rootfs");
         lock (s_gate)
         {
             if (s_instance is not null)

@@ -153,7 +153,7 @@ public class SnapshotRestoreTests : IDisposable
     public void FullDiskLeavesNoPartialSnapshotAndTheVmRunsOn()
     {
         KvmTestSupport.RequireKvm();
-        Skip.IfNot(Environment.UserName == "root", "mounting a small tmpfs needs root");
+        TestEnvironment.RequireRoot("mounting a small tmpfs");
         var (vm, _) = StartCounter(16);
         using (vm)
         {

@@ -23,7 +23,7 @@ public sealed class NetSnapshotTests
     public void A_vm_with_a_nic_is_snapshotted_and_restored_onto_another_tap()
     {
         KvmTestSupport.RequireKvm();
-        Skip.IfNot(TunUsable(), "/dev/net/tun is not usable here (needs CAP_NET_ADMIN)");
+        TestEnvironment.Require(TunUsable(), "/dev/net/tun is not usable here (needs CAP_NET_ADMIN)");
         string dir = Path.Combine(TestPaths.TempDir(), "snap");
         string other = "fsns" + Environment.ProcessId % 100000;
         var nic = new NetworkInterfaceSpec { Id = "net0", Mac = "02:00:00:00:00:42" };
