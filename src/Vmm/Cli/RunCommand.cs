@@ -4,6 +4,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using FireSharp.Api.Agent;
 using FireSharp.Boot;
+using FireSharp.Devices;
 using FireSharp.Devices.Legacy;
 using FireSharp.Devices.Virtio;
 using FireSharp.Devices.Virtio.Net;
@@ -111,15 +112,14 @@ internal static class RunCommand
         try
         {
             vm = snap.RestoreDir is { } restoreDir
-                ? MicroVm.Restore(restoreDir, new RestoreOverrides { Serial = sink, Logger = logger, TapNames = restoreTaps!, VsockUdsPath = spec.Vsock?.UdsPath })
+                ? SnapshotRestore.Restore(restoreDir, new RestoreOverrides { Serial = sink, Logger = logger, TapNames = restoreTaps!, VsockUdsPath = spec.Vsock?.UdsPath })
                 : MicroVm.Create(spec with { Serial = sink, Logger = logger }, start);
         }
         catch (SnapshotException e) when (e.InnerException is KvmException k && k.Operation.StartsWith("open ", StringComparison.Ordinal)) { return Fail(ExitNoKvm, e.Message); }
         catch (SnapshotException e) { return Fail(ExitBadInput, $"cannot restore ({e.Reason}): {e.Message}"); }
         catch (BootException e) { return Fail(ExitBadInput, e.Message); }
         catch (MachineConfigException e) { return Fail(ExitBadInput, e.Message); }
-        catch (VirtioConfigException e) { return Fail(ExitBadInput, e.Message); }
-        catch (NetConfigException e) { return Fail(ExitBadInput, e.Message); }
+        catch (DeviceConfigException e) { return Fail(ExitBadInput, e.Message); }
         catch (KvmException e) when (e.Operation.StartsWith("open ", StringComparison.Ordinal)) { return Fail(ExitNoKvm, e.Message); }
         catch (KvmException e) { return Fail(ExitGuestFailed, e.Message); }
 

@@ -27,7 +27,7 @@ namespace FireSharp.Devices.Virtio.Vsock;
 /// a packet without a whole header is dropped.
 /// </para>
 /// </summary>
-public sealed partial class VirtioVsock : IVirtioDevice, IStatefulDevice, IDisposable
+public sealed partial class VirtioVsock : IVirtioLoopDevice, IStatefulDevice
 {
     public const ushort DefaultQueueSize = 256;
     public const int DefaultMaxConnections = 1024;
