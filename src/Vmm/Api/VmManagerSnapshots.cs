@@ -1,5 +1,6 @@
 using FireSharp.Devices;
 using FireSharp.Devices.Virtio;
+using FireSharp.Devices.Virtio.Rng;
 using FireSharp.Devices.Virtio.Vsock;
 using FireSharp.Proto.V1;
 using FireSharp.Proto.Worker;
@@ -171,6 +172,7 @@ public sealed partial class VmManager
             // restore (ProbeRestoredAgent) and the VM is agent_ready once it answers.
             spec.Agent = true;
         }
+        spec.Rng = config.Devices.Any(d => d.Kind == RngDeviceKind.Name);
         foreach (var d in config.Devices.Where(d => d.Kind == BlockDeviceKind.Name))
         {
             Proto.V1.DriveSpec drive;

@@ -8,6 +8,7 @@ using FireSharp.Devices;
 using FireSharp.Devices.Legacy;
 using FireSharp.Devices.Virtio;
 using FireSharp.Devices.Virtio.Net;
+using FireSharp.Devices.Virtio.Rng;
 using FireSharp.Devices.Virtio.Vsock;
 using FireSharp.Kvm;
 using FireSharp.Snapshot;
@@ -56,6 +57,11 @@ internal static class RunCommand
                 + "ip= adds the kernel's ip= setting for that interface. With --restore: TAP per interface of the snapshot, in order",
             Arity = ArgumentArity.ZeroOrMore,
         };
+        var rng = new Option<bool>("--rng")
+        {
+            Description = "add a virtio-rng entropy device: the guest reads the host's CSPRNG through /dev/hwrng "
+                + "(off unless asked for; with --restore the snapshot says whether there is one)",
+        };
         var agent = new Option<bool>("--agent")
         {
             Description = "start the guest agent (firesharp.agent=1 on the command line; the rootfs has it): needs --vsock; "
@@ -65,7 +71,7 @@ internal static class RunCommand
 
         var command = new Command("run", "run a guest in the foreground until it resets, powers off or fails")
         {
-            kernel, initrd, memMib, vcpus, cmdline, serial, pvh, drives, vsockPath, vsockCid, nets, agent, logLevel,
+            kernel, initrd, memMib, vcpus, cmdline, serial, pvh, drives, vsockPath, vsockCid, nets, rng, agent, logLevel,
         };
         var snapshotOptions = new RunSnapshotOptions();
         foreach (var o in snapshotOptions.All) command.Options.Add(o);
@@ -83,6 +89,7 @@ internal static class RunCommand
             Drives = driveSpecs,
             Vsock = vsockSpec,
             NetworkInterfaces = netSpecs,
+            Rng = parse.GetValue(rng) ? new RngSpec() : null,
         }, parse.GetValue(serial)!, parse.GetValue(logLevel), snapshotOptions.Parse(parse), parse.GetValue(kernel), parse.GetValue(agent)));
         return command;
     }
@@ -93,6 +100,8 @@ internal static class RunCommand
         if (snap.Validate(kernelOption) is { } usage) return Fail(ExitBadInput, usage);
         if (snap.RestoreDir is not null && spec.Drives.Count > 0)
             return Fail(ExitBadInput, "--drive cannot be combined with --restore: a restored VM has its snapshot's devices");
+        if (snap.RestoreDir is not null && spec.Rng is not null)
+            return Fail(ExitBadInput, "--rng cannot be combined with --restore: a restored VM has its snapshot's devices (its entropy device too, if it had one)");
         // With --restore, --vsock PATH is this clone's socket path; the CID is the snapshot's.
         if (snap.RestoreDir is not null && spec.Vsock is { GuestCid: not 3 })
             return Fail(ExitBadInput, "--vsock-cid cannot be combined with --restore: a restored VM keeps its snapshot's CID (--vsock PATH sets its socket path)");

@@ -1,7 +1,8 @@
 namespace FireSharp.Devices;
 
 /// <summary>
-/// One device of a VM spec, as the user configures it: a drive, the vsock device, a network interface. <see cref="Kind"/> names the <see cref="Manager.IVirtioDeviceKind"/> that validates, opens,
+/// One device of a VM spec, as the user configures it: a drive, the vsock device, a network interface, the
+/// entropy device. <see cref="Kind"/> names the <see cref="Manager.IVirtioDeviceKind"/> that validates, opens,
 /// places and persists it; nothing else in the VMM looks at the concrete type.
 /// </summary>
 public interface IDeviceConfig

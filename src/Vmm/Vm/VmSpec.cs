@@ -2,6 +2,7 @@ using FireSharp.Devices;
 using FireSharp.Devices.Legacy;
 using FireSharp.Devices.Virtio;
 using FireSharp.Devices.Virtio.Net;
+using FireSharp.Devices.Virtio.Rng;
 using FireSharp.Devices.Virtio.Vsock;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -11,8 +12,8 @@ namespace FireSharp.Vm;
 /// <summary>Everything needed to build a runnable microVM.</summary>
 /// <remarks>
 /// The devices are one list, <see cref="Devices"/>, which the device manager places (virtio-mmio slots by kind,
-/// in <see cref="Devices.Manager.DeviceKinds"/> order: drives, vsock, network interfaces).
-/// <see cref="Drives"/>, <see cref="Vsock"/> and <see cref="NetworkInterfaces"/> are typed views of
+/// in <see cref="Devices.Manager.DeviceKinds"/> order: drives, vsock, network interfaces, entropy device).
+/// <see cref="Drives"/>, <see cref="Vsock"/>, <see cref="NetworkInterfaces"/> and <see cref="Rng"/> are typed views of
 /// it: setting one replaces the devices of that kind and keeps the others.
 /// </remarks>
 public sealed record VmSpec
@@ -63,6 +64,13 @@ public sealed record VmSpec
     {
         get => [.. Devices.OfType<NetworkInterfaceSpec>()];
         init => Devices = With(value);
+    }
+
+    /// <summary>A virtio-rng entropy device; null = none (as in Firecracker, it is there only when asked for).</summary>
+    public RngSpec? Rng
+    {
+        get => Devices.OfType<RngSpec>().FirstOrDefault();
+        init => Devices = With<RngSpec>(value is null ? [] : [value]);
     }
 
     private IReadOnlyList<IDeviceConfig> With<T>(IEnumerable<T> devices) where T : IDeviceConfig =>

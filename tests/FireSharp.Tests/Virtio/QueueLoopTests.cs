@@ -3,7 +3,7 @@ using FireSharp.Devices.Virtio;
 namespace FireSharp.Tests.Virtio;
 
 /// <summary>
-/// A queue-only event loop (how the device manager runs virtio-blk) and its eventfds, without KVM:
+/// A queue-only event loop (how the device manager runs virtio-blk and virtio-rng) and its eventfds, without KVM:
 /// the MMIO notify wakes the loop's thread, which does the I/O.
 /// </summary>
 public class QueueLoopTests

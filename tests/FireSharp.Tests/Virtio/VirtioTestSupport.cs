@@ -262,6 +262,17 @@ internal static class Mmio
     public static void Notify(IBusDevice t, uint queue = 0) => W32(t, VirtioMmioRegister.QueueNotify, queue);
 }
 
+/// <summary>
+/// A device's MMIO window seen through a VM's MMIO bus, as a vCPU's MMIO exit reaches it: drives a device the
+/// device manager placed exactly as a guest driver would (without running the guest).
+/// </summary>
+internal sealed class BusWindow(FireSharp.Vm.DeviceBus bus, ulong address) : IBusDevice
+{
+    public void Read(ulong offset, Span<byte> data) => Assert.True(bus.Read(address + offset, data), $"nothing at 0x{address + offset:x}");
+
+    public void Write(ulong offset, ReadOnlySpan<byte> data) => Assert.True(bus.Write(address + offset, data), $"nothing at 0x{address + offset:x}");
+}
+
 /// <summary>A virtio-blk device over a <see cref="MemoryBackend"/> behind a live transport and a fake driver.</summary>
 internal sealed class BlockRig : IDisposable
 {

@@ -2,6 +2,7 @@ using FireSharp.Devices;
 using FireSharp.Devices.Legacy;
 using FireSharp.Devices.Virtio;
 using FireSharp.Devices.Virtio.Net;
+using FireSharp.Devices.Virtio.Rng;
 using FireSharp.Devices.Virtio.Vsock;
 using FireSharp.Proto.Worker;
 using FireSharp.Vm;
@@ -41,6 +42,7 @@ internal static class MachineSpecs
             Mac = n.Mac.Length == 0 ? null : n.Mac,
             Ipv4 = n.Ip.Length == 0 ? null : NetIpv4Config.Parse(n.Ip),
         }));
+        if (c.Rng) devices.Add(new RngSpec());
         return devices;
     }
 
@@ -52,6 +54,7 @@ internal static class MachineSpecs
         return field switch
         {
             "vsock" => "spec.vsock",
+            "rng" => "spec.rng",
             _ => "spec",
         };
     }

@@ -1,5 +1,6 @@
 using FireSharp.Devices.Virtio;
 using FireSharp.Devices.Virtio.Net;
+using FireSharp.Devices.Virtio.Rng;
 using FireSharp.Devices.Virtio.Vsock;
 
 namespace FireSharp.Devices.Manager;
@@ -16,6 +17,7 @@ public static class DeviceKinds
         BlockDeviceKind.Instance,
         VsockDeviceKind.Instance,
         NetDeviceKind.Instance,
+        RngDeviceKind.Instance,
     ];
 
     /// <summary>The virtio kind named <paramref name="kind"/>, or null.</summary>

@@ -8,7 +8,7 @@ namespace FireSharp.Devices.Virtio;
 /// per queue (tag = queue index, for KVM_IOEVENTFD with datamatch = index), a wake eventfd (tag =
 /// <see cref="WakeTag"/>) and whatever the device adds with <see cref="Control"/> (virtio-net's tap, virtio-vsock's
 /// sockets), and calls the device's turn (<c>RunOnce(-1)</c>) until <see cref="Stop"/>. A device that watches
-/// nothing but its queues (virtio-blk) gets <see cref="ForQueues"/>, whose turn runs the signalled
+/// nothing but its queues (virtio-blk, virtio-rng) gets <see cref="ForQueues"/>, whose turn runs the signalled
 /// queues. <see cref="TryWait"/> drains the queue and wake eventfds itself; the device decides what every event
 /// means. The device manager wires the eventfds into KVM and starts the thread; tests may call the turn directly
 /// instead (never both).

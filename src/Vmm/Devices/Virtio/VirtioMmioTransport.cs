@@ -314,6 +314,15 @@ public sealed class VirtioMmioTransport : IBusDevice, IStatefulDevice
     }
 
     /// <summary>
+    /// Asks for queue <paramref name="index"/> to be run as a driver notification would (through
+    /// <see cref="QueueNotifyHandler"/>, so on the device's thread): for a device that deferred a request.
+    /// </summary>
+    public void RequestRun(int index)
+    {
+        if (index >= 0) Notify((uint)index);
+    }
+
+    /// <summary>
     /// Processes queue <paramref name="index"/> until it is empty (or the device stops), then interrupts the
     /// driver if it wants that. Safe to call from any thread at any time: a call that finds another thread
     /// processing the same queue leaves a note for it and returns at once.

@@ -76,6 +76,24 @@ public sealed class VirtqueueContext
         }
     }
 
+    /// <summary>
+    /// Gives the chain from the last <see cref="TryNext"/> back to the queue untouched (the device cannot serve
+    /// it now, e.g. a rate limit): the next <see cref="TryNext"/> returns it again. Call <see cref="Kick"/> (or
+    /// wait for the driver's next notification) to have the queue run again.
+    /// </summary>
+    public void Defer()
+    {
+        if (!_holding) throw new InvalidOperationException("Defer without a chain from TryNext");
+        _holding = false;
+        lock (_transport.Gate)
+        {
+            if (StillCurrent()) Queue.UndoPop();
+        }
+    }
+
+    /// <summary>Asks for this queue to be run again, on the device's own thread (thread-safe; for a deferred chain).</summary>
+    public void Kick() => _transport.RequestRun(Index);
+
     /// <summary>Forgets the chain if a device failed between TryNext and Complete.</summary>
     internal void Abandon() => _holding = false;
 
