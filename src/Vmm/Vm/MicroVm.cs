@@ -138,7 +138,7 @@ public sealed class MicroVm : IDisposable
     /// restore sets their state, then the VM's, then lets them run (<see cref="DeviceManager.CompleteRestore"/>).
     /// Takes ownership of <paramref name="memory"/>, also on failure.
     /// </remarks>
-    public static MicroVm CreateRestored(VmSpec spec, GuestMemory memory, IReadOnlyList<kvm_cpuid_entry2[]> cpuid, long started)
+    internal static MicroVm CreateRestored(VmSpec spec, GuestMemory memory, IReadOnlyList<kvm_cpuid_entry2[]> cpuid, long started)
     {
         DeviceManager devices;
         try
