@@ -231,6 +231,7 @@ public sealed partial class VmManager : IAsyncDisposable
             MemMib = (ulong)spec.Machine.MemMib,
             Vcpus = spec.Machine.Vcpus,
             PreferPvh = spec.Kernel.PreferPvh,
+            Rng = spec.Rng,
         };
         if (SpecValidator.EffectiveCmdline(spec) is { } cmdline) machine.Cmdline = cmdline;
         foreach (var d in spec.Drives) machine.Drives.Add(new Drive { Path = d.Path, ReadOnly = d.ReadOnly, Root = d.Root });

@@ -224,20 +224,7 @@ public sealed partial class VmWorker : IAsyncDisposable
     {
         lock (_gate)
             if (_state != MachineState.Empty) throw WrongState("create");
-        var spec = new VmSpec
-        {
-            KernelPath = c.KernelPath,
-            InitrdPath = c.InitrdPath.Length == 0 ? null : c.InitrdPath,
-            Cmdline = c.HasCmdline ? c.Cmdline : null,
-            MemoryMib = c.MemMib,
-            Vcpus = c.Vcpus,
-            PreferPvh = c.PreferPvh,
-            Drives = [.. c.Drives.Select(d => new Devices.Virtio.DriveSpec { Path = d.Path, ReadOnly = d.ReadOnly, IsRoot = d.Root })],
-            Vsock = c.VsockPath.Length == 0 ? null : new Devices.Virtio.Vsock.VsockDeviceSpec(c.VsockCid, c.VsockPath),
-            NetworkInterfaces = [.. c.Nics.Select(NicSpec)],
-            Serial = _console,
-            Logger = _logger,
-        };
+        var spec = MachineSpecs.ToVmSpec(c, _console, _logger);
         MicroVm vm;
         try
         {
@@ -249,21 +236,13 @@ public sealed partial class VmWorker : IAsyncDisposable
             bool host = e.Message.Contains("host", StringComparison.Ordinal);
             throw new Failure(host ? WorkerErrorCode.WorkerErrorResourceExhausted : WorkerErrorCode.WorkerErrorInvalidArgument, field, e.Message[(e.Field.Length + 2)..]);
         }
-        catch (Devices.Virtio.VirtioConfigException e)
+        catch (Devices.DeviceConfigException e)
         {
-            throw new Failure(WorkerErrorCode.WorkerErrorInvalidArgument, DriveField(e.Field), e.Message[(e.Field.Length + 2)..]);
+            throw new Failure(MachineSpecs.Code(e), MachineSpecs.ApiField(e.Field), e.Detail);
         }
         catch (BootException e)
         {
             throw new Failure(WorkerErrorCode.WorkerErrorInvalidArgument, BootField(e, c), e.Message);
-        }
-        catch (Devices.Virtio.Net.NetConfigException e)
-        {
-            // The field is "net[i]"; the API calls the interface spec.network_interfaces[i].
-            string field = e.Field.StartsWith("net[", StringComparison.Ordinal) ? "spec.network_interfaces[" + e.Field[4..] : "spec.network_interfaces";
-            var code = e.Reason is Devices.Virtio.Net.NetConfigError.TunUnavailable or Devices.Virtio.Net.NetConfigError.PermissionDenied
-                ? WorkerErrorCode.WorkerErrorUnavailable : WorkerErrorCode.WorkerErrorInvalidArgument;
-            throw new Failure(code, field, e.Message[(e.Field.Length + 2)..]);
         }
         catch (KvmException e) when (e.Errno == 12)
         {
@@ -282,19 +261,6 @@ public sealed partial class VmWorker : IAsyncDisposable
         _ = WatchExitAsync(vm);
         _logger.LogInformation("worker {Id}: machine created ({Mib} MiB, {Vcpus} vCPU, kernel {Kernel})", c.Id, c.MemMib, c.Vcpus, c.KernelPath);
     }
-
-    private static Devices.Virtio.Net.NetworkInterfaceSpec NicSpec(Nic n) => new()
-    {
-        Id = n.Id,
-        TapName = n.Tap.Length == 0 ? null : n.Tap,
-        Mac = n.Mac.Length == 0 ? null : n.Mac,
-        Ipv4 = n.Ip.Length == 0 ? null : Devices.Virtio.Net.NetIpv4Config.Parse(n.Ip),
-    };
-
-    /// <summary>The VMM names a drive "drive[i]"; the API calls its image spec.drives[i].path.</summary>
-    private static string DriveField(string field) =>
-        field.StartsWith("drive[", StringComparison.Ordinal) ? $"spec.drives[{field[6..].TrimEnd(']')}].path"
-        : field.StartsWith("vsock", StringComparison.Ordinal) ? "spec.vsock" : "spec.drives";
 
     private static string BootField(BootException e, CreateMachine c) => e.Reason switch
     {
