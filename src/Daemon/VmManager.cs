@@ -231,6 +231,7 @@ public sealed partial class VmManager : IAsyncDisposable
             MemMib = (ulong)spec.Machine.MemMib,
             Vcpus = spec.Machine.Vcpus,
             PreferPvh = spec.Kernel.PreferPvh,
+            Rng = spec.Rng,
         };
         if (SpecValidator.EffectiveCmdline(spec) is { } cmdline) machine.Cmdline = cmdline;
         foreach (var d in spec.Drives) machine.Drives.Add(new Drive { Path = d.Path, ReadOnly = d.ReadOnly, Root = d.Root });
@@ -698,15 +699,14 @@ public sealed partial class VmManager : IAsyncDisposable
         _ => ExitKind.VmmError,
     };
 
-    /// <summary>Under the entry's state lock: writes vm.pb atomically (temporary file, then rename).</summary>
+    /// <summary>Under the entry's state lock: writes vm.pb atomically (temporary file, fsynced, then renamed).</summary>
     private void Persist(VmEntry entry)
     {
         if (entry.Deleted) return;
-        string path = Path.Combine(entry.Dir, "vm.pb"), temp = path + ".tmp";
+        string path = Path.Combine(entry.Dir, "vm.pb");
         try
         {
-            File.WriteAllBytes(temp, entry.Record.ToByteArray());
-            File.Move(temp, path, overwrite: true);
+            AtomicFile.Replace(path, entry.Record.ToByteArray());
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

@@ -1,3 +1,7 @@
+using FireSharp.Devices;
+using FireSharp.Devices.Virtio;
+using FireSharp.Devices.Virtio.Rng;
+using FireSharp.Devices.Virtio.Vsock;
 using FireSharp.Proto.V1;
 using FireSharp.Proto.Worker;
 using FireSharp.Snapshot;
@@ -73,9 +77,9 @@ public sealed partial class VmManager
         }
         var config = snapshot.State.Config;
         foreach (var driveId in overrides.DrivePaths.Keys)
-            if (!config.Devices.Any(d => d.Id == driveId && d.Kind == SnapshotRestore.DriveKind))
+            if (!config.Devices.Any(d => d.Id == driveId && d.Kind == BlockDeviceKind.Name))
                 throw VmApiException.Invalid($"overrides.drive_paths[{driveId}]", $"the snapshot has no drive '{driveId}'");
-        if (overrides.VsockPath.Length > 0 && !config.Devices.Any(d => d.Kind == SnapshotRestore.VsockKind))
+        if (overrides.VsockPath.Length > 0 && !config.Devices.Any(d => d.Kind == VsockDeviceKind.Name))
             throw VmApiException.Invalid("overrides.vsock_path", "the snapshot has no vsock device");
 
         string id = request.Id;
@@ -91,7 +95,7 @@ public sealed partial class VmManager
         };
         entry.Record.RestoredFrom.Dir = snapshot.Directory;
         // Each restored VM gets its own vsock socket, where the daemon's Exec finds it (VmManager.Agent.cs).
-        if (overrides.VsockPath.Length == 0 && config.Devices.Any(d => d.Kind == SnapshotRestore.VsockKind))
+        if (overrides.VsockPath.Length == 0 && config.Devices.Any(d => d.Kind == VsockDeviceKind.Name))
             (entry.Record.RestoredFrom.Overrides ??= new Proto.V1.RestoreOverrides()).VsockPath = VsockPath(id);
         lock (_admission)
         {
@@ -146,7 +150,7 @@ public sealed partial class VmManager
         return machine;
     }
 
-    /// <summary>The API spec of a restored VM: the snapshot's machine and drives (with the overrides' paths).</summary>
+    /// <summary>The API spec of a restored VM: the snapshot's machine and devices (drives with the overrides' paths).</summary>
     private static VmSpec SpecOf(MachineConfig config, Proto.V1.RestoreOverrides overrides)
     {
         var spec = new VmSpec
@@ -154,13 +158,13 @@ public sealed partial class VmManager
             Kernel = new KernelSpec { Path = config.KernelPath },
             Machine = new MachineSpec { Vcpus = config.VcpuCount, MemMib = (long)(config.MemoryBytes / (1024 * 1024)) },
         };
-        if (config.Devices.FirstOrDefault(d => d.Kind == SnapshotRestore.VsockKind) is { } vsock)
+        if (config.Devices.FirstOrDefault(d => d.Kind == VsockDeviceKind.Name) is { } vsock)
         {
             try
             {
-                spec.Vsock = new VsockSpec { GuestCid = checked((uint)VsockSettings.Parse(vsock).Spec.GuestCid) };
+                spec.Vsock = new VsockSpec { GuestCid = checked((uint)VsockDeviceKind.Instance.Parse(vsock).GuestCid) };
             }
-            catch (Exception e) when (e is InvalidDataException or OverflowException)
+            catch (Exception e) when (e is DeviceRestoreException or OverflowException)
             {
                 throw VmApiException.Invalid("dir", $"the snapshot's vsock device is corrupt: {e.Message}");
             }
@@ -168,15 +172,16 @@ public sealed partial class VmManager
             // restore (ProbeRestoredAgent) and the VM is agent_ready once it answers.
             spec.Agent = true;
         }
-        foreach (var d in config.Devices.Where(d => d.Kind == SnapshotRestore.DriveKind))
+        spec.Rng = config.Devices.Any(d => d.Kind == RngDeviceKind.Name);
+        foreach (var d in config.Devices.Where(d => d.Kind == BlockDeviceKind.Name))
         {
-            DriveSpec drive;
+            Proto.V1.DriveSpec drive;
             try
             {
-                var (saved, _, _) = DriveSettings.Parse(d);
-                drive = new DriveSpec { Id = d.Id, Path = saved.Path, ReadOnly = saved.ReadOnly, Root = saved.IsRoot };
+                var (saved, _) = BlockDeviceKind.Instance.Parse(d);
+                drive = new Proto.V1.DriveSpec { Id = d.Id, Path = saved.Path, ReadOnly = saved.ReadOnly, Root = saved.IsRoot };
             }
-            catch (InvalidDataException e)
+            catch (DeviceRestoreException e)
             {
                 throw VmApiException.Invalid("dir", $"the snapshot's drive list is corrupt: {e.Message}");
             }

@@ -25,7 +25,7 @@ public sealed partial class VmWorker
         MicroVm vm;
         try
         {
-            vm = MicroVm.Restore(r.Dir, overrides);
+            vm = SnapshotRestore.Restore(r.Dir, overrides);
         }
         catch (SnapshotException e)
         {

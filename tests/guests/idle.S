@@ -1,12 +1,9 @@
 /*
- * idle.elf: the idle guest of the density benchmark (P9) and of the worker's P3.
- *
- * Ring 0 prints "IDLE\n" on COM1, then halts forever with interrupts off
- * (`cli; hlt` in a loop). With the in-kernel irqchip KVM keeps the halted
- * vCPU blocked in KVM_RUN, so an idle clone costs no host CPU, unlike
- * counter.elf, which spins in ring 3. The few ring-0 instructions are
- * emulated on PVM hosts, which takes well under a millisecond.
- * Without an in-kernel irqchip HLT exits to the VMM, which ends the VM.
+ * idle.elf: prints "IDLE\n" on COM1 (from ring 0), then halts with
+ * interrupts off, forever. With the in-kernel irqchip KVM keeps the vCPU
+ * blocked in KVM_RUN, so the guest costs no host CPU; it never signals
+ * boot-done and never ends (tests of an idle VM's cost, and the idle clones
+ * of benchmark P9).
  */
         .include "common.inc"
 
