@@ -905,7 +905,7 @@ def main() -> int:
     ap.add_argument("--p6-img-mib", type=int, default=256)
     ap.add_argument("--p6-max-passes", type=int, default=32)
     ap.add_argument("--p6-budget", type=float, default=45.0)
-    ap.add_argument("--p9-counts", default="200,1000")
+    ap.add_argument("--p9-counts", default="200,500,1000")
     ap.add_argument("--p9-parallel", type=int, default=8)
     ap.add_argument("--p9-cpu-s", type=float, default=2.0)
     ap.add_argument("--p9-step-timeout", type=float, default=300.0)

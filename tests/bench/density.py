@@ -360,10 +360,11 @@ class Density:
                      ">= 1000", "PASS" if top >= goal_n else "MISS"))
         if self.steps:
             s = self.steps[-1]
-            rates = ", ".join(f"{x['rate']:.0f}/s" for x in self.steps)
+            rates = ", ".join(f"{x['rate']:.0f}/s ({x['from'] + 1}-{x['from'] + x['restored']}: "
+                              f"{x['rate'] / goal_rate:.2f}x)" for x in self.steps)
             summary.append(f"P9 density: {top} idle 128 MiB clones of one snapshot through the daemon (asked {want}; goal >= 1000: "
                            f"{top / goal_n:.2f}x); per-VM PSS {mib(s['pss_per_vm']):.2f} MiB (goal <= 5 MiB: "
                            f"{mib(s['pss_per_vm']) / goal_pss:.2f}x); restores/s {rates} with {self.parallel} in flight (goal >= 100/s); "
-                           f"daemon RSS {mib(s['daemon']['VmRSS']):.1f} MiB")
+                           f"daemon RSS {mib(s['daemon']['VmRSS']):.1f} MiB, PSS {mib(s['daemon']['Pss']):.1f} MiB")
         if self.failure:
             summary.append(f"P9 limit hit: {self.failure}")

@@ -9,7 +9,7 @@
 #   P5  snapshot restores per second, each in a new process, on this machine's cores (target >= 50/s)
 #   P6  virtio-blk read/write MiB/s, virtio-blk-bench.elf (ring-3 driver): FireSharp vs QEMU microvm
 #   P9  density: N idle 128 MiB clones (idle.elf snapshot) restored through the daemon: per-VM PSS, restores/s,
-#       the daemon's memory, limits (`make bench-density` runs N = 200, 500, 1000)
+#       the daemon's memory, limits (`make bench-density` runs P9 alone)
 #
 # The measuring and the method notes are in tests/bench/bench.py (its docstring). This wrapper
 # checks the inputs, prints where the figures were measured, and runs it under an overall timeout.
@@ -20,7 +20,7 @@
 # BENCH_P2_QEMU (1 = also time QEMU in P2), BENCH_P3_HOLD (2 s), BENCH_P4_RUNS (20), BENCH_P4_QEMU_RUNS (10),
 # BENCH_P5_COUNT (60), BENCH_P5_PARALLEL (4), BENCH_P6_ROUNDS (5),
 # BENCH_P6_SECONDS (1 s per measured run), BENCH_P6_IMG_MIB (256), BENCH_P6_BUDGET (45 s: no new
-# round after that), BENCH_P9_COUNTS (200,1000: the N to reach, in order), BENCH_P9_PARALLEL (8 restores in
+# round after that), BENCH_P9_COUNTS (200,500,1000: the N to reach, in order), BENCH_P9_PARALLEL (8 restores in
 # flight), BENCH_P9_STEP_TIMEOUT (300 s per N), BENCH_ONLY (p1,p2,p3,p4,p5,p6,p9), BENCH_TIMEOUT (900 s for the
 # whole run), FIRESHARP_BIN, FIRESHARP_WORKER_BIN, PORTIO_RUNNER, GUEST_OUT, QEMU.
 set -euo pipefail
@@ -88,7 +88,7 @@ timeout -k 30 "${BENCH_TIMEOUT:-900}" python3 -u tests/bench/bench.py \
   --p2-qemu "${BENCH_P2_QEMU:-1}" --p3-hold "${BENCH_P3_HOLD:-2}" \
   --p4-runs "${BENCH_P4_RUNS:-20}" --p4-qemu-runs "${BENCH_P4_QEMU_RUNS:-10}" --p5-count "${BENCH_P5_COUNT:-60}" --p5-parallel "${BENCH_P5_PARALLEL:-4}" \
   --p6-rounds "${BENCH_P6_ROUNDS:-5}" --p6-seconds "${BENCH_P6_SECONDS:-1}" --p6-img-mib "${BENCH_P6_IMG_MIB:-256}" \
-  --p6-budget "${BENCH_P6_BUDGET:-45}" --p9-counts "${BENCH_P9_COUNTS:-200,1000}" --p9-parallel "${BENCH_P9_PARALLEL:-8}" \
+  --p6-budget "${BENCH_P6_BUDGET:-45}" --p9-counts "${BENCH_P9_COUNTS:-200,500,1000}" --p9-parallel "${BENCH_P9_PARALLEL:-8}" \
   --p9-step-timeout "${BENCH_P9_STEP_TIMEOUT:-300}" --only "${BENCH_ONLY:-p1,p2,p3,p4,p5,p6,p9}"
 rc=$?
 set -e

@@ -48,6 +48,8 @@ def main() -> int:
         f"commit {a.commit}",
         f"# measured on {cpu}, {os.cpu_count()} cores{pvm}; idle 128 MiB guest (idle.elf) through the worker protocol;",
         f"# median of {a.rounds} interleaved runs; peak = GNU time %M (shutdown included); saved = variant - current",
+        f"# the {ref} build's peak ranged {min(x['peak'] for x in res[ref]) / 1024:.2f}-{max(x['peak'] for x in res[ref]) / 1024:.2f} MiB "
+        f"over the runs: smaller differences are noise",
         f"{'variant':<15} {'binary':>9} {'peak RSS':>9} {'PSS':>8} {'anon':>7} {'saved':>7}  what",
     ]
     for name, binary, what, _ in vs:
