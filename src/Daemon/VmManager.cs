@@ -577,7 +577,7 @@ public sealed partial class VmManager : IAsyncDisposable
             if (status.State == MachineState.Exited && !session.ExitSeen)
             {
                 session.ExitSeen = true;
-                vm.Exit = ExitInfo(ParseExitKind(status.ExitKind), status.ExitReason, status.ExitClean);
+                vm.Exit = ExitInfo(WorkerClient.ToApi(status.ExitKind), status.ExitReason, status.ExitClean);
                 changed = true;
             }
             var next = status.State switch
@@ -593,7 +593,7 @@ public sealed partial class VmManager : IAsyncDisposable
             // A guest can end before the worker's RUNNING status is applied (that status is then older
             // than the exit). Anything but a host stop means the vCPUs ran: say so first, in order.
             if (next is VmState.Stopped or VmState.Failed && vm.State == VmState.Created && entry.Announced
-                && ParseExitKind(status.ExitKind) != ExitKind.Stopped)
+                && status.ExitKind != MachineExitKind.Stopped)
             {
                 vm.State = VmState.Running;
                 vm.StartedAt ??= Now();
@@ -684,19 +684,6 @@ public sealed partial class VmManager : IAsyncDisposable
     private static Timestamp Now() => Timestamp.FromDateTime(DateTime.UtcNow);
 
     private static VmExitInfo ExitInfo(ExitKind kind, string reason, bool clean) => new() { Kind = kind, Reason = reason, Clean = clean, Time = Now() };
-
-    private static ExitKind ParseExitKind(string name) => name switch
-    {
-        nameof(FireSharp.Vm.VmExitKind.Reset) => ExitKind.Reset,
-        nameof(FireSharp.Vm.VmExitKind.PowerOff) => ExitKind.PowerOff,
-        nameof(FireSharp.Vm.VmExitKind.Stopped) => ExitKind.Stopped,
-        nameof(FireSharp.Vm.VmExitKind.Halt) => ExitKind.Halt,
-        nameof(FireSharp.Vm.VmExitKind.TripleFault) => ExitKind.TripleFault,
-        nameof(FireSharp.Vm.VmExitKind.FailEntry) => ExitKind.FailEntry,
-        nameof(FireSharp.Vm.VmExitKind.InternalError) => ExitKind.InternalError,
-        nameof(FireSharp.Vm.VmExitKind.GuestCrash) => ExitKind.GuestCrash,
-        _ => ExitKind.VmmError,
-    };
 
     /// <summary>Under the entry's state lock: writes vm.pb atomically (temporary file, then rename).</summary>
     private void Persist(VmEntry entry)

@@ -1,6 +1,4 @@
 using System.Net.Sockets;
-using FireSharp.Boot;
-using FireSharp.Kvm;
 using FireSharp.Proto.Worker;
 using FireSharp.Worker.Protocol;
 using FireSharp.Vm;
@@ -37,7 +35,8 @@ public sealed partial class VmWorker : IAsyncDisposable
     private MicroVm? _vm;
     private string _id = "";
     private MachineState _state = MachineState.Empty;
-    private string _exitKind = "", _exitReason = "";
+    private MachineExitKind _exitKind;
+    private string _exitReason = "";
     private bool _exitClean;
     private double _bootMs;
     private ulong _seq;
@@ -197,13 +196,13 @@ public sealed partial class VmWorker : IAsyncDisposable
                 case WorkerRequest.RequestOneofCase.Stop: await StopMachineAsync(request.Stop).ConfigureAwait(false); break;
                 case WorkerRequest.RequestOneofCase.Status: break;
                 case WorkerRequest.RequestOneofCase.ConsoleInput: Input(request.ConsoleInput.Span); break;
-                default: throw new Failure(WorkerErrorCode.WorkerErrorInvalidArgument, "", $"unexpected request {request.RequestCase}");
+                default: throw new WorkerFailure(WorkerErrorCode.WorkerErrorInvalidArgument, "", $"unexpected request {request.RequestCase}");
             }
             return new WorkerMessage { Status = Status() };
         }
-        catch (Failure e)
+        catch (WorkerFailure e)
         {
-            return new WorkerMessage { Error = new WorkerError { Code = e.Code, Field = e.Field, Message = e.Message } };
+            return new WorkerMessage { Error = e.ToWire() };
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
@@ -239,35 +238,9 @@ public sealed partial class VmWorker : IAsyncDisposable
         {
             vm = MicroVm.Create(spec);
         }
-        catch (MachineConfigException e)
+        catch (Exception e) when (WorkerFailures.ForCreate(e) is { } failure)
         {
-            string field = e.Field == "vcpus" ? "spec.machine.vcpus" : "spec.machine.mem_mib";
-            bool host = e.Message.Contains("host", StringComparison.Ordinal);
-            throw new Failure(host ? WorkerErrorCode.WorkerErrorResourceExhausted : WorkerErrorCode.WorkerErrorInvalidArgument, field, e.Message[(e.Field.Length + 2)..]);
-        }
-        catch (Devices.Virtio.VirtioConfigException e)
-        {
-            throw new Failure(WorkerErrorCode.WorkerErrorInvalidArgument, DriveField(e.Field), e.Message[(e.Field.Length + 2)..]);
-        }
-        catch (BootException e)
-        {
-            throw new Failure(WorkerErrorCode.WorkerErrorInvalidArgument, BootField(e, c), e.Message);
-        }
-        catch (Devices.Virtio.Net.NetConfigException e)
-        {
-            // The field is "net[i]"; the API calls the interface spec.network_interfaces[i].
-            string field = e.Field.StartsWith("net[", StringComparison.Ordinal) ? "spec.network_interfaces[" + e.Field[4..] : "spec.network_interfaces";
-            var code = e.Reason is Devices.Virtio.Net.NetConfigError.TunUnavailable or Devices.Virtio.Net.NetConfigError.PermissionDenied
-                ? WorkerErrorCode.WorkerErrorUnavailable : WorkerErrorCode.WorkerErrorInvalidArgument;
-            throw new Failure(code, field, e.Message[(e.Field.Length + 2)..]);
-        }
-        catch (KvmException e) when (e.Errno == 12)
-        {
-            throw new Failure(WorkerErrorCode.WorkerErrorResourceExhausted, "spec.machine.mem_mib", e.Message);
-        }
-        catch (KvmException e)
-        {
-            throw new Failure(WorkerErrorCode.WorkerErrorUnavailable, "", e.Message);
+            throw failure;
         }
         lock (_gate)
         {
@@ -285,21 +258,6 @@ public sealed partial class VmWorker : IAsyncDisposable
         TapName = n.Tap.Length == 0 ? null : n.Tap,
         Mac = n.Mac.Length == 0 ? null : n.Mac,
         Ipv4 = n.Ip.Length == 0 ? null : Devices.Virtio.Net.NetIpv4Config.Parse(n.Ip),
-    };
-
-    /// <summary>The VMM names a drive "drive[i]"; the API calls its image spec.drives[i].path.</summary>
-    private static string DriveField(string field) =>
-        field.StartsWith("drive[", StringComparison.Ordinal) ? $"spec.drives[{field[6..].TrimEnd(']')}].path"
-        : field.StartsWith("vsock", StringComparison.Ordinal) ? "spec.vsock" : "spec.drives";
-
-    private static string BootField(BootException e, CreateMachine c) => e.Reason switch
-    {
-        BootErrorReason.CommandLineTooLong or BootErrorReason.CommandLineInvalid => "spec.kernel.cmdline",
-        BootErrorReason.MemoryTooSmall or BootErrorReason.SegmentOutsideMemory => "spec.machine.mem_mib",
-        BootErrorReason.InitrdDoesNotFit => "spec.kernel.initrd_path",
-        BootErrorReason.FileNotFound or BootErrorReason.FileUnreadable
-            when c.InitrdPath.Length > 0 && e.Message.Contains(c.InitrdPath, StringComparison.Ordinal) => "spec.kernel.initrd_path",
-        _ => "spec.kernel.path",
     };
 
     private void StartMachine()
@@ -340,7 +298,7 @@ public sealed partial class VmWorker : IAsyncDisposable
         {
             lock (_gate)
                 if (_state == MachineState.Exited) throw WrongState("pause");
-            throw new Failure(WorkerErrorCode.WorkerErrorTimeout, "", $"the vCPUs did not pause within {PauseTimeout.TotalSeconds:F0} s");
+            throw new WorkerFailure(WorkerErrorCode.WorkerErrorTimeout, "", $"the vCPUs did not pause within {PauseTimeout.TotalSeconds:F0} s");
         }
         lock (_gate)
             if (_state == MachineState.Running) SetState(MachineState.Paused);
@@ -384,7 +342,7 @@ public sealed partial class VmWorker : IAsyncDisposable
                 : "stopped by the host"))).ConfigureAwait(false);
         }
         if (await Task.WhenAny(vm.Exited, Task.Delay(ForceStopTimeout)).ConfigureAwait(false) != vm.Exited)
-            throw new Failure(WorkerErrorCode.WorkerErrorTimeout, "", "the vCPU threads did not stop in time");
+            throw new WorkerFailure(WorkerErrorCode.WorkerErrorTimeout, "", "the vCPU threads did not stop in time");
         await _exitHandled.Task.ConfigureAwait(false);
     }
 
@@ -415,7 +373,7 @@ public sealed partial class VmWorker : IAsyncDisposable
         lock (_gate)
         {
             if (boot > 0 && _bootMs == 0) _bootMs = boot;
-            _exitKind = exit.Kind.ToString();
+            _exitKind = WorkerFailures.ToWire(exit.Kind);
             _exitReason = exit.Reason;
             _exitClean = exit.IsClean;
             _vm = null;
@@ -492,7 +450,7 @@ public sealed partial class VmWorker : IAsyncDisposable
                     if (req.RequestCase == WorkerRequest.RequestOneofCase.ConsoleInput)
                     {
                         try { Input(req.ConsoleInput.Span); }
-                        catch (Failure) { } // the machine is gone: nothing to type into
+                        catch (WorkerFailure) { } // the machine is gone: nothing to type into
                     }
             }
             catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or InvalidDataException
@@ -552,10 +510,10 @@ public sealed partial class VmWorker : IAsyncDisposable
         foreach (var s in _subscribers) s.Writer.TryWrite(ev);
     }
 
-    private Failure WrongState(string what)
+    private WorkerFailure WrongState(string what)
     {
         lock (_gate)
-            return new Failure(WorkerErrorCode.WorkerErrorWrongState, "", $"cannot {what} a VM that is {Describe(_state)}");
+            return new WorkerFailure(WorkerErrorCode.WorkerErrorWrongState, "", $"cannot {what} a VM that is {Describe(_state)}");
     }
 
     internal static string Describe(MachineState s) => s switch
@@ -569,9 +527,4 @@ public sealed partial class VmWorker : IAsyncDisposable
         _ => s.ToString(),
     };
 
-    private sealed class Failure(WorkerErrorCode code, string field, string message) : Exception(message)
-    {
-        public WorkerErrorCode Code { get; } = code;
-        public string Field { get; } = field;
-    }
 }

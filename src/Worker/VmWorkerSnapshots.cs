@@ -1,4 +1,3 @@
-using FireSharp.Kvm;
 using FireSharp.Proto.Worker;
 using FireSharp.Snapshot;
 using FireSharp.Vm;
@@ -27,17 +26,9 @@ public sealed partial class VmWorker
         {
             vm = MicroVm.Restore(r.Dir, overrides);
         }
-        catch (SnapshotException e)
+        catch (Exception e) when (WorkerFailures.ForRestore(e) is { } failure)
         {
-            throw SnapshotFailure(e);
-        }
-        catch (KvmException e) when (e.Errno == 12)
-        {
-            throw new Failure(WorkerErrorCode.WorkerErrorResourceExhausted, "dir", e.Message);
-        }
-        catch (KvmException e)
-        {
-            throw new Failure(WorkerErrorCode.WorkerErrorUnavailable, "", e.Message);
+            throw failure;
         }
         lock (_gate)
         {
@@ -66,7 +57,7 @@ public sealed partial class VmWorker
         }
         catch (SnapshotException e)
         {
-            throw SnapshotFailure(e);
+            throw WorkerFailures.ForSnapshot(e);
         }
         lock (_gate)
         {
@@ -90,26 +81,5 @@ public sealed partial class VmWorker
                 DiffPages = (uint)(result.DiffPages ?? 0),
             },
         };
-    }
-
-    /// <summary>
-    /// A snapshot failure as a worker error: each <see cref="SnapshotErrorReason"/> is one code, and the field at
-    /// fault is the request's directory (the daemon maps codes to API kinds, see WorkerClient.ToException).
-    /// </summary>
-    private static Failure SnapshotFailure(SnapshotException e)
-    {
-        var (code, field) = e.Reason switch
-        {
-            SnapshotErrorReason.DirectoryExists => (WorkerErrorCode.WorkerErrorAlreadyExists, "dir"),
-            SnapshotErrorReason.NotFound => (WorkerErrorCode.WorkerErrorNotFound, "dir"),
-            SnapshotErrorReason.Corrupt or SnapshotErrorReason.Truncated or SnapshotErrorReason.UnsupportedVersion
-                or SnapshotErrorReason.ChecksumMismatch or SnapshotErrorReason.MemoryFileSizeMismatch
-                or SnapshotErrorReason.DeviceSetMismatch or SnapshotErrorReason.KvmStateRejected or SnapshotErrorReason.BaseMismatch
-                => (WorkerErrorCode.WorkerErrorInvalidArgument, "dir"),
-            SnapshotErrorReason.InvalidVmState => (WorkerErrorCode.WorkerErrorWrongState, ""),
-            SnapshotErrorReason.DiskFull => (WorkerErrorCode.WorkerErrorResourceExhausted, "dir"),
-            _ => (WorkerErrorCode.WorkerErrorUnavailable, ""), // IoError: the host failed us
-        };
-        return new Failure(code, field, e.Message);
     }
 }

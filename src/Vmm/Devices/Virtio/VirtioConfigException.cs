@@ -27,4 +27,7 @@ public sealed class VirtioConfigException(string field, VirtioConfigError reason
 {
     public string Field { get; } = field;
     public VirtioConfigError Reason { get; } = reason;
+
+    /// <summary>The message without the field prefix.</summary>
+    public string Detail { get; } = message;
 }

@@ -33,4 +33,7 @@ public sealed class NetConfigException(string field, NetConfigError reason, stri
 {
     public string Field { get; } = field;
     public NetConfigError Reason { get; } = reason;
+
+    /// <summary>The message without the field prefix.</summary>
+    public string Detail { get; } = message;
 }
