@@ -1,6 +1,5 @@
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
-using FireSharp.Proto.V1;
 using FireSharp.Proto.Worker;
 
 using FireSharp.Worker.Protocol;
@@ -133,20 +132,6 @@ public sealed class WorkerClient(string socketPath) : IAsyncDisposable
         WorkerErrorCode.WorkerErrorNotFound => new VmApiException(VmErrorKind.NotFound, NullIfEmpty(error.Field), error.Message),
         WorkerErrorCode.WorkerErrorAlreadyExists => new VmApiException(VmErrorKind.AlreadyExists, NullIfEmpty(error.Field), error.Message),
         _ => new InvalidOperationException($"the VM's worker failed: {error.Message}"),
-    };
-
-    /// <summary>A machine's exit kind from the worker protocol as the API's; an unknown value is the VMM's failure.</summary>
-    internal static ExitKind ToApi(MachineExitKind kind) => kind switch
-    {
-        MachineExitKind.Reset => ExitKind.Reset,
-        MachineExitKind.PowerOff => ExitKind.PowerOff,
-        MachineExitKind.Stopped => ExitKind.Stopped,
-        MachineExitKind.Halt => ExitKind.Halt,
-        MachineExitKind.TripleFault => ExitKind.TripleFault,
-        MachineExitKind.FailEntry => ExitKind.FailEntry,
-        MachineExitKind.InternalError => ExitKind.InternalError,
-        MachineExitKind.GuestCrash => ExitKind.GuestCrash,
-        _ => ExitKind.VmmError,
     };
 
     private static string? NullIfEmpty(string s) => s.Length == 0 ? null : s;

@@ -1,5 +1,6 @@
 using FireSharp.Boot;
 using FireSharp.Daemon;
+using FireSharp.Daemon.Vms;
 using FireSharp.Daemon.Workers;
 using FireSharp.Devices.Virtio;
 using FireSharp.Kvm;
@@ -98,8 +99,10 @@ public sealed class WorkerErrorTests
         // Through the bytes of a status, as the daemon reads it.
         var status = WorkerStatus.Parser.ParseFrom(new WorkerStatus { State = MachineState.Exited, ExitKind = wire }.ToByteArray());
         Assert.Equal(wire, status.ExitKind);
-        // The API's kind has the VMM's name (Reset -> EXIT_KIND_RESET, ...).
-        Assert.Equal(kind.ToString(), WorkerClient.ToApi(status.ExitKind).ToString());
+        // The daemon's kind has the VMM's name (Reset -> VmEndKind.Reset -> EXIT_KIND_RESET, ...).
+        var end = WorkerSupervisor.ToEndKind(status.ExitKind);
+        Assert.Equal(kind.ToString(), end.ToString());
+        Assert.Equal(kind.ToString(), VmApiMapping.ToProto(new VmEnd(end, "", false, default)).Kind.ToString());
     }
 
     [Fact]
@@ -107,7 +110,7 @@ public sealed class WorkerErrorTests
     {
         var wire = Enum.GetValues<VmExitKind>().Select(WorkerFailures.ToWire).ToList();
         Assert.Equal(wire.Count, wire.Distinct().Count());
-        Assert.Equal(Proto.V1.ExitKind.VmmError, WorkerClient.ToApi(MachineExitKind.Unspecified));
+        Assert.Equal(VmEndKind.VmmError, WorkerSupervisor.ToEndKind(MachineExitKind.Unspecified));
     }
 }
 

@@ -1,7 +1,6 @@
 using System.Threading.Channels;
-using FireSharp.Proto.V1;
 
-namespace FireSharp.Daemon;
+namespace FireSharp.Daemon.Vms;
 
 /// <summary>
 /// Fans VM events out to watchers. Each watcher has a bounded queue; a watcher that falls behind loses its
@@ -17,7 +16,7 @@ public sealed class EventHub
     /// <summary>Watchers currently subscribed.</summary>
     public int WatcherCount { get { lock (_gate) return _watchers.Count; } }
 
-    public void Publish(VmEvent ev)
+    public void Publish(VmLifecycleEvent ev)
     {
         lock (_gate)
             foreach (var w in _watchers)
@@ -45,7 +44,7 @@ public sealed class EventHub
     public sealed class Watcher : IDisposable
     {
         private readonly EventHub _hub;
-        private readonly Channel<VmEvent> _channel = Channel.CreateBounded<VmEvent>(
+        private readonly Channel<VmLifecycleEvent> _channel = Channel.CreateBounded<VmLifecycleEvent>(
             new BoundedChannelOptions(WatcherBacklog) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
         private long _dropped;
 
@@ -57,7 +56,7 @@ public sealed class EventHub
 
         public string? Id { get; }
 
-        internal void Offer(VmEvent ev)
+        internal void Offer(VmLifecycleEvent ev)
         {
             if (!_channel.Writer.TryWrite(ev)) Interlocked.Increment(ref _dropped);
         }
@@ -65,13 +64,13 @@ public sealed class EventHub
         internal void Complete() => _channel.Writer.TryComplete();
 
         /// <summary>Events in order; a DROPPED event comes first when some were lost.</summary>
-        public async IAsyncEnumerable<VmEvent> ReadAllAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
+        public async IAsyncEnumerable<VmLifecycleEvent> ReadAllAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
         {
             await foreach (var ev in _channel.Reader.ReadAllAsync(ct).ConfigureAwait(false))
             {
                 long dropped = Interlocked.Exchange(ref _dropped, 0);
                 if (dropped > 0)
-                    yield return new VmEvent { Type = EventType.Dropped, Dropped = dropped, Time = ev.Time, Message = $"{dropped} events were dropped: this watcher was too slow" };
+                    yield return new VmLifecycleEvent { Kind = VmEventKind.Dropped, Dropped = dropped, Time = ev.Time, Message = $"{dropped} events were dropped: this watcher was too slow" };
                 yield return ev;
             }
         }
