@@ -5,9 +5,11 @@ using System.Runtime.InteropServices;
 using FireSharp.Agent.Protocol;
 using FireSharp.Daemon.Agent;
 using FireSharp.Boot;
+using FireSharp.Devices;
 using FireSharp.Devices.Legacy;
 using FireSharp.Devices.Virtio;
 using FireSharp.Devices.Virtio.Net;
+using FireSharp.Devices.Virtio.Rng;
 using FireSharp.Devices.Virtio.Vsock;
 using FireSharp.Kvm;
 using FireSharp.Snapshot;
@@ -58,6 +60,11 @@ internal static class RunCommand
                 + "ip= adds the kernel's ip= setting for that interface. With --restore: TAP per interface of the snapshot, in order",
             Arity = ArgumentArity.ZeroOrMore,
         };
+        var rng = new Option<bool>("--rng")
+        {
+            Description = "add a virtio-rng entropy device: the guest reads the host's CSPRNG through /dev/hwrng "
+                + "(off unless asked for; with --restore the snapshot says whether there is one)",
+        };
         var agent = new Option<bool>("--agent")
         {
             Description = "start the guest agent (firesharp.agent=1 on the command line; the rootfs has it): needs --vsock; "
@@ -67,7 +74,7 @@ internal static class RunCommand
 
         var command = new Command("run", "run a guest in the foreground until it resets, powers off or fails")
         {
-            kernel, initrd, memMib, vcpus, cmdline, serial, pvh, drives, vsockPath, vsockCid, nets, agent, logLevel,
+            kernel, initrd, memMib, vcpus, cmdline, serial, pvh, drives, vsockPath, vsockCid, nets, rng, agent, logLevel,
         };
         var snapshotOptions = new RunSnapshotOptions();
         foreach (var o in snapshotOptions.All) command.Options.Add(o);
@@ -85,6 +92,7 @@ internal static class RunCommand
             Drives = driveSpecs,
             Vsock = vsockSpec,
             NetworkInterfaces = netSpecs,
+            Rng = parse.GetValue(rng) ? new RngSpec() : null,
         }, parse.GetValue(serial)!, parse.GetValue(logLevel), snapshotOptions.Parse(parse), parse.GetValue(kernel), parse.GetValue(agent)));
         return command;
     }
@@ -95,6 +103,8 @@ internal static class RunCommand
         if (snap.Validate(kernelOption) is { } usage) return Fail(ExitBadInput, usage);
         if (snap.RestoreDir is not null && spec.Drives.Count > 0)
             return Fail(ExitBadInput, "--drive cannot be combined with --restore: a restored VM has its snapshot's devices");
+        if (snap.RestoreDir is not null && spec.Rng is not null)
+            return Fail(ExitBadInput, "--rng cannot be combined with --restore: a restored VM has its snapshot's devices (its entropy device too, if it had one)");
         // With --restore, --vsock PATH is this clone's socket path; the CID is the snapshot's.
         if (snap.RestoreDir is not null && spec.Vsock is { GuestCid: not 3 })
             return Fail(ExitBadInput, "--vsock-cid cannot be combined with --restore: a restored VM keeps its snapshot's CID (--vsock PATH sets its socket path)");
@@ -114,15 +124,14 @@ internal static class RunCommand
         try
         {
             vm = snap.RestoreDir is { } restoreDir
-                ? MicroVm.Restore(restoreDir, new RestoreOverrides { Serial = sink, Logger = logger, TapNames = restoreTaps!, VsockUdsPath = spec.Vsock?.UdsPath })
+                ? SnapshotRestore.Restore(restoreDir, new RestoreOverrides { Serial = sink, Logger = logger, TapNames = restoreTaps!, VsockUdsPath = spec.Vsock?.UdsPath })
                 : MicroVm.Create(spec with { Serial = sink, Logger = logger }, start);
         }
         catch (SnapshotException e) when (e.InnerException is KvmException k && k.Operation.StartsWith("open ", StringComparison.Ordinal)) { return Fail(ExitNoKvm, e.Message); }
         catch (SnapshotException e) { return Fail(ExitBadInput, $"cannot restore ({e.Reason}): {e.Message}"); }
         catch (BootException e) { return Fail(ExitBadInput, e.Message); }
         catch (MachineConfigException e) { return Fail(ExitBadInput, e.Message); }
-        catch (VirtioConfigException e) { return Fail(ExitBadInput, e.Message); }
-        catch (NetConfigException e) { return Fail(ExitBadInput, e.Message); }
+        catch (DeviceConfigException e) { return Fail(ExitBadInput, e.Message); }
         catch (KvmException e) when (e.Operation.StartsWith("open ", StringComparison.Ordinal)) { return Fail(ExitNoKvm, e.Message); }
         catch (KvmException e) { return Fail(ExitGuestFailed, e.Message); }
 

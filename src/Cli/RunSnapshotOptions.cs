@@ -107,11 +107,10 @@ internal sealed class RunSnapshotOptions
                 }
                 else
                 {
-                    while (vm.BootTimer.BootDone is null)
-                    {
-                        if (exited.IsCompleted || (exitAt is { } x && Stopwatch.GetTimestamp() >= x)) goto ExitTimer;
-                        Thread.Sleep(2);
-                    }
+                    // Boot-done is an event: wait for it, the guest's end or the exit deadline, whichever comes first.
+                    var wait = exitAt is { } x ? Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), x) : Timeout.InfiniteTimeSpan;
+                    Task.WaitAny([vm.BootTimer.Done, exited], wait < TimeSpan.Zero && exitAt is not null ? TimeSpan.Zero : wait);
+                    if (vm.BootTimer.BootDone is null || exited.IsCompleted) goto ExitTimer;
                 }
                 try
                 {

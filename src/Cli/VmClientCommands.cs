@@ -73,9 +73,10 @@ internal static class VmClientCommands
         var nets = new Option<string[]>("--net") { Description = "an interface id=ID,tap=NAME|auto[,mac=MAC][,ip=A.B.C.D/N] (repeatable)" };
         var vsock = new Option<uint?>("--vsock-cid") { Description = "add a vsock device with this guest CID" };
         var agent = new Option<bool>("--agent") { Description = "run the guest agent" };
+        var rng = new Option<bool>("--rng") { Description = "add a virtio-rng entropy device (/dev/hwrng in the guest)" };
         var pvh = new Option<bool>("--pvh") { Description = "enter an ELF through PVH when it has both entries" };
         var start = new Option<bool>("--start") { Description = "start the VM once created" };
-        var command = new Command("create", "create a VM") { id, kernel, initrd, cmdline, vcpus, mem, labels, drives, nets, vsock, agent, pvh, start };
+        var command = new Command("create", "create a VM") { id, kernel, initrd, cmdline, vcpus, mem, labels, drives, nets, vsock, agent, rng, pvh, start };
         command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
         {
             var spec = new VmSpec
@@ -89,6 +90,7 @@ internal static class VmClientCommands
                 },
                 Machine = new MachineSpec { Vcpus = parse.GetValue(vcpus), MemMib = parse.GetValue(mem) },
                 Agent = parse.GetValue(agent),
+                Rng = parse.GetValue(rng),
             };
             foreach (var d in parse.GetValue(drives) ?? []) spec.Drives.Add(ParseDrive(d));
             foreach (var n in parse.GetValue(nets) ?? []) spec.NetworkInterfaces.Add(ParseNet(n));

@@ -36,6 +36,13 @@ public sealed record DaemonOptions
     /// <summary>The binary started as each VM's worker (<c>firesharp vmm</c>); null = this executable.</summary>
     public string? WorkerBinary { get; init; }
 
+    /// <summary>
+    /// How long a new worker may take to report that its socket accepts connections. Starts slow down when
+    /// many run at once on a loaded host (each is a process start); past this the create or restore fails
+    /// as UNAVAILABLE. Configured in seconds (WorkerStartTimeoutSeconds).
+    /// </summary>
+    public TimeSpan WorkerStartTimeout { get; init; } = Workers.ProcessWorkerLauncher.DefaultStartTimeout;
+
     /// <summary>At most this many VMs (of any state) exist at once.</summary>
     public int MaxVms { get; init; } = 256;
 
@@ -89,6 +96,7 @@ public sealed record DaemonOptions
             TlsClientCa = Str(c, nameof(TlsClientCa)),
             StateDir = Str(c, nameof(StateDir)) ?? d.StateDir,
             WorkerBinary = Str(c, nameof(WorkerBinary)),
+            WorkerStartTimeout = Int(c, "WorkerStartTimeoutSeconds") is { } w ? TimeSpan.FromSeconds(w) : d.WorkerStartTimeout,
             MaxVms = Int(c, nameof(MaxVms)) ?? d.MaxVms,
             MemoryOvercommit = Str(c, nameof(MemoryOvercommit)) is { } r
                 ? double.TryParse(r, NumberStyles.Float, CultureInfo.InvariantCulture, out var ratio) && ratio > 0 ? ratio : throw Bad(nameof(MemoryOvercommit), r)
@@ -113,6 +121,8 @@ public sealed record DaemonOptions
         if (!Path.IsPathFullyQualified(Socket)) throw Bad(nameof(Socket), Socket, "must be an absolute path");
         if (!Path.IsPathFullyQualified(StateDir)) throw Bad(nameof(StateDir), StateDir, "must be an absolute path");
         if (MaxIdLength < 16) throw Bad(nameof(StateDir), StateDir, "is too long: worker socket paths under it would not fit in 108 bytes");
+        if (WorkerStartTimeout <= TimeSpan.Zero)
+            throw Bad("WorkerStartTimeoutSeconds", WorkerStartTimeout.TotalSeconds.ToString(CultureInfo.InvariantCulture), "must be at least 1");
         if (MaxVms < 1) throw Bad(nameof(MaxVms), MaxVms.ToString(CultureInfo.InvariantCulture), "must be at least 1");
         if (FunctionConcurrencyLimit < 1) throw Bad(nameof(FunctionConcurrencyLimit), FunctionConcurrencyLimit.ToString(CultureInfo.InvariantCulture), "must be at least 1");
         if (FunctionKernel is not null && !Path.IsPathFullyQualified(FunctionKernel)) throw Bad(nameof(FunctionKernel), FunctionKernel, "must be an absolute path");

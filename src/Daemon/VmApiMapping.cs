@@ -80,6 +80,7 @@ public static class VmApiMapping
             NetworkInterfaces = nics,
             Vsock = spec.Vsock is null ? null : new VsockConfig(spec.Vsock.GuestCid),
             Agent = spec.Agent,
+            Rng = spec.Rng,
         };
     }
 
@@ -129,6 +130,7 @@ public static class VmApiMapping
             Machine = new MachineSpec { Vcpus = spec.Vcpus, MemMib = spec.MemMib },
             Vsock = spec.Vsock is null ? null : new VsockSpec { GuestCid = spec.Vsock.GuestCid },
             Agent = spec.Agent,
+            Rng = spec.Rng,
         };
         foreach (var d in spec.Drives) proto.Drives.Add(new DriveSpec { Id = d.Id, Path = d.Path, ReadOnly = d.ReadOnly, Root = d.Root });
         foreach (var n in spec.NetworkInterfaces)

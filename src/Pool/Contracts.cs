@@ -45,13 +45,14 @@ public sealed record FunctionDefinition
     public bool SnapshotStart { get; init; } = true;
 }
 
-/// <summary>One invocation as a VM receives it.</summary>
+/// <summary>
+/// One invocation as a VM receives it. Whatever else the VM's runtime is told (an ARN, a trace id) is the VM's
+/// business: it knows its function.
+/// </summary>
 public sealed record VmInvokeRequest(
     string RequestId,
     ReadOnlyMemory<byte> Payload,
-    DateTimeOffset Deadline,
-    string FunctionArn,
-    string TraceId);
+    DateTimeOffset Deadline);
 
 public enum VmInvokeStatus
 {
@@ -71,7 +72,7 @@ public sealed record VmInvokeOutcome
 {
     public required VmInvokeStatus Status { get; init; }
     public ReadOnlyMemory<byte> Payload { get; init; }
-    /// <summary>For <see cref="VmInvokeStatus.FunctionError"/>: the errorType the runtime reported (or "Runtime.ExitError").</summary>
+    /// <summary>The error type the runtime reported, if any (passed through to <see cref="InvokeResult.ErrorType"/>).</summary>
     public string? ErrorType { get; init; }
     /// <summary>True when the error was not reported by the handler itself (runtime crash, exit, timeout).</summary>
     public bool Unhandled { get; init; }
@@ -107,7 +108,7 @@ public interface IFunctionVmFactory
     Task DiscardSnapshotsAsync(string functionName, string? keepVersion, CancellationToken cancellationToken);
 }
 
-/// <summary>The function's runtime could not initialize; Lambda's Runtime.InitError / init timeout.</summary>
+/// <summary>The function's runtime could not initialize (it failed, crashed or timed out); <see cref="ErrorType"/> says how, if the factory knows.</summary>
 public sealed class FunctionInitException(string errorType, string message, string logTail = "")
     : Exception(message)
 {

@@ -1,57 +1,40 @@
-using System.Text.RegularExpressions;
-using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace FireSharp.Pool;
 
 /// <summary>
-/// Lambda's execution model on microVMs: a registry of functions and, per function version, warm VMs (idle or
-/// busy with exactly one invocation). Admission follows Lambda's concurrency rules (account limit, reserved and
-/// unreserved concurrency), provisioned concurrency is kept filled, idle VMs are reaped, Event invocations are
-/// queued and retried. One lock guards all bookkeeping and is never held across an await; VM and factory calls
-/// happen outside it. See README.md.
+/// A warm pool of function VMs: a registry of functions and, per function version, warm VMs (idle or busy with
+/// exactly one invocation). Admission follows the concurrency ledger (account limit, reserved and unreserved
+/// concurrency), provisioned concurrency is kept filled, idle VMs are reaped, Event invocations are queued and
+/// retried. This class is the registry and the entry point; the work is done by its parts: <see cref="Invoker"/>
+/// (one invocation), <see cref="VmKeeper"/> (VMs between invocations), <see cref="EventQueue"/> (Event
+/// invocations), all sharing one <see cref="PoolContext"/>. See README.md.
 /// </summary>
-public sealed partial class FunctionPool : IAsyncDisposable
+public sealed class FunctionPool : IAsyncDisposable
 {
-    private readonly IFunctionVmFactory _factory;
-    private readonly PoolOptions _options;
-    private readonly ILogger _logger;
-    private readonly TimeProvider _time;
-    private readonly Lock _lock = new();
-    private readonly ConcurrencyLedger _ledger;
-    private readonly Dictionary<string, FunctionEntry> _functions = new(StringComparer.Ordinal);
-    private readonly HashSet<Task> _background = [];
-    private readonly CancellationTokenSource _lifetime = new();
-    private readonly Channel<AsyncWork> _queue;
-    private readonly Task[] _workers;
+    private readonly PoolContext _pool;
+    private readonly VmKeeper _vms;
+    private readonly Invoker _invoker;
+    private readonly EventQueue _events;
     private readonly ITimer _reaper;
-    private readonly Totals _totals = new();
-    private bool _disposed;
 
     public FunctionPool(IFunctionVmFactory factory, PoolOptions? options = null, ILogger? logger = null)
     {
-        _factory = factory ?? throw new ArgumentNullException(nameof(factory));
-        _options = options ?? new PoolOptions();
-        if (_options.AccountConcurrencyLimit < 1) throw new ArgumentException("AccountConcurrencyLimit must be ≥ 1", nameof(options));
-        if (_options.UnreservedMinimum < 0 || _options.UnreservedMinimum > _options.AccountConcurrencyLimit)
+        ArgumentNullException.ThrowIfNull(factory);
+        options ??= new PoolOptions();
+        if (options.AccountConcurrencyLimit < 1) throw new ArgumentException("AccountConcurrencyLimit must be ≥ 1", nameof(options));
+        if (options.UnreservedMinimum < 0 || options.UnreservedMinimum > options.AccountConcurrencyLimit)
             throw new ArgumentException("UnreservedMinimum must be within [0, AccountConcurrencyLimit]", nameof(options));
-        if (_options.AsyncQueueCapacity < 1 || _options.AsyncWorkers < 1) throw new ArgumentException("async queue and workers must be ≥ 1", nameof(options));
-        _logger = logger ?? NullLogger.Instance;
-        _time = _options.TimeProvider;
-        _ledger = new ConcurrencyLedger(_options.AccountConcurrencyLimit, _options.UnreservedMinimum);
-        _queue = Channel.CreateBounded<AsyncWork>(new BoundedChannelOptions(_options.AsyncQueueCapacity)
-        {
-            FullMode = BoundedChannelFullMode.Wait, // TryWrite fails when full: the caller is throttled
-            SingleReader = false,
-            SingleWriter = false,
-        });
-        _workers = new Task[_options.AsyncWorkers];
-        for (int i = 0; i < _workers.Length; i++) _workers[i] = Task.Run(AsyncWorkerAsync);
-        _reaper = _time.CreateTimer(_ => OnReapTimer(), null, _options.ReapInterval, _options.ReapInterval);
+        if (options.AsyncQueueCapacity < 1 || options.AsyncWorkers < 1) throw new ArgumentException("async queue and workers must be ≥ 1", nameof(options));
+        _pool = new PoolContext(factory, options, logger ?? NullLogger.Instance);
+        _vms = new VmKeeper(_pool);
+        _invoker = new Invoker(_pool, _vms);
+        _events = new EventQueue(_pool, _invoker);
+        _reaper = _pool.Time.CreateTimer(_ => _vms.OnReapTimer(), null, options.ReapInterval, options.ReapInterval);
     }
 
-    public PoolOptions Options => _options;
+    public PoolOptions Options => _pool.Options;
 
     // ---------------------------------------------------------------- registry
 
@@ -64,18 +47,18 @@ public sealed partial class FunctionPool : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(definition);
         cancellationToken.ThrowIfCancellationRequested();
         var def = definition with { Version = "1" };
-        Validate(def);
-        lock (_lock)
+        FunctionDefinitionRules.Validate(def);
+        lock (_pool.Lock)
         {
-            ThrowIfDisposed();
-            if (_functions.TryGetValue(def.Name, out var existing))
+            _pool.ThrowIfDisposed();
+            if (_pool.Functions.TryGetValue(def.Name, out var existing))
                 throw existing.State == FunctionState.Deleting ? new FunctionDeletingException(def.Name) : new FunctionExistsException(def.Name);
-            var fn = new FunctionEntry(def.Name, _ledger.Add(null)) { LastModified = _time.GetUtcNow(), VersionCounter = 1 };
+            var fn = new FunctionEntry(def.Name, _pool.Ledger.Add(null)) { LastModified = _pool.Time.GetUtcNow(), VersionCounter = 1 };
             var ver = new VersionEntry(fn, def);
             fn.Versions.Add(ver);
             fn.Current = ver;
-            _functions.Add(def.Name, fn);
-            PoolLog.Created(_logger, def.Name, def.Version);
+            _pool.Functions.Add(def.Name, fn);
+            PoolLog.Created(_pool.Logger, def.Name, def.Version);
             return Task.FromResult(InfoLocked(fn));
         }
     }
@@ -117,27 +100,27 @@ public sealed partial class FunctionPool : IAsyncDisposable
         cancellationToken.ThrowIfCancellationRequested();
         var deferred = new Deferred();
         FunctionInfo info;
-        lock (_lock)
+        lock (_pool.Lock)
         {
-            ThrowIfDisposed();
-            var fn = GetLiveLocked(name);
+            _pool.ThrowIfDisposed();
+            var fn = _pool.GetLiveLocked(name);
             var def = change(fn.Current.Definition) with { Name = fn.Name, Version = (fn.VersionCounter + 1).ToString(System.Globalization.CultureInfo.InvariantCulture) };
-            Validate(def);
+            FunctionDefinitionRules.Validate(def);
             fn.VersionCounter++;
             var old = fn.Current;
             old.Draining = true;
-            foreach (var vm in old.Idle) StopLocked(vm, graceful: true, "function updated", deferred);
+            foreach (var vm in old.Idle) _vms.StopLocked(vm, graceful: true, "function updated", deferred);
             old.Idle.Clear();
             var ver = new VersionEntry(fn, def);
             fn.Versions.Add(ver);
             fn.Current = ver;
-            fn.LastModified = _time.GetUtcNow();
-            CheckDrainedLocked(old, deferred);
-            EnsureProvisionedLocked(fn, deferred);
-            PoolLog.Updated(_logger, name, def.Version);
+            fn.LastModified = _pool.Time.GetUtcNow();
+            _vms.CheckDrainedLocked(old, deferred);
+            _vms.EnsureProvisionedLocked(fn, deferred);
+            PoolLog.Updated(_pool.Logger, name, def.Version);
             info = InfoLocked(fn);
         }
-        deferred.Run(this);
+        deferred.Run(_pool.Background);
         return Task.FromResult(info);
     }
 
@@ -150,9 +133,9 @@ public sealed partial class FunctionPool : IAsyncDisposable
     {
         var deferred = new Deferred();
         Task done;
-        lock (_lock)
+        lock (_pool.Lock)
         {
-            if (!_functions.TryGetValue(name, out var fn)) throw new FunctionNotFoundException(name);
+            if (!_pool.Functions.TryGetValue(name, out var fn)) throw new FunctionNotFoundException(name);
             if (fn.Deleted is null)
             {
                 fn.State = FunctionState.Deleting;
@@ -161,24 +144,24 @@ public sealed partial class FunctionPool : IAsyncDisposable
                 foreach (var ver in fn.Versions.ToList())
                 {
                     ver.Draining = true;
-                    foreach (var vm in ver.Idle) StopLocked(vm, graceful: true, "function deleted", deferred);
+                    foreach (var vm in ver.Idle) _vms.StopLocked(vm, graceful: true, "function deleted", deferred);
                     ver.Idle.Clear();
-                    CheckDrainedLocked(ver, deferred);
+                    _vms.CheckDrainedLocked(ver, deferred);
                 }
-                if (fn.Versions.Count == 0) FinishDeleteLocked(fn, deferred);
-                PoolLog.Deleting(_logger, name);
+                if (fn.Versions.Count == 0) _vms.FinishDeleteLocked(fn, deferred);
+                PoolLog.Deleting(_pool.Logger, name);
             }
             done = fn.Deleted.Task;
         }
-        deferred.Run(this);
+        deferred.Run(_pool.Background);
         await done.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
     public FunctionInfo GetFunction(string name)
     {
-        lock (_lock)
+        lock (_pool.Lock)
         {
-            if (!_functions.TryGetValue(name, out var fn)) throw new FunctionNotFoundException(name);
+            if (!_pool.Functions.TryGetValue(name, out var fn)) throw new FunctionNotFoundException(name);
             return InfoLocked(fn);
         }
     }
@@ -186,8 +169,8 @@ public sealed partial class FunctionPool : IAsyncDisposable
     /// <summary>All functions (including ones being deleted), ordered by name.</summary>
     public IReadOnlyList<FunctionInfo> ListFunctions()
     {
-        lock (_lock)
-            return _functions.Values.OrderBy(f => f.Name, StringComparer.Ordinal).Select(InfoLocked).ToList();
+        lock (_pool.Lock)
+            return _pool.Functions.Values.OrderBy(f => f.Name, StringComparer.Ordinal).Select(InfoLocked).ToList();
     }
 
     /// <summary>
@@ -196,15 +179,15 @@ public sealed partial class FunctionPool : IAsyncDisposable
     /// </summary>
     public FunctionInfo PutReservedConcurrency(string name, int? reservedConcurrency)
     {
-        lock (_lock)
+        lock (_pool.Lock)
         {
-            ThrowIfDisposed();
-            var fn = GetLiveLocked(name);
+            _pool.ThrowIfDisposed();
+            var fn = _pool.GetLiveLocked(name);
             if (reservedConcurrency is int r && r < fn.Provisioned)
                 throw new InvalidFunctionRequestException("ReservedConcurrency",
                     $"{r} is below the function's provisioned concurrency of {fn.Provisioned}");
-            _ledger.SetReserved(fn.Slot, reservedConcurrency);
-            fn.LastModified = _time.GetUtcNow();
+            _pool.Ledger.SetReserved(fn.Slot, reservedConcurrency);
+            fn.LastModified = _pool.Time.GetUtcNow();
             return InfoLocked(fn);
         }
     }
@@ -218,80 +201,94 @@ public sealed partial class FunctionPool : IAsyncDisposable
     {
         var deferred = new Deferred();
         FunctionInfo info;
-        lock (_lock)
+        lock (_pool.Lock)
         {
-            ThrowIfDisposed();
-            var fn = GetLiveLocked(name);
+            _pool.ThrowIfDisposed();
+            var fn = _pool.GetLiveLocked(name);
             if (provisionedConcurrency < 0)
                 throw new InvalidFunctionRequestException("ProvisionedConcurrency", "must be ≥ 0");
-            int max = fn.Slot.Reserved ?? _ledger.UnreservedLimit;
+            int max = fn.Slot.Reserved ?? _pool.Ledger.UnreservedLimit;
             if (provisionedConcurrency > max)
                 throw new InvalidFunctionRequestException("ProvisionedConcurrency", fn.Slot.Reserved is null
                     ? $"{provisionedConcurrency} exceeds the unreserved account concurrency of {max}"
                     : $"{provisionedConcurrency} exceeds the function's reserved concurrency of {max}");
             fn.Provisioned = provisionedConcurrency;
-            fn.LastModified = _time.GetUtcNow();
-            EnsureProvisionedLocked(fn, deferred);
+            fn.LastModified = _pool.Time.GetUtcNow();
+            _vms.EnsureProvisionedLocked(fn, deferred);
             info = InfoLocked(fn);
         }
-        deferred.Run(this);
+        deferred.Run(_pool.Background);
         return info;
     }
 
     public AccountSettings GetAccountSettings()
     {
-        lock (_lock)
+        lock (_pool.Lock)
         {
             return new AccountSettings
             {
-                ConcurrencyLimit = _ledger.AccountLimit,
-                UnreservedMinimum = _ledger.UnreservedMinimum,
-                TotalReserved = _ledger.TotalReserved,
-                UnreservedConcurrency = _ledger.UnreservedLimit,
-                UnreservedAvailable = Math.Max(0, _ledger.UnreservedLimit - _ledger.UnreservedInFlight),
-                InFlight = _ledger.TotalInFlight,
-                FunctionCount = _functions.Count,
-                AsyncQueued = _queue.Reader.Count,
-                Invocations = _totals.Invocations,
-                Errors = _totals.Errors,
-                Throttles = _totals.Throttles,
-                GbSeconds = _totals.GbSeconds,
+                ConcurrencyLimit = _pool.Ledger.AccountLimit,
+                UnreservedMinimum = _pool.Ledger.UnreservedMinimum,
+                TotalReserved = _pool.Ledger.TotalReserved,
+                UnreservedConcurrency = _pool.Ledger.UnreservedLimit,
+                UnreservedAvailable = Math.Max(0, _pool.Ledger.UnreservedLimit - _pool.Ledger.UnreservedInFlight),
+                InFlight = _pool.Ledger.TotalInFlight,
+                FunctionCount = _pool.Functions.Count,
+                AsyncQueued = _events.Queued,
+                Invocations = _pool.Totals.Invocations,
+                Errors = _pool.Totals.Errors,
+                Throttles = _pool.Totals.Throttles,
+                GbSeconds = _pool.Totals.GbSeconds,
             };
         }
     }
 
+    // ---------------------------------------------------------------- invoke
+
+    /// <summary>
+    /// Invokes a function. RequestResponse runs it and returns its result (function errors, timeouts and init errors
+    /// are results with <see cref="InvokeResult.FunctionError"/> set, not exceptions). Event validates, queues and
+    /// returns <see cref="InvokeStatus.Queued"/> at once (see <see cref="GetAsyncInvocation"/>). DryRun only validates.
+    /// </summary>
+    /// <exception cref="FunctionNotFoundException"/>
+    /// <exception cref="FunctionDeletingException"/>
+    /// <exception cref="FunctionThrottledException">a concurrency limit or the Event queue is full; nothing ran.</exception>
+    /// <exception cref="RequestTooLargeException"/>
+    /// <exception cref="OperationCanceledException">the caller cancelled: a running invocation is abandoned and its VM recycled.</exception>
+    /// <exception cref="ObjectDisposedException"/>
+    public Task<InvokeResult> InvokeAsync(string name, ReadOnlyMemory<byte> payload,
+        InvocationType invocationType = InvocationType.RequestResponse, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        switch (invocationType)
+        {
+            case InvocationType.Event:
+                return Task.FromResult(_events.Enqueue(name, payload));
+            case InvocationType.DryRun:
+                _invoker.CheckPayload(payload, InvocationType.DryRun);
+                lock (_pool.Lock)
+                {
+                    _pool.ThrowIfDisposed();
+                    _pool.GetLiveLocked(name);
+                }
+                return Task.FromResult(new InvokeResult { RequestId = Invoker.NewRequestId(), Status = InvokeStatus.Validated });
+            case InvocationType.RequestResponse:
+                _invoker.CheckPayload(payload, InvocationType.RequestResponse);
+                return _invoker.RunAsync(name, payload, Invoker.NewRequestId(), cancellationToken);
+            default:
+                throw new InvalidFunctionRequestException("InvocationType", $"unknown invocation type {invocationType}");
+        }
+    }
+
+    /// <summary>The state of an Event invocation: queued, running, waiting to retry, or finished (the last <see cref="PoolOptions.AsyncHistory"/>).</summary>
+    public AsyncInvocationRecord? GetAsyncInvocation(string requestId) => _events.Get(requestId);
+
+    /// <summary>Completes when the Event invocation succeeded or failed its last attempt.</summary>
+    /// <exception cref="KeyNotFoundException">no such request id (or it aged out of the history).</exception>
+    public Task<AsyncInvocationRecord> WaitForAsyncInvocationAsync(string requestId, CancellationToken cancellationToken = default) =>
+        _events.WaitAsync(requestId, cancellationToken);
+
     // ---------------------------------------------------------------- helpers
-
-    [GeneratedRegex("^[A-Za-z0-9_-]{1,64}$", RegexOptions.CultureInvariant)]
-    private static partial Regex NamePattern();
-
-    internal static void Validate(FunctionDefinition d)
-    {
-        if (string.IsNullOrEmpty(d.Name) || !NamePattern().IsMatch(d.Name))
-            throw new InvalidFunctionRequestException("Name", "1 to 64 letters, digits, '-' or '_'");
-        if (d.MemoryMib is < 128 or > 10240)
-            throw new InvalidFunctionRequestException("MemoryMib", "must be within [128, 10240]");
-        if (d.Vcpus is < 1 or > 32)
-            throw new InvalidFunctionRequestException("Vcpus", "must be within [1, 32]");
-        if (d.Timeout <= TimeSpan.Zero || d.Timeout > TimeSpan.FromMinutes(15))
-            throw new InvalidFunctionRequestException("Timeout", "must be within (0, 15 min]");
-        if (d.LayerPaths.Count > 5)
-            throw new InvalidFunctionRequestException("LayerPaths", "at most 5 layers");
-        if (string.IsNullOrWhiteSpace(d.Handler)) throw new InvalidFunctionRequestException("Handler", "required");
-        if (string.IsNullOrWhiteSpace(d.KernelPath)) throw new InvalidFunctionRequestException("KernelPath", "required");
-        if (string.IsNullOrWhiteSpace(d.RootfsPath)) throw new InvalidFunctionRequestException("RootfsPath", "required");
-        if (string.IsNullOrWhiteSpace(d.CodeImagePath)) throw new InvalidFunctionRequestException("CodeImagePath", "required");
-        if (d.LayerPaths.Any(string.IsNullOrWhiteSpace)) throw new InvalidFunctionRequestException("LayerPaths", "empty path");
-    }
-
-    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
-
-    private FunctionEntry GetLiveLocked(string name)
-    {
-        if (!_functions.TryGetValue(name, out var fn)) throw new FunctionNotFoundException(name);
-        if (fn.State == FunctionState.Deleting) throw new FunctionDeletingException(name);
-        return fn;
-    }
 
     private FunctionInfo InfoLocked(FunctionEntry fn)
     {
@@ -315,111 +312,36 @@ public sealed partial class FunctionPool : IAsyncDisposable
         };
     }
 
-    /// <summary>Runs <paramref name="work"/> as a background task that <see cref="DisposeAsync"/> waits for.</summary>
-    private void Track(Func<Task> work)
-    {
-        var task = Task.Run(work);
-        lock (_lock) _background.Add(task);
-        task.ContinueWith(t =>
-        {
-            lock (_lock) _background.Remove(t);
-            if (t.Exception is { } e) PoolLog.BackgroundFailed(_logger, e.InnerException?.Message ?? e.Message);
-        }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-    }
-
     /// <summary>Waits until no background work (VM shutdowns, provisioning, retries, snapshot discards) is left.</summary>
-    internal async Task QuiesceAsync()
-    {
-        while (true)
-        {
-            Task[] pending;
-            lock (_lock) pending = [.. _background];
-            if (pending.Length == 0) return;
-            try { await Task.WhenAll(pending).ConfigureAwait(false); } catch { /* logged by Track */ }
-        }
-    }
+    internal Task QuiesceAsync() => _pool.Background.QuiesceAsync();
 
-    /// <summary>Work that must start after the lock is released.</summary>
-    private sealed class Deferred
-    {
-        private List<Func<Task>>? _work;
-        public void Add(Func<Task> work) => (_work ??= []).Add(work);
-        public void Run(FunctionPool pool)
-        {
-            if (_work is null) return;
-            foreach (var w in _work) pool.Track(w);
-            _work = null;
-        }
-    }
-
-    private sealed class Totals
-    {
-        public long Invocations, Errors, Throttles;
-        public decimal GbSeconds;
-    }
+    /// <summary>What the reaper's timer does: shuts down idle on-demand VMs older than <see cref="PoolOptions.IdleTtl"/>.</summary>
+    internal Task<int> ReapIdleAsync() => _vms.ReapIdleAsync();
 
     public async ValueTask DisposeAsync()
     {
         var deferred = new Deferred();
-        lock (_lock)
+        lock (_pool.Lock)
         {
-            if (_disposed) return;
-            _disposed = true;
-            foreach (var fn in _functions.Values)
+            if (_pool.Disposed) return;
+            _pool.Disposed = true;
+            foreach (var fn in _pool.Functions.Values)
             {
                 fn.Provisioned = 0;
                 foreach (var ver in fn.Versions)
                 {
-                    foreach (var vm in ver.Idle) StopLocked(vm, graceful: true, "pool disposed", deferred);
+                    foreach (var vm in ver.Idle) _vms.StopLocked(vm, graceful: true, "pool disposed", deferred);
                     ver.Idle.Clear();
                 }
             }
         }
         _reaper.Dispose();
-        _queue.Writer.TryComplete();
+        _events.Close();
         // In-flight invocations, VM creations, retry delays and the async workers all observe this.
-        await _lifetime.CancelAsync().ConfigureAwait(false);
-        deferred.Run(this);
-        try { await Task.WhenAll(_workers).ConfigureAwait(false); } catch { /* cancelled */ }
-        while (_queue.Reader.TryRead(out var work)) FinishAsync(work, AsyncInvocationState.Failed, null, "pool disposed");
-        await QuiesceAsync().ConfigureAwait(false);
-        // _lifetime is not disposed: late callers may still read its token (it owns no timer).
-        PoolLog.Disposed(_logger);
-    }
-
-    private static partial class PoolLog
-    {
-        [LoggerMessage(800, LogLevel.Information, "function {Name}: created (version {Version})")]
-        public static partial void Created(ILogger logger, string name, string version);
-
-        [LoggerMessage(801, LogLevel.Information, "function {Name}: updated to version {Version}")]
-        public static partial void Updated(ILogger logger, string name, string version);
-
-        [LoggerMessage(802, LogLevel.Information, "function {Name}: deleting")]
-        public static partial void Deleting(ILogger logger, string name);
-
-        [LoggerMessage(803, LogLevel.Information, "function {Name}: deleted")]
-        public static partial void Deleted(ILogger logger, string name);
-
-        [LoggerMessage(804, LogLevel.Warning, "pool background task failed: {Error}")]
-        public static partial void BackgroundFailed(ILogger logger, string error);
-
-        [LoggerMessage(805, LogLevel.Warning, "function {Name}: VM {Vm} shutdown failed: {Error}")]
-        public static partial void ShutdownFailed(ILogger logger, string name, string vm, string error);
-
-        [LoggerMessage(806, LogLevel.Warning, "function {Name}: creating a provisioned VM failed: {Error}")]
-        public static partial void ProvisionFailed(ILogger logger, string name, string error);
-
-        [LoggerMessage(807, LogLevel.Information, "function {Name}: VM {Vm} recycled after {Status}")]
-        public static partial void Recycled(ILogger logger, string name, string vm, VmInvokeStatus status);
-
-        [LoggerMessage(808, LogLevel.Debug, "idle reaper shut down {Count} VMs")]
-        public static partial void Reaped(ILogger logger, int count);
-
-        [LoggerMessage(809, LogLevel.Warning, "function {Name}: discarding snapshots failed: {Error}")]
-        public static partial void DiscardFailed(ILogger logger, string name, string error);
-
-        [LoggerMessage(810, LogLevel.Information, "function pool disposed")]
-        public static partial void Disposed(ILogger logger);
+        await _pool.StopAsync().ConfigureAwait(false);
+        deferred.Run(_pool.Background);
+        await _events.DrainAsync().ConfigureAwait(false);
+        await _pool.Background.QuiesceAsync().ConfigureAwait(false);
+        PoolLog.Disposed(_pool.Logger);
     }
 }

@@ -1,19 +1,19 @@
 namespace FireSharp.Pool;
 
-/// <summary>Why a pool operation was refused. The gRPC layer maps each to one status code.</summary>
+/// <summary>Why a pool operation was refused. An API maps each to its own error (the daemon: Api/Functions/FunctionErrors.cs).</summary>
 public enum PoolErrorKind
 {
-    /// <summary>No function has that name (NotFound; Lambda: ResourceNotFoundException).</summary>
+    /// <summary>No function has that name.</summary>
     NotFound,
-    /// <summary>The function is being deleted (FailedPrecondition/Unavailable; Lambda: ResourceConflictException).</summary>
+    /// <summary>The function is being deleted.</summary>
     Deleting,
-    /// <summary>CreateFunction with a name that is taken (AlreadyExists; Lambda: ResourceConflictException).</summary>
+    /// <summary>CreateFunction with a name that is taken.</summary>
     AlreadyExists,
-    /// <summary>A concurrency limit or the async queue is full (ResourceExhausted; Lambda: 429 TooManyRequestsException).</summary>
+    /// <summary>A concurrency limit or the async queue is full.</summary>
     Throttled,
-    /// <summary>A malformed definition or setting (InvalidArgument; Lambda: InvalidParameterValueException).</summary>
+    /// <summary>A malformed definition or setting.</summary>
     InvalidArgument,
-    /// <summary>The payload is larger than the invocation type allows (InvalidArgument; Lambda: 413 RequestTooLargeException).</summary>
+    /// <summary>The payload is larger than the invocation type allows.</summary>
     RequestTooLarge,
 }
 
@@ -69,7 +69,7 @@ public enum ThrottleReason
     AsyncQueueFull,
 }
 
-/// <summary>Lambda's 429 TooManyRequestsException: the invocation was not run.</summary>
+/// <summary>A limit was reached: the invocation was not run (Lambda's 429 TooManyRequestsException).</summary>
 public sealed class FunctionThrottledException(string name, ThrottleReason reason, int limit, TimeSpan retryAfter)
     : FunctionPoolException(PoolErrorKind.Throttled, $"rate exceeded for {name}: {reason} (limit {limit})")
 {

@@ -1,27 +1,44 @@
 namespace FireSharp.Pool;
 
-/// <summary>Lambda's Invoke status codes.</summary>
+/// <summary>What <see cref="FunctionPool.InvokeAsync"/> did with an invocation.</summary>
 public enum InvokeStatus
 {
-    /// <summary>RequestResponse ran (also when the function failed: see <see cref="InvokeResult.FunctionError"/>).</summary>
-    Ok = 200,
-    /// <summary>Event accepted into the queue.</summary>
-    Accepted = 202,
-    /// <summary>DryRun validated.</summary>
-    NoContent = 204,
+    /// <summary>It ran (also when the function failed: see <see cref="InvokeResult.FunctionError"/>). RequestResponse.</summary>
+    Ran,
+    /// <summary>It was queued and runs in the background. Event.</summary>
+    Queued,
+    /// <summary>It was only validated. DryRun.</summary>
+    Validated,
 }
 
-/// <summary>The answer to one <see cref="FunctionPool.InvokeAsync"/>.</summary>
+/// <summary>How an invocation that ran failed, as far as the pool is concerned.</summary>
+public enum FunctionErrorKind
+{
+    /// <summary>The handler reported the error itself; its VM stays warm.</summary>
+    Handled,
+    /// <summary>The runtime did not finish the invocation (it exited, crashed, ran out of memory or time, or never initialized); its VM is recycled.</summary>
+    Unhandled,
+}
+
+/// <summary>
+/// The answer to one <see cref="FunctionPool.InvokeAsync"/>, in the pool's terms: what happened and what it used.
+/// How a particular API presents it (status codes, error bodies) is the API's business (see FireSharp.Daemon.Functions.Lambda).
+/// </summary>
 public sealed record InvokeResult
 {
+    /// <summary>The invocation's id (a GUID), also given to the VM and used to look Event invocations up.</summary>
     public required string RequestId { get; init; }
     public required InvokeStatus Status { get; init; }
-    public int StatusCode => (int)Status;
-    /// <summary>The function's response, or for errors Lambda's JSON <c>{"errorType":..,"errorMessage":..}</c>.</summary>
+    /// <summary>What the function answered (for an error, whatever the VM reported, possibly nothing).</summary>
     public ReadOnlyMemory<byte> Payload { get; init; }
-    /// <summary>null on success, "Handled" when the handler reported the error, "Unhandled" otherwise (crash, timeout, init error).</summary>
-    public string? FunctionError { get; init; }
+    /// <summary>null on success.</summary>
+    public FunctionErrorKind? FunctionError { get; init; }
+    /// <summary>The error type the VM or the failed initialization reported; null when it reported none.</summary>
     public string? ErrorType { get; init; }
+    /// <summary>For a failed initialization: why (the factory's message).</summary>
+    public string? ErrorMessage { get; init; }
+    /// <summary>The VM could not be created because the function's runtime failed to initialize.</summary>
+    public bool InitFailed { get; init; }
     /// <summary>The end of the runtime's output for this invocation: at most 4 KiB of UTF-8.</summary>
     public string LogTail { get; init; } = "";
     /// <summary>Only for a cold start: the VM's init duration.</summary>
@@ -32,6 +49,8 @@ public sealed record InvokeResult
     public int MaxMemoryUsedMib { get; init; }
     public StartKind StartKind { get; init; }
     public int MemoryMib { get; init; }
+    /// <summary>The function version's timeout.</summary>
+    public TimeSpan Timeout { get; init; }
     /// <summary>BilledDuration (s) × MemoryMib / 1024.</summary>
     public decimal GbSeconds { get; init; }
     /// <summary>The function version that ran.</summary>
@@ -40,7 +59,7 @@ public sealed record InvokeResult
     public VmInvokeStatus? VmStatus { get; init; }
 }
 
-/// <summary>Lambda's function state, reduced to what the pool knows.</summary>
+/// <summary>Whether a function serves invocations or is being deleted.</summary>
 public enum FunctionState
 {
     Active,
@@ -107,7 +126,7 @@ public sealed record FunctionStats
     public int DrainingVms { get; init; }
 }
 
-/// <summary>Lambda's GetAccountSettings, plus the pool's totals.</summary>
+/// <summary>The account's concurrency settings and use, plus the pool's totals.</summary>
 public sealed record AccountSettings
 {
     public int ConcurrencyLimit { get; init; }

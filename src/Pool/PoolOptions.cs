@@ -50,10 +50,4 @@ public sealed record PoolOptions
 
     /// <summary>Wait before the pool tries again to create a provisioned VM after a creation failed.</summary>
     public TimeSpan ProvisionRetryDelay { get; init; } = TimeSpan.FromSeconds(10);
-
-    /// <summary>Used in the ARN passed to VMs.</summary>
-    public string AccountId { get; init; } = "000000000000";
-
-    /// <summary>Used in the ARN passed to VMs.</summary>
-    public string Region { get; init; } = "local";
 }

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Runtime.InteropServices;
 using FireSharp.Kvm.Interop;
 using FireSharp.Logging;
+using FireSharp.Worker.Protocol;
 using Microsoft.Extensions.Logging;
 
 namespace FireSharp.Worker;
@@ -10,7 +11,8 @@ namespace FireSharp.Worker;
 /// <c>firesharp-vmm</c>: one VM's worker process, started by the daemon. It listens on the socket it is
 /// given and does nothing else until the daemon sends requests (see worker.proto). It takes only the paths
 /// it is given, so a jailer can start it inside a chroot with those paths. SIGTERM/SIGINT stop the guest
-/// and end the process.
+/// and end the process. With <c>--log</c>, it writes <see cref="ProcessWorkerLauncher.ReadyLine"/> on its original stdout
+/// (the daemon's pipe) once the socket accepts connections, and closes it.
 /// </summary>
 public static class Program
 {
@@ -29,6 +31,7 @@ public static class Program
     {
         // A session of our own: the terminal's Ctrl-C and the daemon's process group do not reach the VM.
         ProcInfo.NewSession();
+        using var ready = logPath is not null ? ProcInfo.DuplicateStdout() : null; // kept past the redirect
         if (logPath is not null) ProcInfo.RedirectStdio(logPath);
         var logger = new StderrLogger(level);
         using var stop = new CancellationTokenSource();
@@ -37,7 +40,10 @@ public static class Program
         var worker = new VmWorker(socketPath, logger);
         try
         {
-            worker.RunAsync(stop.Token).GetAwaiter().GetResult();
+            worker.RunAsync(stop.Token, () =>
+            {
+                if (ready is not null) ProcInfo.WriteLineAndClose(ready, WorkerStartup.ReadyLine);
+            }).GetAwaiter().GetResult();
             return 0;
         }
         catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)

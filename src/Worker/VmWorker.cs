@@ -47,6 +47,9 @@ public sealed partial class VmWorker : IAsyncDisposable
         _logger = logger;
     }
 
+    /// <summary>Releases an ended machine (guest memory, KVM fds); tests make it fail.</summary>
+    internal Action<MicroVm> ReleaseMachine { get; init; } = static vm => vm.Dispose();
+
     /// <summary>The process id reported in statuses (the worker's own pid).</summary>
     public int Pid { get; init; } = Environment.ProcessId;
 
@@ -75,10 +78,11 @@ public sealed partial class VmWorker : IAsyncDisposable
         _ = ConfigureWatchdogAsync();
     }
 
-    /// <summary>Runs until shutdown; then releases everything.</summary>
-    public async Task RunAsync(CancellationToken ct)
+    /// <summary>Runs until shutdown; then releases everything. <paramref name="listening"/> runs once the socket accepts connections.</summary>
+    public async Task RunAsync(CancellationToken ct, Action? listening = null)
     {
         Start();
+        listening?.Invoke();
         using var reg = ct.Register(() => RequestShutdown("signal"));
         await Completion.ConfigureAwait(false);
         await DisposeAsync().ConfigureAwait(false);
@@ -219,20 +223,7 @@ public sealed partial class VmWorker : IAsyncDisposable
     {
         lock (_gate)
             if (_state != MachineState.Empty) throw WrongState("create");
-        var spec = new VmSpec
-        {
-            KernelPath = c.KernelPath,
-            InitrdPath = c.InitrdPath.Length == 0 ? null : c.InitrdPath,
-            Cmdline = c.HasCmdline ? c.Cmdline : null,
-            MemoryMib = c.MemMib,
-            Vcpus = c.Vcpus,
-            PreferPvh = c.PreferPvh,
-            Drives = [.. c.Drives.Select(d => new Devices.Virtio.DriveSpec { Path = d.Path, ReadOnly = d.ReadOnly, IsRoot = d.Root })],
-            Vsock = c.VsockPath.Length == 0 ? null : new Devices.Virtio.Vsock.VsockDeviceSpec(c.VsockCid, c.VsockPath),
-            NetworkInterfaces = [.. c.Nics.Select(NicSpec)],
-            Serial = _console,
-            Logger = _logger,
-        };
+        var spec = MachineSpecs.ToVmSpec(c, _console, _logger);
         MicroVm vm;
         try
         {
@@ -251,14 +242,6 @@ public sealed partial class VmWorker : IAsyncDisposable
         _ = WatchExitAsync(vm);
         _logger.LogInformation("worker {Id}: machine created ({Mib} MiB, {Vcpus} vCPU, kernel {Kernel})", c.Id, c.MemMib, c.Vcpus, c.KernelPath);
     }
-
-    private static Devices.Virtio.Net.NetworkInterfaceSpec NicSpec(Nic n) => new()
-    {
-        Id = n.Id,
-        TapName = n.Tap.Length == 0 ? null : n.Tap,
-        Mac = n.Mac.Length == 0 ? null : n.Mac,
-        Ipv4 = n.Ip.Length == 0 ? null : Devices.Virtio.Net.NetIpv4Config.Parse(n.Ip),
-    };
 
     private void StartMachine()
     {
@@ -381,27 +364,33 @@ public sealed partial class VmWorker : IAsyncDisposable
         }
         _logger.LogInformation("worker {Id}: guest ended: {Exit}", _id, exit);
         _console.CompleteAll(); // console streams end with the guest
-        vm.Dispose(); // releases guest memory and KVM fds; the console history stays
-        _exitHandled.TrySetResult();
+        try
+        {
+            ReleaseMachine(vm); // releases guest memory and KVM fds; the console history stays
+        }
+        catch (Exception e)
+        {
+            _logger.LogError(e, "worker {Id}: releasing the ended machine failed", _id);
+        }
+        finally
+        {
+            _exitHandled.TrySetResult(); // a stop waits for this: it must come whatever the release did
+        }
     }
 
-    /// <summary>The boot timer has no notification of its own; look at it every 10 ms until it fires or the guest ends.</summary>
+    /// <summary>Tells the subscribers when the guest signals boot-done; nothing polls, so an idle guest costs no CPU.</summary>
     private async Task WatchBootDoneAsync(MicroVm vm)
     {
-        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(10));
-        while (!vm.Exited.IsCompleted && await timer.WaitForNextTickAsync(_shutdown.Token).ConfigureAwait(false) is true)
+        var done = vm.BootTimer.Done;
+        try { await Task.WhenAny(done, vm.Exited).WaitAsync(_shutdown.Token).ConfigureAwait(false); }
+        catch (OperationCanceledException) { return; }
+        if (!done.IsCompleted) return; // the guest ended first
+        lock (_gate)
         {
-            if (vm.BootTimer.BootDone is not { } done) continue;
-            WorkerEvent ev;
-            lock (_gate)
-            {
-                if (_bootMs != 0) return;
-                _bootMs = done.TotalMilliseconds;
-                _seq++;
-                ev = new WorkerEvent { Status = StatusLocked(), BootDone = true };
-                Broadcast(ev);
-            }
-            return;
+            if (_bootMs != 0) return;
+            _bootMs = done.Result.TotalMilliseconds;
+            _seq++;
+            Broadcast(new WorkerEvent { Status = StatusLocked(), BootDone = true });
         }
     }
 

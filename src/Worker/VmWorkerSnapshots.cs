@@ -24,7 +24,7 @@ public sealed partial class VmWorker
         MicroVm vm;
         try
         {
-            vm = MicroVm.Restore(r.Dir, overrides);
+            vm = SnapshotRestore.Restore(r.Dir, overrides);
         }
         catch (Exception e) when (WorkerFailures.ForRestore(e) is { } failure)
         {

@@ -1,6 +1,5 @@
 using FireSharp.Boot;
-using FireSharp.Devices.Virtio;
-using FireSharp.Devices.Virtio.Net;
+using FireSharp.Devices;
 using FireSharp.Kvm;
 using FireSharp.Kvm.Interop;
 using FireSharp.Proto.Worker;
@@ -35,11 +34,8 @@ internal static class WorkerFailures
         MachineConfigException m => new WorkerFailure(
             m.IsHostLimit ? WorkerErrorCode.WorkerErrorResourceExhausted : WorkerErrorCode.WorkerErrorInvalidArgument,
             m.Field == MachineConfigException.VcpusField ? VcpusField : MemMibField, m.Detail),
-        VirtioConfigException v => new WorkerFailure(WorkerErrorCode.WorkerErrorInvalidArgument, DriveField(v.Field), v.Detail),
+        DeviceConfigException d => new WorkerFailure(MachineSpecs.Code(d), MachineSpecs.ApiField(d.Field), d.Detail),
         BootException b => new WorkerFailure(WorkerErrorCode.WorkerErrorInvalidArgument, BootField(b), b.Message),
-        NetConfigException n => new WorkerFailure(
-            n.Reason is NetConfigError.TunUnavailable or NetConfigError.PermissionDenied ? WorkerErrorCode.WorkerErrorUnavailable : WorkerErrorCode.WorkerErrorInvalidArgument,
-            NicField(n.Field), n.Detail),
         KvmException k => ForKvm(k, MemMibField),
         _ => null,
     };
@@ -80,15 +76,6 @@ internal static class WorkerFailures
         };
         return new WorkerFailure(code, field, e.Message);
     }
-
-    /// <summary>The VMM names a drive "drive[i]" (<see cref="DriveSpec.FieldName"/>); the API calls its image spec.drives[i].path.</summary>
-    internal static string DriveField(string field) =>
-        field.StartsWith("drive[", StringComparison.Ordinal) ? $"spec.drives[{field[6..].TrimEnd(']')}].path"
-        : field.StartsWith("vsock", StringComparison.Ordinal) ? "spec.vsock" : "spec.drives";
-
-    /// <summary>The VMM names an interface "net[i]" (<see cref="NetworkInterfaceSpec.FieldName"/>); the API calls it spec.network_interfaces[i].</summary>
-    internal static string NicField(string field) =>
-        field.StartsWith("net[", StringComparison.Ordinal) ? "spec.network_interfaces[" + field[4..] : "spec.network_interfaces";
 
     internal static string BootField(BootException e) => e.Reason switch
     {

@@ -333,6 +333,35 @@ public sealed class AgentClient : IAsyncDisposable, IDisposable
         _stream.Dispose();
     }
 
+    /// <summary>
+    /// Closes the connection and waits until the agent has seen it end: our side is half-closed, the agent reads
+    /// EOF, ends the connection and closes its socket, and we read until its side is closed too. True once the
+    /// agent closed its side; false when the stream cannot half-close (not a socket) or the connection broke or
+    /// was closed already. Cancelling stops the wait. The client is closed afterwards in every case.
+    /// </summary>
+    public async Task<bool> CloseAndWaitForAgentAsync(CancellationToken cancellationToken = default)
+    {
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_closed || _stream is not NetworkStream { Socket: var socket }) return false;
+            socket.Shutdown(SocketShutdown.Send);
+            var sink = new byte[256];
+            // The agent sends nothing unasked: whatever arrives is discarded until its end of stream.
+            while (await _stream.ReadAsync(sink, cancellationToken).ConfigureAwait(false) > 0) { }
+            return true;
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+        {
+            return false;
+        }
+        finally
+        {
+            Close();
+            _gate.Release();
+        }
+    }
+
     /// <summary>Closes the connection. (The frame buffers are left to the GC: a call may still be unwinding.)</summary>
     public void Dispose() => Close();
 

@@ -6,14 +6,14 @@ using FireSharp.Agent.Protocol;
 using FireSharp.Daemon.Agent;
 using FireSharp.Daemon.Vms;
 using FireSharp.Pool;
+using FireSharp.Daemon.Functions.Lambda;
 using FireSharp.Proto.Agent;
-using Google.Protobuf;
 using Microsoft.Extensions.Logging;
+using static FireSharp.Daemon.Functions.FunctionVmLog;
 
 namespace FireSharp.Daemon.Functions;
 
 using StartKind = FireSharp.Pool.StartKind;
-using InvokeStatus = FireSharp.Proto.Agent.InvokeStatus;
 
 /// <summary>
 /// The daemon's real function VMs: each one a VM of <see cref="VmManager"/> (its own worker process) running the
@@ -29,7 +29,7 @@ using InvokeStatus = FireSharp.Proto.Agent.InvokeStatus;
 /// </list>
 /// VMs are labelled <c>firesharp.function=NAME</c>; ones left by an earlier daemon are removed at start-up.
 /// </summary>
-public sealed partial class AgentFunctionVmFactory(VmManager manager, DaemonOptions options, ILogger<AgentFunctionVmFactory> logger) : IFunctionVmFactory
+public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions options, ILogger<AgentFunctionVmFactory> logger) : IFunctionVmFactory
 {
     public const string FunctionLabel = "firesharp.function";
     public const string VersionLabel = "firesharp.function.version";
@@ -45,6 +45,12 @@ public sealed partial class AgentFunctionVmFactory(VmManager manager, DaemonOpti
 
     /// <summary>Boots that end before the agent is ready (the known PVM SIGSEGV, docs/pvm.md) are retried this many times.</summary>
     public int BootRetries { get; init; } = 2;
+
+    /// <summary>Before a snapshot, until the agent has closed the connection the host ended.</summary>
+    public TimeSpan AgentCloseTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Names the runtime sees: the function's ARN (Lambda-Runtime-Invoked-Function-Arn).</summary>
+    public LambdaIdentity Identity { get; init; } = new();
 
     private readonly ConcurrentDictionary<string, SemaphoreSlim> _snapshotLocks = new(StringComparer.Ordinal);
 
@@ -161,7 +167,7 @@ public sealed partial class AgentFunctionVmFactory(VmManager manager, DaemonOpti
 
         if (f.SnapshotStart && !Directory.Exists(SnapshotDir(f)))
             client = await TakeSnapshotAsync(f, id, client, ct).ConfigureAwait(false);
-        return new AgentFunctionVm(this, id, StartKind.BootCold, initDuration, client);
+        return new AgentFunctionVm(this, f.Name, id, StartKind.BootCold, initDuration, client);
     }
 
     /// <summary>
@@ -176,8 +182,7 @@ public sealed partial class AgentFunctionVmFactory(VmManager manager, DaemonOpti
         try
         {
             if (Directory.Exists(final)) return client;
-            await client.DisposeAsync().ConfigureAwait(false);
-            await Task.Delay(100, ct).ConfigureAwait(false); // let the guest see the close before its memory is captured
+            await CloseForSnapshotAsync(id, client, ct).ConfigureAwait(false);
             Directory.CreateDirectory(Path.GetDirectoryName(final)!);
             string tmp = final + ".tmp-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3));
             long t0 = Stopwatch.GetTimestamp();
@@ -201,6 +206,21 @@ public sealed partial class AgentFunctionVmFactory(VmManager manager, DaemonOpti
         }
     }
 
+    /// <summary>
+    /// Ends the agent connection before a snapshot, and waits until the agent has closed its side (the guest has
+    /// processed the close), so the snapshot never holds a connection the guest still thinks is open. Bounded by
+    /// <see cref="AgentCloseTimeout"/>: past it the snapshot goes ahead (a restore resets every connection anyway), logged.
+    /// </summary>
+    private async Task CloseForSnapshotAsync(string id, AgentClient client, CancellationToken ct)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(AgentCloseTimeout);
+        bool closed;
+        try { closed = await client.CloseAndWaitForAgentAsync(timeout.Token).ConfigureAwait(false); }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested) { closed = false; }
+        if (!closed) LogCloseUnconfirmed(logger, id, AgentCloseTimeout.TotalSeconds);
+    }
+
     // ---------------------------------------------------------------- restore
 
     private async Task<IFunctionVm> RestoreAsync(FunctionDefinition f, string id, string snapshotDir, long started, CancellationToken ct)
@@ -209,7 +229,7 @@ public sealed partial class AgentFunctionVmFactory(VmManager manager, DaemonOpti
         var client = await ConnectAsync(id, RestoreAgentTimeout, ct).ConfigureAwait(false);
         var initDuration = Stopwatch.GetElapsedTime(started);
         LogRestored(logger, f.Name, f.Version, id, initDuration.TotalMilliseconds);
-        return new AgentFunctionVm(this, id, StartKind.SnapshotCold, initDuration, client);
+        return new AgentFunctionVm(this, f.Name, id, StartKind.SnapshotCold, initDuration, client);
     }
 
     // ---------------------------------------------------------------- helpers
@@ -378,118 +398,4 @@ public sealed partial class AgentFunctionVmFactory(VmManager manager, DaemonOpti
 
     /// <summary>The VM stopped or failed before it was usable (a boot is retried for it).</summary>
     private sealed class VmEndedException(string message) : Exception(message);
-
-    /// <summary>One function VM: its agent connection serves the invocations, one at a time.</summary>
-    private sealed class AgentFunctionVm(AgentFunctionVmFactory factory, string id, StartKind createdAs, TimeSpan initDuration, AgentClient client) : IFunctionVm
-    {
-        private AgentClient _client = client;
-        private int _disposed;
-
-        public string Id => id;
-        public StartKind CreatedAs => createdAs;
-        public TimeSpan InitDuration => initDuration;
-
-        public async Task<VmInvokeOutcome> InvokeAsync(VmInvokeRequest request, CancellationToken cancellationToken)
-        {
-            var invoke = new Proto.Agent.InvokeRequest
-            {
-                RequestId = request.RequestId,
-                Payload = ByteString.CopyFrom(request.Payload.Span),
-                DeadlineUnixMs = (ulong)request.Deadline.ToUnixTimeMilliseconds(),
-                InvokedFunctionArn = request.FunctionArn,
-                TraceId = request.TraceId,
-            };
-            // The agent kills the runtime at the deadline; the host gives it a little longer, then treats the VM as lost.
-            using var hostDeadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            var left = request.Deadline - DateTimeOffset.UtcNow;
-            hostDeadline.CancelAfter((left > TimeSpan.Zero ? left : TimeSpan.Zero) + TimeSpan.FromSeconds(3));
-            long t0 = Stopwatch.GetTimestamp();
-            InvokeReply reply;
-            try
-            {
-                reply = await _client.InvokeFunctionAsync(invoke, hostDeadline.Token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-            {
-                return new VmInvokeOutcome { Status = VmInvokeStatus.Timeout, Unhandled = true, ErrorType = "Sandbox.Timedout", Duration = Stopwatch.GetElapsedTime(t0) };
-            }
-            catch (AgentException e)
-            {
-                return new VmInvokeOutcome { Status = VmInvokeStatus.Crashed, Unhandled = true, ErrorType = "Runtime.ExitError", LogTail = e.Message, Duration = Stopwatch.GetElapsedTime(t0) };
-            }
-            var status = reply.Status switch
-            {
-                InvokeStatus.Success => VmInvokeStatus.Success,
-                InvokeStatus.FunctionError => VmInvokeStatus.FunctionError,
-                InvokeStatus.Timeout => VmInvokeStatus.Timeout,
-                InvokeStatus.OutOfMemory => VmInvokeStatus.OutOfMemory,
-                InvokeStatus.RuntimeExited => VmInvokeStatus.FunctionError, // unhandled: the pool recycles the VM
-                _ => VmInvokeStatus.Crashed,
-            };
-            return new VmInvokeOutcome
-            {
-                Status = status,
-                Payload = reply.Payload.Memory,
-                ErrorType = reply.ErrorType.Length > 0 ? reply.ErrorType : reply.Status == InvokeStatus.RuntimeExited ? "Runtime.ExitError" : null,
-                Unhandled = reply.Unhandled || reply.Status is InvokeStatus.RuntimeExited or InvokeStatus.Timeout or InvokeStatus.OutOfMemory,
-                LogTail = reply.LogTail,
-                Duration = TimeSpan.FromTicks((long)reply.DurationUs * 10),
-                MaxMemoryUsedBytes = (long)reply.MaxMemoryKib * 1024,
-            };
-        }
-
-        public async Task ShutdownAsync(string reason, CancellationToken cancellationToken)
-        {
-            try
-            {
-                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-                timeout.CancelAfter(TimeSpan.FromSeconds(10));
-                await _client.ShutdownFunctionAsync(new FunctionShutdownRequest { Reason = ShutdownReason(reason), DeadlineMs = 2000 }, timeout.Token).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is AgentException or OperationCanceledException)
-            {
-                // The VM goes anyway.
-            }
-            await DisposeAsync().ConfigureAwait(false);
-        }
-
-        private static string ShutdownReason(string reason) =>
-            reason.Contains("timeout", StringComparison.OrdinalIgnoreCase) ? "timeout"
-            : reason.Contains("fail", StringComparison.OrdinalIgnoreCase) || reason.Contains("crash", StringComparison.OrdinalIgnoreCase) ? "failure"
-            : "spindown";
-
-        public async ValueTask DisposeAsync()
-        {
-            if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-            await _client.DisposeAsync().ConfigureAwait(false);
-            await factory.DestroyAsync(id).ConfigureAwait(false);
-        }
-    }
-
-    [LoggerMessage(320, LogLevel.Information, "function {Name} v{Version}: VM {Id} booted and initialized in {Ms:F0} ms (runtime init {InitMs:F1} ms)")]
-    private static partial void LogBooted(ILogger logger, string name, string version, string id, double ms, double initMs);
-
-    [LoggerMessage(321, LogLevel.Information, "function {Name} v{Version}: VM {Id} restored from its snapshot in {Ms:F0} ms")]
-    private static partial void LogRestored(ILogger logger, string name, string version, string id, double ms);
-
-    [LoggerMessage(322, LogLevel.Warning, "function {Name} v{Version}: restore from {Dir} failed, booting instead: {Error}")]
-    private static partial void LogRestoreFailed(ILogger logger, string name, string version, string dir, string error);
-
-    [LoggerMessage(323, LogLevel.Information, "function {Name} v{Version}: snapshot {Dir} taken in {Ms:F0} ms ({WrittenMib} MiB written)")]
-    private static partial void LogSnapshot(ILogger logger, string name, string version, string dir, double ms, ulong writtenMib);
-
-    [LoggerMessage(324, LogLevel.Warning, "function {Name} v{Version}: snapshot failed (the VM keeps serving): {Error}")]
-    private static partial void LogSnapshotFailed(ILogger logger, string name, string version, string error);
-
-    [LoggerMessage(325, LogLevel.Warning, "function VM {Id} ended before it was ready; booting another: {Error}")]
-    private static partial void LogBootRetry(ILogger logger, string id, string error);
-
-    [LoggerMessage(326, LogLevel.Warning, "could not delete {What}: {Error}")]
-    private static partial void LogDeleteFailed(ILogger logger, string what, string error);
-
-    [LoggerMessage(328, LogLevel.Warning, "function VM {Id}: could not bring the loopback interface up: {Error}")]
-    private static partial void LogLoopback(ILogger logger, string id, string error);
-
-    [LoggerMessage(327, LogLevel.Information, "deleted function VM {Id} left by an earlier daemon")]
-    private static partial void LogOrphan(ILogger logger, string id);
 }

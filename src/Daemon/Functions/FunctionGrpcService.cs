@@ -26,10 +26,10 @@ public sealed class FunctionGrpcService(FunctionManager manager) : FunctionServi
     }
 
     public override Task<Function> GetFunction(GetFunctionRequest request, ServerCallContext context) =>
-        Task.FromResult(manager.Get(request.Name));
+        manager.GetAsync(request.Name, context.CancellationToken);
 
     public override Task<ListFunctionsResponse> ListFunctions(ListFunctionsRequest request, ServerCallContext context) =>
-        Task.FromResult(manager.List());
+        manager.ListAsync(context.CancellationToken);
 
     public override Task<Function> PutFunctionConcurrency(PutFunctionConcurrencyRequest request, ServerCallContext context) =>
         manager.PutConcurrencyAsync(request, context.CancellationToken);

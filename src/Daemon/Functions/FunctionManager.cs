@@ -1,33 +1,27 @@
 using FireSharp.Pool;
 using FireSharp.Proto.V1;
-using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using Microsoft.Extensions.Logging;
 
 namespace FireSharp.Daemon.Functions;
 
-using PoolStats = FireSharp.Pool.FunctionStats;
-using ProtoStats = FireSharp.Proto.V1.FunctionStats;
 using ProtoState = FireSharp.Proto.V1.FunctionState;
 using ProtoInvocationType = FireSharp.Proto.V1.InvocationType;
-using ProtoStartKind = FireSharp.Proto.V1.StartKind;
 using PoolInvocationType = FireSharp.Pool.InvocationType;
-using PoolStartKind = FireSharp.Pool.StartKind;
-using PoolState = FireSharp.Pool.FunctionState;
 
 /// <summary>
 /// The daemon's functions: validates API requests (Lambda's limits, typed errors naming the field), packs code
 /// directories, drives <see cref="FunctionPool"/> and keeps the records on disk (<see cref="FunctionStore"/>) so
 /// that a restarted daemon has the same functions (with the same reserved and provisioned concurrency).
 /// </summary>
-public sealed partial class FunctionManager(FunctionPool pool, FunctionStore store, DaemonOptions options, HostLimits host, ILogger<FunctionManager> logger)
+/// <remarks>
+/// Every path is asynchronous: the records' lock is awaited (one registry change at a time; packing happens
+/// outside it), never waited on with a blocked thread.
+/// </remarks>
+public sealed partial class FunctionManager(FunctionPool pool, FunctionStore store, FunctionRecords records, DaemonOptions options, HostLimits host, ILogger<FunctionManager> logger)
 {
-    private readonly Dictionary<string, Function> _records = new(StringComparer.Ordinal); // spec as stored; guarded by _gate
-    private readonly SemaphoreSlim _gate = new(1, 1); // one registry change at a time (packing happens outside it)
 
     public FunctionPool Pool => pool;
-
-    public static string Arn(string name) => $"arn:firesharp:lambda:local:000000000000:function:{name}";
 
     /// <summary>Re-registers the functions of the state directory with the pool (at daemon start).</summary>
     public async Task LoadAsync(CancellationToken ct)
@@ -37,14 +31,12 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             string name = record.Spec.Name;
             try
             {
-                var info = await pool.CreateFunctionAsync(Definition(record.Spec), ct).ConfigureAwait(false);
+                var info = await pool.CreateFunctionAsync(FunctionProto.Definition(record.Spec), ct).ConfigureAwait(false);
                 if (record.HasReservedConcurrency) pool.PutReservedConcurrency(name, record.ReservedConcurrency);
                 if (record.ProvisionedConcurrency > 0) pool.PutProvisionedConcurrency(name, record.ProvisionedConcurrency);
                 record.Version = info.Definition.Version;
                 record.State = ProtoState.Active;
-                await _gate.WaitAsync(ct).ConfigureAwait(false);
-                try { _records[name] = record; }
-                finally { _gate.Release(); }
+                using (var r = await records.LockAsync(ct).ConfigureAwait(false)) r.Set(record);
                 store.DeletePackedCodeExcept(name, record.CodeSourceDirectory.Length > 0 ? record.Spec.Code.ImagePath : null);
                 LogLoaded(logger, name);
             }
@@ -62,12 +54,10 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         var spec = request.Spec ?? throw VmApiException.Invalid("spec", "is required");
         FunctionValidator.ValidateName(spec.Name, "spec.name");
         var normalized = Normalize(spec, "spec");
-        await _gate.WaitAsync(ct).ConfigureAwait(false);
-        try
+        using (var r = await records.LockAsync(ct).ConfigureAwait(false))
         {
-            if (_records.ContainsKey(spec.Name)) throw new VmApiException(VmErrorKind.AlreadyExists, "spec.name", $"a function named '{spec.Name}' exists");
+            if (r.Contains(spec.Name)) throw new VmApiException(VmErrorKind.AlreadyExists, "spec.name", $"a function named '{spec.Name}' exists");
         }
-        finally { _gate.Release(); }
 
         string? packedFrom = null;
         if (spec.Code.SourceCase == FunctionCode.SourceOneofCase.Directory)
@@ -75,17 +65,16 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             packedFrom = spec.Code.Directory;
             normalized.Code = new FunctionCode { ImagePath = await store.PackCodeAsync(spec.Name, NewToken(), packedFrom, "spec.code.directory", ct).ConfigureAwait(false) };
         }
-        await _gate.WaitAsync(CancellationToken.None).ConfigureAwait(false);
-        try
+        using (var r = await records.LockAsync(CancellationToken.None).ConfigureAwait(false))
         {
             FunctionInfo info;
             try
             {
-                info = await pool.CreateFunctionAsync(Definition(normalized), CancellationToken.None).ConfigureAwait(false);
+                info = await pool.CreateFunctionAsync(FunctionProto.Definition(normalized), CancellationToken.None).ConfigureAwait(false);
             }
             catch (FunctionPoolException e)
             {
-                if (packedFrom is not null && !_records.ContainsKey(spec.Name)) store.Delete(spec.Name);
+                if (packedFrom is not null && !r.Contains(spec.Name)) store.Delete(spec.Name);
                 throw FunctionErrors.From(e, "spec.name");
             }
             var now = Timestamp.FromDateTimeOffset(DateTimeOffset.UtcNow);
@@ -93,27 +82,25 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             {
                 Spec = normalized,
                 Version = info.Definition.Version,
-                Arn = Arn(spec.Name),
+                Arn = FunctionProto.Arn(spec.Name),
                 State = ProtoState.Active,
                 CreatedAt = now,
                 LastModified = now,
                 CodeSourceDirectory = packedFrom ?? "",
             };
-            _records[spec.Name] = record;
+            r.Set(record);
             store.Save(record);
             LogCreated(logger, spec.Name, normalized.MemoryMib, normalized.Vcpus);
-            return ToProto(record, info);
+            return FunctionProto.Describe(record, info);
         }
-        finally { _gate.Release(); }
     }
 
     public async Task<Function> UpdateConfigurationAsync(UpdateFunctionConfigurationRequest request, CancellationToken ct)
     {
         FunctionValidator.ValidateName(request.Name, "name");
-        await _gate.WaitAsync(ct).ConfigureAwait(false);
-        try
+        using (var r = await records.LockAsync(ct).ConfigureAwait(false))
         {
-            var record = Find(request.Name);
+            var record = Find(r, request.Name);
             var spec = record.Spec.Clone();
             if (request.Image is { } image)
             {
@@ -131,7 +118,6 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             if (request.SetSnapshotStart) spec.SnapshotStart = request.SnapshotStartValue;
             return await ApplyAsync(record, spec, record.CodeSourceDirectory).ConfigureAwait(false);
         }
-        finally { _gate.Release(); }
     }
 
     public async Task<Function> UpdateCodeAsync(UpdateFunctionCodeRequest request, CancellationToken ct)
@@ -139,9 +125,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         FunctionValidator.ValidateName(request.Name, "name");
         FunctionValidator.ValidateCode(request.Code, "code");
         if (request.ReplaceLayers) FunctionValidator.ValidateLayers(request.Layers, "layers");
-        await _gate.WaitAsync(ct).ConfigureAwait(false);
-        try { Find(request.Name); }
-        finally { _gate.Release(); }
+        using (var r = await records.LockAsync(ct).ConfigureAwait(false)) Find(r, request.Name);
 
         string? packedFrom = null, image = request.Code.ImagePath;
         if (request.Code.SourceCase == FunctionCode.SourceOneofCase.Directory)
@@ -149,10 +133,9 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             packedFrom = request.Code.Directory;
             image = await store.PackCodeAsync(request.Name, NewToken(), packedFrom, "code.directory", ct).ConfigureAwait(false);
         }
-        await _gate.WaitAsync(CancellationToken.None).ConfigureAwait(false);
-        try
+        using (var r = await records.LockAsync(CancellationToken.None).ConfigureAwait(false))
         {
-            var record = Find(request.Name);
+            var record = Find(r, request.Name);
             var spec = record.Spec.Clone();
             spec.Code = new FunctionCode { ImagePath = image };
             if (request.ReplaceLayers)
@@ -162,13 +145,12 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             }
             return await ApplyAsync(record, spec, packedFrom ?? "").ConfigureAwait(false);
         }
-        finally { _gate.Release(); }
     }
 
-    /// <summary>Under the gate: a new version in the pool, then the record.</summary>
+    /// <summary>Under the records' lock: a new version in the pool, then the record.</summary>
     private async Task<Function> ApplyAsync(Function record, FunctionSpec spec, string codeSourceDirectory)
     {
-        var def = Definition(spec);
+        var def = FunctionProto.Definition(spec);
         FunctionInfo info;
         try
         {
@@ -184,15 +166,13 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         record.CodeSourceDirectory = codeSourceDirectory;
         store.Save(record);
         LogUpdated(logger, spec.Name, record.Version);
-        return ToProto(record, info);
+        return FunctionProto.Describe(record, info);
     }
 
     public async Task DeleteAsync(string name, CancellationToken ct)
     {
         FunctionValidator.ValidateName(name, "name");
-        await _gate.WaitAsync(ct).ConfigureAwait(false);
-        try { Find(name).State = ProtoState.Deleting; }
-        finally { _gate.Release(); }
+        using (var r = await records.LockAsync(ct).ConfigureAwait(false)) Find(r, name).State = ProtoState.Deleting;
         try
         {
             await pool.DeleteFunctionAsync(name, ct).ConfigureAwait(false);
@@ -201,26 +181,22 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         {
             throw FunctionErrors.From(e);
         }
-        await _gate.WaitAsync(CancellationToken.None).ConfigureAwait(false);
-        try
+        using (var r = await records.LockAsync(CancellationToken.None).ConfigureAwait(false))
         {
-            _records.Remove(name);
+            r.Remove(name);
             store.Delete(name);
         }
-        finally { _gate.Release(); }
         LogDeleted(logger, name);
     }
 
-    public Function Get(string name)
+    public async Task<Function> GetAsync(string name, CancellationToken ct)
     {
         FunctionValidator.ValidateName(name, "name");
         Function record;
-        _gate.Wait();
-        try { record = Find(name).Clone(); }
-        finally { _gate.Release(); }
+        using (var r = await records.LockAsync(ct).ConfigureAwait(false)) record = Find(r, name).Clone();
         try
         {
-            return ToProto(record, pool.GetFunction(name));
+            return FunctionProto.Describe(record, pool.GetFunction(name));
         }
         catch (FunctionPoolException e)
         {
@@ -228,16 +204,14 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         }
     }
 
-    public ListFunctionsResponse List()
+    public async Task<ListFunctionsResponse> ListAsync(CancellationToken ct)
     {
         var infos = pool.ListFunctions().ToDictionary(i => i.Definition.Name, StringComparer.Ordinal);
-        List<Function> records;
-        _gate.Wait();
-        try { records = [.. _records.Values.Select(r => r.Clone())]; }
-        finally { _gate.Release(); }
+        List<Function> all;
+        using (var held = await records.LockAsync(ct).ConfigureAwait(false)) all = held.CloneAll();
         var response = new ListFunctionsResponse();
-        foreach (var r in records.OrderBy(r => r.Spec.Name, StringComparer.Ordinal))
-            if (infos.TryGetValue(r.Spec.Name, out var info)) response.Functions.Add(ToProto(r, info));
+        foreach (var r in all.OrderBy(r => r.Spec.Name, StringComparer.Ordinal))
+            if (infos.TryGetValue(r.Spec.Name, out var info)) response.Functions.Add(FunctionProto.Describe(r, info));
         return response;
     }
 
@@ -246,10 +220,9 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         FunctionValidator.ValidateName(request.Name, "name");
         if (!request.Remove && request.ReservedConcurrentExecutions < 0)
             throw VmApiException.Invalid("reserved_concurrent_executions", $"is {request.ReservedConcurrentExecutions}; must be at least 0");
-        await _gate.WaitAsync(ct).ConfigureAwait(false);
-        try
+        using (var r = await records.LockAsync(ct).ConfigureAwait(false))
         {
-            var record = Find(request.Name);
+            var record = Find(r, request.Name);
             FunctionInfo info;
             try
             {
@@ -262,9 +235,8 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             if (request.Remove) record.ClearReservedConcurrency();
             else record.ReservedConcurrency = request.ReservedConcurrentExecutions;
             store.Save(record);
-            return ToProto(record, info);
+            return FunctionProto.Describe(record, info);
         }
-        finally { _gate.Release(); }
     }
 
     public async Task<Function> PutProvisionedAsync(PutProvisionedConcurrencyRequest request, CancellationToken ct)
@@ -272,10 +244,9 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         FunctionValidator.ValidateName(request.Name, "name");
         if (request.ProvisionedConcurrentExecutions < 0)
             throw VmApiException.Invalid("provisioned_concurrent_executions", $"is {request.ProvisionedConcurrentExecutions}; must be at least 0");
-        await _gate.WaitAsync(ct).ConfigureAwait(false);
-        try
+        using (var r = await records.LockAsync(ct).ConfigureAwait(false))
         {
-            var record = Find(request.Name);
+            var record = Find(r, request.Name);
             FunctionInfo info;
             try
             {
@@ -287,9 +258,8 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             }
             record.ProvisionedConcurrency = request.ProvisionedConcurrentExecutions;
             store.Save(record);
-            return ToProto(record, info);
+            return FunctionProto.Describe(record, info);
         }
-        finally { _gate.Release(); }
     }
 
     public Proto.V1.AccountSettings GetAccountSettings()
@@ -336,37 +306,13 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         {
             throw VmApiException.Unavailable($"the function's runtime could not start ({e.ErrorType}): {e.Message}");
         }
-        return ToProto(result);
+        return FunctionProto.Invoke(result);
     }
-
-    public static InvokeResponse ToProto(InvokeResult r) => new()
-    {
-        StatusCode = r.StatusCode,
-        Payload = ByteString.CopyFrom(r.Payload.Span),
-        FunctionError = r.FunctionError ?? "",
-        ErrorType = r.ErrorType ?? "",
-        LogTail = r.LogTail,
-        RequestId = r.RequestId,
-        InitDurationMs = r.InitDuration?.TotalMilliseconds ?? 0,
-        DurationMs = r.Duration.TotalMilliseconds,
-        BilledDurationMs = (long)Math.Ceiling(r.BilledDuration.TotalMilliseconds),
-        MaxMemoryUsedMib = r.MaxMemoryUsedMib,
-        StartKind = r.Status == InvokeStatus.Ok ? r.StartKind switch
-        {
-            PoolStartKind.Warm => ProtoStartKind.Warm,
-            PoolStartKind.SnapshotCold => ProtoStartKind.SnapshotCold,
-            PoolStartKind.BootCold => ProtoStartKind.BootCold,
-            _ => ProtoStartKind.Unspecified,
-        } : ProtoStartKind.Unspecified,
-        GbSeconds = (double)r.GbSeconds,
-        Version = r.Version ?? "",
-    };
 
     // ---------------------------------------------------------------- helpers
 
-    /// <summary>Under the gate.</summary>
-    private Function Find(string name) =>
-        _records.TryGetValue(name, out var r) ? r : throw FunctionErrors.NotFound(name);
+    private static Function Find(FunctionRecords.Access records, string name) =>
+        records.Find(name) ?? throw FunctionErrors.NotFound(name);
 
     /// <summary>Checks a create spec and fills in the defaults (image, memory, vCPUs, timeout).</summary>
     private FunctionSpec Normalize(FunctionSpec spec, string prefix)
@@ -388,50 +334,6 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         s.TimeoutSeconds = FunctionValidator.ValidateTimeout(s.TimeoutSeconds, $"{prefix}.timeout_seconds");
         return s;
     }
-
-    /// <summary>The pool's view of a stored spec (the pool assigns the version).</summary>
-    public static FunctionDefinition Definition(FunctionSpec s) => new()
-    {
-        Name = s.Name,
-        Version = "0",
-        KernelPath = s.Image.KernelPath,
-        RootfsPath = s.Image.RootfsPath,
-        LayerPaths = [.. s.Layers],
-        CodeImagePath = s.Code.ImagePath,
-        Handler = s.Handler,
-        Environment = new Dictionary<string, string>(s.Environment, StringComparer.Ordinal),
-        MemoryMib = s.MemoryMib,
-        Vcpus = s.Vcpus,
-        Timeout = TimeSpan.FromSeconds(s.TimeoutSeconds),
-        SnapshotStart = s.SnapshotStart,
-    };
-
-    private static Function ToProto(Function record, FunctionInfo info)
-    {
-        var f = record.Clone();
-        f.Version = info.Definition.Version;
-        f.State = info.State == PoolState.Deleting ? ProtoState.Deleting : ProtoState.Active;
-        if (info.ReservedConcurrency is int r) f.ReservedConcurrency = r;
-        else f.ClearReservedConcurrency();
-        f.ProvisionedConcurrency = info.ProvisionedConcurrency;
-        f.LastModified = Timestamp.FromDateTimeOffset(info.LastModified);
-        f.Stats = ToProto(info.Stats);
-        return f;
-    }
-
-    private static ProtoStats ToProto(PoolStats s) => new()
-    {
-        ConcurrentExecutions = s.InFlight,
-        IdleVms = s.IdleVms,
-        TotalVms = s.IdleVms + s.BusyVms + s.CreatingVms,
-        Invocations = s.Invocations,
-        Errors = s.Errors,
-        Throttles = s.Throttles,
-        WarmStarts = s.WarmStarts,
-        SnapshotColdStarts = s.SnapshotColdStarts,
-        BootColdStarts = s.BootColdStarts,
-        GbSeconds = (double)s.GbSeconds,
-    };
 
     private static string NewToken() => Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4));
 

@@ -27,6 +27,7 @@ public static class FunctionServices
         services.AddSingleton(sp => new FunctionPool(sp.GetRequiredService<IFunctionVmFactory>(), sp.GetRequiredService<PoolOptions>(),
             sp.GetRequiredService<ILogger<FunctionPool>>()));
         services.AddSingleton(sp => new FunctionStore(options.FunctionsDir, sp.GetRequiredService<ILogger<FunctionStore>>()));
+        services.AddSingleton<FunctionRecords>();
         services.AddSingleton<FunctionManager>();
         // Lambda takes payloads of up to 6 MB (gRPC's default limit is 4 MiB): room for them plus the envelope.
         services.AddGrpc().AddServiceOptions<FunctionGrpcService>(o =>

@@ -53,11 +53,10 @@ public sealed partial class FunctionStore(string root, ILogger logger)
         copy.Stats = null;
         string dir = FunctionDir(copy.Spec.Name);
         Directory.CreateDirectory(dir);
-        string path = Path.Combine(dir, RecordFile), tmp = path + ".tmp";
+        string path = Path.Combine(dir, RecordFile);
         try
         {
-            File.WriteAllText(tmp, JsonFormatter.Default.Format(copy));
-            File.Move(tmp, path, overwrite: true);
+            AtomicFile.Replace(path, System.Text.Encoding.UTF8.GetBytes(JsonFormatter.Default.Format(copy)));
         }
         catch (IOException e)
         {

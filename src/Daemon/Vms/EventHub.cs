@@ -1,10 +1,10 @@
-using System.Threading.Channels;
-
 namespace FireSharp.Daemon.Vms;
 
 /// <summary>
-/// Fans VM events out to watchers. Each watcher has a bounded queue; a watcher that falls behind loses its
-/// oldest events and is told how many with a DROPPED event, instead of slowing the daemon down.
+/// Fans VM events out to watchers. Each watcher has a bounded queue (<see cref="WatcherBacklog"/>); a watcher
+/// that falls behind loses its oldest events and is told how many with a DROPPED event, instead of slowing
+/// the daemon down. A VM's final events (EXITED, DELETED) are never dropped: the oldest other event goes
+/// instead, so they can make a queue longer than the backlog only by the few that a VM's runs end with.
 /// </summary>
 public sealed class EventHub
 {
@@ -44,8 +44,10 @@ public sealed class EventHub
     public sealed class Watcher : IDisposable
     {
         private readonly EventHub _hub;
-        private readonly Channel<VmLifecycleEvent> _channel = Channel.CreateBounded<VmLifecycleEvent>(
-            new BoundedChannelOptions(WatcherBacklog) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
+        private readonly Lock _lock = new();
+        private readonly LinkedList<VmLifecycleEvent> _queue = new();
+        private TaskCompletionSource? _reader; // set while the reader waits for an event
+        private bool _completed;
         private long _dropped;
 
         internal Watcher(EventHub hub, string? id)
@@ -56,19 +58,82 @@ public sealed class EventHub
 
         public string? Id { get; }
 
+        /// <summary>A VM's last word: what a watcher must see even when it drops others.</summary>
+        private static bool IsFinal(VmLifecycleEvent ev) => ev.Kind is VmEventKind.Exited or VmEventKind.Deleted;
+
         internal void Offer(VmLifecycleEvent ev)
         {
-            if (!_channel.Writer.TryWrite(ev)) Interlocked.Increment(ref _dropped);
+            TaskCompletionSource? reader;
+            lock (_lock)
+            {
+                if (_completed) return;
+                // Full: the oldest event that is not final goes; with only final ones queued, a new non-final one does.
+                if (_queue.Count >= WatcherBacklog && !DropOldest() && !IsFinal(ev))
+                {
+                    _dropped++;
+                    return;
+                }
+                _queue.AddLast(ev);
+                reader = _reader;
+                _reader = null;
+            }
+            reader?.TrySetResult();
         }
 
-        internal void Complete() => _channel.Writer.TryComplete();
+        /// <summary>Under the lock: drops the oldest event that is not final; false when all are final (none is dropped).</summary>
+        private bool DropOldest()
+        {
+            for (var node = _queue.First; node is not null; node = node.Next)
+            {
+                if (IsFinal(node.Value)) continue;
+                _queue.Remove(node);
+                _dropped++;
+                return true;
+            }
+            return false;
+        }
 
-        /// <summary>Events in order; a DROPPED event comes first when some were lost.</summary>
+        internal void Complete()
+        {
+            TaskCompletionSource? reader;
+            lock (_lock)
+            {
+                _completed = true;
+                reader = _reader;
+                _reader = null;
+            }
+            reader?.TrySetResult();
+        }
+
+        /// <summary>Events in order; a DROPPED event comes first when some were lost. Ends once the watcher is completed and drained.</summary>
         public async IAsyncEnumerable<VmLifecycleEvent> ReadAllAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
         {
-            await foreach (var ev in _channel.Reader.ReadAllAsync(ct).ConfigureAwait(false))
+            while (true)
             {
-                long dropped = Interlocked.Exchange(ref _dropped, 0);
+                VmLifecycleEvent? ev = null;
+                long dropped = 0;
+                Task? next = null;
+                lock (_lock)
+                {
+                    if (_queue.First is { } first)
+                    {
+                        ev = first.Value;
+                        _queue.RemoveFirst();
+                        dropped = _dropped;
+                        _dropped = 0;
+                    }
+                    else if (!_completed)
+                    {
+                        _reader ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                        next = _reader.Task;
+                    }
+                }
+                if (ev is null)
+                {
+                    if (next is null) yield break;
+                    await next.WaitAsync(ct).ConfigureAwait(false);
+                    continue;
+                }
                 if (dropped > 0)
                     yield return new VmLifecycleEvent { Kind = VmEventKind.Dropped, Dropped = dropped, Time = ev.Time, Message = $"{dropped} events were dropped: this watcher was too slow" };
                 yield return ev;
@@ -78,7 +143,7 @@ public sealed class EventHub
         public void Dispose()
         {
             lock (_hub._gate) _hub._watchers.Remove(this);
-            _channel.Writer.TryComplete();
+            Complete();
         }
     }
 }

@@ -96,6 +96,9 @@ public sealed record VmConfig
 
     /// <summary>Run the FireSharp guest agent (Exec, a graceful stop through it).</summary>
     public bool Agent { get; init; }
+
+    /// <summary>A virtio-rng entropy device.</summary>
+    public bool Rng { get; init; }
 }
 
 /// <summary>A VM as the daemon knows it: an immutable copy, safe to keep.</summary>

@@ -38,7 +38,7 @@ internal sealed class VmRecordStore(ILogger logger)
             string path = Path.Combine(entry.Dir, RecordFileName);
             try
             {
-                WriteAtomically(path, bytes);
+                AtomicFile.Replace(path, bytes);
                 entry.WrittenVersion = version;
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -108,16 +108,4 @@ internal sealed class VmRecordStore(ILogger logger)
         Worker = entry.Worker?.Clone(),
         RestoredFrom = entry.RestoredFrom is null ? null : VmApiMapping.ToProto(entry.RestoredFrom),
     };
-
-    /// <summary>Writes a temporary file, flushes it to disk, then renames it over <paramref name="path"/>.</summary>
-    internal static void WriteAtomically(string path, byte[] bytes)
-    {
-        string temp = path + ".tmp";
-        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None))
-        {
-            file.Write(bytes);
-            file.Flush(flushToDisk: true);
-        }
-        File.Move(temp, path, overwrite: true);
-    }
 }

@@ -1,3 +1,7 @@
+using FireSharp.Devices;
+using FireSharp.Devices.Virtio;
+using FireSharp.Devices.Virtio.Rng;
+using FireSharp.Devices.Virtio.Vsock;
 using FireSharp.Proto.Worker;
 using FireSharp.Snapshot;
 
@@ -69,9 +73,9 @@ internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, Vm
         }
         var config = snapshot.State.Config;
         foreach (var driveId in command.DrivePaths.Keys)
-            if (!config.Devices.Any(d => d.Id == driveId && d.Kind == SnapshotRestore.DriveKind))
+            if (!config.Devices.Any(d => d.Id == driveId && d.Kind == BlockDeviceKind.Name))
                 throw VmApiException.Invalid($"overrides.drive_paths[{driveId}]", $"the snapshot has no drive '{driveId}'");
-        bool hasVsock = config.Devices.Any(d => d.Kind == SnapshotRestore.VsockKind);
+        bool hasVsock = config.Devices.Any(d => d.Kind == VsockDeviceKind.Name);
         if (command.VsockPath is not null && !hasVsock)
             throw VmApiException.Invalid("overrides.vsock_path", "the snapshot has no vsock device");
 
@@ -86,31 +90,31 @@ internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, Vm
         return await lifecycle.ProvisionAsync(registry.NewEntry(command.Id, vm, restoredFrom), $"restored from {snapshot.Directory}", start: false, ct).ConfigureAwait(false);
     }
 
-    /// <summary>The spec of a restored VM: the snapshot's machine and drives (with the overrides' paths).</summary>
+    /// <summary>The spec of a restored VM: the snapshot's machine and devices (drives with the overrides' paths).</summary>
     private static VmConfig SpecOf(MachineConfig config, IReadOnlyDictionary<string, string> drivePaths)
     {
         VsockConfig? vsock = null;
-        if (config.Devices.FirstOrDefault(d => d.Kind == SnapshotRestore.VsockKind) is { } device)
+        if (config.Devices.FirstOrDefault(d => d.Kind == VsockDeviceKind.Name) is { } device)
         {
             try
             {
-                vsock = new VsockConfig(checked((uint)VsockSettings.Parse(device).Spec.GuestCid));
+                vsock = new VsockConfig(checked((uint)VsockDeviceKind.Instance.Parse(device).GuestCid));
             }
-            catch (Exception e) when (e is InvalidDataException or OverflowException)
+            catch (Exception e) when (e is DeviceRestoreException or OverflowException)
             {
                 throw VmApiException.Invalid("dir", $"the snapshot's vsock device is corrupt: {e.Message}");
             }
         }
         var drives = new List<DriveConfig>();
-        foreach (var d in config.Devices.Where(d => d.Kind == SnapshotRestore.DriveKind))
+        foreach (var d in config.Devices.Where(d => d.Kind == BlockDeviceKind.Name))
         {
             DriveConfig drive;
             try
             {
-                var (saved, _, _) = DriveSettings.Parse(d);
+                var (saved, _) = BlockDeviceKind.Instance.Parse(d);
                 drive = new DriveConfig(d.Id, saved.Path) { ReadOnly = saved.ReadOnly, Root = saved.IsRoot };
             }
-            catch (InvalidDataException e)
+            catch (DeviceRestoreException e)
             {
                 throw VmApiException.Invalid("dir", $"the snapshot's drive list is corrupt: {e.Message}");
             }
@@ -127,6 +131,7 @@ internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, Vm
             // A guest agent, if the snapshotted guest ran one, still listens on port 52: it is probed after the
             // restore (GuestAgents.ProbeRestoredAgent) and the VM is agent_ready once it answers.
             Agent = vsock is not null,
+            Rng = config.Devices.Any(d => d.Kind == RngDeviceKind.Name),
         };
     }
 

@@ -61,6 +61,7 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
             MemMib = (ulong)spec.MemMib,
             Vcpus = spec.Vcpus,
             PreferPvh = spec.Kernel.PreferPvh,
+            Rng = spec.Rng,
         };
         if (SpecValidator.EffectiveCmdline(spec) is { } cmdline) machine.Cmdline = cmdline;
         foreach (var d in spec.Drives) machine.Drives.Add(new Drive { Path = d.Path, ReadOnly = d.ReadOnly, Root = d.Root });

@@ -1,10 +1,11 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Net.Sockets;
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 using FireSharp.Proto.Worker;
 
 using FireSharp.Kvm.Interop;
+using FireSharp.Worker.Protocol;
 
 namespace FireSharp.Daemon.Workers;
 
@@ -40,18 +41,25 @@ public interface IWorkerLauncher
 
 /// <summary>
 /// Runs each worker as <c>firesharp-vmm --socket PATH --log PATH --id ID</c> (by default the
-/// <c>firesharp-vmm</c> next to the daemon's own executable). The worker puts itself in a session of its own, so a terminal's Ctrl-C or
-/// the daemon's death does not reach it.
+/// <c>firesharp-vmm</c> next to the daemon's own executable). The worker puts itself in a session of its own,
+/// so a terminal's Ctrl-C or the daemon's death does not reach it. It says <see cref="ReadyLine"/> on its
+/// stdout (a pipe to the daemon) once its socket accepts connections, so nobody polls for the socket.
 /// </summary>
-public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = null) : IWorkerLauncher
+public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = null, TimeSpan? startTimeout = null) : IWorkerLauncher
 {
-    public static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(10);
+    public static readonly TimeSpan DefaultStartTimeout = TimeSpan.FromSeconds(30);
+
+    /// <summary>What a worker writes on its stdout when its socket is listening (then it closes that pipe).</summary>
+    public const string ReadyLine = WorkerStartup.ReadyLine;
 
     public string BinaryPath { get; } = binaryPath;
 
     /// <summary>The worker executable beside this process's own: <c>firesharp-vmm</c>.</summary>
     public static string DefaultBinary() =>
         Path.Combine(Path.GetDirectoryName(Environment.ProcessPath) ?? AppContext.BaseDirectory, "firesharp-vmm");
+
+    /// <summary>How long a worker may take to report <see cref="ReadyLine"/> before it is killed and the start fails.</summary>
+    public TimeSpan StartTimeout { get; } = startTimeout ?? DefaultStartTimeout;
 
     public async Task<WorkerProcess> LaunchAsync(string vmId, string socketPath, string logPath, CancellationToken ct)
     {
@@ -60,16 +68,17 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
         {
             UseShellExecute = false,
             RedirectStandardInput = false,
-            RedirectStandardOutput = false,
+            RedirectStandardOutput = true, // the ready line; the worker points its stdout at its log after that
             RedirectStandardError = false,
         };
         foreach (var a in (string[])["--socket", socketPath, "--log", logPath, "--id", vmId]) psi.ArgumentList.Add(a);
         if (logLevel is not null) { psi.ArgumentList.Add("--log-level"); psi.ArgumentList.Add(logLevel); }
         var process = Process.Start(psi) ?? throw VmApiException.Unavailable("the worker process did not start");
+        var ready = process.StandardOutput;
         var worker = new ChildWorker(process, socketPath);
         try
         {
-            await WaitForSocketAsync(socketPath, worker.Exited, ct).ConfigureAwait(false);
+            await WaitForReadyAsync(ready, socketPath, worker.Exited, ct).ConfigureAwait(false);
             return worker;
         }
         catch
@@ -78,30 +87,31 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
             await worker.Exited.WaitAsync(TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
             throw;
         }
+        finally
+        {
+            ready.Dispose();
+        }
     }
 
-    /// <summary>Polls until the socket accepts a connection, the process ends, or the time is up.</summary>
-    public static async Task WaitForSocketAsync(string socketPath, Task<string> exited, CancellationToken ct)
+    /// <summary>Waits for the worker's ready line; its end, a closed pipe or the time running out fail the start.</summary>
+    private async Task WaitForReadyAsync(StreamReader ready, string socketPath, Task<string> exited, CancellationToken ct)
     {
-        var deadline = Stopwatch.StartNew();
-        int delayMs = 1;
-        while (true)
+        string? line;
+        try
         {
-            ct.ThrowIfCancellationRequested();
-            if (exited.IsCompleted) throw VmApiException.Unavailable($"the worker ended while starting: {await exited.ConfigureAwait(false)}");
-            if (File.Exists(socketPath))
-            {
-                try
-                {
-                    await using var probe = await WorkerClient.ConnectAsync(socketPath, ct).ConfigureAwait(false);
-                    return;
-                }
-                catch (SocketException) { }
-            }
-            if (deadline.Elapsed > StartTimeout) throw VmApiException.Unavailable($"the worker did not open {socketPath} within {StartTimeout.TotalSeconds:F0} s");
-            await Task.Delay(delayMs, ct).ConfigureAwait(false);
-            delayMs = Math.Min(delayMs * 2, 50);
+            line = await ready.ReadLineAsync(ct).AsTask().WaitAsync(StartTimeout, ct).ConfigureAwait(false);
         }
+        catch (TimeoutException)
+        {
+            throw VmApiException.Unavailable($"the worker did not open {socketPath} within {StartTimeout.TotalSeconds:F0} s (WorkerStartTimeoutSeconds)");
+        }
+        if (line == ReadyLine) return;
+        if (line is not null) throw VmApiException.Unavailable($"the worker said '{line}' instead of '{ReadyLine}' while starting");
+        // End of file: the worker ended, or closed its stdout without saying it was ready.
+        string why = await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(5), ct)).ConfigureAwait(false) == exited
+            ? await exited.ConfigureAwait(false)
+            : "it closed its stdout without reporting ready";
+        throw VmApiException.Unavailable($"the worker ended while starting: {why}");
     }
 
     public WorkerProcess? Adopt(WorkerRecord record)

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 
 namespace FireSharp.Kvm.Interop;
 
@@ -33,6 +34,28 @@ public static partial class ProcInfo
     /// <summary>Makes the calling process the leader of a new session (no controlling terminal).</summary>
     public static void NewSession() => _ = setsid();
 
+    /// <summary>
+    /// A close-on-exec copy of stdout, to keep talking to the parent after <see cref="RedirectStdio"/> (the
+    /// worker's ready line); null when there is no stdout.
+    /// </summary>
+    public static SafeFileHandle? DuplicateStdout()
+    {
+        const int F_DUPFD_CLOEXEC = 1030;
+        int fd = fcntl(1, F_DUPFD_CLOEXEC, 0);
+        return fd < 0 ? null : new SafeFileHandle(fd, ownsHandle: true);
+    }
+
+    /// <summary>Writes one line to a pipe and closes it; a reader that went away is ignored.</summary>
+    public static void WriteLineAndClose(SafeFileHandle pipe, string line)
+    {
+        try
+        {
+            using var stream = new FileStream(pipe, FileAccess.Write, bufferSize: 0);
+            stream.Write(System.Text.Encoding.UTF8.GetBytes(line + "\n"));
+        }
+        catch (IOException) { }
+    }
+
     /// <summary>Points the process's stdin at /dev/null and stdout/stderr at a log file (appended).</summary>
     public static void RedirectStdio(string logPath)
     {
@@ -49,6 +72,9 @@ public static partial class ProcInfo
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int setsid();
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int fcntl(int fd, int cmd, int arg);
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int dup2(int oldfd, int newfd);

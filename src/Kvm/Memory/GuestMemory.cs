@@ -37,7 +37,9 @@ public sealed class GuestRegion
 /// mapping of a snapshot's memory file for a restored one (pages load on first touch, writes are
 /// copy-on-write and never reach the file). Every accessor checks the whole range against one region
 /// before touching host memory; a range outside RAM or straddling two regions is refused, so a
-/// guest-supplied address can never become a host read or write elsewhere.
+/// guest-supplied address can never become a host read or write elsewhere. After <see cref="Dispose"/>
+/// every accessor throws <see cref="ObjectDisposedException"/> instead of touching the unmapped range;
+/// whoever owns the memory disposes it only once no thread can still be using a span of it.
 /// </summary>
 public sealed unsafe class GuestMemory : IDisposable
 {
@@ -65,6 +67,9 @@ public sealed unsafe class GuestMemory : IDisposable
     public string? BackingFilePath { get; }
 
     public IReadOnlyList<GuestRegion> Regions => _regions;
+
+    /// <summary>True once <see cref="Dispose"/> has unmapped the memory.</summary>
+    public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
     /// <summary>Maps <paramref name="totalBytes"/> of zeroed anonymous memory, split around the MMIO gap.</summary>
     public static GuestMemory CreateAnonymous(ulong totalBytes)
@@ -138,7 +143,7 @@ public sealed unsafe class GuestMemory : IDisposable
     /// </summary>
     public IEnumerable<(ulong Gpa, ulong Length)> PossiblyNonZeroRuns(GuestRegion region)
     {
-        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
         const ulong Page = MemoryLayout.PageSize;
         const int Batch = 4096; // pagemap entries per read (16 MiB of guest memory)
         SafeFileHandle? pagemap = null;
@@ -227,6 +232,7 @@ public sealed unsafe class GuestMemory : IDisposable
     /// <summary>Returns the host view of [gpa, gpa+length), or false when any byte of it is outside RAM.</summary>
     public bool TryGetSpan(ulong gpa, int length, out Span<byte> span)
     {
+        ObjectDisposedException.ThrowIf(IsDisposed, this); // every accessor comes through here or GetReadOnlySpan
         if (length < 0 || FindRegion(gpa, (ulong)length) is not { } r)
         {
             span = default;
@@ -243,6 +249,7 @@ public sealed unsafe class GuestMemory : IDisposable
     /// </summary>
     public ReadOnlySpan<byte> GetReadOnlySpan(ulong gpa, int length)
     {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
         if (length < 0 || FindRegion(gpa, (ulong)length) is not { } r)
             throw new GuestMemoryException(gpa, (ulong)Math.Max(0, length));
         return new ReadOnlySpan<byte>((void*)(r.HostAddress + (nint)(gpa - r.GuestAddress)), length);

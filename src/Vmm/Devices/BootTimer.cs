@@ -5,6 +5,7 @@ namespace FireSharp.Devices;
 /// <summary>
 /// Firecracker-compatible boot-done signal: the guest writes the byte 123 to offset 0 of this MMIO page
 /// (0xC0000000) when userspace is up, and the VMM timestamps it. Any other access is ignored.
+/// Whoever waits for the signal awaits <see cref="Done"/>: nothing needs to poll.
 /// </summary>
 public sealed class BootTimer(long startTimestamp, Action<TimeSpan>? onBootDone = null) : IBusDevice, IStatefulDevice
 {
@@ -13,9 +14,16 @@ public sealed class BootTimer(long startTimestamp, Action<TimeSpan>? onBootDone 
     public const byte MagicValue = 123;
 
     private long _doneTicks = -1;
+    private readonly TaskCompletionSource<TimeSpan> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     /// <summary>Time from <paramref name="startTimestamp"/> to the first boot-done write, or null.</summary>
     public TimeSpan? BootDone => Interlocked.Read(ref _doneTicks) is var t and >= 0 ? TimeSpan.FromTicks(t) : null;
+
+    /// <summary>
+    /// Completes with <see cref="BootDone"/> at the first boot-done write, or when restored state says boot was
+    /// done; a guest that never signals leaves it pending. Continuations run asynchronously, never on the vCPU.
+    /// </summary>
+    public Task<TimeSpan> Done => _done.Task;
 
     public void Read(ulong offset, Span<byte> data) => data.Clear();
 
@@ -23,12 +31,21 @@ public sealed class BootTimer(long startTimestamp, Action<TimeSpan>? onBootDone 
     {
         if (offset != 0 || data.Length == 0 || data[0] != MagicValue) return;
         var elapsed = Stopwatch.GetElapsedTime(startTimestamp);
-        if (Interlocked.CompareExchange(ref _doneTicks, elapsed.Ticks, -1) == -1)
-            onBootDone?.Invoke(elapsed);
+        if (Interlocked.CompareExchange(ref _doneTicks, elapsed.Ticks, -1) != -1) return;
+        onBootDone?.Invoke(elapsed);
+        _done.TrySetResult(elapsed);
     }
 
     /// <summary>For snapshots: the recorded boot-done time in ticks, or -1.</summary>
-    public long State { get => Interlocked.Read(ref _doneTicks); set => Interlocked.Exchange(ref _doneTicks, value); }
+    public long State
+    {
+        get => Interlocked.Read(ref _doneTicks);
+        set
+        {
+            Interlocked.Exchange(ref _doneTicks, value);
+            if (value >= 0) _done.TrySetResult(TimeSpan.FromTicks(value));
+        }
+    }
 
     /// <summary>Snapshot id ("boot-timer").</summary>
     public string StateId => "boot-timer";

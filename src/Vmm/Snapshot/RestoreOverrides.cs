@@ -1,4 +1,9 @@
+using FireSharp.Devices;
 using FireSharp.Devices.Legacy;
+using FireSharp.Devices.Manager;
+using FireSharp.Devices.Virtio;
+using FireSharp.Devices.Virtio.Net;
+using FireSharp.Devices.Virtio.Vsock;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -42,4 +47,12 @@ public sealed record RestoreOverrides
     /// before a VM is created.
     /// </summary>
     public IReadOnlyList<DeviceDescriptor>? ExpectedDevices { get; init; }
+
+    /// <summary>The host-side overrides above, as the device kinds they belong to take them.</summary>
+    public IReadOnlyList<DeviceOverride> DeviceOverrides =>
+    [
+        .. DrivePaths.Select(kv => new DeviceOverride(BlockDeviceKind.Name, kv.Key, kv.Value)),
+        .. TapNames.Select(kv => new DeviceOverride(NetDeviceKind.Name, kv.Key, kv.Value)),
+        .. VsockUdsPath is { } path ? [new DeviceOverride(VsockDeviceKind.Name, null, path)] : Array.Empty<DeviceOverride>(),
+    ];
 }

@@ -3,6 +3,7 @@ using System.IO.Hashing;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
+using FireSharp.Devices;
 using FireSharp.Kvm.Interop;
 
 namespace FireSharp.Snapshot;

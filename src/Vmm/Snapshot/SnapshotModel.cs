@@ -1,25 +1,7 @@
+using FireSharp.Devices;
 using FireSharp.Kvm.Interop;
 
 namespace FireSharp.Snapshot;
-
-/// <summary>
-/// One device of a machine, as recorded in a snapshot: its state id (unique within the VM), its kind
-/// (what to build on restore: "serial16550", "i8042", "boot-timer", later "virtio-blk", ...) and the
-/// settings needed to rebuild it (host paths and the like, which restore overrides may replace).
-/// </summary>
-public sealed record DeviceDescriptor(string Id, string Kind)
-{
-    public IReadOnlyDictionary<string, string> Settings { get; init; } = new Dictionary<string, string>();
-
-    public override string ToString() => $"{Id} ({Kind})";
-
-    public bool Equals(DeviceDescriptor? other) =>
-        other is not null && Id == other.Id && Kind == other.Kind
-        && Settings.Count == other.Settings.Count
-        && Settings.All(kv => other.Settings.TryGetValue(kv.Key, out var v) && v == kv.Value);
-
-    public override int GetHashCode() => HashCode.Combine(Id, Kind, Settings.Count);
-}
 
 /// <summary>What the snapshotted machine was: enough to rebuild the same VM and device set.</summary>
 public sealed record MachineConfig

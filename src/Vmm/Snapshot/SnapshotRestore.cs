@@ -1,5 +1,6 @@
 using System.Diagnostics;
-using FireSharp.Devices.Virtio;
+using FireSharp.Devices;
+using FireSharp.Devices.Manager;
 using FireSharp.Kvm;
 using FireSharp.Memory;
 using FireSharp.Vm;
@@ -16,12 +17,11 @@ public sealed record RestoreTimings(TimeSpan ReadState, TimeSpan CreateVm, TimeS
 /// overrides), so a bad snapshot creates no VM. Then: guest memory is the snapshot's memory file
 /// mapped MAP_PRIVATE (nothing is copied; pages load on first touch; writes stay private to this VM,
 /// so any number of clones can restore from one snapshot at once), the machine and the same device set
-/// are rebuilt, device, VM and vCPU state are set, and the vCPUs start (or stay paused).
+/// are rebuilt, device, VM and vCPU state are set, and the vCPUs start (or stay paused). The devices are the
+/// device manager's business: each descriptor is rebuilt by its own kind (<see cref="DeviceRestore"/>).
 /// </summary>
 public static class SnapshotRestore
 {
-    public const string DriveKind = "virtio-blk", NetKind = "virtio-net", VsockKind = "virtio-vsock";
-
     public static MicroVm Restore(string directory, RestoreOverrides overrides) => Restore(directory, overrides, out _);
 
     public static MicroVm Restore(string directory, RestoreOverrides overrides, out RestoreTimings timings)
@@ -68,28 +68,28 @@ public static class SnapshotRestore
         {
             vm = MicroVm.CreateRestored(spec, memory, [.. state.Vcpus.Select(v => v.Cpuid)], start);
         }
-        catch (VirtioConfigException e)
+        catch (DeviceConfigException e)
         {
-            // SpecFor checked the images; this is one that changed since, or cannot be opened.
-            throw new SnapshotException(e.Reason == VirtioConfigError.ImageNotFound ? SnapshotErrorReason.NotFound : SnapshotErrorReason.IoError,
-                $"{snapshot.Directory}: cannot open the drives: {e.Message}", e);
-        }
-        catch (Devices.Virtio.Net.NetConfigException e)
-        {
-            // The tap this clone is to use cannot be opened (busy, missing permission, no /dev/net/tun).
-            throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch, $"{snapshot.Directory}: cannot open the network interfaces' taps: {e.Message}", e);
+            // SpecFor checked what it could; this is a host resource that changed since, or cannot be opened
+            // (an image, a busy tap, no /dev/net/tun).
+            var reason = e.Problem switch
+            {
+                DeviceConfigProblem.NotFound => SnapshotErrorReason.NotFound,
+                DeviceConfigProblem.HostIo => SnapshotErrorReason.IoError,
+                _ => SnapshotErrorReason.DeviceSetMismatch,
+            };
+            throw new SnapshotException(reason, $"{snapshot.Directory}: cannot open the devices: {e.Message}", e);
         }
         long created = Stopwatch.GetTimestamp();
         try
         {
-            CheckVsockSlot(snapshot, vm);
-            NetSettings.CheckSlots(snapshot, vm.Nics);
-            var built = vm.StatefulDevices.Select(d => (d.Descriptor.Id, d.Descriptor.Kind)).ToList();
+            var stateful = vm.Devices.Stateful;
+            var built = stateful.Select(d => (d.Descriptor.Id, d.Descriptor.Kind)).ToList();
             var saved = state.Config.Devices.Select(d => (d.Id, d.Kind)).ToList();
             if (!built.ToHashSet().SetEquals(saved))
                 throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch,
                     $"restore built devices [{string.Join(", ", built)}] but the snapshot has [{string.Join(", ", saved)}]");
-            foreach (var (descriptor, device) in vm.StatefulDevices)
+            foreach (var (descriptor, device) in stateful)
             {
                 try
                 {
@@ -109,18 +109,9 @@ public static class SnapshotRestore
             {
                 throw new SnapshotException(SnapshotErrorReason.KvmStateRejected, $"{snapshot.Directory}: KVM refused the saved state: {e.Message}", e);
             }
-            // The irqchip is in place now: an interrupt raised earlier would have been overwritten by it.
-            vm.Virtio.RaisePendingInterrupts();
-            vm.Vsock?.Transport?.RaisePendingInterrupt();
-            foreach (var nic in vm.Nics) nic.Transport?.RaisePendingInterrupt();
-            // A VM left paused keeps its devices quiesced too, as MicroVm.Pause does; MicroVm.Resume lets them run.
-            // The vsock's restored state queued a transport reset event: the guest gets it once the device runs.
-            if (overrides.Resume)
-            {
-                vm.Virtio.Unquiesce();
-                vm.Vsock?.Transport?.Unquiesce();
-                vm.UnquiesceNics();
-            }
+            // The irqchip is in place now: the devices re-raise what it would have overwritten, then run
+            // (a VM left paused keeps them quiesced too, as MicroVm.Pause does; MicroVm.Resume lets them run).
+            vm.Devices.CompleteRestore(overrides.Resume);
             long set = Stopwatch.GetTimestamp();
             vm.Machine.Start(paused: !overrides.Resume);
             long end = Stopwatch.GetTimestamp();
@@ -156,16 +147,31 @@ public static class SnapshotRestore
         var saved = config.Devices;
         if (overrides.ExpectedDevices is { } expected && !SameIdsAndKinds(expected, saved))
         {
-            int savedDrives = saved.Count(d => d.Kind == DriveKind), expectedDrives = expected.Count(d => d.Kind == DriveKind);
+            var counts = DeviceKinds.Virtio
+                .Select(k => (k.Noun, Saved: saved.Count(d => d.Kind == k.Kind), Expected: expected.Count(d => d.Kind == k.Kind)))
+                .Where(c => c.Saved != c.Expected)
+                .Select(c => $"{c.Saved} {c.Noun}(s), not {c.Expected}")
+                .ToList();
             throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch,
                 $"{snapshot.Directory} was taken with devices [{string.Join(", ", saved)}], not the requested [{string.Join(", ", expected)}]"
-                + (savedDrives != expectedDrives ? $" ({savedDrives} drive(s), not {expectedDrives})" : ""));
+                + (counts.Count > 0 ? $" ({string.Join(", ", counts)})" : ""));
         }
 
-        CheckOverrideTargets(snapshot, overrides.DrivePaths.Keys, DriveKind, "drive");
-        CheckOverrideTargets(snapshot, overrides.TapNames.Keys, NetKind, "network interface");
-        if (overrides.VsockUdsPath is not null && !saved.Any(d => d.Kind == VsockKind))
-            throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch, $"a vsock path override was given but {snapshot.Directory} has no vsock device");
+        IReadOnlyList<IDeviceConfig> devices;
+        try
+        {
+            devices = DeviceRestore.ConfigsFor(saved, overrides.DeviceOverrides);
+        }
+        catch (DeviceRestoreException e)
+        {
+            var reason = e.Problem switch
+            {
+                DeviceRestoreProblem.Corrupt => SnapshotErrorReason.Corrupt,
+                DeviceRestoreProblem.NotFound => SnapshotErrorReason.NotFound,
+                _ => SnapshotErrorReason.DeviceSetMismatch,
+            };
+            throw new SnapshotException(reason, $"{snapshot.Directory}: {e.Message}", e);
+        }
 
         var spec = new VmSpec
         {
@@ -175,12 +181,9 @@ public static class SnapshotRestore
             Serial = overrides.Serial,
             Pvm = overrides.Pvm,
             Logger = overrides.Logger,
-            Drives = DrivesFor(snapshot, overrides),
-            Vsock = VsockFor(snapshot, overrides),
-            NetworkInterfaces = NetSettings.InterfacesFor(snapshot, overrides),
+            Devices = devices,
         };
-        // Other devices with host-side settings (tap, vsock) go into the spec here, from the descriptors'
-        // settings with the overrides applied, once MicroVm builds them.
+        // The same set as recorded: a kind this build does not have, or a standard device missing, is refused here.
         var planned = MicroVm.PlannedDevices(spec);
         if (!SameIdsAndKinds(planned, saved))
         {
@@ -192,112 +195,6 @@ public static class SnapshotRestore
                 + (extra.Count > 0 ? $"; snapshot lacks [{string.Join(", ", extra)}]" : ""));
         }
         return spec;
-    }
-
-    /// <summary>
-    /// The snapshot's drives in slot order, each at its recorded path or at the override's. Each image must
-    /// exist and have the recorded size (a clone's copy of a disk must be a copy of the same disk); the
-    /// resulting list must be valid (<see cref="DriveSpec.Validate"/>: no image backs two drives).
-    /// </summary>
-    private static List<DriveSpec> DrivesFor(LoadedSnapshot snapshot, RestoreOverrides overrides)
-    {
-        var drives = new List<DriveSpec>();
-        foreach (var descriptor in snapshot.State.Config.Devices.Where(d => d.Kind == DriveKind))
-        {
-            DriveSpec saved;
-            int slot;
-            ulong size;
-            try
-            {
-                (saved, slot, size) = DriveSettings.Parse(descriptor);
-            }
-            catch (InvalidDataException e)
-            {
-                throw new SnapshotException(SnapshotErrorReason.Corrupt, $"{snapshot.Directory}: {e.Message}", e);
-            }
-            if (slot != drives.Count)
-                throw new SnapshotException(SnapshotErrorReason.Corrupt, $"{snapshot.Directory}: drive '{descriptor.Id}' is in slot {slot}, expected {drives.Count}");
-            bool overridden = overrides.DrivePaths.TryGetValue(descriptor.Id, out var newPath);
-            var drive = overridden ? saved with { Path = newPath! } : saved;
-            string origin = overridden ? $"the override's image {drive.Path}" : $"its image {drive.Path}";
-            // A drive path may be a symlink (build/guest/rootfs.ext4 is one): its target's size is the drive's.
-            var info = new FileInfo(drive.Path);
-            if (info.LinkTarget is not null && info.ResolveLinkTarget(returnFinalTarget: true) is FileInfo target) info = target;
-            if (!info.Exists)
-                throw new SnapshotException(overridden ? SnapshotErrorReason.DeviceSetMismatch : SnapshotErrorReason.NotFound,
-                    $"drive '{descriptor.Id}' of {snapshot.Directory}: {origin} does not exist");
-            if ((ulong)info.Length != size)
-                throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch,
-                    $"drive '{descriptor.Id}' of {snapshot.Directory} was {size} bytes, but {origin} is {info.Length} bytes: a restored drive must have the snapshot's size");
-            drives.Add(drive);
-        }
-        try
-        {
-            DriveSpec.Validate(drives);
-        }
-        catch (VirtioConfigException e)
-        {
-            throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch, $"{snapshot.Directory}: the restored drives are not a valid set: {e.Message}", e);
-        }
-        return drives;
-    }
-
-    /// <summary>
-    /// The snapshot's vsock device (if any) with this clone's socket path: the override's, else the recorded one.
-    /// The recorded path must then be free: a restore never takes over a socket path that exists (the
-    /// snapshotted VM, or another clone, may still be listening there), so clones need an override each.
-    /// </summary>
-    private static Devices.Virtio.Vsock.VsockDeviceSpec? VsockFor(LoadedSnapshot snapshot, RestoreOverrides overrides)
-    {
-        var descriptors = snapshot.State.Config.Devices.Where(d => d.Kind == VsockKind).ToList();
-        if (descriptors.Count == 0) return null;
-        if (descriptors.Count > 1)
-            throw new SnapshotException(SnapshotErrorReason.Corrupt, $"{snapshot.Directory}: {descriptors.Count} vsock devices; a VM has at most one");
-        Devices.Virtio.Vsock.VsockDeviceSpec saved;
-        try
-        {
-            (saved, _) = VsockSettings.Parse(descriptors[0]);
-        }
-        catch (InvalidDataException e)
-        {
-            throw new SnapshotException(SnapshotErrorReason.Corrupt, $"{snapshot.Directory}: {e.Message}", e);
-        }
-        var spec = overrides.VsockUdsPath is { } path ? saved with { UdsPath = path } : saved;
-        try
-        {
-            spec.Validate();
-        }
-        catch (VirtioConfigException e) when (overrides.VsockUdsPath is null && e.Reason == VirtioConfigError.InvalidVsockPath)
-        {
-            throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch,
-                $"{snapshot.Directory}: the vsock socket path it was taken with cannot be used ({e.Message}); give this clone its own path (RestoreOverrides.VsockUdsPath, --vsock-path)", e);
-        }
-        catch (VirtioConfigException e)
-        {
-            throw new SnapshotException(overrides.VsockUdsPath is null ? SnapshotErrorReason.Corrupt : SnapshotErrorReason.DeviceSetMismatch,
-                $"{snapshot.Directory}: vsock device: {e.Message}", e);
-        }
-        return spec;
-    }
-
-    /// <summary>The guest's driver knows the vsock at its old virtio-mmio address: the rebuilt one must sit in the same slot.</summary>
-    private static void CheckVsockSlot(LoadedSnapshot snapshot, MicroVm vm)
-    {
-        var descriptor = snapshot.State.Config.Devices.FirstOrDefault(d => d.Kind == VsockKind);
-        if (descriptor is null || vm.Vsock is null) return;
-        int saved = VsockSettings.Parse(descriptor).Slot;
-        if (saved != vm.Vsock.Slot)
-            throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch,
-                $"{snapshot.Directory}: the vsock device was in virtio-mmio slot {saved}; this FireSharp places it in slot {vm.Vsock.Slot}");
-    }
-
-    private static void CheckOverrideTargets(LoadedSnapshot snapshot, IEnumerable<string> ids, string kind, string what)
-    {
-        foreach (var id in ids)
-        {
-            if (!snapshot.State.Config.Devices.Any(d => d.Id == id && d.Kind == kind))
-                throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch, $"override for {what} '{id}', but {snapshot.Directory} has no {kind} device with that id");
-        }
     }
 
     private static bool SameIdsAndKinds(IEnumerable<DeviceDescriptor> a, IEnumerable<DeviceDescriptor> b) =>

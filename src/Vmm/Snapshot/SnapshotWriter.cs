@@ -48,9 +48,6 @@ public static class SnapshotWriter
     public const string StateFileName = "vmstate", MemoryFileName = "memory";
 
     private const int ChunkBytes = 1 << 20;
-
-    /// <summary>One snapshot at a time per VM: a second one would resume the VM under the first.</summary>
-    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<VirtualMachine, Lock> s_locks = new();
     private const int Page = (int)MemoryLayout.PageSize;
 
     /// <summary>
@@ -68,17 +65,9 @@ public static class SnapshotWriter
     public static SnapshotResult Create(MicroVm vm, string directory, bool resume, TimeSpan? pauseTimeout = null, bool diff = false, bool trackDirty = false)
     {
         ArgumentNullException.ThrowIfNull(vm);
-        lock (s_locks.GetValue(vm.Machine, _ => new Lock())) return CreateLocked(vm, directory, resume, pauseTimeout, diff, trackDirty);
+        // One snapshot at a time per VM: a second one would resume the VM under the first.
+        lock (vm.CaptureLock) return CreateLocked(vm, directory, resume, pauseTimeout, diff, trackDirty);
     }
-
-    /// <summary>Per VM with dirty tracking on: the snapshot the next diff applies to (null until one succeeds).</summary>
-    private sealed class DiffBase
-    {
-        public string? Directory;
-        public ulong Crc;
-    }
-
-    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<VirtualMachine, DiffBase> s_bases = new();
 
     private static SnapshotResult CreateLocked(MicroVm vm, string directory, bool resume, TimeSpan? pauseTimeout, bool diff, bool trackDirty)
     {
@@ -91,14 +80,10 @@ public static class SnapshotWriter
             throw new SnapshotException(SnapshotErrorReason.NotFound, $"cannot create snapshot {target}: directory {parent} does not exist");
 
         var machine = vm.Machine;
-        // Every device the guest can see must be in the snapshot; a VM with one that is not in
-        // StatefulDevices would restore without it. Refuse rather than write a snapshot that cannot work.
-        if ((vm.Virtio is { Count: > 0 } virtio && !virtio.Transports.All(t => vm.StatefulDevices.Any(d => ReferenceEquals(d.Device, t))))
-            || (vm.Vsock is { } vs && !vm.StatefulDevices.Any(d => ReferenceEquals(d.Device, vs.Transport))))
-            throw new SnapshotException(SnapshotErrorReason.DeviceSetMismatch,
-                $"cannot snapshot: this VM has virtio device(s) that snapshots do not cover yet (only [{string.Join(", ", vm.StatefulDevices.Select(d => d.Descriptor))}])");
-        var diffBase = s_bases.TryGetValue(machine, out var b) ? b : null;
-        if (diff && (!machine.DirtyLogging || diffBase?.Directory is null))
+        // Every device of the VM is the device manager's, and each is in its Stateful list: nothing the guest
+        // sees is left out of the snapshot.
+        var diffBase = vm.DiffBase;
+        if (diff && (!machine.DirtyLogging || diffBase is null))
             throw new SnapshotException(SnapshotErrorReason.InvalidVmState,
                 "cannot take a diff snapshot: dirty-page tracking is not on for this VM (take a full snapshot with trackDirty first)");
         bool track = diff || trackDirty || machine.DirtyLogging;
@@ -110,32 +95,30 @@ public static class SnapshotWriter
             if (machine.State == VmState.Paused) machine.Resume();
             throw new SnapshotException(SnapshotErrorReason.InvalidVmState, "cannot snapshot: the VM did not pause in time (or ended meanwhile)");
         }
-        // With the vCPUs paused nothing new is submitted; the device workers finish the request in flight
+        // With the vCPUs paused nothing new is submitted; the device threads finish the request in flight
         // (and its interrupt) and park, so memory, rings and device state stay still while they are saved.
-        var vsock = vm.Vsock?.Transport;
-        bool devicesWereQuiesced = vm.Virtio.IsQuiesced && (vsock?.IsQuiesced ?? true) && vm.NicsQuiesced;
-        vm.Virtio.Quiesce();
-        vsock?.Quiesce();
-        vm.QuiesceNics();
+        bool devicesWereQuiesced = vm.Devices.IsQuiesced;
+        vm.Devices.Quiesce();
         long pausedAt = Stopwatch.GetTimestamp();
         string temp = Path.Combine(parent, $".{Path.GetFileName(target)}.partial-{Environment.ProcessId}-{Guid.NewGuid():N}");
         bool ok = false;
         DiffInfo? diffInfo = null;
         string? baseDir = diffBase?.Directory;
+        ulong baseCrc = diffBase?.StateCrc ?? 0;
         try
         {
             var state = Capture(vm);
             if (track && !diff)
             {
                 // A full snapshot is the new base: start counting dirty pages from here (the VM is paused).
-                if (diffBase is not null) diffBase.Directory = null;
+                vm.DiffBase = null;
                 RestartTracking(machine);
             }
             else if (diff)
             {
                 // Reading KVM's log clears it: from here until success the pages live only in diffInfo
                 // (the catch below hands them back to the host bitmap if the snapshot fails).
-                diffInfo = new DiffInfo(machine.Memory.TotalSize, diffBase!.Crc, baseDir!, CollectDirtyPages(machine));
+                diffInfo = new DiffInfo(machine.Memory.TotalSize, baseCrc, baseDir!, CollectDirtyPages(machine));
             }
             System.IO.Directory.CreateDirectory(temp);
             ulong written = diffInfo is null
@@ -149,12 +132,7 @@ public static class SnapshotWriter
                 throw new SnapshotException(SnapshotErrorReason.DirectoryExists, $"snapshot directory {target} already exists");
             FileSystem.SyncDirectory(parent);
             ok = true;
-            if (track)
-            {
-                var next = s_bases.GetValue(machine, _ => new DiffBase());
-                next.Directory = target;
-                next.Crc = DiffInfo.StateCrc(bytes);
-            }
+            if (track) vm.DiffBase = (target, DiffInfo.StateCrc(bytes));
             var result = new SnapshotResult
             {
                 Directory = target,
@@ -189,16 +167,11 @@ public static class SnapshotWriter
         finally
         {
             if (!ok && diffInfo is not null) GiveBack(machine.Memory, diffInfo.Pages);
-            else if (!ok && diff && diffBase is not null) diffBase.Directory = null; // the dirty log may be half read: next must be full
+            else if (!ok && diff) vm.DiffBase = null; // the dirty log may be half read: next must be full
             if (!ok) TryDelete(temp, machine.Logger);
             // A failed snapshot leaves the VM as it found it; a successful one resumes on request.
             bool resumeVm = machine.State == VmState.Paused && (ok ? resume : before == VmState.Running);
-            if (resumeVm || !devicesWereQuiesced)
-            {
-                vm.Virtio.Unquiesce();
-                vsock?.Unquiesce();
-                vm.UnquiesceNics();
-            }
+            if (resumeVm || !devicesWereQuiesced) vm.Devices.Unquiesce();
             if (resumeVm) machine.Resume();
         }
     }
@@ -290,7 +263,8 @@ public static class SnapshotWriter
                     v.Id, v.Msrs.Length, indices.Length, v.Xsave.HasValue, v.Xcrs.HasValue, v.DebugRegs.HasValue, v.Lapic.HasValue, v.MpState?.ToString() ?? "none");
         }
         var devices = new Dictionary<string, byte[]>(StringComparer.Ordinal);
-        foreach (var (descriptor, device) in vm.StatefulDevices) devices.Add(descriptor.Id, device.SaveState());
+        var stateful = vm.Devices.Stateful;
+        foreach (var (descriptor, device) in stateful) devices.Add(descriptor.Id, device.SaveState());
         return new SnapshotState
         {
             Config = new MachineConfig
@@ -300,7 +274,7 @@ public static class SnapshotWriter
                 InKernelIrqchip = machine.Options.InKernelIrqchip,
                 Pvm = machine.IsPvm,
                 KernelPath = vm.KernelPath,
-                Devices = [.. vm.StatefulDevices.Select(d => d.Descriptor)],
+                Devices = [.. stateful.Select(d => d.Descriptor)],
             },
             Vm = KvmStateIo.CaptureVm(machine),
             Vcpus = vcpus,

@@ -24,6 +24,9 @@ public sealed record MachineOptions
     public bool? Pvm { get; init; }
 
     public ILogger Logger { get; init; } = NullLogger.Instance;
+
+    /// <summary>How long <see cref="VirtualMachine.Stop"/> (and so Dispose) waits for the vCPU threads to end.</summary>
+    public TimeSpan StopTimeout { get; init; } = TimeSpan.FromSeconds(10);
 }
 
 public enum VmState { Created, Running, Paused, Exited }
@@ -77,7 +80,8 @@ public sealed class MachineConfigException(MachineConfigError reason, string mes
 /// <summary>
 /// A KVM VM with its guest memory, port-I/O and MMIO buses and vCPU threads. Devices are added to the
 /// buses by whoever builds the machine; they never see this class. Pause/resume/stop may be called
-/// from any thread. Dispose releases every fd, mapping and thread.
+/// from any thread. Dispose releases every fd, mapping and thread; a vCPU thread that does not stop in time
+/// keeps its kvm_run page and the guest memory mapped until it ends (see <see cref="Dispose"/>).
 /// </summary>
 public sealed class VirtualMachine : IDisposable
 {
@@ -363,7 +367,7 @@ public sealed class VirtualMachine : IDisposable
     {
         RequestExit(new VmExit(VmExitKind.Stopped, "stopped by the host"));
         if (State == VmState.Created) return _exit!;
-        if (!_exited.Task.Wait(timeout ?? TimeSpan.FromSeconds(10)))
+        if (!_exited.Task.Wait(timeout ?? Options.StopTimeout))
             throw new TimeoutException("vCPU threads did not stop in time");
         return _exited.Task.Result;
     }
@@ -433,6 +437,11 @@ public sealed class VirtualMachine : IDisposable
         return 0;
     }
 
+    /// <summary>
+    /// Stops the vCPUs and releases the VM. A vCPU thread still running after <see cref="MachineOptions.StopTimeout"/>
+    /// (stuck in a device, say) would fault on its unmapped kvm_run page or guest memory when it carries on, so then
+    /// the vCPUs, the VM and its memory are released only once every vCPU thread has ended: never, if one never does.
+    /// </summary>
     public void Dispose()
     {
         lock (_stateLock)
@@ -443,8 +452,19 @@ public sealed class VirtualMachine : IDisposable
         if (State is VmState.Running or VmState.Paused)
         {
             try { Stop(); }
-            catch (TimeoutException e) { Logger.LogError("VM dispose: {Error}", e.Message); }
+            catch (TimeoutException e)
+            {
+                Logger.LogError("VM dispose: {Error}; its memory stays mapped until they end", e.Message);
+                _exited.Task.ContinueWith(_ => Release(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+                return;
+            }
         }
+        Release();
+    }
+
+    /// <summary>Unmaps and closes everything; only when no vCPU thread runs.</summary>
+    private void Release()
+    {
         lock (_kickLock) _vcpusDisposed = true;
         foreach (var r in _runners) r?.Vcpu.Dispose();
         Kvm.Dispose();

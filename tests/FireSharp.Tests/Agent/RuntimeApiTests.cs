@@ -4,6 +4,7 @@ using System.Text.Json;
 using FireSharp.Agent.Protocol;
 using FireSharp.Daemon.Agent;
 using FireSharp.Proto.Agent;
+using FireSharp.Tests.Support;
 using Xunit.Abstractions;
 
 namespace FireSharp.Tests.Agent;
@@ -30,7 +31,7 @@ public sealed class RuntimeApiTests(RuntimeAgent fixture, ITestOutputHelper outp
 
     private async Task<AgentClient> StartAsync(FunctionInitRequest init)
     {
-        Skip.If(RuntimeAgent.Busybox is null, "busybox is not installed on this host");
+        TestEnvironment.Require(RuntimeAgent.Busybox is not null, "busybox is not installed on this host");
         var client = await fixture.ConnectAsync(Deadline());
         var reply = await client.InitFunctionAsync(init, Deadline());
         output.WriteLine($"init: ok={reply.Ok} {reply.ErrorType} {reply.ErrorMessage} ({reply.InitDurationUs} us) log: {reply.LogTail}");
@@ -174,7 +175,7 @@ public sealed class RuntimeApiTests(RuntimeAgent fixture, ITestOutputHelper outp
     [SkippableFact]
     public async Task Runtime_init_error_fails_init_with_the_reported_type()
     {
-        Skip.If(RuntimeAgent.Busybox is null, "busybox is not installed on this host");
+        TestEnvironment.Require(RuntimeAgent.Busybox is not null, "busybox is not installed on this host");
         await using var client = await fixture.ConnectAsync(Deadline());
         // No function.sh: the example bootstrap posts /runtime/init/error and exits.
         var reply = await client.InitFunctionAsync(fixture.NewFunction(functionSh: null), Deadline());
@@ -203,7 +204,7 @@ public sealed class RuntimeApiTests(RuntimeAgent fixture, ITestOutputHelper outp
     [SkippableFact]
     public async Task A_runtime_that_exits_during_init_is_an_exit_error_and_a_silent_one_times_out()
     {
-        Skip.If(RuntimeAgent.Busybox is null, "busybox is not installed on this host");
+        TestEnvironment.Require(RuntimeAgent.Busybox is not null, "busybox is not installed on this host");
         await using var client = await fixture.ConnectAsync(Deadline());
         var exits = fixture.NewFunction(EchoFunction, withBootstrap: false);
         await File.WriteAllTextAsync(Path.Combine(exits.OptDir, "bootstrap"), "#!/bin/sh\necho crashing >&2\nexit 7\n");
@@ -246,7 +247,7 @@ public sealed class RuntimeApiTests(RuntimeAgent fixture, ITestOutputHelper outp
     {
         var init = fixture.NewFunction(EchoFunction, new Dictionary<string, string> { ["recorder"] = RecorderExtension });
         await using var client = await fixture.ConnectAsync(Deadline());
-        Skip.If(RuntimeAgent.Busybox is null, "busybox is not installed on this host");
+        TestEnvironment.Require(RuntimeAgent.Busybox is not null, "busybox is not installed on this host");
         var initReply = await client.InitFunctionAsync(init, Deadline());
         output.WriteLine(initReply.ToString());
         Assert.True(initReply.Ok, initReply.ToString());

@@ -21,7 +21,7 @@ public sealed class DaemonConfigTests
             var config = new ConfigurationBuilder()
                 .AddJsonFile(file)
                 .AddInMemoryCollection(new Dictionary<string, string?> { ["MaxVms"] = "7" }) // stands for FIRESHARP_MAXVMS
-                .AddCommandLine(["--StateDir=/srv/from-args", "--DefaultStopGraceSeconds=3", "--StopVmsOnShutdown=true"])
+                .AddCommandLine(["--StateDir=/srv/from-args", "--DefaultStopGraceSeconds=3", "--StopVmsOnShutdown=true", "--WorkerStartTimeoutSeconds=90"])
                 .Build();
             var o = DaemonOptions.FromConfiguration(config);
             Assert.Equal("/srv/from-args", o.StateDir);
@@ -30,6 +30,7 @@ public sealed class DaemonConfigTests
             Assert.Equal("kvm", o.SocketGroup);
             Assert.Equal(TimeSpan.FromSeconds(3), o.DefaultStopGrace);
             Assert.True(o.StopVmsOnShutdown);
+            Assert.Equal(TimeSpan.FromSeconds(90), o.WorkerStartTimeout);
             Assert.Equal("/run/firesharp/firesharp.sock", o.Socket);
             Assert.Equal("/srv/from-args/vms/x/worker.sock", o.WorkerSocket("x"));
         }
@@ -48,6 +49,8 @@ public sealed class DaemonConfigTests
     [InlineData("LogLevel", "Chatty")]
     [InlineData("MemoryOvercommit", "-1")]
     [InlineData("StopVmsOnShutdown", "maybe")]
+    [InlineData("WorkerStartTimeoutSeconds", "0")]
+    [InlineData("WorkerStartTimeoutSeconds", "soon")]
     public void An_invalid_setting_is_refused_naming_its_key(string key, string value)
     {
         var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { [key] = value }).Build();

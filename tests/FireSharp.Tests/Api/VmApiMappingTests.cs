@@ -19,6 +19,7 @@ public sealed class VmApiMappingTests
         },
         Vsock = new VsockSpec { GuestCid = 7 },
         Agent = true,
+        Rng = true,
     };
 
     [Fact]

@@ -1,6 +1,7 @@
 using CsCheck;
 using FireSharp.Boot;
 using FireSharp.Memory;
+using FireSharp.Tests.Support;
 
 namespace FireSharp.Tests.Boot;
 
@@ -18,7 +19,7 @@ public sealed class RealKernelTests : IDisposable
 
     private static byte[] ReadOrSkip(string path)
     {
-        Skip.IfNot(File.Exists(path), $"{path} has not been built");
+        TestEnvironment.RequireFile(path, "make kernel rootfs");
         return File.ReadAllBytes(path);
     }
 
@@ -87,8 +88,8 @@ public sealed class RealKernelTests : IDisposable
     {
         var kernelPath = Guest(kernel);
         var initrdPath = Guest("initramfs.cpio");
-        Skip.IfNot(File.Exists(kernelPath), $"{kernelPath} has not been built");
-        Skip.IfNot(File.Exists(initrdPath), $"{initrdPath} has not been built");
+        TestEnvironment.RequireFile(kernelPath, "make kernel");
+        TestEnvironment.RequireFile(initrdPath, "make rootfs");
         var plan = BootLoader.Prepare(_mem, new BootRequest
         {
             KernelPath = kernelPath,
@@ -109,7 +110,7 @@ public sealed class RealKernelTests : IDisposable
     {
         var dir = Path.Combine(RepoFiles.Root(), "build", "guests");
         var elfs = Directory.Exists(dir) ? Directory.GetFiles(dir, "*.elf") : [];
-        Skip.If(elfs.Length == 0, $"no tiny guests in {dir}");
+        TestEnvironment.Require(elfs.Length > 0, $"there are no tiny guests in {dir} (make guests)");
         foreach (var path in elfs)
         {
             var k = KernelLoader.Load(_mem, path);

@@ -48,6 +48,31 @@ public class RunCommandTests
         Assert.Equal(2, code);
     }
 
+    [SkippableFact]
+    public void RngAddsAnEntropyDeviceTheGuestMayIgnore()
+    {
+        KvmTestSupport.RequireKvm();
+        var (code, console) = Run("run", "--kernel", TestPaths.Guest("hello"), "--rng");
+        Assert.Equal(0, code);
+        Assert.Equal("Hello from FireSharp tiny guest\n", console);
+    }
+
+    [SkippableFact]
+    public void RngWithRestoreIsBadInput()
+    {
+        string snap = FireSharp.Tests.Snapshot.SnapshotTestSupport.TakeCounterSnapshot();
+        try
+        {
+            // The snapshot decides the devices: asking for one is refused, and the same restore without it runs.
+            Assert.Equal(2, Run("run", "--restore", snap, "--rng", "--exit-after-ms", "50").Code);
+            Assert.Equal(0, Run("run", "--restore", snap, "--exit-after-ms", "50").Code);
+        }
+        finally
+        {
+            FireSharp.Tests.Snapshot.SnapshotTestSupport.CleanUp();
+        }
+    }
+
     [Fact]
     public void MissingKernelIsBadInput()
     {

@@ -3,6 +3,7 @@ using FireSharp.Daemon;
 using FireSharp.Daemon.Functions;
 using FireSharp.Proto.V1;
 using FireSharp.Tests.Api;
+using FireSharp.Tests.Support;
 using Google.Protobuf;
 using Grpc.Core;
 
@@ -302,7 +303,7 @@ public sealed class FunctionApiTests : IAsyncLifetime
     [SkippableFact]
     public async Task A_code_directory_is_packed_into_an_ext4_image_in_the_state_dir()
     {
-        Skip.IfNot(File.Exists("/usr/sbin/mke2fs") || File.Exists("/sbin/mke2fs") || File.Exists("/usr/bin/mke2fs"), "mke2fs (e2fsprogs) is not installed");
+        TestEnvironment.Require(File.Exists("/usr/sbin/mke2fs") || File.Exists("/sbin/mke2fs") || File.Exists("/usr/bin/mke2fs"), "mke2fs (e2fsprogs) is not installed");
         string task = Path.Combine(_server.Dir, "task");
         Directory.CreateDirectory(task);
         await File.WriteAllTextAsync(Path.Combine(task, "bootstrap"), "#!/bin/sh\necho hi\n");

@@ -37,7 +37,7 @@ public sealed class FunctionLinuxTests(ITestOutputHelper output)
     {
         string kernel = Path.Combine(TestPaths.RepoRoot, "build", "guest", "vmlinux");
         string rootfs = Environment.GetEnvironmentVariable("FIRESHARP_FN_ROOTFS") is { Length: > 0 } r ? r : Path.Combine(TestPaths.RepoRoot, "build", "guest", "rootfs.ext4");
-        Skip.IfNot(File.Exists(kernel) && File.Exists(rootfs), "the Linux guest is not built (make kernel rootfs)");
+        foreach (var f in new[] { kernel, rootfs }) TestEnvironment.RequireFile(f, "make kernel rootfs");
         await using var s = await ApiTestServer.StartAsync(output);
         var client = new FunctionService.FunctionServiceClient(s.Channel);
 

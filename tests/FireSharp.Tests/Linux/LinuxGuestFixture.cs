@@ -78,7 +78,7 @@ public sealed class LinuxGuestFixture
     {
         KvmTestSupport.RequireKvm();
         foreach (var f in new[] { KernelPath, RootfsPath })
-            Skip.IfNot(File.Exists(f), $"{f} is missing (make kernel rootfs)");
+            TestEnvironment.RequireFile(f, "make kernel rootfs");
         lock (s_gate)
         {
             if (s_instance is not null)
@@ -168,9 +168,9 @@ public sealed class LinuxGuestFixture
         {
             var snapshot = SnapshotReader.Load(Path.Combine(dir, "snapshot"));
             var devices = snapshot.State.Config.Devices;
-            var root = devices.Single(d => d.Kind == SnapshotRestore.DriveKind);
-            if (root.Settings[DriveSettings.Path] != RealPath(RootfsPath)) throw new InvalidDataException("the root drive is another image");
-            if (!devices.Any(d => d.Kind == SnapshotRestore.VsockKind)) throw new InvalidDataException("no vsock device");
+            var root = devices.Single(d => d.Kind == BlockDeviceKind.Name);
+            if (root.Settings[BlockDeviceKind.Keys.Path] != RealPath(RootfsPath)) throw new InvalidDataException("the root drive is another image");
+            if (!devices.Any(d => d.Kind == VsockDeviceKind.Name)) throw new InvalidDataException("no vsock device");
             return true;
         }
         catch (Exception e) when (e is SnapshotException or InvalidDataException or InvalidOperationException or KeyNotFoundException)
@@ -301,7 +301,7 @@ public sealed class LinuxGuestFixture
         MicroVm vm;
         try
         {
-            vm = MicroVm.Restore(SnapshotDir, new RestoreOverrides { Serial = console, VsockUdsPath = uds });
+            vm = SnapshotRestore.Restore(SnapshotDir, new RestoreOverrides { Serial = console, VsockUdsPath = uds });
         }
         catch (SnapshotException e) when (e.Reason is not (SnapshotErrorReason.IoError or SnapshotErrorReason.DiskFull))
         {

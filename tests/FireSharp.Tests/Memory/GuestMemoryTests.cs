@@ -44,6 +44,24 @@ public class GuestMemoryTests
         Assert.Equal(0, mem.Read<byte>(0x2001));
     }
 
+    [Fact]
+    public void AfterDisposalEveryAccessorThrowsInsteadOfTouchingUnmappedMemory()
+    {
+        var mem = GuestMemory.CreateAnonymous(MemoryLayout.MiB);
+        mem.Write(0x1000, 7UL);
+        mem.Dispose();
+        Assert.True(mem.IsDisposed);
+        // The ones that only hand out a span first: before the fix they returned one into the unmapped range.
+        Assert.Throws<ObjectDisposedException>(() => mem.GetReadOnlySpan(0x1000, 8).Length);
+        Assert.Throws<ObjectDisposedException>(() => mem.TryGetSpan(0x1000, 8, out _));
+        Assert.Throws<ObjectDisposedException>(() => mem.GetSpan(0x1000, 8).Length);
+        Assert.Throws<ObjectDisposedException>(() => mem.Read<ulong>(0x1000));
+        Assert.Throws<ObjectDisposedException>(() => mem.Write(0x1000, 1UL));
+        Assert.Throws<ObjectDisposedException>(() => mem.Read(0x1000, new byte[8]));
+        Assert.Throws<ObjectDisposedException>(() => mem.Clear(0x1000, 8));
+        mem.Dispose(); // twice is harmless
+    }
+
     [Theory]
     [InlineData(0x100000UL, 1)]             // one past the end
     [InlineData(0xFFFFFUL, 2)]              // straddles the end

@@ -24,8 +24,7 @@ public class PoolAsyncAndMeteringTests
         fake.Behavior = (_, _, _) => Task.FromResult(FakeFactory.Fail(VmInvokeStatus.FunctionError, unhandled: false, "Boom"));
 
         var accepted = await pool.InvokeAsync("f", Bytes("{\"n\":1}"), InvocationType.Event);
-        Assert.Equal(InvokeStatus.Accepted, accepted.Status);
-        Assert.Equal(202, accepted.StatusCode);
+        Assert.Equal(InvokeStatus.Queued, accepted.Status);
         Assert.NotNull(pool.GetAsyncInvocation(accepted.RequestId));
 
         await time.WaitForTimerAsync(TimeSpan.FromMinutes(1)).Live();   // first attempt failed, retry 1 pending
@@ -39,7 +38,7 @@ public class PoolAsyncAndMeteringTests
         var record = await pool.WaitForAsyncInvocationAsync(accepted.RequestId).Live();
         Assert.Equal(AsyncInvocationState.Failed, record.State);
         Assert.Equal(3, record.Attempts);
-        Assert.Equal("Handled", record.LastResult!.FunctionError);
+        Assert.Equal(FunctionErrorKind.Handled, record.LastResult!.FunctionError);
         Assert.Equal("Boom", record.LastResult.ErrorType);
         Assert.Equal(3, fake.Invocations.Value);
         // The same request id on every attempt, and the payload as sent.
@@ -167,11 +166,11 @@ public class PoolAsyncAndMeteringTests
         Gen.Long[0, TimeSpan.FromMinutes(15).Ticks].Sample(ticks =>
         {
             var d = TimeSpan.FromTicks(ticks);
-            var billed = FunctionPool.BilledDuration(d);
+            var billed = Metering.BilledDuration(d);
             return billed >= d
                    && billed - d < TimeSpan.FromMilliseconds(1)
                    && billed.Ticks % TimeSpan.TicksPerMillisecond == 0
-                   && FunctionPool.GbSeconds(billed, 1024) * 1000m == billed.Ticks / TimeSpan.TicksPerMillisecond;
+                   && Metering.GbSeconds(billed, 1024) * 1000m == billed.Ticks / TimeSpan.TicksPerMillisecond;
         });
     }
 
@@ -209,12 +208,12 @@ public class PoolAsyncAndMeteringTests
         Assert.Equal(log[^4096..], r.LogTail);
 
         string wide = "a" + new string('é', 3000) + "😀😀"; // 2-byte chars, then 4-byte surrogate pairs
-        var tail = FunctionPool.Tail(wide);
+        var tail = InvokeResults.Tail(wide);
         Assert.True(System.Text.Encoding.UTF8.GetByteCount(tail) <= 4096);
         Assert.EndsWith("😀😀", tail);
         Assert.Equal(wide[^tail.Length..], tail);
         Assert.Equal(4096, System.Text.Encoding.UTF8.GetByteCount(tail)); // 8 + 2044 × 2
-        Assert.Equal("short", FunctionPool.Tail("short"));
+        Assert.Equal("short", InvokeResults.Tail("short"));
     }
 
     [Fact]

@@ -1,4 +1,5 @@
 using FireSharp.Pool;
+using FireSharp.Daemon.Functions.Lambda;
 using static FireSharp.Tests.Pool.PoolTestSupport;
 
 namespace FireSharp.Tests.Pool;
@@ -53,10 +54,6 @@ public class PoolLifecycleTests
         Assert.Equal(1, stats.SnapshotColdStarts);
         Assert.Equal(1, stats.WarmStarts);
         Assert.Equal(1, stats.IdleVms);
-        var req = fake.Vms.Single().Requests.First();
-        Assert.StartsWith("arn:aws:lambda:", req.FunctionArn);
-        Assert.EndsWith(":function:f", req.FunctionArn);
-        Assert.StartsWith("Root=1-", req.TraceId);
     }
 
     [Fact]
@@ -67,14 +64,15 @@ public class PoolLifecycleTests
         await pool.CreateFunctionAsync(Def("f"));
         fake.Behavior = (_, _, _) => Task.FromResult(FakeFactory.Fail(VmInvokeStatus.FunctionError, unhandled: false, "MyError"));
         var handled = await pool.InvokeAsync("f", Bytes("{}"));
-        Assert.Equal("Handled", handled.FunctionError);
+        Assert.Equal(FunctionErrorKind.Handled, handled.FunctionError);
         Assert.Equal("MyError", handled.ErrorType);
-        Assert.Contains("MyError", Text(handled.Payload));
+        Assert.True(handled.Payload.IsEmpty); // the VM sent no body; the pool invents none
+        Assert.Contains("MyError", Text(LambdaInvokeResponse.From(handled).Payload));
 
         fake.Behavior = (_, _, _) => Task.FromResult(FakeFactory.Fail(VmInvokeStatus.FunctionError, unhandled: true, "Runtime.ExitError"));
         var unhandled = await pool.InvokeAsync("f", Bytes("{}"));
         Assert.Equal(StartKind.Warm, unhandled.StartKind); // the handled error kept the VM
-        Assert.Equal("Unhandled", unhandled.FunctionError);
+        Assert.Equal(FunctionErrorKind.Unhandled, unhandled.FunctionError);
         await pool.QuiesceAsync().Live();
         var vm1 = fake.Vms.Single();
         Assert.Equal(1, vm1.DisposeCount);
@@ -106,10 +104,13 @@ public class PoolLifecycleTests
         time.Advance(TimeSpan.FromSeconds(1)); // deadline + grace
         var r = await pending.Live();
         Assert.Equal(VmInvokeStatus.Timeout, r.VmStatus);
-        Assert.Equal("Unhandled", r.FunctionError);
-        Assert.Equal("Sandbox.Timedout", r.ErrorType);
-        Assert.Contains("Task timed out after 3.00 seconds", Text(r.Payload));
+        Assert.Equal(FunctionErrorKind.Unhandled, r.FunctionError);
+        Assert.Null(r.ErrorType); // the host saw the timeout, not the VM
         Assert.Equal(TimeSpan.FromSeconds(3), r.Duration);
+        var lambda = LambdaInvokeResponse.From(r);
+        Assert.Equal("Unhandled", lambda.FunctionError);
+        Assert.Equal("Sandbox.Timedout", lambda.ErrorType);
+        Assert.Contains("Task timed out after 3.00 seconds", Text(lambda.Payload));
 
         await vm1.Disposed.Task.Live();
         Assert.Equal(0, vm1.ShutdownCount); // killed, not shut down gracefully
@@ -127,15 +128,16 @@ public class PoolLifecycleTests
     [InlineData(VmInvokeStatus.Timeout, "Sandbox.Timedout")]
     [InlineData(VmInvokeStatus.Crashed, "Runtime.ExitError")]
     [InlineData(VmInvokeStatus.OutOfMemory, "Runtime.OutOfMemory")]
-    public async Task VmReportedFailure_RecyclesVm(VmInvokeStatus status, string errorType)
+    public async Task VmReportedFailure_RecyclesVm(VmInvokeStatus status, string lambdaErrorType)
     {
         var (pool, fake, _) = Setup();
         await using var __ = pool;
         await pool.CreateFunctionAsync(Def("f"));
         fake.Behavior = (_, _, _) => Task.FromResult(FakeFactory.Fail(status));
         var r = await pool.InvokeAsync("f", Bytes("{}"));
-        Assert.Equal("Unhandled", r.FunctionError);
-        Assert.Equal(errorType, r.ErrorType);
+        Assert.Equal(FunctionErrorKind.Unhandled, r.FunctionError);
+        Assert.Equal(status, r.VmStatus);
+        Assert.Equal(lambdaErrorType, LambdaInvokeResponse.From(r).ErrorType);
         await fake.Vms.Single().Disposed.Task.Live();
         fake.Behavior = (vm, _, _) => Task.FromResult(FakeFactory.Ok(vm));
         Assert.Equal(StartKind.SnapshotCold, (await pool.InvokeAsync("f", Bytes("{}"))).StartKind);
@@ -151,7 +153,7 @@ public class PoolLifecycleTests
         fake.Behavior = (_, _, _) => throw new IOException("agent connection reset");
         var r = await pool.InvokeAsync("f", Bytes("{}"));
         Assert.Equal(VmInvokeStatus.Crashed, r.VmStatus);
-        Assert.Equal("Unhandled", r.FunctionError);
+        Assert.Equal(FunctionErrorKind.Unhandled, r.FunctionError);
         Assert.Contains("agent connection reset", r.LogTail);
         await fake.Vms.Single().Disposed.Task.Live();
     }
@@ -164,10 +166,15 @@ public class PoolLifecycleTests
         await pool.CreateFunctionAsync(Def("f"));
         fake.OnCreate = (_, _) => throw new FunctionInitException("Runtime.InitError", "bootstrap not found", "init log");
         var r = await pool.InvokeAsync("f", Bytes("{}"));
-        Assert.Equal(InvokeStatus.Ok, r.Status);
-        Assert.Equal("Unhandled", r.FunctionError);
+        Assert.Equal(InvokeStatus.Ran, r.Status);
+        Assert.Equal(FunctionErrorKind.Unhandled, r.FunctionError);
+        Assert.True(r.InitFailed);
         Assert.Equal("Runtime.InitError", r.ErrorType);
-        Assert.Contains("bootstrap not found", Text(r.Payload));
+        Assert.Equal("bootstrap not found", r.ErrorMessage);
+        var lambda = LambdaInvokeResponse.From(r);
+        Assert.Equal(200, lambda.StatusCode);
+        Assert.Equal("Runtime.InitError", lambda.ErrorType);
+        Assert.Contains("bootstrap not found", Text(lambda.Payload));
         Assert.Equal("init log", r.LogTail);
         var stats = pool.GetFunction("f").Stats;
         Assert.Equal(1, stats.InitErrors);
@@ -218,8 +225,7 @@ public class PoolLifecycleTests
         await using var __ = pool;
         await pool.CreateFunctionAsync(Def("f"));
         var r = await pool.InvokeAsync("f", Bytes("{}"), InvocationType.DryRun);
-        Assert.Equal(InvokeStatus.NoContent, r.Status);
-        Assert.Equal(204, r.StatusCode);
+        Assert.Equal(InvokeStatus.Validated, r.Status);
         Assert.Equal(0, fake.CreateCalls.Value);
         await Assert.ThrowsAsync<FunctionNotFoundException>(() => pool.InvokeAsync("nope", Bytes("{}"), InvocationType.DryRun));
         await Assert.ThrowsAsync<RequestTooLargeException>(() =>
@@ -236,7 +242,7 @@ public class PoolLifecycleTests
         Assert.Null((await pool.InvokeAsync("f", new byte[6 * 1024 * 1024])).FunctionError);
         var e = await Assert.ThrowsAsync<RequestTooLargeException>(() => pool.InvokeAsync("f", new byte[256 * 1024 + 1], InvocationType.Event));
         Assert.Equal(PoolErrorKind.RequestTooLarge, e.Kind);
-        Assert.Equal(InvokeStatus.Accepted, (await pool.InvokeAsync("f", new byte[256 * 1024], InvocationType.Event)).Status);
+        Assert.Equal(InvokeStatus.Queued, (await pool.InvokeAsync("f", new byte[256 * 1024], InvocationType.Event)).Status);
     }
 
     [Fact]
@@ -280,7 +286,7 @@ public class PoolLifecycleTests
         // A provisioned VM times out (reported by the VM), then another crashes: each is replaced.
         fake.Behavior = (_, _, _) => Task.FromResult(FakeFactory.Fail(VmInvokeStatus.Timeout));
         var timedOut = await pool.InvokeAsync("f", Bytes("{}"));
-        Assert.Equal("Unhandled", timedOut.FunctionError);
+        Assert.Equal(FunctionErrorKind.Unhandled, timedOut.FunctionError);
         await pool.QuiesceAsync().Live();
         Assert.Equal(3, fake.Created);
         Assert.Equal(1, fake.Vms.Count(v => v.DisposeCount == 1));

@@ -16,16 +16,9 @@ public class DeviceQuiesceTests
     public void QuiesceWaitsForTheRequestInFlightAndItsInterruptThenHoldsTheRest()
     {
         using var rig = new BlockRig();
-        using var worker = new VirtioWorker(rig.Transport, rig.Logger);
-        rig.Transport.QueueNotifyHandler = worker.Notify;
-        using var entered = new ManualResetEventSlim();
-        using var release = new ManualResetEventSlim();
-        rig.Backend.OnFlush = () =>
-        {
-            entered.Set();
-            release.Wait();
-        };
-        worker.Start();
+        using var loop = rig.QueueLoop();
+        var (entered, release) = rig.HoldFlushes();
+        loop.Start();
 
         var flush = rig.Driver.AddBlockRequest(VirtioBlock.RequestFlush, 0, 0);
         var read = rig.Driver.AddBlockRequest(VirtioBlock.RequestIn, 1, 512);

@@ -101,7 +101,7 @@ public class DiffSnapshotTests(Xunit.Abstractions.ITestOutputHelper output) : ID
         Assert.True(!IsSet(i2, HostPageGpa) && IsSet(i2, HostPageGpa + 4096));
         Assert.InRange(i2.PageCount, 2, MaxDiffPages);
 
-        using var restored = MicroVm.Restore(d2, new RestoreOverrides { Resume = false });
+        using var restored = SnapshotRestore.Restore(d2, new RestoreOverrides { Resume = false });
         Assert.Equal(counterAtD2, Counter(restored));
         Assert.Equal(0x1111UL, restored.Machine.Memory.Read<ulong>(HostPageGpa));
         Assert.Equal(0x2222UL, restored.Machine.Memory.Read<ulong>(HostPageGpa + 4096));
@@ -132,21 +132,21 @@ public class DiffSnapshotTests(Xunit.Abstractions.ITestOutputHelper output) : ID
         Directory.Move(full, moved);
         string other = TakeCounterSnapshot(16);
         Directory.Move(other, full);
-        var changed = Assert.Throws<SnapshotException>(() => MicroVm.Restore(diff, new RestoreOverrides { Resume = false }));
+        var changed = Assert.Throws<SnapshotException>(() => SnapshotRestore.Restore(diff, new RestoreOverrides { Resume = false }));
         Assert.Equal(SnapshotErrorReason.BaseMismatch, changed.Reason);
         Assert.Contains("base", changed.Message);
         Assert.Equal(fds, KvmVmFds());
 
         // Missing.
         Directory.Delete(full, recursive: true);
-        var missing = Assert.Throws<SnapshotException>(() => MicroVm.Restore(diff, new RestoreOverrides { Resume = false }));
+        var missing = Assert.Throws<SnapshotException>(() => SnapshotRestore.Restore(diff, new RestoreOverrides { Resume = false }));
         Assert.Equal(SnapshotErrorReason.NotFound, missing.Reason);
         Assert.Contains(full, missing.Message);
         Assert.Equal(fds, KvmVmFds());
 
         // The right base back in place: it restores.
         Directory.Move(moved, full);
-        using var ok = MicroVm.Restore(diff, new RestoreOverrides { Resume = false });
+        using var ok = SnapshotRestore.Restore(diff, new RestoreOverrides { Resume = false });
         Assert.Equal(VmState.Paused, ok.Machine.State);
     }
 

@@ -53,12 +53,12 @@ public class DriveSnapshotTests : IDisposable
             vm.Start();
             Assert.True(SpinWait.SpinUntil(() => Counter(vm) > 1000, TestTimeout), "counter guest did not start counting");
             Assert.True(vm.Pause(TestTimeout));
-            Assert.True(vm.Virtio.IsQuiesced);
+            Assert.True(vm.Devices.IsQuiesced);
             vm.Machine.Memory.Write(CounterGpa, Sentinel);
             string snap = Path.Combine(TempDir(), "snap");
             SnapshotWriter.Create(vm, snap, resume: false);
-            Assert.True(vm.Virtio.IsQuiesced); // paused through MicroVm.Pause: stays quiesced
-            return (snap, rw, ro, [.. vm.Virtio.Transports.Select(t => t.SaveState())]);
+            Assert.True(vm.Devices.IsQuiesced); // paused through MicroVm.Pause: stays quiesced
+            return (snap, rw, ro, [.. vm.TransportStates()]);
         }
     }
 
@@ -68,28 +68,28 @@ public class DriveSnapshotTests : IDisposable
         var (snap, rw, ro, states) = CounterWithDrivesSnapshot();
 
         var devices = SnapshotReader.Load(snap).State.Config.Devices;
-        var drives = devices.Where(d => d.Kind == SnapshotRestore.DriveKind).ToList();
+        var drives = devices.Where(d => d.Kind == BlockDeviceKind.Name).ToList();
         Assert.Equal(new[] { "data", "drive1" }, drives.Select(d => d.Id));
-        Assert.Equal(rw, drives[0].Settings[DriveSettings.Path]);
-        Assert.Equal("false", drives[0].Settings[DriveSettings.ReadOnly]);
-        Assert.Equal((1 << 20).ToString(), drives[0].Settings[DriveSettings.SizeBytes]);
-        Assert.Equal("", drives[0].Settings[DriveSettings.Serial]);
-        Assert.Equal(ro, drives[1].Settings[DriveSettings.Path]);
-        Assert.Equal("true", drives[1].Settings[DriveSettings.ReadOnly]);
-        Assert.Equal("SER-1", drives[1].Settings[DriveSettings.Serial]);
-        Assert.Equal((64 << 10).ToString(), drives[1].Settings[DriveSettings.SizeBytes]);
+        Assert.Equal(rw, drives[0].Settings[BlockDeviceKind.Keys.Path]);
+        Assert.Equal("false", drives[0].Settings[BlockDeviceKind.Keys.ReadOnly]);
+        Assert.Equal((1 << 20).ToString(), drives[0].Settings[BlockDeviceKind.Keys.SizeBytes]);
+        Assert.Equal("", drives[0].Settings[BlockDeviceKind.Keys.Serial]);
+        Assert.Equal(ro, drives[1].Settings[BlockDeviceKind.Keys.Path]);
+        Assert.Equal("true", drives[1].Settings[BlockDeviceKind.Keys.ReadOnly]);
+        Assert.Equal("SER-1", drives[1].Settings[BlockDeviceKind.Keys.Serial]);
+        Assert.Equal((64 << 10).ToString(), drives[1].Settings[BlockDeviceKind.Keys.SizeBytes]);
 
         // Same paths.
-        using (var vm = MicroVm.Restore(snap, new RestoreOverrides { Resume = false }))
+        using (var vm = SnapshotRestore.Restore(snap, new RestoreOverrides { Resume = false }))
         {
-            Assert.Equal(2, vm.Virtio.Count);
-            Assert.Equal(new[] { rw, ro }, vm.Virtio.Drives.Select(d => d.Path));
-            Assert.True(vm.Virtio.Blocks[1].ReadOnly);
-            Assert.Equal("SER-1", vm.Virtio.Blocks[1].Serial);
-            Assert.Equal(states, vm.Virtio.Transports.Select(t => t.SaveState()));
-            Assert.True(vm.Virtio.IsQuiesced); // left paused: devices too
+            Assert.Equal(2, vm.Devices.Virtio.Count);
+            Assert.Equal(new[] { rw, ro }, vm.Drives().Select(d => d.Path));
+            Assert.True(vm.Blocks()[1].ReadOnly);
+            Assert.Equal("SER-1", vm.Blocks()[1].Serial);
+            Assert.Equal(states, vm.TransportStates());
+            Assert.True(vm.Devices.IsQuiesced); // left paused: devices too
             vm.Resume();
-            Assert.False(vm.Virtio.IsQuiesced);
+            Assert.False(vm.Devices.IsQuiesced);
             Assert.True(SpinWait.SpinUntil(() => Counter(vm) > Sentinel + 1_000_000, TestTimeout), "restored guest does not run");
             Assert.Equal(VmExitKind.Stopped, vm.Stop().Kind);
         }
@@ -97,19 +97,19 @@ public class DriveSnapshotTests : IDisposable
         // A clone with its own copy of the writable drive.
         string copy = Path.Combine(TempDir(), "clone-rw.img");
         File.Copy(rw, copy);
-        using (var vm = MicroVm.Restore(snap, new RestoreOverrides { DrivePaths = new Dictionary<string, string> { ["data"] = copy } }))
+        using (var vm = SnapshotRestore.Restore(snap, new RestoreOverrides { DrivePaths = new Dictionary<string, string> { ["data"] = copy } }))
         {
-            Assert.Equal(new[] { copy, ro }, vm.Virtio.Drives.Select(d => d.Path));
-            Assert.Equal(copy, ((RawImageBackend)vm.Virtio.Blocks[0].Backend).Path);
-            Assert.Equal(states, vm.Virtio.Transports.Select(t => t.SaveState()));
-            Assert.False(vm.Virtio.IsQuiesced);
+            Assert.Equal(new[] { copy, ro }, vm.Drives().Select(d => d.Path));
+            Assert.Equal(copy, ((RawImageBackend)vm.Blocks()[0].Backend).Path);
+            Assert.Equal(states, vm.TransportStates());
+            Assert.False(vm.Devices.IsQuiesced);
             Assert.True(SpinWait.SpinUntil(() => Counter(vm) > Sentinel + 1_000_000, TestTimeout), "restored clone does not run");
             // The clone itself can be snapshotted again, recording its own drive path.
             string again = Path.Combine(TempDir(), "again");
             SnapshotWriter.Create(vm, again, resume: true);
             Assert.Equal(VmState.Running, vm.Machine.State);
-            Assert.False(vm.Virtio.IsQuiesced);
-            Assert.Equal(copy, SnapshotReader.Load(again).State.Config.Devices.Single(d => d.Id == "data").Settings[DriveSettings.Path]);
+            Assert.False(vm.Devices.IsQuiesced);
+            Assert.Equal(copy, SnapshotReader.Load(again).State.Config.Devices.Single(d => d.Id == "data").Settings[BlockDeviceKind.Keys.Path]);
         }
     }
 
@@ -123,7 +123,7 @@ public class DriveSnapshotTests : IDisposable
 
         void Refused(RestoreOverrides o, SnapshotErrorReason reason, params string[] words)
         {
-            var e = Assert.Throws<SnapshotException>(() => MicroVm.Restore(snap, o).Dispose());
+            var e = Assert.Throws<SnapshotException>(() => SnapshotRestore.Restore(snap, o).Dispose());
             Assert.Equal(reason, e.Reason);
             foreach (var w in words) Assert.Contains(w, e.Message);
             Assert.Equal(fds, KvmVmFds());
@@ -151,16 +151,16 @@ public class DriveSnapshotTests : IDisposable
         // A symlink is judged by its target's size (the link itself is a few bytes).
         string target = Image(other, "target.img", 1 << 20), link = Path.Combine(other, "link.img");
         File.CreateSymbolicLink(link, target);
-        using (var linked = MicroVm.Restore(snap, new RestoreOverrides { Resume = false, DrivePaths = new Dictionary<string, string> { ["data"] = link } }))
-            Assert.Equal(link, linked.Virtio.Drives[0].Path);
+        using (var linked = SnapshotRestore.Restore(snap, new RestoreOverrides { Resume = false, DrivePaths = new Dictionary<string, string> { ["data"] = link } }))
+            Assert.Equal(link, linked.Drives()[0].Path);
         string smallLink = Path.Combine(other, "small-link.img");
         File.CreateSymbolicLink(smallLink, small);
         Refused(new RestoreOverrides { DrivePaths = new Dictionary<string, string> { ["data"] = smallLink } },
             SnapshotErrorReason.DeviceSetMismatch, "524288 bytes");
         // With a good copy it restores.
         string good = Image(other, "good.img", 1 << 20);
-        using var vm = MicroVm.Restore(snap, new RestoreOverrides { Resume = false, DrivePaths = new Dictionary<string, string> { ["data"] = good } });
-        Assert.Equal(good, vm.Virtio.Drives[0].Path);
+        using var vm = SnapshotRestore.Restore(snap, new RestoreOverrides { Resume = false, DrivePaths = new Dictionary<string, string> { ["data"] = good } });
+        Assert.Equal(good, vm.Drives()[0].Path);
     }
 
     /// <summary>
@@ -188,18 +188,18 @@ public class DriveSnapshotTests : IDisposable
         }))
         {
             vm.Start();
-            Assert.True(SpinWait.SpinUntil(() => vm.Virtio.Blocks[0].Counters.Requests >= 200 || vm.Exited.IsCompleted, TestTimeout),
+            Assert.True(SpinWait.SpinUntil(() => vm.Blocks()[0].Counters.Requests >= 200 || vm.Exited.IsCompleted, TestTimeout),
                 "the guest did not start its I/O");
             Assert.False(vm.Exited.IsCompleted, $"the guest finished before the snapshot: {console.GetText()}");
             SnapshotWriter.Create(vm, snap, resume: false);
-            requestsAtSnapshot = vm.Virtio.Blocks[0].Counters.Requests;
+            requestsAtSnapshot = vm.Blocks()[0].Counters.Requests;
             Assert.StartsWith("VBLK-DEV ", console.GetText());
             Assert.DoesNotContain("VBLK-DONE", console.GetText());
         }
         Assert.InRange(requestsAtSnapshot, 200, mib * 256 - 1);
 
         var restoredConsole = new MemorySerialSink();
-        using var restored = MicroVm.Restore(snap, new RestoreOverrides { Serial = restoredConsole });
+        using var restored = SnapshotRestore.Restore(snap, new RestoreOverrides { Serial = restoredConsole });
         Assert.True(restored.Exited.Wait(TimeSpan.FromSeconds(120)), $"the restored guest did not finish: {restoredConsole.GetText()}");
         string output = restoredConsole.GetText();
         Assert.Equal(VmExitKind.Reset, restored.Exited.Result.Kind);
@@ -207,7 +207,7 @@ public class DriveSnapshotTests : IDisposable
         Assert.DoesNotContain("VBLK-ERROR", output);
         Assert.Contains($"VBLK-DONE mode=read bytes={mib << 20} ", output);
         // The restored device did the rest of the work (the guest's reset of the device is not a request).
-        long after = restored.Virtio.Blocks[0].Counters.Requests;
+        long after = restored.Blocks()[0].Counters.Requests;
         Assert.Equal(mib * 256L, requestsAtSnapshot + after);
     }
 
@@ -237,18 +237,18 @@ public class DriveSnapshotTests : IDisposable
         }))
         {
             vm.Start();
-            Assert.True(SpinWait.SpinUntil(() => vm.Virtio.Blocks[0].Counters.Requests >= 100 || vm.Exited.IsCompleted, TestTimeout),
+            Assert.True(SpinWait.SpinUntil(() => vm.Blocks()[0].Counters.Requests >= 100 || vm.Exited.IsCompleted, TestTimeout),
                 "the guest did not start its I/O");
             Assert.False(vm.Exited.IsCompleted, $"the guest finished before the snapshot: {console.GetText()}");
             SnapshotWriter.Create(vm, snap, resume: false);
-            Assert.InRange(vm.Virtio.Blocks[0].Counters.Requests, 100, requests - 1);
+            Assert.InRange(vm.Blocks()[0].Counters.Requests, 100, requests - 1);
         }
         byte[] atSnapshot = File.ReadAllBytes(image);
         string copy = Path.Combine(TempDir(), "clone.img");
         File.Copy(image, copy);
 
         var restoredConsole = new MemorySerialSink();
-        using (var clone = MicroVm.Restore(snap, new RestoreOverrides
+        using (var clone = SnapshotRestore.Restore(snap, new RestoreOverrides
         {
             Serial = restoredConsole,
             DrivePaths = new Dictionary<string, string> { ["disk"] = copy },

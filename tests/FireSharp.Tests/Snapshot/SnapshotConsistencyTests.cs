@@ -77,7 +77,7 @@ public class SnapshotConsistencyTests : IDisposable
             Assert.Equal(5000, pauseAfterIn ? reads : writes);
         }
         var console = new MemorySerialSink();
-        using var restored = MicroVm.Restore(dir, new RestoreOverrides { Resume = false, Serial = console });
+        using var restored = SnapshotRestore.Restore(dir, new RestoreOverrides { Resume = false, Serial = console });
         var port2 = new PlainPort();
         restored.Machine.PortBus.Register(0x80, 1, port2, "counting port");
         restored.Resume();

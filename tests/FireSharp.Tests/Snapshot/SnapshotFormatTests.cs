@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using CsCheck;
 using FireSharp.Kvm.Interop;
 using FireSharp.Snapshot;
+using FireSharp.Devices;
 
 namespace FireSharp.Tests.Snapshot;
 

@@ -2,6 +2,8 @@ using System.Buffers.Binary;
 using FireSharp.Snapshot;
 using FireSharp.Tests.Support;
 using FireSharp.Vm;
+using FireSharp.Devices;
+using FireSharp.Devices.Virtio;
 using static FireSharp.Tests.Snapshot.SnapshotTestSupport;
 
 namespace FireSharp.Tests.Snapshot;
@@ -21,7 +23,7 @@ public class SnapshotRejectionTests : IDisposable
     private static SnapshotException AssertRefused(string dir, SnapshotErrorReason reason, RestoreOverrides? overrides = null)
     {
         int before = KvmVmFds();
-        var e = Assert.Throws<SnapshotException>(() => MicroVm.Restore(dir, overrides ?? new RestoreOverrides()));
+        var e = Assert.Throws<SnapshotException>(() => SnapshotRestore.Restore(dir, overrides ?? new RestoreOverrides()));
         Assert.Equal(reason, e.Reason);
         Assert.Equal(before, KvmVmFds());
         return e;
@@ -34,7 +36,7 @@ public class SnapshotRejectionTests : IDisposable
         byte[] original = File.ReadAllBytes(State(good));
 
         // Sanity: the undamaged copy restores.
-        using (MicroVm.Restore(CopySnapshot(good), new RestoreOverrides { Resume = false })) { }
+        using (SnapshotRestore.Restore(CopySnapshot(good), new RestoreOverrides { Resume = false })) { }
 
         // Corrupt: a flipped byte in the content is caught by the CRC ...
         string dir = CopySnapshot(good);
@@ -103,12 +105,12 @@ public class SnapshotRejectionTests : IDisposable
         var state = SnapshotReader.Load(good).State;
 
         // The caller expects a device set the snapshot was not taken with.
-        var expected = state.Config.Devices.Append(new DeviceDescriptor("rootfs", SnapshotRestore.DriveKind)).ToList();
+        var expected = state.Config.Devices.Append(new DeviceDescriptor("rootfs", BlockDeviceKind.Name)).ToList();
         var e = AssertRefused(good, SnapshotErrorReason.DeviceSetMismatch, new RestoreOverrides { ExpectedDevices = expected });
         Assert.Contains("rootfs", e.Message);
         AssertRefused(good, SnapshotErrorReason.DeviceSetMismatch, new RestoreOverrides { ExpectedDevices = state.Config.Devices.Skip(1).ToList() });
         // ... while the same set (ids and kinds) is accepted.
-        using (MicroVm.Restore(good, new RestoreOverrides { Resume = false, ExpectedDevices = [.. state.Config.Devices] })) { }
+        using (SnapshotRestore.Restore(good, new RestoreOverrides { Resume = false, ExpectedDevices = [.. state.Config.Devices] })) { }
 
         // Overrides for devices the snapshot does not have.
         AssertRefused(good, SnapshotErrorReason.DeviceSetMismatch, new RestoreOverrides { DrivePaths = new Dictionary<string, string> { ["rootfs"] = "/tmp/x.ext4" } });
@@ -131,7 +133,7 @@ public class SnapshotRejectionTests : IDisposable
         // A drive whose recorded settings are missing: the state file is damaged.
         {
             string dir = CopySnapshot(good);
-            var devices = state.Config.Devices.Append(new DeviceDescriptor("rootfs", SnapshotRestore.DriveKind)).ToList();
+            var devices = state.Config.Devices.Append(new DeviceDescriptor("rootfs", BlockDeviceKind.Name)).ToList();
             var states = devices.ToDictionary(d => d.Id, d => state.DeviceStates.GetValueOrDefault(d.Id) ?? [1]);
             File.WriteAllBytes(State(dir), SnapshotFormat.Encode(state with { Config = state.Config with { Devices = devices }, DeviceStates = states }));
             Assert.Contains("rootfs", AssertRefused(dir, SnapshotErrorReason.Corrupt).Message);

@@ -19,7 +19,7 @@ public class SnapshotRestoreTests : IDisposable
         string dir = TakeCounterSnapshot();
         var state = SnapshotReader.Load(dir).State;
         var console = new MemorySerialSink();
-        using var vm = MicroVm.Restore(dir, new RestoreOverrides { Resume = false, Serial = console });
+        using var vm = SnapshotRestore.Restore(dir, new RestoreOverrides { Resume = false, Serial = console });
         Assert.True(vm.IsRestored);
         Assert.Equal(VmState.Paused, vm.Machine.State);
         Assert.NotNull(vm.Machine.Memory.BackingFilePath);
@@ -69,7 +69,7 @@ public class SnapshotRestoreTests : IDisposable
     public void SnapshotOfARestoredVmMatchesItsMemory()
     {
         string first = TakeCounterSnapshot();
-        using var vm = MicroVm.Restore(first, new RestoreOverrides());
+        using var vm = SnapshotRestore.Restore(first, new RestoreOverrides());
         Assert.True(SpinWait.SpinUntil(() => Counter(vm) > Sentinel + 1000, TestTimeout));
         string second = Path.Combine(SnapshotTestSupport.TempDir(), "snap2");
         SnapshotWriter.Create(vm, second, resume: false);
@@ -90,7 +90,7 @@ public class SnapshotRestoreTests : IDisposable
         var clones = new List<MicroVm>();
         try
         {
-            for (int i = 0; i < 3; i++) clones.Add(MicroVm.Restore(dir, new RestoreOverrides { Resume = false }));
+            for (int i = 0; i < 3; i++) clones.Add(SnapshotRestore.Restore(dir, new RestoreOverrides { Resume = false }));
             // Give each clone its own counter band: writes to one clone's memory are private to it.
             for (int i = 0; i < 3; i++) clones[i].Machine.Memory.Write(CounterGpa, Band(i));
             for (int i = 0; i < 3; i++) Assert.Equal(Band(i), Counter(clones[i]));
@@ -153,7 +153,7 @@ public class SnapshotRestoreTests : IDisposable
     public void FullDiskLeavesNoPartialSnapshotAndTheVmRunsOn()
     {
         KvmTestSupport.RequireKvm();
-        Skip.IfNot(Environment.UserName == "root", "mounting a small tmpfs needs root");
+        TestEnvironment.RequireRoot("mounting a small tmpfs");
         var (vm, _) = StartCounter(16);
         using (vm)
         {

@@ -4,6 +4,7 @@ using FireSharp.Devices.Virtio.Vsock;
 using FireSharp.Snapshot;
 using FireSharp.Tests.Support;
 using FireSharp.Vm;
+using FireSharp.Devices.Manager;
 using static FireSharp.Tests.Snapshot.SnapshotTestSupport;
 
 namespace FireSharp.Tests.Snapshot;
@@ -49,12 +50,12 @@ public class VsockSnapshotTests : IDisposable
         Assert.False(File.Exists(originalUds));
 
         var state = SnapshotReader.Load(dir).State;
-        var vsock = Assert.Single(state.Config.Devices, d => d.Kind == SnapshotRestore.VsockKind);
-        Assert.Equal(VsockSettings.Id, vsock.Id);
-        Assert.Equal("7", vsock.Settings[VsockSettings.Cid]);
-        Assert.Equal(originalUds, vsock.Settings[VsockSettings.Path]);
-        Assert.Equal("0", vsock.Settings[VsockSettings.Slot]); // no drives: the first virtio-mmio slot
-        Assert.True(state.DeviceStates.ContainsKey(VsockSettings.Id));
+        var vsock = Assert.Single(state.Config.Devices, d => d.Kind == VsockDeviceKind.Name);
+        Assert.Equal(VsockDeviceKind.DeviceId, vsock.Id);
+        Assert.Equal("7", vsock.Settings[VsockDeviceKind.Keys.Cid]);
+        Assert.Equal(originalUds, vsock.Settings[VsockDeviceKind.Keys.Path]);
+        Assert.Equal("0", vsock.Settings[DeviceManager.SlotKey]); // no drives: the first virtio-mmio slot
+        Assert.True(state.DeviceStates.ContainsKey(VsockDeviceKind.DeviceId));
 
         string tmp = SnapshotTestSupport.TempDir();
         var paths = Enumerable.Range(0, 3).Select(i => Path.Combine(tmp, $"clone{i}.sock")).ToArray();
@@ -62,16 +63,16 @@ public class VsockSnapshotTests : IDisposable
         try
         {
             // Concurrently, as a pool would.
-            Parallel.For(0, 3, i => clones[i] = MicroVm.Restore(dir, new RestoreOverrides { VsockUdsPath = paths[i] }));
+            Parallel.For(0, 3, i => clones[i] = SnapshotRestore.Restore(dir, new RestoreOverrides { VsockUdsPath = paths[i] }));
             for (int i = 0; i < 3; i++)
             {
                 var clone = clones[i]!;
-                Assert.NotNull(clone.Vsock);
-                Assert.Equal(7UL, clone.Vsock!.GuestCid);
-                Assert.Equal(paths[i], clone.Vsock.UdsPath);
-                Assert.Equal(0, clone.Vsock.Slot);
+                var device = Assert.Single(clone.Devices.OfType<VirtioVsock>());
+                Assert.Equal(7UL, device.GuestCid);
+                Assert.Equal(paths[i], device.UdsPath);
+                Assert.Equal(0, clone.Devices.PlacementOf(device).Slot);
                 Assert.True(File.Exists(paths[i]), $"clone {i} has no socket at {paths[i]}");
-                Assert.Contains(clone.StatefulDevices, d => d.Descriptor.Kind == SnapshotRestore.VsockKind);
+                Assert.Contains(clone.Devices.Stateful, d => d.Descriptor.Kind == VsockDeviceKind.Name);
                 Assert.True(SpinWait.SpinUntil(() => Counter(clone) > Sentinel + 1_000_000, TestTimeout), $"clone {i} does not continue");
             }
             // The host side works: a client's CONNECT is taken by the device (the counter guest never answers, so
@@ -84,8 +85,8 @@ public class VsockSnapshotTests : IDisposable
             // A clone's snapshot records its own path, and restores again.
             string again = Path.Combine(tmp, "again");
             SnapshotWriter.Create(clones[0]!, again, resume: true);
-            var vsock2 = Assert.Single(SnapshotReader.Load(again).State.Config.Devices, d => d.Kind == SnapshotRestore.VsockKind);
-            Assert.Equal(paths[0], vsock2.Settings[VsockSettings.Path]);
+            var vsock2 = Assert.Single(SnapshotReader.Load(again).State.Config.Devices, d => d.Kind == VsockDeviceKind.Name);
+            Assert.Equal(paths[0], vsock2.Settings[VsockDeviceKind.Keys.Path]);
         }
         finally
         {
@@ -101,21 +102,21 @@ public class VsockSnapshotTests : IDisposable
         int fds = KvmVmFds();
         // Something (the original VM, another clone) holds the recorded path: refused, no VM created.
         File.WriteAllText(originalUds, "");
-        var e = Assert.Throws<SnapshotException>(() => MicroVm.Restore(dir, RestoreOverrides.Default));
+        var e = Assert.Throws<SnapshotException>(() => SnapshotRestore.Restore(dir, RestoreOverrides.Default));
         Assert.Equal(SnapshotErrorReason.DeviceSetMismatch, e.Reason);
         Assert.Contains("VsockUdsPath", e.Message);
         Assert.Equal(fds, KvmVmFds());
         // An override that is itself taken is refused the same way.
         string taken = Path.Combine(SnapshotTestSupport.TempDir(), "taken.sock");
         File.WriteAllText(taken, "");
-        e = Assert.Throws<SnapshotException>(() => MicroVm.Restore(dir, new RestoreOverrides { VsockUdsPath = taken }));
+        e = Assert.Throws<SnapshotException>(() => SnapshotRestore.Restore(dir, new RestoreOverrides { VsockUdsPath = taken }));
         Assert.Equal(SnapshotErrorReason.DeviceSetMismatch, e.Reason);
         Assert.Equal(fds, KvmVmFds());
 
         // Once the path is free, the snapshot restores onto it.
         File.Delete(originalUds);
-        using var vm = MicroVm.Restore(dir, RestoreOverrides.Default);
-        Assert.Equal(originalUds, vm.Vsock!.UdsPath);
+        using var vm = SnapshotRestore.Restore(dir, RestoreOverrides.Default);
+        Assert.Equal(originalUds, Assert.Single(vm.Devices.OfType<VirtioVsock>()).UdsPath);
         Assert.True(File.Exists(originalUds));
     }
 
@@ -137,24 +138,25 @@ public class VsockSnapshotTests : IDisposable
     public void A_snapshot_without_vsock_restores_without_it()
     {
         string dir = TakeCounterSnapshot();
-        using var vm = MicroVm.Restore(dir, RestoreOverrides.Default);
-        Assert.Null(vm.Vsock);
-        Assert.DoesNotContain(vm.StatefulDevices, d => d.Descriptor.Kind == SnapshotRestore.VsockKind);
+        using var vm = SnapshotRestore.Restore(dir, RestoreOverrides.Default);
+        Assert.Empty(vm.Devices.OfType<VirtioVsock>());
+        Assert.DoesNotContain(vm.Devices.Stateful, d => d.Descriptor.Kind == VsockDeviceKind.Name);
     }
 
     [Fact]
     public void Vsock_settings_round_trip_and_bad_ones_are_refused()
     {
-        var d = VsockSettings.Describe(new VsockDeviceSpec(9, "/tmp/x.sock"), 2);
-        var (spec, slot) = VsockSettings.Parse(d);
-        Assert.Equal(new VsockDeviceSpec(9, "/tmp/x.sock"), spec);
-        Assert.Equal(2, slot);
-        foreach (var key in new[] { VsockSettings.Cid, VsockSettings.Path, VsockSettings.Slot })
+        var d = new FireSharp.Devices.DeviceDescriptor(VsockDeviceKind.DeviceId, VsockDeviceKind.Name)
+        {
+            Settings = new Dictionary<string, string> { [VsockDeviceKind.Keys.Cid] = "9", [VsockDeviceKind.Keys.Path] = "/tmp/x.sock" },
+        };
+        Assert.Equal(new VsockDeviceSpec(9, "/tmp/x.sock"), VsockDeviceKind.Instance.Parse(d));
+        foreach (var key in new[] { VsockDeviceKind.Keys.Cid, VsockDeviceKind.Keys.Path })
         {
             var missing = d with { Settings = d.Settings.Where(kv => kv.Key != key).ToDictionary() };
-            Assert.Throws<InvalidDataException>(() => VsockSettings.Parse(missing));
+            Assert.Equal(FireSharp.Devices.DeviceRestoreProblem.Corrupt, Assert.Throws<FireSharp.Devices.DeviceRestoreException>(() => VsockDeviceKind.Instance.Parse(missing)).Problem);
         }
-        var bad = d with { Settings = new Dictionary<string, string>(d.Settings) { [VsockSettings.Cid] = "-1" } };
-        Assert.Throws<InvalidDataException>(() => VsockSettings.Parse(bad));
+        var bad = d with { Settings = new Dictionary<string, string>(d.Settings) { [VsockDeviceKind.Keys.Cid] = "-1" } };
+        Assert.Equal(FireSharp.Devices.DeviceRestoreProblem.Corrupt, Assert.Throws<FireSharp.Devices.DeviceRestoreException>(() => VsockDeviceKind.Instance.Parse(bad)).Problem);
     }
 }

@@ -1,3 +1,4 @@
+using FireSharp.Devices.Manager;
 using FireSharp.Devices.Virtio;
 using FireSharp.Tests.Support;
 
@@ -54,7 +55,7 @@ public class DriveConfigTests
     [Fact]
     public void AMissingImageIsAClearError()
     {
-        var e = Assert.Throws<VirtioConfigException>(() => VirtioDeviceSet.OpenDrives([new DriveSpec { Path = "/does/not/exist.img" }]));
+        var e = Assert.Throws<VirtioConfigException>(() => DeviceManager.Open([new DriveSpec { Path = "/does/not/exist.img" }]));
         Assert.Equal(VirtioConfigError.ImageNotFound, e.Reason);
         Assert.Equal("drive[0]", e.Field);
         Assert.Contains("/does/not/exist.img", e.Message);
@@ -63,7 +64,7 @@ public class DriveConfigTests
     [Fact]
     public void ADirectoryIsNotAnImage()
     {
-        var e = Assert.Throws<VirtioConfigException>(() => VirtioDeviceSet.OpenDrives([new DriveSpec { Path = TestPaths.TempDir() }]));
+        var e = Assert.Throws<VirtioConfigException>(() => DeviceManager.Open([new DriveSpec { Path = TestPaths.TempDir() }]));
         Assert.Equal(VirtioConfigError.NotARegularFile, e.Reason);
     }
 
@@ -73,7 +74,7 @@ public class DriveConfigTests
         string dir = TestPaths.TempDir();
         var good = Image(dir, "good.img", 4096);
         var bad = Image(dir, "bad.img", 1000);
-        var e = Assert.Throws<VirtioConfigException>(() => VirtioDeviceSet.OpenDrives([new DriveSpec { Path = good }, new DriveSpec { Path = bad }]));
+        var e = Assert.Throws<VirtioConfigException>(() => DeviceManager.Open([new DriveSpec { Path = good }, new DriveSpec { Path = bad }]));
         Assert.Equal(VirtioConfigError.ImageSizeNotSectorMultiple, e.Reason);
         Assert.Equal("drive[1]", e.Field);
         Assert.Contains("1000 bytes", e.Message);
@@ -106,11 +107,11 @@ public class DriveConfigTests
     {
         string dir = TestPaths.TempDir();
         var drives = Enumerable.Range(0, 18).Select(i => new DriveSpec { Path = Image(dir, $"d{i}.img", 512) }).ToList();
-        var e = Assert.Throws<VirtioConfigException>(() => VirtioDeviceSet.OpenDrives(drives));
+        var e = Assert.Throws<VirtioConfigException>(() => DeviceManager.Open(drives));
         Assert.Equal(VirtioConfigError.TooManyDevices, e.Reason);
         Assert.Contains("17", e.Message);
-        using var seventeen = VirtioDeviceSet.OpenDrives(drives.Take(17).ToList());
-        Assert.Equal(17, seventeen.Count);
+        using var seventeen = DeviceManager.Open(drives.Take(17).ToList());
+        Assert.Equal(17, seventeen.Plan.Count);
     }
 
     [Fact]
@@ -133,12 +134,12 @@ public class DriveConfigTests
         Assert.Throws<ArgumentOutOfRangeException>(() => VirtioMmioLayout.Address(17));
 
         string dir = TestPaths.TempDir();
-        using var set = VirtioDeviceSet.OpenDrives(
+        using var set = DeviceManager.Open(
         [
             new DriveSpec { Path = Image(dir, "data.img", 4096) },
             new DriveSpec { Path = Image(dir, "root.img", 4096), ReadOnly = true, IsRoot = true },
         ]);
-        Assert.Equal(" virtio_mmio.device=4K@0xc0001000:5 virtio_mmio.device=4K@0xc0002000:6 root=/dev/vdb ro", set.LinuxCmdline());
+        Assert.Equal(" virtio_mmio.device=4K@0xc0001000:5 virtio_mmio.device=4K@0xc0002000:6 root=/dev/vdb ro", set.KernelParameters());
     }
 
     [Fact]
@@ -149,25 +150,32 @@ public class DriveConfigTests
         var registered = new List<(ulong Address, ulong Length, string Name)>();
         var ioeventfds = new List<(ulong Address, uint Value)>();
         var irqfds = new List<uint>();
-        using var set = VirtioDeviceSet.OpenDrives(
+        using var set = DeviceManager.Open(
         [
             new DriveSpec { Path = Image(dir, "root.img", 8192), IsRoot = true },
             new DriveSpec { Path = Image(dir, "data.img", 4096), Serial = "data" },
         ]);
-        set.Attach(new VirtioHost
+        var ports = new List<(ulong Port, ulong Count)>();
+        set.Attach(new DeviceHost
         {
             Memory = memory,
             RegisterMmio = (a, l, _, n) => registered.Add((a, l, n)),
+            RegisterPort = (p, c, _, _) => ports.Add((p, c)),
             InterruptLine = _ => FireSharp.Devices.NullInterruptLine.Instance,
             AssignIoeventfd = (fd, a, v) => { Assert.True(fd > 0); ioeventfds.Add((a, v)); },
             AssignIrqfd = (fd, gsi) => { Assert.True(fd > 0); irqfds.Add(gsi); },
-        });
-        Assert.Equal([0xC000_1000UL, 0xC000_2000UL], registered.Select(r => r.Address));
+        }, new StandardDeviceHooks());
+        // The boot timer's page, then one window per drive.
+        Assert.Equal([0xC000_0000UL, 0xC000_1000UL, 0xC000_2000UL], registered.Select(r => r.Address));
         Assert.All(registered, r => Assert.Equal(0x1000UL, r.Length));
+        Assert.Equal([(0x3f8UL, 8UL), (0x60UL, 5UL)], ports); // COM1, i8042
         Assert.Equal([(0xC000_1050UL, 0u), (0xC000_2050UL, 0u)], ioeventfds);
         Assert.Equal([5u, 6u], irqfds);
-        Assert.Equal(16UL, set.Blocks[0].CapacitySectors);
-        Assert.Equal("data", set.Blocks[1].Serial);
-        Assert.EndsWith(" root=/dev/vda rw", set.LinuxCmdline());
+        var blocks = set.OfType<VirtioBlock>().ToList();
+        Assert.Equal(16UL, blocks[0].CapacitySectors);
+        Assert.Equal("data", blocks[1].Serial);
+        Assert.All(set.Virtio, v => Assert.Equal(("ioeventfd", "irqfd"), (v.NotifyKind, v.InterruptKind)));
+        Assert.Equal(["drive0", "drive1"], set.Stateful.Skip(3).Select(d => d.Descriptor.Id));
+        Assert.EndsWith(" root=/dev/vda rw", set.KernelParameters());
     }
 }

@@ -113,7 +113,7 @@ public class VirtioBlockLinuxTests
             text = console.GetText();
             Assert.True(ended, $"guest did not finish within {BootTimeout}; console tail:\n{Tail(text)}");
             exit = vm.Exited.Result;
-            var counters = vm.Virtio!.Blocks.Select(b => b.Counters).ToArray();
+            var counters = vm.Blocks().Select(b => b.Counters).ToArray();
             Assert.True(counters[0].BytesRead > 0, "the root drive was never read");
             Assert.True(counters[1].BytesWritten > 0 && counters[1].Flushes > 0, "the data drive was never written and flushed");
             Assert.Equal(0, counters[2].BytesWritten);

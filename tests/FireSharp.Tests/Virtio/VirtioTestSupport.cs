@@ -225,7 +225,7 @@ internal static class Mmio
         d.Write(offset, b);
     }
 
-    public static void SetFeatures(VirtioMmioTransport t, ulong features)
+    public static void SetFeatures(IBusDevice t, ulong features)
     {
         W32(t, VirtioMmioRegister.DriverFeaturesSel, 0);
         W32(t, VirtioMmioRegister.DriverFeatures, (uint)features);
@@ -233,7 +233,7 @@ internal static class Mmio
         W32(t, VirtioMmioRegister.DriverFeatures, (uint)(features >> 32));
     }
 
-    public static void SetupQueue(VirtioMmioTransport t, int index, ushort size, ulong desc, ulong avail, ulong used, bool ready = true)
+    public static void SetupQueue(IBusDevice t, int index, ushort size, ulong desc, ulong avail, ulong used, bool ready = true)
     {
         W32(t, VirtioMmioRegister.QueueSel, (uint)index);
         W32(t, VirtioMmioRegister.QueueNum, size);
@@ -247,7 +247,7 @@ internal static class Mmio
     }
 
     /// <summary>The full init sequence (virtio 1.x, 3.1.1) with the fake driver's queue 0 layout.</summary>
-    public static void Bringup(VirtioMmioTransport t, ushort size, ulong features = VirtioFeatures.Transport)
+    public static void Bringup(IBusDevice t, ushort size, ulong features = VirtioFeatures.Transport)
     {
         W32(t, VirtioMmioRegister.Status, 0);
         W32(t, VirtioMmioRegister.Status, VirtioStatus.Acknowledge);
@@ -259,7 +259,18 @@ internal static class Mmio
         W32(t, VirtioMmioRegister.Status, VirtioStatus.Acknowledge | VirtioStatus.Driver | VirtioStatus.FeaturesOk | VirtioStatus.DriverOk);
     }
 
-    public static void Notify(VirtioMmioTransport t, uint queue = 0) => W32(t, VirtioMmioRegister.QueueNotify, queue);
+    public static void Notify(IBusDevice t, uint queue = 0) => W32(t, VirtioMmioRegister.QueueNotify, queue);
+}
+
+/// <summary>
+/// A device's MMIO window seen through a VM's MMIO bus, as a vCPU's MMIO exit reaches it: drives a device the
+/// device manager placed exactly as a guest driver would (without running the guest).
+/// </summary>
+internal sealed class BusWindow(FireSharp.Vm.DeviceBus bus, ulong address) : IBusDevice
+{
+    public void Read(ulong offset, Span<byte> data) => Assert.True(bus.Read(address + offset, data), $"nothing at 0x{address + offset:x}");
+
+    public void Write(ulong offset, ReadOnlySpan<byte> data) => Assert.True(bus.Write(address + offset, data), $"nothing at 0x{address + offset:x}");
 }
 
 /// <summary>A virtio-blk device over a <see cref="MemoryBackend"/> behind a live transport and a fake driver.</summary>
@@ -288,5 +299,41 @@ internal sealed class BlockRig : IDisposable
 
     public void Notify() => Mmio.Notify(Transport);
 
-    public void Dispose() => Memory.Dispose();
+    /// <summary>
+    /// A queue-only event loop for the device, attached as the device manager attaches it (not started); with
+    /// <paramref name="notifyThroughTheLoop"/> the QueueNotify register wakes it (else only its eventfd does, as KVM's ioeventfd).
+    /// </summary>
+    public VirtioEventLoop QueueLoop(bool notifyThroughTheLoop = true)
+    {
+        var loop = VirtioEventLoop.ForQueues("virtio-blk", Block.QueueCount, e => Assert.Fail($"the loop failed: {e}"));
+        if (notifyThroughTheLoop) Transport.QueueNotifyHandler = loop.Notify;
+        loop.Attach(Block, Transport);
+        return loop;
+    }
+
+    /// <summary>
+    /// Makes every flush block in the backend: <c>Entered</c> is set once one is in, it returns when <c>Release</c>
+    /// is set. The rig disposes both.
+    /// </summary>
+    public (ManualResetEventSlim Entered, ManualResetEventSlim Release) HoldFlushes()
+    {
+        var entered = new ManualResetEventSlim();
+        var release = new ManualResetEventSlim();
+        _held = (entered, release);
+        Backend.OnFlush = () =>
+        {
+            entered.Set();
+            release.Wait();
+        };
+        return (entered, release);
+    }
+
+    private (ManualResetEventSlim Entered, ManualResetEventSlim Release)? _held;
+
+    public void Dispose()
+    {
+        Memory.Dispose();
+        _held?.Entered.Dispose();
+        _held?.Release.Dispose();
+    }
 }

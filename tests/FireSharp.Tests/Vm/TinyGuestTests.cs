@@ -111,9 +111,12 @@ public class TinyGuestTests
         using (vm)
         {
             Assert.Null(vm.BootTimer.BootDone);
+            Assert.False(vm.BootTimer.Done.IsCompleted);
             Assert.Equal(VmExitKind.Reset, RunToEnd(vm).Kind);
             Assert.Equal("BOOTED\n", console.GetText());
             Assert.NotNull(vm.BootTimer.BootDone);
+            Assert.True(vm.BootTimer.Done.Wait(Timeout));
+            Assert.Equal(vm.BootTimer.BootDone, vm.BootTimer.Done.Result);
         }
     }
 

@@ -6,8 +6,10 @@ namespace FireSharp.Devices.Virtio;
 /// One virtio-blk drive of a VM: a raw image file, read-only or not, with an optional GET_ID serial. The root
 /// drive (at most one) becomes <c>root=/dev/vdX</c> on a Linux command line.
 /// </summary>
-public sealed record DriveSpec
+public sealed record DriveSpec : IDeviceConfig
 {
+    public string Kind => BlockDeviceKind.Name;
+
     public required string Path { get; init; }
     public bool ReadOnly { get; init; }
 
@@ -68,14 +70,12 @@ public sealed record DriveSpec
         new(field, VirtioConfigError.InvalidDriveSyntax, $"\"{text}\": {why} (expected PATH[:ro|:rw][:root][:id=SERIAL])");
 
     /// <summary>
-    /// Checks a VM's drive list before anything is opened: at most one root, valid serials, no image named
-    /// twice (after resolving symlinks), and no more virtio devices than fit
-    /// (<paramref name="otherVirtioDevices"/> counts the non-block ones).
+    /// Checks a VM's drive list before anything is opened: unique ids, at most one root, valid serials, no image
+    /// named twice (after resolving symlinks). How many fit is the device manager's business (slots).
     /// </summary>
-    public static void Validate(IReadOnlyList<DriveSpec> drives, int otherVirtioDevices = 0)
+    public static void Validate(IReadOnlyList<DriveSpec> drives)
     {
         ArgumentNullException.ThrowIfNull(drives);
-        VirtioMmioLayout.CheckCount(drives.Count + otherVirtioDevices, "drives");
         var seen = new Dictionary<string, int>(StringComparer.Ordinal);
         var ids = new Dictionary<string, int>(StringComparer.Ordinal);
         int root = -1;

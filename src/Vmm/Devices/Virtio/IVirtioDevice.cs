@@ -44,3 +44,25 @@ public interface IVirtioDevice
 
     void RestoreState(ReadOnlySpan<byte> state);
 }
+
+/// <summary>
+/// A virtio device that runs its own <see cref="VirtioEventLoop"/> because it watches host descriptors besides its
+/// queues (virtio-net's tap, virtio-vsock's sockets). The device manager wires these queue eventfds into KVM and
+/// starts the loop; a device without this interface gets a queue-only loop from the manager
+/// (<see cref="VirtioEventLoop.ForQueues"/>). Either way every virtio device runs on a thread of its own, woken by
+/// eventfds. Dispose stops the loop.
+/// </summary>
+public interface IVirtioLoopDevice : IVirtioDevice, IDisposable
+{
+    /// <summary>The eventfd that wakes the device for queue <paramref name="index"/> (for KVM_IOEVENTFD, datamatch = index).</summary>
+    EventFd QueueEvent(int index);
+
+    /// <summary>Wakes the loop for one queue; the transport's <see cref="VirtioMmioTransport.QueueNotifyHandler"/>.</summary>
+    void Notify(int queue);
+
+    /// <summary>The transport in front of the device: the loop runs its queues through it.</summary>
+    void Attach(VirtioMmioTransport transport);
+
+    /// <summary>Starts the loop's thread (after <see cref="Attach"/>).</summary>
+    void Start();
+}

@@ -245,5 +245,11 @@ public sealed class VirtioBlock : IVirtioDevice, IStatefulDevice, IDisposable
         }
     }
 
-    public void Dispose() => _backend.Dispose();
+    /// <summary>Logs the counters and closes the backend.</summary>
+    public void Dispose()
+    {
+        var (requests, read, written, flushes) = Counters;
+        VirtioLog.BlockCounters(_logger, Id, requests, read, written, flushes);
+        _backend.Dispose();
+    }
 }

@@ -20,14 +20,17 @@ public enum VirtioConfigError
 
 /// <summary>
 /// A virtio device configuration the host rejects before the VM starts (a missing image, a path given
-/// twice, too many devices, ...). <see cref="Field"/> names the offending input, e.g. "drive[1]".
+/// twice, too many devices, ...). <see cref="DeviceConfigException.Field"/> names the offending input, e.g. "drive[1]".
 /// </summary>
 public sealed class VirtioConfigException(string field, VirtioConfigError reason, string message)
-    : Exception($"{field}: {message}")
+    : DeviceConfigException(field, message)
 {
-    public string Field { get; } = field;
     public VirtioConfigError Reason { get; } = reason;
 
-    /// <summary>The message without the field prefix.</summary>
-    public string Detail { get; } = message;
+    public override DeviceConfigProblem Problem => Reason switch
+    {
+        VirtioConfigError.ImageNotFound => DeviceConfigProblem.NotFound,
+        VirtioConfigError.ImageUnreadable or VirtioConfigError.ImageNotWritable => DeviceConfigProblem.HostIo,
+        _ => DeviceConfigProblem.Invalid,
+    };
 }

@@ -5,18 +5,15 @@ using FireSharp.Kvm.Interop;
 
 namespace FireSharp.Devices.Virtio;
 
-/// <summary>Where <see cref="VirtioEventLoop.AttachToVm"/> put a device, and how it is notified and interrupts.</summary>
-public readonly record struct VirtioMmioPlacement(VirtioMmioTransport Transport, ulong Address, uint Gsi, string NotifyKind, string InterruptKind);
-
 /// <summary>
-/// The thread of a virtio device that watches descriptors of its own besides its queues (virtio-net's tap,
-/// virtio-vsock's sockets), where <see cref="VirtioWorker"/> only polls the queues; and that device's
-/// attachment to its transport and VM. It owns an epoll instance over one eventfd per queue (tag = queue
-/// index, for KVM_IOEVENTFD with datamatch = index), a wake eventfd (tag = <see cref="WakeTag"/>) and whatever
-/// the device adds with <see cref="Control"/>, the irqfd eventfd of <see cref="AttachToVm"/>, and the thread,
-/// which calls the device's turn (<c>RunOnce(-1)</c>) until <see cref="Stop"/>. <see cref="TryWait"/> drains
-/// the queue and wake eventfds itself; the device decides what every event means. Tests may call the turn
-/// directly instead of starting the thread (never both).
+/// The one execution model of every virtio device: a thread per device that sleeps in epoll over one eventfd
+/// per queue (tag = queue index, for KVM_IOEVENTFD with datamatch = index), a wake eventfd (tag =
+/// <see cref="WakeTag"/>) and whatever the device adds with <see cref="Control"/> (virtio-net's tap, virtio-vsock's
+/// sockets), and calls the device's turn (<c>RunOnce(-1)</c>) until <see cref="Stop"/>. A device that watches
+/// nothing but its queues (virtio-blk, virtio-rng) gets <see cref="ForQueues"/>, whose turn runs the signalled
+/// queues. <see cref="TryWait"/> drains the queue and wake eventfds itself; the device decides what every event
+/// means. The device manager wires the eventfds into KVM and starts the thread; tests may call the turn directly
+/// instead (never both).
 /// </summary>
 internal sealed class VirtioEventLoop : IDisposable
 {
@@ -26,7 +23,6 @@ internal sealed class VirtioEventLoop : IDisposable
     private readonly Epoll.EpollEvent[] _events;
     private readonly Thread _thread;
     private readonly string _kind;
-    private EventFd? _irqEvent;
     private VirtioMmioTransport? _transport;
     private int _stopRequested, _started, _disposed;
 
@@ -72,11 +68,29 @@ internal sealed class VirtioEventLoop : IDisposable
         }) { IsBackground = true, Name = "virtio-" + kind };
     }
 
+    /// <summary>
+    /// A loop for a device that watches nothing but its queues: each turn runs the queues that were signalled
+    /// (<see cref="VirtioMmioTransport.ProcessQueue"/>). <paramref name="failed"/> is called on the thread if a
+    /// turn throws; the loop has then stopped.
+    /// </summary>
+    public static VirtioEventLoop ForQueues(string kind, int queueCount, Action<Exception> failed)
+    {
+        if (queueCount is < 1 or > 31) throw new ArgumentOutOfRangeException(nameof(queueCount), queueCount, "a queue-only loop runs 1..31 queues");
+        VirtioEventLoop? loop = null;
+        loop = new VirtioEventLoop(kind, queueCount, queueCount + 1, timeoutMs => loop!.RunSignalledQueues(timeoutMs), failed);
+        return loop;
+    }
+
+    /// <summary>One turn of a <see cref="ForQueues"/> loop.</summary>
+    public void RunSignalledQueues(int timeoutMs)
+    {
+        if (!TryWait(timeoutMs, out _, out uint signalled) || _transport is not { } transport) return;
+        for (int q = 0; q < _queueEvents.Length; q++)
+            if ((signalled & (1u << q)) != 0) transport.ProcessQueue(q);
+    }
+
     /// <summary>The transport in front of the device (after <see cref="Attach"/>), through which its queues run.</summary>
     public VirtioMmioTransport? Transport => _transport;
-
-    /// <summary>The virtio-mmio slot the device occupies (after <see cref="AttachToVm"/>); -1 before.</summary>
-    public int Slot { get; private set; } = -1;
 
     /// <summary>Takes <paramref name="transport"/>, which must front <paramref name="device"/>.</summary>
     public void Attach(IVirtioDevice device, VirtioMmioTransport transport)
@@ -174,65 +188,6 @@ internal sealed class VirtioEventLoop : IDisposable
         return true;
     }
 
-    /// <summary>
-    /// Puts <paramref name="device"/> into virtio-mmio slot <paramref name="slot"/> of a VM: an irqfd (or, if that
-    /// fails or is unavailable, KVM_IRQ_LINE), a transport that notifies this loop, quiesced if asked, the queue
-    /// eventfds as ioeventfds (or MMIO-exit notification), <see cref="Attach"/>, MMIO registration as
-    /// <paramref name="mmioName"/>, then <see cref="Start"/>. A fallback is reported to <paramref name="fallBack"/>
-    /// (mechanism, error). The irqfd's eventfd is closed with the loop.
-    /// </summary>
-    public VirtioMmioPlacement AttachToVm(VirtioHost host, int slot, IVirtioDevice device, bool quiesced, string mmioName,
-        Action<string, string> fallBack)
-    {
-        ArgumentNullException.ThrowIfNull(host);
-        ArgumentNullException.ThrowIfNull(fallBack);
-        if (_transport is not null) throw new InvalidOperationException($"the {_kind} device is already attached");
-        ulong address = VirtioMmioLayout.Address(slot);
-        uint gsi = VirtioMmioLayout.Gsi(slot);
-
-        IInterruptLine? line = null;
-        string interruptKind = "KVM_IRQ_LINE";
-        if (host.AssignIrqfd is { } assignIrqfd)
-        {
-            var irq = EventFd.Create();
-            try
-            {
-                assignIrqfd(irq.Fd, gsi);
-                _irqEvent = irq;
-                line = new EventFdInterruptLine(irq);
-                interruptKind = "irqfd";
-            }
-            catch (Exception e) when (e is not OutOfMemoryException)
-            {
-                irq.Dispose();
-                fallBack("irqfd", e.Message);
-            }
-        }
-        line ??= host.InterruptLine(gsi);
-
-        var transport = new VirtioMmioTransport(device, host.Memory, line, host.Logger) { QueueNotifyHandler = Notify };
-        if (quiesced) transport.Quiesce();
-        string notifyKind = "MMIO exit";
-        if (host.AssignIoeventfd is { } assignIoeventfd)
-        {
-            try
-            {
-                for (int q = 0; q < _queueEvents.Length; q++)
-                    assignIoeventfd(_queueEvents[q].Fd, address + VirtioMmioRegister.QueueNotify, (uint)q);
-                notifyKind = "ioeventfd";
-            }
-            catch (Exception e) when (e is not OutOfMemoryException)
-            {
-                fallBack("ioeventfd", e.Message);
-            }
-        }
-        Attach(device, transport);
-        Slot = slot;
-        host.RegisterMmio(address, VirtioMmioTransport.WindowSize, transport, mmioName);
-        Start();
-        return new VirtioMmioPlacement(transport, address, gsi, notifyKind, interruptKind);
-    }
-
     /// <summary>Stops the loop (see <see cref="Stop"/>) and closes the epoll instance and every eventfd.</summary>
     public void Dispose()
     {
@@ -241,6 +196,5 @@ internal sealed class VirtioEventLoop : IDisposable
         if (_epfd > 0) Epoll.Close(_epfd);
         foreach (var e in _queueEvents) e?.Dispose();
         _wake?.Dispose();
-        _irqEvent?.Dispose();
     }
 }

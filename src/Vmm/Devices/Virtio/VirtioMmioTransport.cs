@@ -12,15 +12,20 @@ namespace FireSharp.Devices.Virtio;
 /// config window at 0x100.
 /// <para>
 /// Threads: register accesses come from vCPU threads; queues are processed by <see cref="ProcessQueue"/>,
-/// called by a <see cref="VirtioWorker"/> (or inline from the QueueNotify write when no
-/// <see cref="QueueNotifyHandler"/> is set). Control-register writes and each request in flight hold
-/// <see cref="Gate"/>; InterruptStatus, InterruptACK and QueueNotify never wait for it, so an interrupt
-/// handler in the guest is never stalled behind disk I/O.
+/// called on the device's own thread (its <see cref="VirtioEventLoop"/>, which the device manager runs), or
+/// inline from the QueueNotify write when no <see cref="QueueNotifyHandler"/> is set. <see cref="Gate"/> is held
+/// by control-register accesses and by the ring accesses of a request (taking a chain, returning it), never
+/// while a device works on a chain: no register access waits for device I/O. InterruptStatus, InterruptACK and
+/// QueueNotify never take it at all.
 /// </para>
 /// <para>
 /// A driver error (a malformed queue, features without VERSION_1) never reaches the host: the queue stops,
 /// the device sets DEVICE_NEEDS_RESET, raises a configuration-change interrupt and logs the first time.
 /// Nothing is processed until the driver resets the device by writing 0 to Status.
+/// </para>
+/// <para>
+/// Longer than 400 lines on purpose: it is one register file, and its state machine, the queue runs and the
+/// snapshot encoding of that state share every field.
 /// </para>
 /// </summary>
 public sealed class VirtioMmioTransport : IBusDevice, IStatefulDevice
@@ -45,6 +50,7 @@ public sealed class VirtioMmioTransport : IBusDevice, IStatefulDevice
     private uint _configGeneration;
     private int _needsResetCount;
     private int _quiesced;
+    private int _layoutEpoch;
 
     public VirtioMmioTransport(IVirtioDevice device, GuestMemory memory, IInterruptLine interrupt, ILogger? logger = null)
     {
@@ -83,15 +89,21 @@ public sealed class VirtioMmioTransport : IBusDevice, IStatefulDevice
     public bool NeedsReset => (Status & VirtioStatus.DeviceNeedsReset) != 0;
 
     /// <summary>
-    /// Where a QueueNotify register write goes (argument: the queue index): typically
-    /// <see cref="VirtioWorker.Notify"/>. Null processes the queue inline, on the writing thread.
+    /// Where a QueueNotify register write goes (argument: the queue index): typically the device's
+    /// <see cref="VirtioEventLoop.Notify"/>. Null processes the queue inline, on the writing thread.
     /// </summary>
     public Action<int>? QueueNotifyHandler { get; set; }
 
     public string StateId => "virtio-mmio:" + _device.Id;
 
-    /// <summary>Held while control registers change and while one request is in flight.</summary>
+    /// <summary>Held while control registers change and while a request's chain is taken from or returned to its ring.</summary>
     internal object Gate => _gate;
+
+    /// <summary>
+    /// Changes (under <see cref="Gate"/>) whenever a reset, a QueueReady write or a restore may have changed a
+    /// ring's layout: a chain taken before belongs to the old rings and is not returned into the new ones.
+    /// </summary>
+    internal int LayoutEpoch => Volatile.Read(ref _layoutEpoch);
 
     public void Read(ulong offset, Span<byte> data)
     {
@@ -222,10 +234,12 @@ public sealed class VirtioMmioTransport : IBusDevice, IStatefulDevice
         var q = _queues[_queueSel];
         if (value == 0)
         {
+            if (q.Ready) _layoutEpoch++;
             q.Ready = false;
             return;
         }
         if (q.Ready) return;
+        _layoutEpoch++;
         q.EventIdx = (_driverFeatures & VirtioFeatures.EventIdx) != 0;
         q.IndirectDesc = (_driverFeatures & VirtioFeatures.IndirectDesc) != 0;
         q.Ready = true;
@@ -282,6 +296,7 @@ public sealed class VirtioMmioTransport : IBusDevice, IStatefulDevice
 
     private void ResetLocked()
     {
+        _layoutEpoch++;
         Volatile.Write(ref _status, 0);
         _driverFeatures = 0;
         _deviceFeaturesSel = _driverFeaturesSel = _queueSel = _shmSel = 0;
@@ -296,6 +311,15 @@ public sealed class VirtioMmioTransport : IBusDevice, IStatefulDevice
         if (queue >= _queues.Length) return;
         if (QueueNotifyHandler is { } handler) handler((int)queue);
         else ProcessQueue((int)queue);
+    }
+
+    /// <summary>
+    /// Asks for queue <paramref name="index"/> to be run as a driver notification would (through
+    /// <see cref="QueueNotifyHandler"/>, so on the device's thread): for a device that deferred a request.
+    /// </summary>
+    public void RequestRun(int index)
+    {
+        if (index >= 0) Notify((uint)index);
     }
 
     /// <summary>
@@ -496,6 +520,7 @@ public sealed class VirtioMmioTransport : IBusDevice, IStatefulDevice
         lock (_gate)
         {
             _device.RestoreState(device); // validates and throws before anything here changes
+            _layoutEpoch++;
             _status = status;
             _driverFeatures = features;
             _deviceFeaturesSel = deviceSel;

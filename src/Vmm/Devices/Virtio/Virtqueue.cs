@@ -209,6 +209,12 @@ public sealed class Virtqueue
         return PopResult.Chain;
     }
 
+    /// <summary>
+    /// Gives the chain of the last <see cref="TryPop"/> back to the ring untaken (a device that defers it): the next
+    /// pop returns it again. Only right after a successful pop, with nothing taken or used since.
+    /// </summary>
+    public void UndoPop() => NextAvail--;
+
     /// <summary>Publishes a finished chain: the used element first, then (release) the used idx.</summary>
     public void AddUsed(GuestMemory memory, ushort head, uint writtenLength)
     {

@@ -2,6 +2,7 @@ using FireSharp.Cli;
 using FireSharp.Devices.Virtio.Net;
 using FireSharp.Proto.V1;
 using FireSharp.Tests.Api;
+using FireSharp.Tests.Support;
 using Grpc.Core;
 using Xunit.Abstractions;
 
@@ -68,7 +69,7 @@ public sealed class NetDaemonAndCliTests(ITestOutputHelper output)
     [SkippableFact]
     public void A_busy_tap_exits_with_2_before_any_vm_exists()
     {
-        Skip.IfNot(TunUsable(), "/dev/net/tun is not usable here (needs CAP_NET_ADMIN)");
+        TestEnvironment.Require(TunUsable(), "/dev/net/tun is not usable here (needs CAP_NET_ADMIN)");
         using var held = TapBackend.Open(null);
         var err = new StringWriter();
         var saved = Console.Error;
@@ -87,7 +88,7 @@ public sealed class NetDaemonAndCliTests(ITestOutputHelper output)
     [SkippableFact]
     public async Task The_daemon_gives_a_vm_its_tap_and_removes_it_with_the_vm()
     {
-        Skip.IfNot(TunUsable(), "/dev/net/tun is not usable here (needs CAP_NET_ADMIN)");
+        TestEnvironment.Require(TunUsable(), "/dev/net/tun is not usable here (needs CAP_NET_ADMIN)");
         await using var s = await ApiTestServer.StartAsync(output);
         string tap = "fsdt" + Environment.ProcessId % 100000;
         var spec = ApiTestServer.Spec("hello");

@@ -42,8 +42,8 @@ public partial class NetLinuxTests(Xunit.Abstractions.ITestOutputHelper output)
         string baseRoot = Path.Combine(TestPaths.RepoRoot, "build", "guest", "rootfs.ext4");
         string binary = Environment.GetEnvironmentVariable("FIRESHARP_BIN") is { Length: > 0 } bin ? Path.GetFullPath(bin) : Path.Combine(TestPaths.RepoRoot, "build", "firesharp");
         foreach (var f in new[] { kernel, baseRoot, binary })
-            Skip.IfNot(File.Exists(f), $"{f} is missing (make kernel rootfs build, or FIRESHARP_BIN)");
-        Skip.IfNot(File.Exists("/dev/net/tun") && Run("ip", "-V").Code == 0, "needs /dev/net/tun and iproute2");
+            TestEnvironment.RequireFile(f, "make kernel rootfs build, or FIRESHARP_BIN");
+        TestEnvironment.Require(File.Exists("/dev/net/tun") && Run("ip", "-V").Code == 0, "/dev/net/tun or iproute2 is missing");
 
         string id = (Environment.ProcessId % 100000).ToString(System.Globalization.CultureInfo.InvariantCulture);
         string ns = "fsnet" + id, tap = "fsnt" + id;

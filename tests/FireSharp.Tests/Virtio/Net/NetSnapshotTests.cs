@@ -2,6 +2,7 @@ using FireSharp.Devices.Virtio.Net;
 using FireSharp.Snapshot;
 using FireSharp.Tests.Support;
 using FireSharp.Vm;
+using FireSharp.Devices.Manager;
 
 namespace FireSharp.Tests.Virtio.Net;
 
@@ -23,42 +24,42 @@ public sealed class NetSnapshotTests
     public void A_vm_with_a_nic_is_snapshotted_and_restored_onto_another_tap()
     {
         KvmTestSupport.RequireKvm();
-        Skip.IfNot(TunUsable(), "/dev/net/tun is not usable here (needs CAP_NET_ADMIN)");
+        TestEnvironment.Require(TunUsable(), "/dev/net/tun is not usable here (needs CAP_NET_ADMIN)");
         string dir = Path.Combine(TestPaths.TempDir(), "snap");
         string other = "fsns" + Environment.ProcessId % 100000;
         var nic = new NetworkInterfaceSpec { Id = "net0", Mac = "02:00:00:00:00:42" };
         using (var vm = MicroVm.Create(new VmSpec { KernelPath = TestPaths.Guest("counter"), MemoryMib = 16, NetworkInterfaces = [nic] }))
         {
-            var device = Assert.Single(vm.Nics);
-            Assert.Equal(MicroVm.NicSlot(new VmSpec { KernelPath = "" , NetworkInterfaces = [nic] }, 0), device.Slot);
+            var device = Assert.Single(vm.Devices.OfType<VirtioNet>());
+            Assert.Equal(0, vm.Devices.PlacementOf(device).Slot); // the only virtio device: the first slot
             Assert.StartsWith("fstap", device.Backend.Name);
             vm.Start();
             SnapshotWriter.Create(vm, dir, resume: false);
             vm.Stop();
         }
 
-        var saved = SnapshotReader.Load(dir).State.Config.Devices.Single(d => d.Kind == SnapshotRestore.NetKind);
+        var saved = SnapshotReader.Load(dir).State.Config.Devices.Single(d => d.Kind == NetDeviceKind.Name);
         Assert.Equal("net0", saved.Id);
-        Assert.Equal("02:00:00:00:00:42", saved.Settings[NetSettings.Mac]);
-        Assert.Equal("true", saved.Settings[NetSettings.Auto]);
+        Assert.Equal("02:00:00:00:00:42", saved.Settings[NetDeviceKind.Keys.Mac]);
+        Assert.Equal("true", saved.Settings[NetDeviceKind.Keys.Auto]);
 
-        using (var restored = MicroVm.Restore(dir, new RestoreOverrides { TapNames = new Dictionary<string, string> { ["net0"] = other } }))
+        using (var restored = SnapshotRestore.Restore(dir, new RestoreOverrides { TapNames = new Dictionary<string, string> { ["net0"] = other } }))
         {
-            var device = Assert.Single(restored.Nics);
+            var device = Assert.Single(restored.Devices.OfType<VirtioNet>());
             Assert.Equal(other, device.Backend.Name);
             Assert.Equal("02:00:00:00:00:42", NetworkInterfaceSpec.FormatMac(device.Mac));
-            Assert.Equal(int.Parse(saved.Settings[NetSettings.Slot], System.Globalization.CultureInfo.InvariantCulture), device.Slot);
+            Assert.Equal(int.Parse(saved.Settings[DeviceManager.SlotKey], System.Globalization.CultureInfo.InvariantCulture), restored.Devices.PlacementOf(device).Slot);
             Assert.True(Directory.Exists("/sys/class/net/" + other));
 
             // A second clone onto the same tap: busy, refused as a device-set problem before it runs.
-            var e = Assert.Throws<SnapshotException>(() => MicroVm.Restore(dir, new RestoreOverrides { TapNames = new Dictionary<string, string> { ["net0"] = other } }));
+            var e = Assert.Throws<SnapshotException>(() => SnapshotRestore.Restore(dir, new RestoreOverrides { TapNames = new Dictionary<string, string> { ["net0"] = other } }));
             Assert.Equal(SnapshotErrorReason.DeviceSetMismatch, e.Reason);
             Assert.Contains("in use", e.Message);
             restored.Stop();
         }
         Assert.False(Directory.Exists("/sys/class/net/" + other), "the restored VM's tap outlived it");
 
-        var wrong = Assert.Throws<SnapshotException>(() => MicroVm.Restore(dir, new RestoreOverrides { TapNames = new Dictionary<string, string> { ["eth9"] = other } }));
+        var wrong = Assert.Throws<SnapshotException>(() => SnapshotRestore.Restore(dir, new RestoreOverrides { TapNames = new Dictionary<string, string> { ["eth9"] = other } }));
         Assert.Equal(SnapshotErrorReason.DeviceSetMismatch, wrong.Reason);
     }
 }

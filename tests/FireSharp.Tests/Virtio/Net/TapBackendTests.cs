@@ -1,4 +1,5 @@
 using FireSharp.Devices.Virtio.Net;
+using FireSharp.Tests.Support;
 
 namespace FireSharp.Tests.Virtio.Net;
 
@@ -59,7 +60,7 @@ public class TapBackendTests
     [SkippableFact]
     public void An_automatic_tap_is_created_with_offloads_and_vanishes_on_dispose()
     {
-        Skip.IfNot(TunUsable(), "/dev/net/tun is not usable here (needs CAP_NET_ADMIN)");
+        TestEnvironment.Require(TunUsable(), "/dev/net/tun is not usable here (needs CAP_NET_ADMIN)");
         string name;
         using (var tap = TapBackend.Open(null))
         {
@@ -81,7 +82,7 @@ public class TapBackendTests
     [SkippableFact]
     public void A_tap_in_use_is_busy()
     {
-        Skip.IfNot(TunUsable(), "/dev/net/tun is not usable here (needs CAP_NET_ADMIN)");
+        TestEnvironment.Require(TunUsable(), "/dev/net/tun is not usable here (needs CAP_NET_ADMIN)");
         using var first = TapBackend.Open(null);
         var e = Assert.Throws<NetConfigException>(() => TapBackend.Open(first.Name, "net[0]"));
         Assert.Equal(NetConfigError.TapBusy, e.Reason);
@@ -91,7 +92,7 @@ public class TapBackendTests
     [SkippableFact]
     public void A_named_tap_that_does_not_exist_is_created_and_removed()
     {
-        Skip.IfNot(TunUsable(), "/dev/net/tun is not usable here (needs CAP_NET_ADMIN)");
+        TestEnvironment.Require(TunUsable(), "/dev/net/tun is not usable here (needs CAP_NET_ADMIN)");
         string name = "fsnt" + Environment.ProcessId % 100000;
         using (var tap = TapBackend.Open(name))
         {

@@ -45,9 +45,11 @@ public class VsockMicroVmTests
         var vm = MicroVm.Create(new VmSpec { KernelPath = TestPaths.Guest("hello"), MemoryMib = 16, Vsock = new VsockDeviceSpec(7, path) });
         using (vm)
         {
-            var vsock = Assert.IsType<VirtioVsock>(vm.Vsock);
-            Assert.Equal(0, vsock.Slot); // no drives: the first virtio-mmio slot
+            var vsock = Assert.Single(vm.Devices.OfType<VirtioVsock>());
+            var placed = vm.Devices.PlacementOf(vsock);
+            Assert.Equal(0, placed.Slot); // no drives: the first virtio-mmio slot
             Assert.Same(vsock, vsock.Transport?.Device);
+            Assert.Same(placed.Transport, vsock.Transport);
             using var client = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             client.Connect(new UnixDomainSocketEndPoint(path)); // the event loop's listener is live
         }

@@ -28,12 +28,11 @@ public enum NetConfigError
     InvalidId,
 }
 
-/// <summary>A network interface the host cannot provide; <see cref="Field"/> names the input (e.g. "--net", "net[0]").</summary>
-public sealed class NetConfigException(string field, NetConfigError reason, string message) : Exception($"{field}: {message}")
+/// <summary>A network interface the host cannot provide; <see cref="DeviceConfigException.Field"/> names the input (e.g. "--net", "net[0]").</summary>
+public sealed class NetConfigException(string field, NetConfigError reason, string message) : DeviceConfigException(field, message)
 {
-    public string Field { get; } = field;
     public NetConfigError Reason { get; } = reason;
 
-    /// <summary>The message without the field prefix.</summary>
-    public string Detail { get; } = message;
+    public override DeviceConfigProblem Problem =>
+        Reason is NetConfigError.TunUnavailable or NetConfigError.PermissionDenied ? DeviceConfigProblem.HostUnavailable : DeviceConfigProblem.Invalid;
 }

@@ -14,13 +14,6 @@ internal static partial class NetLog
     [LoggerMessage(EventId = 4302, Level = LogLevel.Error, Message = "{Device}: backend {Backend} failed ({Error}); no more frames are read from it")]
     public static partial void BackendFailed(ILogger logger, string device, string backend, string error);
 
-    [LoggerMessage(EventId = 4303, Level = LogLevel.Information,
-        Message = "{Device}: {Backend}, MAC {Mac}, at 0x{Address:x}, GSI {Gsi}; notify by {Notify}, interrupt by {Interrupt}; offloads offered {Offloads}")]
-    public static partial void Placed(ILogger logger, string device, string backend, string mac, ulong address, uint gsi, string notify, string interrupt, string offloads);
-
-    [LoggerMessage(EventId = 4304, Level = LogLevel.Warning, Message = "{Device}: {Mechanism} unavailable ({Error}); falling back to exits through the VMM")]
-    public static partial void FallBack(ILogger logger, string device, string mechanism, string error);
-
     [LoggerMessage(EventId = 4305, Level = LogLevel.Debug,
         Message = "{Device}: rx {RxFrames} frames / {RxBytes} bytes ({RxDropped} dropped), tx {TxFrames} frames / {TxBytes} bytes ({TxDropped} dropped)")]
     public static partial void Counters(ILogger logger, string device, long rxFrames, long rxBytes, long rxDropped, long txFrames, long txBytes, long txDropped);

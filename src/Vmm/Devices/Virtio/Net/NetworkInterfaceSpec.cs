@@ -47,9 +47,11 @@ public sealed record NetIpv4Config(IPAddress Address, int PrefixLength, IPAddres
 /// FireSharp creates and removes), the guest MAC (null = derived, locally administered) and optional IPv4
 /// settings for the guest kernel.
 /// </summary>
-public sealed record NetworkInterfaceSpec
+public sealed record NetworkInterfaceSpec : IDeviceConfig
 {
     public const int MaxIdLength = 32;
+
+    public string Kind => NetDeviceKind.Name;
 
     public required string Id { get; init; }
 

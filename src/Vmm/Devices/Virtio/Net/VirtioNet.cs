@@ -24,9 +24,9 @@ namespace FireSharp.Devices.Virtio.Net;
 /// A malformed chain (readable where writable is due or the reverse, too short or too long, a header that
 /// uses an offload not negotiated) is returned unused and counted; the first of each kind is logged.
 /// </para>
-/// <para>Call <see cref="Attach"/> then <see cref="Start"/> (or <see cref="AttachToVm"/>).</para>
+/// <para>Call <see cref="Attach"/> then <see cref="Start"/> (the device manager does, for a VM).</para>
 /// </summary>
-public sealed partial class VirtioNet : IVirtioDevice, IStatefulDevice, IDisposable
+public sealed class VirtioNet : IVirtioLoopDevice, IStatefulDevice
 {
     public const ushort DefaultQueueSize = 256;
 
@@ -129,6 +129,9 @@ public sealed partial class VirtioNet : IVirtioDevice, IStatefulDevice, IDisposa
     public void Notify(int queue) => _loop.Notify(queue);
 
     public void Attach(VirtioMmioTransport transport) => _loop.Attach(this, transport);
+
+    /// <summary>The transport in front of the device (after <see cref="Attach"/>).</summary>
+    public VirtioMmioTransport? Transport => _loop.Transport;
 
     public void Start() => _loop.Start();
 

@@ -16,7 +16,7 @@ namespace FireSharp.Devices.Virtio.Vsock;
 /// One thread runs everything: it sleeps in epoll over the three queue eventfds, a wake eventfd and what the host
 /// side registers (its sockets). Call <see cref="Attach"/> then <see cref="Start"/>, and set
 /// <see cref="VirtioMmioTransport.QueueNotifyHandler"/> to <see cref="Notify"/> (or register <see cref="QueueEvent"/>
-/// with KVM_IOEVENTFD); or <see cref="AttachToVm"/>, which does all of it.
+/// with KVM_IOEVENTFD); the device manager (Devices/Manager) does all of it for a VM.
 /// </para>
 /// <para>
 /// A hostile guest cannot make the host hold unbounded memory: a tx packet without a whole header is dropped, one
@@ -25,7 +25,7 @@ namespace FireSharp.Devices.Virtio.Vsock;
 /// buffers, connection count).
 /// </para>
 /// </summary>
-public sealed class VirtioVsock : IVirtioDevice, IStatefulDevice, IDisposable
+public sealed class VirtioVsock : IVirtioLoopDevice, IStatefulDevice
 {
     public const ushort DefaultQueueSize = 256;
     public const int DefaultMaxConnections = 1024;
@@ -103,11 +103,9 @@ public sealed class VirtioVsock : IVirtioDevice, IStatefulDevice, IDisposable
     public (long Rsts, long PacketsIn, long PacketsOut) Counters =>
         (_backend.RstsSent, Interlocked.Read(ref _packetsIn), Interlocked.Read(ref _packetsOut));
 
-    /// <summary>The transport at the device's virtio-mmio slot (after <see cref="Attach"/> or <see cref="AttachToVm"/>).</summary>
+    /// <summary>The transport in front of the device (after <see cref="Attach"/>; the device manager places it into a VM).</summary>
     public VirtioMmioTransport? Transport => _loop.Transport;
 
-    /// <summary>The slot it occupies (after <see cref="AttachToVm"/>); -1 before.</summary>
-    public int Slot => _loop.Slot;
 
     /// <summary>The eventfd that wakes the device for queue <paramref name="index"/> (for KVM_IOEVENTFD, datamatch = index).</summary>
     public EventFd QueueEvent(int index) => _loop.QueueEvent(index);
@@ -121,19 +119,6 @@ public sealed class VirtioVsock : IVirtioDevice, IStatefulDevice, IDisposable
     /// <summary>Starts the event-loop thread (after <see cref="Attach"/>).</summary>
     public void Start() => _loop.Start();
 
-    /// <summary>
-    /// Puts the device into virtio-mmio slot <paramref name="slot"/> of a VM (<see cref="VirtioEventLoop.AttachToVm"/>:
-    /// transport, irqfd or KVM_IRQ_LINE, ioeventfd for the three queues or MMIO-exit notification, MMIO
-    /// registration); then starts the event loop. The command line needs <see cref="VirtioMmioLayout.CmdlineParameter"/>(slot).
-    /// With <paramref name="quiesced"/> the transport starts quiesced (a snapshot restore sets its state first, then unquiesces it).
-    /// </summary>
-    public VirtioMmioTransport AttachToVm(VirtioHost host, int slot, bool quiesced = false)
-    {
-        var placed = _loop.AttachToVm(host, slot, this, quiesced, $"virtio-vsock (cid {GuestCid}, {UdsPath})",
-            (mechanism, error) => VsockLog.FallBack(_logger, Id, mechanism, error));
-        VsockLog.Placed(_logger, Id, GuestCid, UdsPath, placed.Address, placed.Gsi, placed.NotifyKind, placed.InterruptKind);
-        return placed.Transport;
-    }
 
     /// <summary>
     /// Drops every connection (host sockets closed) and sends the guest VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the

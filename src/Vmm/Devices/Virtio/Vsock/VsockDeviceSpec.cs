@@ -6,8 +6,10 @@ namespace FireSharp.Devices.Virtio.Vsock;
 /// A VM's vsock device: the guest's CID and the host Unix socket (Firecracker's hybrid vsock) that FireSharp
 /// creates at <see cref="UdsPath"/>. Guest connections to host port P go to <c>UdsPath_P</c>.
 /// </summary>
-public sealed record VsockDeviceSpec(ulong GuestCid, string UdsPath)
+public sealed record VsockDeviceSpec(ulong GuestCid, string UdsPath) : IDeviceConfig
 {
+    public string Kind => VsockDeviceKind.Name;
+
     /// <summary>The longest Unix socket path (sun_path is 108 bytes including the NUL).</summary>
     public const int MaxUnixPathBytes = 107;
 

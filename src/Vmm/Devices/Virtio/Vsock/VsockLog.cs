@@ -24,13 +24,6 @@ internal static partial class VsockLog
     [LoggerMessage(EventId = 4205, Level = LogLevel.Debug, Message = "{Device}: {PacketsIn} packets in, {PacketsOut} packets out, {Rsts} RSTs sent")]
     public static partial void Counters(ILogger logger, string device, long packetsIn, long packetsOut, long rsts);
 
-    [LoggerMessage(EventId = 4206, Level = LogLevel.Information,
-        Message = "{Device}: guest CID {Cid}, host socket {Path}, at 0x{Address:x}, GSI {Gsi}; notify by {Notify}, interrupt by {Interrupt}")]
-    public static partial void Placed(ILogger logger, string device, ulong cid, string path, ulong address, uint gsi, string notify, string interrupt);
-
-    [LoggerMessage(EventId = 4207, Level = LogLevel.Warning, Message = "{Device}: {Mechanism} unavailable ({Error}); falling back to exits through the VMM")]
-    public static partial void FallBack(ILogger logger, string device, string mechanism, string error);
-
     [LoggerMessage(EventId = 4208, Level = LogLevel.Debug, Message = "{Device}: host connection to guest port {Port} timed out waiting for the guest")]
     public static partial void ConnectTimedOut(ILogger logger, string device, uint port);
 }

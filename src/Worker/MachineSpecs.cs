@@ -1,0 +1,68 @@
+using FireSharp.Devices;
+using FireSharp.Devices.Legacy;
+using FireSharp.Devices.Virtio;
+using FireSharp.Devices.Virtio.Net;
+using FireSharp.Devices.Virtio.Rng;
+using FireSharp.Devices.Virtio.Vsock;
+using FireSharp.Proto.Worker;
+using FireSharp.Vm;
+using Microsoft.Extensions.Logging;
+
+namespace FireSharp.Worker;
+
+/// <summary>
+/// The worker protocol's machine (worker.proto <c>CreateMachine</c>) in the VMM's terms, and the VMM's device
+/// errors in the API's: the one place where the wire's device fields meet device configs. A new device kind
+/// adds its field to each side here; the worker itself never looks at device kinds.
+/// </summary>
+internal static class MachineSpecs
+{
+    public static VmSpec ToVmSpec(CreateMachine c, ISerialSink console, ILogger logger) => new()
+    {
+        KernelPath = c.KernelPath,
+        InitrdPath = c.InitrdPath.Length == 0 ? null : c.InitrdPath,
+        Cmdline = c.HasCmdline ? c.Cmdline : null,
+        MemoryMib = c.MemMib,
+        Vcpus = c.Vcpus,
+        PreferPvh = c.PreferPvh,
+        Serial = console,
+        Logger = logger,
+        Devices = Devices(c),
+    };
+
+    private static List<IDeviceConfig> Devices(CreateMachine c)
+    {
+        var devices = new List<IDeviceConfig>();
+        devices.AddRange(c.Drives.Select(d => new DriveSpec { Path = d.Path, ReadOnly = d.ReadOnly, IsRoot = d.Root }));
+        if (c.VsockPath.Length > 0) devices.Add(new VsockDeviceSpec(c.VsockCid, c.VsockPath));
+        devices.AddRange(c.Nics.Select(n => new NetworkInterfaceSpec
+        {
+            Id = n.Id,
+            TapName = n.Tap.Length == 0 ? null : n.Tap,
+            Mac = n.Mac.Length == 0 ? null : n.Mac,
+            Ipv4 = n.Ip.Length == 0 ? null : NetIpv4Config.Parse(n.Ip),
+        }));
+        if (c.Rng) devices.Add(new RngSpec());
+        return devices;
+    }
+
+    /// <summary>The API's name (a vm.proto VmSpec path) for the VMM's name of a device input, e.g. "drive[1]" → "spec.drives[1].path".</summary>
+    public static string ApiField(string field)
+    {
+        if (Indexed(field, "drive[") is { } drive) return $"spec.drives[{drive}].path";
+        if (Indexed(field, "net[") is { } nic) return $"spec.network_interfaces[{nic}]";
+        return field switch
+        {
+            "vsock" => "spec.vsock",
+            "rng" => "spec.rng",
+            _ => "spec",
+        };
+    }
+
+    private static string? Indexed(string field, string prefix) =>
+        field.StartsWith(prefix, StringComparison.Ordinal) && field.EndsWith(']') ? field[prefix.Length..^1] : null;
+
+    /// <summary>A device error as a worker error: the host cannot provide it now (Unavailable), or the input is wrong (InvalidArgument).</summary>
+    public static WorkerErrorCode Code(DeviceConfigException e) =>
+        e.Problem == DeviceConfigProblem.HostUnavailable ? WorkerErrorCode.WorkerErrorUnavailable : WorkerErrorCode.WorkerErrorInvalidArgument;
+}
