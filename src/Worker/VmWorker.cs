@@ -9,7 +9,7 @@ namespace FireSharp.Worker;
 /// <summary>
 /// One VM's worker: owns a <see cref="MicroVm"/> and serves the daemon's requests on a Unix socket (the
 /// protocol is in src/Proto/firesharp/worker/v1/worker.proto). The same class runs in the
-/// <c>firesharp vmm</c> process and, in tests, inside the test process.
+/// <c>firesharp-vmm</c> process and, in tests, inside the test process.
 /// </summary>
 /// <remarks>
 /// The worker keeps living after the guest ends (the machine and its memory are released, the console

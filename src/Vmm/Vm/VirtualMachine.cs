@@ -1,3 +1,5 @@
+// Over 400 lines: the VM fd, its memory slots, vCPU threads and the ordered teardown that keeps memory mapped
+// for stuck vCPUs belong together; MachineOptions and VmState are small types kept beside it.
 using FireSharp.Boot;
 using FireSharp.Devices;
 using FireSharp.Kvm;
