@@ -47,11 +47,11 @@ WORKER_BIN := build/firesharp-vmm
 build: $(BIN) $(WORKER_BIN)
 $(BIN): $(HOST_SOURCES) | deps
 	$(DOTNET) publish src/Cli/FireSharp.Cli.csproj -c $(CONFIGURATION) -r linux-x64 -o build/publish --nologo -v quiet
-	@mkdir -p build && cp build/publish/firesharp $(BIN)
+	@mkdir -p build && cp build/publish/firesharp $(BIN).tmp && mv -f $(BIN).tmp $(BIN)
 	@echo "built $(BIN) ($$(du -h $(BIN) | cut -f1))"
 $(WORKER_BIN): $(HOST_SOURCES) | deps
 	$(DOTNET) publish src/Worker/FireSharp.Worker.csproj -c $(CONFIGURATION) -r linux-x64 -o build/publish-vmm --nologo -v quiet
-	@mkdir -p build && cp build/publish-vmm/firesharp-vmm $(WORKER_BIN)
+	@mkdir -p build && cp build/publish-vmm/firesharp-vmm $(WORKER_BIN).tmp && mv -f $(WORKER_BIN).tmp $(WORKER_BIN)
 	@echo "built $(WORKER_BIN) ($$(du -h $(WORKER_BIN) | cut -f1))"
 
 test: deps guests kernel rootfs examples

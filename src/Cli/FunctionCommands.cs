@@ -1,3 +1,5 @@
+// Over 400 lines: one System.CommandLine definition per `fn` subcommand; to be split per subcommand with
+// the CLI conventions of the observability/CLI issue (13).
 using System.CommandLine;
 using System.Globalization;
 using System.Text;

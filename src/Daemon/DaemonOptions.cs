@@ -33,7 +33,7 @@ public sealed record DaemonOptions
     /// <summary>Where VM records, worker sockets and worker logs live.</summary>
     public string StateDir { get; init; } = "/var/lib/firesharp";
 
-    /// <summary>The binary started as each VM's worker (<c>firesharp vmm</c>); null = this executable.</summary>
+    /// <summary>The binary started as each VM's worker; null = the <c>firesharp-vmm</c> beside this executable.</summary>
     public string? WorkerBinary { get; init; }
 
     /// <summary>

@@ -1,8 +1,7 @@
 using System.Globalization;
 using System.Net;
 using FireSharp.Boot;
-using FireSharp.Proto.V1;
-using Google.Protobuf.Collections;
+using FireSharp.Daemon.Vms;
 
 namespace FireSharp.Daemon;
 
@@ -67,18 +66,17 @@ public static class SpecValidator
                 throw VmApiException.Invalid(field, $"contains '{Printable(c)}'; allowed are a-z, 0-9, '_', '.', '-'");
     }
 
-    /// <summary>The whole CreateVm request. <paramref name="maxIdLength"/> can be lower than 63 when the state dir's path is long.</summary>
-    public static void ValidateCreate(CreateVmRequest request, HostLimits host, int maxIdLength = MaxIdLength)
+    /// <summary>The whole CreateVm command. <paramref name="maxIdLength"/> can be lower than 63 when the state dir's path is long.</summary>
+    public static void ValidateCreate(CreateVmCommand command, HostLimits host, int maxIdLength = MaxIdLength)
     {
-        ValidateId(request.Id);
-        if (request.Id.Length > maxIdLength)
-            throw VmApiException.Invalid("id", $"is {request.Id.Length} characters; this daemon's state directory allows at most {maxIdLength}");
-        ValidateLabels(request.Labels, "labels");
-        if (request.Spec is null) throw VmApiException.Invalid("spec", "is required");
-        ValidateSpec(request.Spec, host);
+        ValidateId(command.Id);
+        if (command.Id.Length > maxIdLength)
+            throw VmApiException.Invalid("id", $"is {command.Id.Length} characters; this daemon's state directory allows at most {maxIdLength}");
+        ValidateLabels(command.Labels, "labels");
+        ValidateSpec(command.Spec, host);
     }
 
-    public static void ValidateLabels(MapField<string, string> labels, string field)
+    public static void ValidateLabels(IReadOnlyDictionary<string, string> labels, string field)
     {
         if (labels.Count > MaxLabels) throw VmApiException.Invalid(field, $"has {labels.Count} labels; at most {MaxLabels}");
         foreach (var (key, value) in labels)
@@ -95,19 +93,18 @@ public static class SpecValidator
         }
     }
 
-    public static void ValidateSpec(VmSpec spec, HostLimits host)
+    /// <summary>A spec, with fields named by their API paths (spec.machine.mem_mib, ...).</summary>
+    public static void ValidateSpec(VmConfig spec, HostLimits host)
     {
         // 1. Malformed fields.
-        if (spec.Kernel is null) throw VmApiException.Invalid("spec.kernel", "is required");
         ValidateFile(spec.Kernel.Path, "spec.kernel.path", required: true);
-        ValidateFile(spec.Kernel.InitrdPath, "spec.kernel.initrd_path", required: false);
-        ValidateCmdline(spec.Kernel.Cmdline, "spec.kernel.cmdline");
+        ValidateFile(spec.Kernel.InitrdPath ?? "", "spec.kernel.initrd_path", required: false);
+        ValidateCmdline(spec.Kernel.Cmdline ?? "", "spec.kernel.cmdline");
 
-        if (spec.Machine is null) throw VmApiException.Invalid("spec.machine", "is required");
-        if (spec.Machine.Vcpus < 1) throw VmApiException.Invalid("spec.machine.vcpus", $"is {spec.Machine.Vcpus}; at least 1 is required");
-        if (spec.Machine.Vcpus > MaxVcpus) throw VmApiException.Invalid("spec.machine.vcpus", $"is {spec.Machine.Vcpus}; at most {MaxVcpus} (xAPIC ids)");
-        if (spec.Machine.MemMib < 1) throw VmApiException.Invalid("spec.machine.mem_mib", $"is {spec.Machine.MemMib}; at least 1 MiB is required");
-        if (spec.Machine.MemMib > MaxMemMib) throw VmApiException.Invalid("spec.machine.mem_mib", $"is {spec.Machine.MemMib}; at most {MaxMemMib} MiB (1 TiB)");
+        if (spec.Vcpus < 1) throw VmApiException.Invalid("spec.machine.vcpus", $"is {spec.Vcpus}; at least 1 is required");
+        if (spec.Vcpus > MaxVcpus) throw VmApiException.Invalid("spec.machine.vcpus", $"is {spec.Vcpus}; at most {MaxVcpus} (xAPIC ids)");
+        if (spec.MemMib < 1) throw VmApiException.Invalid("spec.machine.mem_mib", $"is {spec.MemMib}; at least 1 MiB is required");
+        if (spec.MemMib > MaxMemMib) throw VmApiException.Invalid("spec.machine.mem_mib", $"is {spec.MemMib}; at most {MaxMemMib} MiB (1 TiB)");
 
         var driveIds = new HashSet<string>(StringComparer.Ordinal);
         int rootIndex = -1;
@@ -133,19 +130,13 @@ public static class SpecValidator
             string f = $"spec.network_interfaces[{i}]";
             ValidateDeviceId(n.Id, f + ".id");
             if (!nicIds.Add(n.Id)) throw VmApiException.Invalid(f + ".id", $"'{n.Id}' is used by another interface");
-            switch (n.HostCase)
+            if (n.Tap is { } tap) // null: the worker creates one
             {
-                case NetworkInterfaceSpec.HostOneofCase.None:
-                    throw VmApiException.Invalid(f + ".host", "set either tap (an existing tap device) or auto");
-                case NetworkInterfaceSpec.HostOneofCase.Auto when !n.Auto:
-                    throw VmApiException.Invalid(f + ".auto", "must be true when set (or set tap instead)");
-                case NetworkInterfaceSpec.HostOneofCase.Tap:
-                    ValidateTapName(n.Tap, f + ".tap");
-                    if (!taps.Add(n.Tap)) throw VmApiException.Invalid(f + ".tap", $"'{n.Tap}' is used by another interface");
-                    break;
+                ValidateTapName(tap, f + ".tap");
+                if (!taps.Add(tap)) throw VmApiException.Invalid(f + ".tap", $"'{tap}' is used by another interface");
             }
-            if (n.Mac.Length > 0) ValidateMac(n.Mac, f + ".mac");
-            if (n.Ip.Length > 0) ValidateIp(n.Ip, f + ".ip");
+            if (!string.IsNullOrEmpty(n.Mac)) ValidateMac(n.Mac, f + ".mac");
+            if (!string.IsNullOrEmpty(n.Ip)) ValidateIp(n.Ip, f + ".ip");
         }
 
         if (spec.Vsock is not null && spec.Vsock.GuestCid is < 3 or 0xFFFF_FFFF)
@@ -160,11 +151,11 @@ public static class SpecValidator
         }
 
         // 2. Beyond what the host has.
-        if ((ulong)spec.Machine.MemMib * 1024 * 1024 > host.MemoryBytes)
-            throw VmApiException.Exhausted("spec.machine.mem_mib", $"{spec.Machine.MemMib} MiB is more than the host's {host.MemoryBytes / (1024 * 1024)} MiB");
-        if (spec.Machine.Vcpus > host.MaxVcpus)
-            throw VmApiException.Exhausted("spec.machine.vcpus", $"{spec.Machine.Vcpus} vCPUs is more than this host's KVM allows ({host.MaxVcpus})");
-        if (spec.NetworkInterfaces.Count(n => n.Ip.Length > 0) > 1)
+        if ((ulong)spec.MemMib * 1024 * 1024 > host.MemoryBytes)
+            throw VmApiException.Exhausted("spec.machine.mem_mib", $"{spec.MemMib} MiB is more than the host's {host.MemoryBytes / (1024 * 1024)} MiB");
+        if (spec.Vcpus > host.MaxVcpus)
+            throw VmApiException.Exhausted("spec.machine.vcpus", $"{spec.Vcpus} vCPUs is more than this host's KVM allows ({host.MaxVcpus})");
+        if (spec.NetworkInterfaces.Count(n => !string.IsNullOrEmpty(n.Ip)) > 1)
             throw VmApiException.Invalid("spec.network_interfaces", "only one interface can have an ip (the guest kernel takes one ip= setting)");
     }
 
@@ -173,15 +164,15 @@ public static class SpecValidator
     /// VMM's Linux default) followed by the agent's <c>firesharp.*</c> words when spec.agent is set.
     /// Null means "the VMM's default" (no agent, no cmdline).
     /// </summary>
-    public static string? EffectiveCmdline(VmSpec spec)
+    public static string? EffectiveCmdline(VmConfig spec)
     {
-        if (!spec.Agent) return spec.Kernel.Cmdline.Length > 0 ? spec.Kernel.Cmdline : null;
+        if (!spec.Agent) return string.IsNullOrEmpty(spec.Kernel.Cmdline) ? null : spec.Kernel.Cmdline;
         return AgentCmdline(spec);
     }
 
-    private static string AgentCmdline(VmSpec spec)
+    private static string AgentCmdline(VmConfig spec)
     {
-        string baseLine = spec.Kernel.Cmdline.Length > 0 ? spec.Kernel.Cmdline : FireSharp.Vm.MicroVm.DefaultLinuxCmdline;
+        string baseLine = string.IsNullOrEmpty(spec.Kernel.Cmdline) ? FireSharp.Vm.MicroVm.DefaultLinuxCmdline : spec.Kernel.Cmdline;
         return baseLine + " " + new FireSharp.Agent.Protocol.AgentBootConfig().ToCmdline();
     }
 
@@ -250,17 +241,6 @@ public static class SpecValidator
     {
         if (seconds < 0) throw VmApiException.Invalid(field, $"is {seconds}; must not be negative");
         if (seconds > MaxGraceSeconds) throw VmApiException.Invalid(field, $"is {seconds}; at most {MaxGraceSeconds}");
-    }
-
-    /// <summary>A state filter: every value must be a known, specified state.</summary>
-    public static void ValidateStates(RepeatedField<VmState> states, string field)
-    {
-        for (int i = 0; i < states.Count; i++)
-        {
-            var s = states[i];
-            if (s == VmState.Unspecified || !Enum.IsDefined(s))
-                throw VmApiException.Invalid($"{field}[{i}]", $"{(int)s} is not a VM state");
-        }
     }
 
     private static bool IsLowerAlnum(char c) => c is (>= 'a' and <= 'z') or (>= '0' and <= '9');

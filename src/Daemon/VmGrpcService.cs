@@ -1,31 +1,33 @@
+using FireSharp.Daemon.Vms;
 using FireSharp.Proto.V1;
 using Grpc.Core;
+using static FireSharp.Daemon.VmApiMapping;
 
 namespace FireSharp.Daemon;
 
 using Vm = FireSharp.Proto.V1.Vm;
 
 /// <summary>
-/// The gRPC face of <see cref="VmManager"/>. Handlers validate the request shape, call the manager with the
-/// call's cancellation token (which also carries the deadline) and return; errors are mapped by
-/// <see cref="ErrorInterceptor"/>.
+/// The gRPC face of <see cref="VmManager"/>. Handlers map each request to the manager's domain types
+/// (<see cref="VmApiMapping"/>), call it with the call's cancellation token (which also carries the deadline)
+/// and map the result back; errors are mapped by <see cref="ErrorInterceptor"/>.
 /// </summary>
 public sealed class VmGrpcService(VmManager manager) : VmService.VmServiceBase
 {
-    public override Task<Vm> CreateVm(CreateVmRequest request, ServerCallContext context) =>
-        manager.CreateAsync(request, context.CancellationToken);
+    public override async Task<Vm> CreateVm(CreateVmRequest request, ServerCallContext context) =>
+        ToProto(await manager.CreateAsync(ToCommand(request), context.CancellationToken).ConfigureAwait(false));
 
-    public override Task<Vm> StartVm(StartVmRequest request, ServerCallContext context) =>
-        manager.StartAsync(request.Id, context.CancellationToken);
+    public override async Task<Vm> StartVm(StartVmRequest request, ServerCallContext context) =>
+        ToProto(await manager.StartAsync(request.Id, context.CancellationToken).ConfigureAwait(false));
 
-    public override Task<Vm> PauseVm(PauseVmRequest request, ServerCallContext context) =>
-        manager.PauseAsync(request.Id, context.CancellationToken);
+    public override async Task<Vm> PauseVm(PauseVmRequest request, ServerCallContext context) =>
+        ToProto(await manager.PauseAsync(request.Id, context.CancellationToken).ConfigureAwait(false));
 
-    public override Task<Vm> ResumeVm(ResumeVmRequest request, ServerCallContext context) =>
-        manager.ResumeAsync(request.Id, context.CancellationToken);
+    public override async Task<Vm> ResumeVm(ResumeVmRequest request, ServerCallContext context) =>
+        ToProto(await manager.ResumeAsync(request.Id, context.CancellationToken).ConfigureAwait(false));
 
-    public override Task<Vm> StopVm(StopVmRequest request, ServerCallContext context) =>
-        manager.StopAsync(request.Id, request.GracePeriodSeconds, request.Force, context.CancellationToken);
+    public override async Task<Vm> StopVm(StopVmRequest request, ServerCallContext context) =>
+        ToProto(await manager.StopAsync(request.Id, request.GracePeriodSeconds, request.Force, context.CancellationToken).ConfigureAwait(false));
 
     public override async Task<DeleteVmResponse> DeleteVm(DeleteVmRequest request, ServerCallContext context)
     {
@@ -34,14 +36,15 @@ public sealed class VmGrpcService(VmManager manager) : VmService.VmServiceBase
     }
 
     public override Task<Vm> GetVm(GetVmRequest request, ServerCallContext context) =>
-        Task.FromResult(manager.Get(request.Id));
+        Task.FromResult(ToProto(manager.Get(request.Id)));
 
     public override Task<ListVmsResponse> ListVms(ListVmsRequest request, ServerCallContext context)
     {
-        SpecValidator.ValidateLabels(request.LabelSelector, "label_selector");
-        SpecValidator.ValidateStates(request.States, "states");
+        var selector = Labels(request.LabelSelector);
+        SpecValidator.ValidateLabels(selector, "label_selector");
+        var phases = ToPhases(request.States, "states");
         var response = new ListVmsResponse();
-        response.Vms.AddRange(manager.List(request.LabelSelector, request.States.ToHashSet()));
+        response.Vms.AddRange(manager.List(selector, phases).Select(ToProto));
         return Task.FromResult(response);
     }
 
@@ -52,7 +55,7 @@ public sealed class VmGrpcService(VmManager manager) : VmService.VmServiceBase
         try
         {
             await foreach (var ev in manager.WatchAsync(id, request.IncludeSnapshot, ct).ConfigureAwait(false))
-                await responseStream.WriteAsync(ev, ct).ConfigureAwait(false);
+                await responseStream.WriteAsync(ToProto(ev), ct).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested && context.Deadline > DateTime.UtcNow)
         {
@@ -95,12 +98,12 @@ public sealed class VmGrpcService(VmManager manager) : VmService.VmServiceBase
         }
     }
 
-    public override Task<SnapshotInfo> CreateSnapshot(CreateSnapshotRequest request, ServerCallContext context) =>
-        manager.CreateSnapshotAsync(request, context.CancellationToken);
+    public override async Task<SnapshotInfo> CreateSnapshot(CreateSnapshotRequest request, ServerCallContext context) =>
+        ToProto(await manager.CreateSnapshotAsync(ToCommand(request), context.CancellationToken).ConfigureAwait(false));
 
-    public override Task<Vm> RestoreVm(RestoreVmRequest request, ServerCallContext context) =>
-        manager.RestoreAsync(request, context.CancellationToken);
+    public override async Task<Vm> RestoreVm(RestoreVmRequest request, ServerCallContext context) =>
+        ToProto(await manager.RestoreAsync(ToCommand(request), context.CancellationToken).ConfigureAwait(false));
 
-    public override Task<ExecResponse> Exec(ExecRequest request, ServerCallContext context) =>
-        manager.ExecAsync(request, context.CancellationToken);
+    public override async Task<ExecResponse> Exec(ExecRequest request, ServerCallContext context) =>
+        ToProto(await manager.ExecAsync(ToCommand(request), context.CancellationToken).ConfigureAwait(false));
 }

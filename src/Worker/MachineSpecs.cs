@@ -5,15 +5,17 @@ using FireSharp.Devices.Virtio.Net;
 using FireSharp.Devices.Virtio.Rng;
 using FireSharp.Devices.Virtio.Vsock;
 using FireSharp.Proto.Worker;
+using FireSharp.Snapshot;
 using FireSharp.Vm;
 using Microsoft.Extensions.Logging;
 
 namespace FireSharp.Worker;
 
 /// <summary>
-/// The worker protocol's machine (worker.proto <c>CreateMachine</c>) in the VMM's terms, and the VMM's device
-/// errors in the API's: the one place where the wire's device fields meet device configs. A new device kind
-/// adds its field to each side here; the worker itself never looks at device kinds.
+/// The worker protocol's machine (worker.proto <c>CreateMachine</c>, <c>RestoreMachine</c>) in the VMM's terms,
+/// a snapshot's result in the protocol's, and the VMM's device errors in the API's: the one place where the
+/// wire's device fields meet device configs. A new device kind adds its field to each side here; the worker
+/// itself never looks at device kinds.
 /// </summary>
 internal static class MachineSpecs
 {
@@ -28,6 +30,30 @@ internal static class MachineSpecs
         Serial = console,
         Logger = logger,
         Devices = Devices(c),
+    };
+
+    /// <summary>What a restore (worker.proto <c>RestoreMachine</c>) changes about the snapshotted machine.</summary>
+    public static RestoreOverrides ToRestoreOverrides(RestoreMachine r, ISerialSink console, ILogger logger) => new()
+    {
+        Resume = !r.Paused,
+        Serial = console,
+        Logger = logger,
+        DrivePaths = r.DrivePaths.ToDictionary(kv => kv.Key, kv => kv.Value),
+        VsockUdsPath = r.VsockPath.Length == 0 ? null : r.VsockPath,
+    };
+
+    /// <summary>What a snapshot wrote, as the reply to <c>TakeSnapshot</c>, with the status after it.</summary>
+    public static SnapshotTaken ToWire(SnapshotResult result, WorkerStatus status) => new()
+    {
+        Status = status,
+        Dir = result.Directory,
+        MemoryBytes = result.MemoryBytes,
+        MemoryBytesWritten = result.MemoryBytesWritten,
+        StateFileBytes = result.StateFileBytes,
+        DurationMs = result.Elapsed.TotalMilliseconds,
+        PausedMs = result.PausedFor.TotalMilliseconds,
+        BaseDir = result.BaseDirectory ?? "",
+        DiffPages = (uint)(result.DiffPages ?? 0),
     };
 
     private static List<IDeviceConfig> Devices(CreateMachine c)

@@ -1,3 +1,5 @@
+// Over 400 lines: one function lifecycle (init, invoke, shutdown, extensions) whose states share one lock;
+// FunctionSession and RuntimeProcess already hold the per-process parts.
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;

@@ -4,10 +4,10 @@ using System.Security.Cryptography;
 using System.Text;
 using FireSharp.Agent.Protocol;
 using FireSharp.Daemon.Agent;
+using FireSharp.Daemon.Vms;
 using FireSharp.Pool;
 using FireSharp.Daemon.Functions.Lambda;
 using FireSharp.Proto.Agent;
-using FireSharp.Proto.V1;
 using Microsoft.Extensions.Logging;
 using static FireSharp.Daemon.Functions.FunctionVmLog;
 
@@ -57,7 +57,7 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
     /// <summary>Deletes function VMs left by an earlier daemon (their pool is gone).</summary>
     public async Task RemoveOrphansAsync(CancellationToken ct)
     {
-        foreach (var vm in manager.List(new Dictionary<string, string>()))
+        foreach (var vm in manager.List())
         {
             if (!vm.Labels.ContainsKey(FunctionLabel)) continue;
             try
@@ -131,10 +131,7 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
 
     private async Task<IFunctionVm> BootAsync(FunctionDefinition f, string id, long started, CancellationToken ct)
     {
-        var request = new CreateVmRequest { Id = id, Spec = Spec(f), Start = true };
-        request.Labels[FunctionLabel] = f.Name;
-        request.Labels[VersionLabel] = f.Version;
-        await manager.CreateAsync(request, ct).ConfigureAwait(false);
+        await manager.CreateAsync(new CreateVmCommand(id, Spec(f)) { Labels = Labels(f), Start = true }, ct).ConfigureAwait(false);
         await WaitForAgentReadyAsync(id, ct).ConfigureAwait(false);
 
         var client = await ConnectAsync(id, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
@@ -191,7 +188,7 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
             long t0 = Stopwatch.GetTimestamp();
             try
             {
-                var info = await manager.CreateSnapshotAsync(new CreateSnapshotRequest { Id = id, Dir = tmp, Resume = true }, ct).ConfigureAwait(false);
+                var info = await manager.CreateSnapshotAsync(new SnapshotVmCommand(id, tmp) { Resume = true }, ct).ConfigureAwait(false);
                 Directory.Move(tmp, final);
                 LogSnapshot(logger, f.Name, f.Version, final, Stopwatch.GetElapsedTime(t0).TotalMilliseconds, info.MemoryBytesWritten >> 20);
             }
@@ -228,10 +225,7 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
 
     private async Task<IFunctionVm> RestoreAsync(FunctionDefinition f, string id, string snapshotDir, long started, CancellationToken ct)
     {
-        var request = new RestoreVmRequest { Dir = snapshotDir, Id = id };
-        request.Labels[FunctionLabel] = f.Name;
-        request.Labels[VersionLabel] = f.Version;
-        await manager.RestoreAsync(request, ct).ConfigureAwait(false);
+        await manager.RestoreAsync(new RestoreVmCommand(id, snapshotDir) { Labels = Labels(f) }, ct).ConfigureAwait(false);
         var client = await ConnectAsync(id, RestoreAgentTimeout, ct).ConfigureAwait(false);
         var initDuration = Stopwatch.GetElapsedTime(started);
         LogRestored(logger, f.Name, f.Version, id, initDuration.TotalMilliseconds);
@@ -241,28 +235,35 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
     // ---------------------------------------------------------------- helpers
 
     /// <summary>The VM: kernel, root filesystem, layers and code as read-only drives; the agent; memory and vCPUs of the function.</summary>
-    internal static VmSpec Spec(FunctionDefinition f)
+    internal static VmConfig Spec(FunctionDefinition f)
     {
         f = Resolved(f);
-        var spec = new VmSpec
-        {
-            Kernel = new KernelSpec { Path = f.KernelPath },
-            Machine = new MachineSpec { Vcpus = f.Vcpus, MemMib = f.MemoryMib },
-            Agent = true,
-        };
-        spec.Drives.Add(new DriveSpec { Id = "rootfs", Path = f.RootfsPath, ReadOnly = true, Root = true });
+        var drives = new List<DriveConfig> { new("rootfs", f.RootfsPath) { ReadOnly = true, Root = true } };
         var mounts = new List<AgentMount>();
         if (f.LayerPaths.Count > 1) mounts.Add(new AgentMount("/dev/null", "/opt", ReadOnly: false, FsType: "tmpfs"));
         for (int i = 0; i < f.LayerPaths.Count; i++)
         {
-            spec.Drives.Add(new DriveSpec { Id = $"layer{i + 1}", Path = f.LayerPaths[i], ReadOnly = true });
+            drives.Add(new DriveConfig($"layer{i + 1}", f.LayerPaths[i]) { ReadOnly = true });
             mounts.Add(new AgentMount(DevicePath(i + 1), f.LayerPaths.Count == 1 ? "/opt" : $"/opt/layer{i + 1}"));
         }
-        spec.Drives.Add(new DriveSpec { Id = "code", Path = f.CodeImagePath, ReadOnly = true });
+        drives.Add(new DriveConfig("code", f.CodeImagePath) { ReadOnly = true });
         mounts.Add(new AgentMount(DevicePath(f.LayerPaths.Count + 1), "/var/task"));
-        spec.Kernel.Cmdline = Vm.MicroVm.DefaultLinuxCmdline + " " + new AgentBootConfig { Start = false, Mounts = mounts }.ToCmdline();
-        return spec;
+        return new VmConfig
+        {
+            Kernel = new KernelConfig(f.KernelPath)
+            {
+                Cmdline = FireSharp.Vm.MicroVm.DefaultLinuxCmdline + " " + new AgentBootConfig { Start = false, Mounts = mounts }.ToCmdline(),
+            },
+            Vcpus = f.Vcpus,
+            MemMib = f.MemoryMib,
+            Drives = drives,
+            Agent = true,
+        };
     }
+
+    /// <summary>The labels of a function's VM: the function and its version.</summary>
+    private static Dictionary<string, string> Labels(FunctionDefinition f) =>
+        new(StringComparer.Ordinal) { [FunctionLabel] = f.Name, [VersionLabel] = f.Version };
 
     /// <summary>
     /// The definition with symbolic links in its image paths resolved (build/guest/rootfs.ext4 is a link into the
@@ -315,9 +316,9 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
             while (true)
             {
                 var vm = manager.Get(id);
-                if (vm.AgentReady && vm.State == VmState.Running) return;
-                if (vm.State is VmState.Stopped or VmState.Failed)
-                    throw new VmEndedException($"VM {id} ended before its agent was ready: {vm.Exit?.Kind} {vm.Exit?.Reason}");
+                if (vm.AgentReady && vm.Phase == VmPhase.Running) return;
+                if (vm.Phase is VmPhase.Stopped or VmPhase.Failed)
+                    throw new VmEndedException($"VM {id} ended before its agent was ready: {vm.End?.Kind} {vm.End?.Reason}");
                 await Task.Delay(50, timeout.Token).ConfigureAwait(false);
             }
         }
@@ -343,8 +344,8 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
             catch (Exception e) when (!ct.IsCancellationRequested && e is AgentException or OperationCanceledException or IOException or System.Net.Sockets.SocketException)
             {
                 var vm = manager.Get(id);
-                if (vm.State is VmState.Stopped or VmState.Failed)
-                    throw new VmEndedException($"VM {id} ended: {vm.Exit?.Kind} {vm.Exit?.Reason}");
+                if (vm.Phase is VmPhase.Stopped or VmPhase.Failed)
+                    throw new VmEndedException($"VM {id} ended: {vm.End?.Kind} {vm.End?.Reason}");
                 if (Stopwatch.GetTimestamp() > until) throw new TimeoutException($"the guest agent of VM {id} does not answer: {e.Message}");
                 await Task.Delay(100, ct).ConfigureAwait(false);
             }

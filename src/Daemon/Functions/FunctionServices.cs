@@ -1,3 +1,4 @@
+using FireSharp.Daemon.Vms;
 using FireSharp.Pool;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Routing;

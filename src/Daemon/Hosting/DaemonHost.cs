@@ -1,6 +1,7 @@
 using System.Net;
 using System.Security.Cryptography.X509Certificates;
 using FireSharp.Daemon.Functions;
+using FireSharp.Daemon.Vms;
 using FireSharp.Daemon.Workers;
 using FireSharp.Worker.Protocol;
 using FireSharp.Kvm;

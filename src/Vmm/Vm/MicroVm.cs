@@ -67,10 +67,10 @@ public sealed class MicroVm : IDisposable
     {
         long started = startTimestamp ?? Stopwatch.GetTimestamp();
         if (spec.MemoryMib == 0 || spec.MemoryMib > MachineOptions.MaxMemoryBytes / MemoryLayout.MiB)
-            throw new MachineConfigException("mem", $"memory size {spec.MemoryMib} MiB is outside 1 MiB..{MachineOptions.MaxMemoryBytes / MemoryLayout.GiB} GiB");
+            throw new MachineConfigException(MachineConfigError.MemorySizeOutOfRange, $"memory size {spec.MemoryMib} MiB is outside 1 MiB..{MachineOptions.MaxMemoryBytes / MemoryLayout.GiB} GiB");
         // Fail on a missing kernel before creating anything.
         if (!File.Exists(spec.KernelPath))
-            throw new BootException(BootErrorReason.FileNotFound, $"kernel file not found: {spec.KernelPath}");
+            throw new BootException(BootErrorReason.FileNotFound, $"kernel file not found: {spec.KernelPath}") { File = BootFile.Kernel };
 
         // Bad device input (a missing image, a path twice, too many devices, a busy tap ...) fails here, before KVM is touched.
         var devices = DeviceManager.Open(spec.Devices, spec.Logger);

@@ -1,3 +1,5 @@
+// Over 400 lines: the VM fd, its memory slots, vCPU threads and the ordered teardown that keeps memory mapped
+// for stuck vCPUs belong together; MachineOptions and VmState are small types kept beside it.
 using FireSharp.Boot;
 using FireSharp.Devices;
 using FireSharp.Kvm;
@@ -31,10 +33,50 @@ public sealed record MachineOptions
 
 public enum VmState { Created, Running, Paused, Exited }
 
-/// <summary>Thrown for an invalid machine configuration (memory size, vCPU count), before anything is created.</summary>
-public sealed class MachineConfigException(string field, string message) : Exception($"{field}: {message}")
+/// <summary>Why a machine configuration was refused. One reason per distinct fix.</summary>
+public enum MachineConfigError
 {
-    public string Field { get; } = field;
+    /// <summary>The memory size is outside what a machine may have (1 MiB..1 TiB).</summary>
+    MemorySizeOutOfRange,
+    /// <summary>The memory size is not a multiple of 4 KiB.</summary>
+    MemoryNotPageAligned,
+    /// <summary>More memory than the host has: the request is well-formed, the host cannot provide it.</summary>
+    MemoryExceedsHost,
+    /// <summary>Restored guest memory is not the size the machine records.</summary>
+    MemoryMismatch,
+    /// <summary>A vCPU count below 1 or above what the machine can address (254 xAPIC ids).</summary>
+    VcpuCountOutOfRange,
+    /// <summary>More vCPUs than this host's KVM allows: the request is well-formed, the host cannot provide it.</summary>
+    VcpusExceedHost,
+    /// <summary>A restore with a CPUID table count other than the vCPU count.</summary>
+    CpuidMismatch,
+}
+
+/// <summary>
+/// Thrown for an invalid machine configuration (memory size, vCPU count), before anything is created.
+/// <see cref="Reason"/> is for code that branches on the cause; <see cref="Field"/> ("mem" or "vcpus") follows from it.
+/// </summary>
+public sealed class MachineConfigException(MachineConfigError reason, string message)
+    : Exception($"{FieldOf(reason)}: {message}")
+{
+    public const string MemoryField = "mem", VcpusField = "vcpus";
+
+    public MachineConfigError Reason { get; } = reason;
+
+    /// <summary>The input at fault: <see cref="MemoryField"/> or <see cref="VcpusField"/>.</summary>
+    public string Field => FieldOf(Reason);
+
+    /// <summary>The message without the field prefix.</summary>
+    public string Detail { get; } = message;
+
+    /// <summary>True when the host, not the request, is the limit (more memory or vCPUs than it has).</summary>
+    public bool IsHostLimit => Reason is MachineConfigError.MemoryExceedsHost or MachineConfigError.VcpusExceedHost;
+
+    private static string FieldOf(MachineConfigError reason) => reason switch
+    {
+        MachineConfigError.VcpuCountOutOfRange or MachineConfigError.VcpusExceedHost or MachineConfigError.CpuidMismatch => VcpusField,
+        _ => MemoryField,
+    };
 }
 
 /// <summary>
@@ -140,9 +182,9 @@ public sealed class VirtualMachine : IDisposable
         try
         {
             if (memory.TotalSize != options.MemoryBytes)
-                throw new MachineConfigException("mem", $"guest memory is {memory.TotalSize} bytes but the machine has {options.MemoryBytes}");
+                throw new MachineConfigException(MachineConfigError.MemoryMismatch, $"guest memory is {memory.TotalSize} bytes but the machine has {options.MemoryBytes}");
             if (cpuid.Count != options.VcpuCount)
-                throw new MachineConfigException("vcpus", $"{cpuid.Count} CPUID tables for {options.VcpuCount} vCPUs");
+                throw new MachineConfigException(MachineConfigError.CpuidMismatch, $"{cpuid.Count} CPUID tables for {options.VcpuCount} vCPUs");
         }
         catch
         {
@@ -167,11 +209,11 @@ public sealed class VirtualMachine : IDisposable
     private static VirtualMachine CreateChecked(MachineOptions options, ref GuestMemory? restoredMemory, IReadOnlyList<kvm_cpuid_entry2[]>? cpuid)
     {
         if (options.MemoryBytes < MachineOptions.MinMemoryBytes || options.MemoryBytes > MachineOptions.MaxMemoryBytes)
-            throw new MachineConfigException("mem", $"memory size {options.MemoryBytes / MemoryLayout.MiB} MiB is outside {MachineOptions.MinMemoryBytes / MemoryLayout.MiB} MiB..{MachineOptions.MaxMemoryBytes / MemoryLayout.GiB} GiB");
+            throw new MachineConfigException(MachineConfigError.MemorySizeOutOfRange, $"memory size {options.MemoryBytes / MemoryLayout.MiB} MiB is outside {MachineOptions.MinMemoryBytes / MemoryLayout.MiB} MiB..{MachineOptions.MaxMemoryBytes / MemoryLayout.GiB} GiB");
         if (options.MemoryBytes % MemoryLayout.PageSize != 0)
-            throw new MachineConfigException("mem", "memory size must be a multiple of 4 KiB");
+            throw new MachineConfigException(MachineConfigError.MemoryNotPageAligned, "memory size must be a multiple of 4 KiB");
         if (options.VcpuCount < 1)
-            throw new MachineConfigException("vcpus", $"vCPU count {options.VcpuCount} must be at least 1");
+            throw new MachineConfigException(MachineConfigError.VcpuCountOutOfRange, $"vCPU count {options.VcpuCount} must be at least 1");
 
         var kvm = KvmSystem.Open();
         KvmVm? vm = null;
@@ -181,12 +223,12 @@ public sealed class VirtualMachine : IDisposable
         {
             int max = kvm.MaxVcpus;
             if (options.VcpuCount > max)
-                throw new MachineConfigException("vcpus", $"{options.VcpuCount} vCPUs requested but this host's KVM allows at most {max}");
+                throw new MachineConfigException(MachineConfigError.VcpusExceedHost, $"{options.VcpuCount} vCPUs requested but this host's KVM allows at most {max}");
             if (options.VcpuCount > 254)
-                throw new MachineConfigException("vcpus", "at most 254 vCPUs (xAPIC ids)");
+                throw new MachineConfigException(MachineConfigError.VcpuCountOutOfRange, "at most 254 vCPUs (xAPIC ids)");
             ulong hostMemory = HostMemoryBytes();
             if (hostMemory > 0 && options.MemoryBytes > hostMemory)
-                throw new MachineConfigException("mem", $"{options.MemoryBytes / MemoryLayout.MiB} MiB requested but the host has {hostMemory / MemoryLayout.MiB} MiB");
+                throw new MachineConfigException(MachineConfigError.MemoryExceedsHost, $"{options.MemoryBytes / MemoryLayout.MiB} MiB requested but the host has {hostMemory / MemoryLayout.MiB} MiB");
 
             bool pvm = options.Pvm ?? KvmSystem.IsPvmHost;
             vm = kvm.CreateVm();

@@ -1,4 +1,5 @@
 using FireSharp.Daemon;
+using FireSharp.Daemon.Vms;
 using FireSharp.Daemon.Hosting;
 using FireSharp.Proto.V1;
 using FireSharp.Tests.Support;

@@ -16,7 +16,7 @@ using FireSharp.Kvm.Interop;
 namespace FireSharp.Tests.Api;
 
 /// <summary>
-/// The real thing: build/firesharp serve (NativeAOT, from `make build`) with one `firesharp vmm` process per
+/// The real thing: build/firesharp serve (NativeAOT, from `make build`) with one `firesharp-vmm` process per
 /// VM, driven over its Unix socket. After each test nothing may be left: no worker process, no socket, no
 /// VM directory, no daemon fd into the state directory.
 /// </summary>
@@ -298,7 +298,7 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
         }
     }
 
-    /// <summary>Live (not zombie) `firesharp vmm` processes whose socket is under this state directory.</summary>
+    /// <summary>Live (not zombie) `firesharp-vmm` processes whose socket is under this state directory.</summary>
     public List<int> WorkerPids()
     {
         var pids = new List<int>();
@@ -309,7 +309,7 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
             try { cmdline = File.ReadAllText(Path.Combine(dir, "cmdline")).Replace('\0', ' '); }
             catch (IOException) { continue; }
             catch (UnauthorizedAccessException) { continue; }
-            if (cmdline.Contains(" vmm ", StringComparison.Ordinal) && cmdline.Contains(StateDir, StringComparison.Ordinal) && ProcInfo.IsAlive(pid))
+            if (cmdline.Contains("firesharp-vmm ", StringComparison.Ordinal) && cmdline.Contains(StateDir, StringComparison.Ordinal) && ProcInfo.IsAlive(pid))
                 pids.Add(pid);
         }
         return pids;

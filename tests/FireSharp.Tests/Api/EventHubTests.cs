@@ -1,5 +1,4 @@
-using FireSharp.Daemon;
-using FireSharp.Proto.V1;
+using FireSharp.Daemon.Vms;
 
 namespace FireSharp.Tests.Api;
 
@@ -8,12 +7,12 @@ public sealed class EventHubTests
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
 
-    private static VmEvent Changed(string id, int n) => new() { Type = EventType.StateChanged, Id = id, Message = n.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+    private static VmLifecycleEvent Changed(string id, int n) => new() { Kind = VmEventKind.StateChanged, Id = id, Message = n.ToString(System.Globalization.CultureInfo.InvariantCulture) };
 
-    private static async Task<List<VmEvent>> DrainAsync(EventHub hub, EventHub.Watcher watcher)
+    private static async Task<List<VmLifecycleEvent>> DrainAsync(EventHub hub, EventHub.Watcher watcher)
     {
         hub.CompleteAll();
-        var seen = new List<VmEvent>();
+        var seen = new List<VmLifecycleEvent>();
         await foreach (var ev in watcher.ReadAllAsync(CancellationToken.None).WithCancellation(CancellationToken.None)) seen.Add(ev);
         return seen;
     }
@@ -26,7 +25,7 @@ public sealed class EventHubTests
         int total = EventHub.WatcherBacklog + 10;
         for (int i = 0; i < total; i++) hub.Publish(Changed("a", i));
         var seen = await DrainAsync(hub, watcher).WaitAsync(Timeout);
-        Assert.Equal(EventType.Dropped, seen[0].Type);
+        Assert.Equal(VmEventKind.Dropped, seen[0].Kind);
         Assert.Equal(10, seen[0].Dropped);
         Assert.Equal(EventHub.WatcherBacklog, seen.Count - 1);
         Assert.Equal("10", seen[1].Message); // the oldest went
@@ -42,8 +41,8 @@ public sealed class EventHubTests
         // A full backlog before the final events (so they come when the queue is full), and a flood after them
         // (so they would be the oldest): another VM's events for the watch-all watcher, more of this VM's for the other.
         for (int i = 0; i < EventHub.WatcherBacklog; i++) hub.Publish(Changed("a", i));
-        hub.Publish(new VmEvent { Type = EventType.Exited, Id = "a", Message = "guest ended" });
-        hub.Publish(new VmEvent { Type = EventType.Deleted, Id = "a", Message = "deleted" });
+        hub.Publish(new VmLifecycleEvent { Kind = VmEventKind.Exited, Id = "a", Message = "guest ended" });
+        hub.Publish(new VmLifecycleEvent { Kind = VmEventKind.Deleted, Id = "a", Message = "deleted" });
         for (int i = 1; i <= 3 * EventHub.WatcherBacklog; i++)
         {
             hub.Publish(Changed("b", i));
@@ -52,10 +51,10 @@ public sealed class EventHubTests
         foreach (var watcher in new[] { all, one })
         {
             var seen = await DrainAsync(hub, watcher).WaitAsync(Timeout);
-            Assert.Contains(seen, e => e.Type == EventType.Exited && e.Id == "a");
-            Assert.Contains(seen, e => e.Type == EventType.Deleted && e.Id == "a");
-            Assert.True(seen.FindIndex(e => e.Type == EventType.Exited) < seen.FindIndex(e => e.Type == EventType.Deleted));
-            Assert.Equal(EventType.Dropped, seen[0].Type);
+            Assert.Contains(seen, e => e.Kind == VmEventKind.Exited && e.Id == "a");
+            Assert.Contains(seen, e => e.Kind == VmEventKind.Deleted && e.Id == "a");
+            Assert.True(seen.FindIndex(e => e.Kind == VmEventKind.Exited) < seen.FindIndex(e => e.Kind == VmEventKind.Deleted));
+            Assert.Equal(VmEventKind.Dropped, seen[0].Kind);
             Assert.True(seen.Count <= EventHub.WatcherBacklog + 3, $"{seen.Count} events queued: the backlog is not bounded");
         }
     }

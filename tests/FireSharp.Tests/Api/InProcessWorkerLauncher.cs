@@ -11,7 +11,7 @@ using FireSharp.Kvm.Interop;
 namespace FireSharp.Tests.Api;
 
 /// <summary>
-/// Runs each VM's worker (<see cref="VmWorker"/>, the same class `firesharp vmm` runs) inside the test
+/// Runs each VM's worker (<see cref="VmWorker"/>, the same class `firesharp-vmm` runs) inside the test
 /// process, on the socket the daemon chose. "Killing" a worker aborts it as a crash would. Workers outlive
 /// a daemon that is disposed, so a second daemon on the same state directory can adopt them.
 /// </summary>

@@ -9,7 +9,7 @@ using FireSharp.Kvm.Interop;
 namespace FireSharp.Tests.Api;
 
 /// <summary>
-/// Snapshots with the real daemon (build/firesharp, or FIRESHARP_BIN) and `firesharp vmm` worker processes, through
+/// Snapshots with the real daemon (build/firesharp, or FIRESHARP_BIN) and `firesharp-vmm` worker processes, through
 /// `firesharp snapshot create|restore`: the restored VM runs in a worker process of its own and continues from the
 /// snapshot point.
 /// </summary>

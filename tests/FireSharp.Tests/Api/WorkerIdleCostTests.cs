@@ -29,7 +29,7 @@ public sealed class WorkerIdleCostTests(ITestOutputHelper output)
         string dir = TestPaths.TempDir();
         string socket = Path.Combine(dir, "worker.sock");
         using var cts = new CancellationTokenSource(Timeout);
-        var launcher = new ProcessWorkerLauncher(SnapshotTestSupport.FiresharpExe());
+        var launcher = new ProcessWorkerLauncher(Path.Combine(AppContext.BaseDirectory, "firesharp-vmm")); // the worker apphost beside the tests
         var worker = await launcher.LaunchAsync("idle", socket, Path.Combine(dir, "worker.log"), cts.Token);
         try
         {

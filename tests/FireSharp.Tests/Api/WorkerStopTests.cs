@@ -36,7 +36,7 @@ public sealed class WorkerStopTests
             await client.CallAsync(new WorkerRequest { Start = new Empty() }, cts.Token);
             var stopped = await client.CallAsync(new WorkerRequest { Stop = new StopMachine { Force = true } }, cts.Token);
             Assert.Equal(MachineState.Exited, stopped.State);
-            Assert.Equal("Stopped", stopped.ExitKind);
+            Assert.Equal(MachineExitKind.Stopped, stopped.ExitKind);
         }
         finally
         {

@@ -158,7 +158,7 @@ public class LinuxCloneTests(Xunit.Abstractions.ITestOutputHelper output)
 
     /// <summary>
     /// The same through the real daemon (<c>firesharp serve</c>, build/firesharp or $FIRESHARP_BIN): each RestoreVm
-    /// runs in its own <c>firesharp vmm</c> worker process, with its own vsock socket.
+    /// runs in its own <c>firesharp-vmm</c> worker process, with its own vsock socket.
     /// </summary>
     [SkippableFact]
     public async Task RestoreVm_clones_run_in_their_own_worker_processes_and_answer_exec()

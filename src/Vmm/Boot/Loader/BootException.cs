@@ -51,13 +51,25 @@ public enum BootErrorReason
     KernelLacksVirtioMmioCmdline,
 }
 
+/// <summary>Which boot input file an error is about.</summary>
+public enum BootFile
+{
+    /// <summary>The kernel image.</summary>
+    Kernel,
+    /// <summary>The initramfs.</summary>
+    Initrd,
+}
+
 /// <summary>
 /// The one exception type of FireSharp.Boot: a kernel image, initrd or boot-data request that cannot be used.
-/// The message is one line naming the file or value; <see cref="Reason"/> is for code that branches on the cause.
+/// The message is one line naming the file or value; <see cref="Reason"/> and <see cref="File"/> are for code that branches on the cause.
 /// Hostile or damaged images always end here, never in an index or range exception.
 /// </summary>
 public sealed class BootException(BootErrorReason reason, string message, Exception? inner = null)
     : Exception(message, inner)
 {
     public BootErrorReason Reason { get; } = reason;
+
+    /// <summary>The file at fault when the error is about reading one (not found, unreadable, truncated, empty); otherwise null.</summary>
+    public BootFile? File { get; init; }
 }

@@ -69,10 +69,10 @@ public static class BootLoader
         ulong initrdSize = 0;
         if (req.InitrdPath is { } initrdPath)
         {
-            using var src = ImageSource.OpenFile(initrdPath, "initrd");
+            using var src = ImageSource.OpenFile(initrdPath, BootFile.Initrd);
             initrdSize = (ulong)src.Length;
             if (initrdSize == 0)
-                throw new BootException(BootErrorReason.InitrdEmpty, $"initrd file is empty: {initrdPath}");
+                throw new BootException(BootErrorReason.InitrdEmpty, $"initrd file is empty: {initrdPath}") { File = BootFile.Initrd };
             ulong gpa = InitrdPlacer.Place(e820, kernel, initrdSize);
             src.CopyToGuest(mem, gpa, 0, initrdSize);
             initrdGpa = gpa;

@@ -43,14 +43,15 @@ internal abstract class ImageSource : IDisposable
 
     public virtual void Dispose() { }
 
-    public static ImageSource OpenFile(string path, string what)
+    public static ImageSource OpenFile(string path, BootFile file)
     {
+        string what = file == BootFile.Initrd ? "initrd" : "kernel";
         try
         {
             var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
             try
             {
-                return new FileImageSource(handle, path, RandomAccess.GetLength(handle));
+                return new FileImageSource(handle, path, file, RandomAccess.GetLength(handle));
             }
             catch
             {
@@ -60,11 +61,11 @@ internal abstract class ImageSource : IDisposable
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {
-            throw new BootException(BootErrorReason.FileNotFound, $"{what} file not found: {path}", e);
+            throw new BootException(BootErrorReason.FileNotFound, $"{what} file not found: {path}", e) { File = file };
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException or ArgumentException)
         {
-            throw new BootException(BootErrorReason.FileUnreadable, $"cannot open {what} file {path}: {e.Message}", e);
+            throw new BootException(BootErrorReason.FileUnreadable, $"cannot open {what} file {path}: {e.Message}", e) { File = file };
         }
     }
 }
@@ -82,7 +83,7 @@ internal sealed class MemoryImageSource(ReadOnlyMemory<byte> bytes, string name)
     }
 }
 
-internal sealed class FileImageSource(SafeFileHandle handle, string path, long length) : ImageSource
+internal sealed class FileImageSource(SafeFileHandle handle, string path, BootFile file, long length) : ImageSource
 {
     public override string Name => path;
     public override long Length => length;
@@ -90,21 +91,21 @@ internal sealed class FileImageSource(SafeFileHandle handle, string path, long l
     public override void ReadExactly(long offset, Span<byte> destination)
     {
         if (!Has((ulong)offset, (ulong)destination.Length))
-            throw new BootException(BootErrorReason.Truncated, $"{path}: read of {destination.Length} bytes at offset {offset} is past the end ({Length} bytes)");
+            throw new BootException(BootErrorReason.Truncated, $"{path}: read of {destination.Length} bytes at offset {offset} is past the end ({Length} bytes)") { File = file };
         try
         {
             while (!destination.IsEmpty)
             {
                 int n = RandomAccess.Read(handle, destination, offset);
                 if (n <= 0)
-                    throw new BootException(BootErrorReason.Truncated, $"{path}: file shrank while reading (end at offset {offset}, expected {Length} bytes)");
+                    throw new BootException(BootErrorReason.Truncated, $"{path}: file shrank while reading (end at offset {offset}, expected {Length} bytes)") { File = file };
                 destination = destination[n..];
                 offset += n;
             }
         }
         catch (IOException e)
         {
-            throw new BootException(BootErrorReason.FileUnreadable, $"cannot read {path} at offset {offset}: {e.Message}", e);
+            throw new BootException(BootErrorReason.FileUnreadable, $"cannot read {path} at offset {offset}: {e.Message}", e) { File = file };
         }
     }
 

@@ -10,7 +10,7 @@ public static class KernelLoader
     {
         ArgumentNullException.ThrowIfNull(mem);
         ArgumentNullException.ThrowIfNull(path);
-        using var src = ImageSource.OpenFile(path, "kernel");
+        using var src = ImageSource.OpenFile(path, BootFile.Kernel);
         return Load(mem, src);
     }
 

@@ -1,3 +1,5 @@
+// Over 400 lines: the 8042 controller is one register-level state machine (command byte, output buffer,
+// keyboard commands); splitting it would scatter the datasheet mapping. State lives in I8042State.
 namespace FireSharp.Devices.Legacy;
 
 /// <summary>

@@ -1,3 +1,5 @@
+// Over 400 lines: the 16550 is one register-level state machine (DLAB, FIFO, interrupt identification);
+// splitting it would scatter the datasheet mapping. State lives in Serial16550State.
 namespace FireSharp.Devices.Legacy;
 
 /// <summary>

@@ -1,3 +1,5 @@
+// Over 400 lines: the virtio-mmio register file (virtio 1.x section 4.2.2) is one state machine with the
+// feature/status/queue-setup rules the spec ties together; the queues themselves are in Virtqueue.
 using System.Buffers.Binary;
 using FireSharp.Memory;
 using Microsoft.Extensions.Logging;

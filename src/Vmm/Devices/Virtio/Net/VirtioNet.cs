@@ -1,3 +1,5 @@
+// Over 400 lines: the RX and TX paths and their offload negotiation are one device's queues; the backend
+// (TapBackend), protocol constants (NetProtocol) and placement (NetDeviceKind) are already apart.
 using System.Buffers.Binary;
 using FireSharp.Devices.Virtio.Vsock;
 using Microsoft.Extensions.Logging;

@@ -1,6 +1,4 @@
-using FireSharp.Proto.V1;
-
-namespace FireSharp.Daemon;
+namespace FireSharp.Daemon.Vms;
 
 /// <summary>
 /// Fans VM events out to watchers. Each watcher has a bounded queue (<see cref="WatcherBacklog"/>); a watcher
@@ -18,7 +16,7 @@ public sealed class EventHub
     /// <summary>Watchers currently subscribed.</summary>
     public int WatcherCount { get { lock (_gate) return _watchers.Count; } }
 
-    public void Publish(VmEvent ev)
+    public void Publish(VmLifecycleEvent ev)
     {
         lock (_gate)
             foreach (var w in _watchers)
@@ -47,7 +45,7 @@ public sealed class EventHub
     {
         private readonly EventHub _hub;
         private readonly Lock _lock = new();
-        private readonly LinkedList<VmEvent> _queue = new();
+        private readonly LinkedList<VmLifecycleEvent> _queue = new();
         private TaskCompletionSource? _reader; // set while the reader waits for an event
         private bool _completed;
         private long _dropped;
@@ -61,9 +59,9 @@ public sealed class EventHub
         public string? Id { get; }
 
         /// <summary>A VM's last word: what a watcher must see even when it drops others.</summary>
-        private static bool IsFinal(VmEvent ev) => ev.Type is EventType.Exited or EventType.Deleted;
+        private static bool IsFinal(VmLifecycleEvent ev) => ev.Kind is VmEventKind.Exited or VmEventKind.Deleted;
 
-        internal void Offer(VmEvent ev)
+        internal void Offer(VmLifecycleEvent ev)
         {
             TaskCompletionSource? reader;
             lock (_lock)
@@ -108,11 +106,11 @@ public sealed class EventHub
         }
 
         /// <summary>Events in order; a DROPPED event comes first when some were lost. Ends once the watcher is completed and drained.</summary>
-        public async IAsyncEnumerable<VmEvent> ReadAllAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
+        public async IAsyncEnumerable<VmLifecycleEvent> ReadAllAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
         {
             while (true)
             {
-                VmEvent? ev = null;
+                VmLifecycleEvent? ev = null;
                 long dropped = 0;
                 Task? next = null;
                 lock (_lock)
@@ -137,7 +135,7 @@ public sealed class EventHub
                     continue;
                 }
                 if (dropped > 0)
-                    yield return new VmEvent { Type = EventType.Dropped, Dropped = dropped, Time = ev.Time, Message = $"{dropped} events were dropped: this watcher was too slow" };
+                    yield return new VmLifecycleEvent { Kind = VmEventKind.Dropped, Dropped = dropped, Time = ev.Time, Message = $"{dropped} events were dropped: this watcher was too slow" };
                 yield return ev;
             }
         }

@@ -1,0 +1,162 @@
+using System.Runtime.CompilerServices;
+using FireSharp.Daemon.Workers;
+using Microsoft.Extensions.Logging;
+
+namespace FireSharp.Daemon.Vms;
+
+/// <summary>
+/// The daemon's VMs, in the daemon's own terms (<see cref="VmConfig"/>, <see cref="CreateVmCommand"/>,
+/// <see cref="VmInfo"/>, ...): the API that the gRPC service (which maps firesharp.v1 to these types) and the
+/// function factory call. It puts together, and delegates to:
+/// <list type="bullet">
+///   <item><see cref="VmRegistry"/> and <see cref="VmRecordStore"/>: the VMs by id and their records on disk;</item>
+///   <item><see cref="VmAdmission"/>: the daemon's VM count and memory budget;</item>
+///   <item><see cref="WorkerSupervisor"/>: each VM's worker process, its events and its death;</item>
+///   <item><see cref="VmLifecycle"/>: create, start, pause, resume, stop, delete;</item>
+///   <item><see cref="GuestAgents"/>: agent readiness, Exec and the graceful stop;</item>
+///   <item><see cref="VmSnapshots"/>: snapshots taken in the worker, restores into a new VM.</item>
+/// </list>
+/// Every failure leaves as a <see cref="VmApiException"/>.
+/// </summary>
+/// <remarks>
+/// On disk: <c>&lt;StateDir&gt;/vms/&lt;id&gt;/</c> holds <c>vm.pb</c> (the record), <c>worker.sock</c> and
+/// <c>worker.log</c>. A directory without <c>vm.pb</c>, or with a record still CREATING, is a create that
+/// did not finish, and is removed at start-up.
+/// </remarks>
+public sealed class VmManager : IAsyncDisposable
+{
+    private readonly DaemonOptions _options;
+    private readonly ILogger _logger;
+    private readonly VmRegistry _registry;
+    private readonly VmAdmission _admission;
+    private readonly WorkerSupervisor _supervisor;
+    private readonly GuestAgents _agents;
+    private readonly VmLifecycle _lifecycle;
+    private readonly VmSnapshots _snapshots;
+
+    public VmManager(DaemonOptions options, IWorkerLauncher launcher, HostLimits host, ILogger<VmManager> logger)
+    {
+        _options = options;
+        _logger = logger;
+        _registry = new VmRegistry(options, new VmRecordStore(logger));
+        _admission = new VmAdmission(options, host, _registry);
+        _agents = new GuestAgents(options, _registry, Events, logger);
+        _supervisor = new WorkerSupervisor(options, launcher, _registry, Events, _agents, logger);
+        _lifecycle = new VmLifecycle(options, host, _registry, _admission, _supervisor, _agents, Events, logger);
+        _snapshots = new VmSnapshots(options, _registry, _lifecycle, _supervisor, _agents);
+    }
+
+    /// <summary>Every VM's lifecycle events.</summary>
+    public EventHub Events { get; } = new();
+
+    public DaemonOptions Options => _options;
+
+    /// <summary>Loads the state directory: re-adopts live workers, marks VMs whose worker is gone as FAILED, removes half-created VMs.</summary>
+    public async Task InitializeAsync(CancellationToken ct)
+    {
+        // Worker sockets and logs live here: only the daemon's user gets in.
+        if (OperatingSystem.IsWindows()) Directory.CreateDirectory(_options.VmsDir);
+        else Directory.CreateDirectory(_options.VmsDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        foreach (var stored in await _registry.Store.LoadAllAsync(_options.VmsDir, ct).ConfigureAwait(false))
+        {
+            if (stored.HalfCreated)
+            {
+                // A create that never finished: its worker (if any) and files go.
+                _supervisor.KillOrphan(stored.Worker);
+                VmLog.RemovedHalfCreated(_logger, stored.Dir);
+                _registry.Store.DeleteDirectory(stored.Dir);
+                continue;
+            }
+            var entry = new VmEntry(stored.Id, stored.Dir) { Vm = stored.Vm!, Worker = stored.Worker, RestoredFrom = stored.RestoredFrom };
+            _registry.Add(entry);
+            await _supervisor.AdoptOrReapAsync(entry, ct).ConfigureAwait(false);
+        }
+    }
+
+    // ---------------------------------------------------------------- lifecycle
+
+    public Task<VmInfo> CreateAsync(CreateVmCommand command, CancellationToken ct) => _lifecycle.CreateAsync(command, ct);
+
+    public Task<VmInfo> StartAsync(string id, CancellationToken ct) => _lifecycle.StartAsync(id, ct);
+
+    public Task<VmInfo> PauseAsync(string id, CancellationToken ct) => _lifecycle.PauseAsync(id, ct);
+
+    public Task<VmInfo> ResumeAsync(string id, CancellationToken ct) => _lifecycle.ResumeAsync(id, ct);
+
+    /// <summary>Stops the VM; <paramref name="graceSeconds"/> 0 means the daemon's default grace period.</summary>
+    public Task<VmInfo> StopAsync(string id, int graceSeconds, bool force, CancellationToken ct) => _lifecycle.StopAsync(id, graceSeconds, force, ct);
+
+    public Task DeleteAsync(string id, bool force, CancellationToken ct) => _lifecycle.DeleteAsync(id, force, ct);
+
+    // ---------------------------------------------------------------- snapshots and the guest agent
+
+    /// <summary>Snapshots a RUNNING or PAUSED VM (see CreateSnapshot in vm.proto).</summary>
+    public Task<VmSnapshotInfo> CreateSnapshotAsync(SnapshotVmCommand command, CancellationToken ct) => _snapshots.CreateAsync(command, ct);
+
+    /// <summary>Restores a snapshot as a new VM in a new worker (see RestoreVm in vm.proto).</summary>
+    public Task<VmInfo> RestoreAsync(RestoreVmCommand command, CancellationToken ct) => _snapshots.RestoreAsync(command, ct);
+
+    /// <summary>Runs a command in the VM through its guest agent.</summary>
+    public Task<ExecOutcome> ExecAsync(ExecCommand command, CancellationToken ct)
+    {
+        SpecValidator.ValidateId(command.Id);
+        if (command.Argv.Count == 0 || command.Argv[0].Length == 0) throw VmApiException.Invalid("argv", "argv[0] (the program) is required");
+        if (command.TimeoutSeconds < 0) throw VmApiException.Invalid("timeout_seconds", $"is {command.TimeoutSeconds}; must not be negative");
+        return _agents.ExecAsync(_registry.Find(command.Id), command, ct);
+    }
+
+    /// <summary>The VM's hybrid vsock socket on the daemon's host (where its guest agent is reached).</summary>
+    public string VsockPath(string id) => _agents.VsockPath(id);
+
+    // ---------------------------------------------------------------- queries
+
+    public VmInfo Get(string id) => _registry.Find(id).Snapshot();
+
+    /// <summary>The VMs with every label of <paramref name="selector"/> and in one of <paramref name="phases"/> (empty: any), by id.</summary>
+    public IReadOnlyList<VmInfo> List(IReadOnlyDictionary<string, string>? selector = null, IReadOnlyCollection<VmPhase>? phases = null) =>
+        _registry.List(selector, phases);
+
+    /// <summary>Events of one VM (id) or all (null), optionally after a SNAPSHOT event per VM; until cancelled.</summary>
+    public async IAsyncEnumerable<VmLifecycleEvent> WatchAsync(string? id, bool snapshot, [EnumeratorCancellation] CancellationToken ct)
+    {
+        if (id is not null) _registry.Find(id);
+        using var watcher = Events.Subscribe(id); // before the snapshot, so no change falls between the two
+        if (snapshot)
+        {
+            foreach (var vm in id is null ? List() : [Get(id)])
+            {
+                yield return new VmLifecycleEvent
+                {
+                    Kind = VmEventKind.Snapshot, Id = vm.Id, Phase = vm.Phase, End = vm.End, BootTimeMs = vm.BootTimeMs, Time = VmEntry.Now(), Message = "current state",
+                };
+            }
+        }
+        await foreach (var ev in watcher.ReadAllAsync(ct).ConfigureAwait(false))
+            yield return ev;
+    }
+
+    /// <summary>A console session with the VM's worker.</summary>
+    public async Task<WorkerConsole> AttachConsoleAsync(string id, bool replay, CancellationToken ct)
+    {
+        var entry = _registry.Find(id);
+        WorkerSession? session;
+        lock (entry.Gate) session = entry.Session;
+        if (session is null) throw entry.WrongState("attach to the console of", " (it has no live worker)");
+        return await session.Client.AttachConsoleAsync(replay, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Lets go of the workers (they keep running for the next daemon to adopt) or, with
+    /// <see cref="DaemonOptions.StopVmsOnShutdown"/>, shuts them down. Ends every watcher.
+    /// </summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (!_admission.Close()) return;
+        foreach (var entry in _registry.Entries)
+        {
+            if (_options.StopVmsOnShutdown) await _supervisor.RetireAsync(entry).ConfigureAwait(false);
+            else await WorkerSupervisor.DetachAsync(entry).ConfigureAwait(false);
+        }
+        Events.CompleteAll();
+    }
+}
