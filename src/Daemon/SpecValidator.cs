@@ -11,18 +11,7 @@ public sealed record HostLimits(ulong MemoryBytes, int MaxVcpus)
     /// <summary>Reads /proc/meminfo and asks KVM; a value that cannot be read becomes "no limit".</summary>
     public static HostLimits Detect()
     {
-        ulong mem = 0;
-        try
-        {
-            foreach (var line in File.ReadLines("/proc/meminfo"))
-            {
-                if (!line.StartsWith("MemTotal:", StringComparison.Ordinal)) continue;
-                var parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-                mem = ulong.Parse(parts[1], CultureInfo.InvariantCulture) * 1024;
-                break;
-            }
-        }
-        catch (IOException) { }
+        ulong mem = Kvm.Interop.ProcInfo.HostMemoryBytes();
         int maxVcpus = int.MaxValue;
         try
         {

@@ -29,6 +29,23 @@ public static partial class ProcInfo
 
     public static bool IsAlive(int pid) => StartTime(pid) is not null;
 
+    /// <summary>The host's total memory (MemTotal of /proc/meminfo) in bytes; 0 when it cannot be read.</summary>
+    public static ulong HostMemoryBytes()
+    {
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/meminfo"))
+            {
+                if (!line.StartsWith("MemTotal:", StringComparison.Ordinal)) continue;
+                var parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                return parts.Length >= 2 && ulong.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out ulong kib)
+                    ? kib * 1024 : 0;
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        return 0;
+    }
+
     public static void SendSignal(int pid, int signal) => _ = kill(pid, signal);
 
     /// <summary>Makes the calling process the leader of a new session (no controlling terminal).</summary>

@@ -424,20 +424,7 @@ public sealed class VirtualMachine : IDisposable
         _exited.TrySetResult(_exit ?? new VmExit(VmExitKind.VmmError, "all vCPUs ended without a reason"));
     }
 
-    private static ulong HostMemoryBytes()
-    {
-        try
-        {
-            foreach (var line in File.ReadLines("/proc/meminfo"))
-            {
-                if (!line.StartsWith("MemTotal:", StringComparison.Ordinal)) continue;
-                var parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-                return ulong.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
-            }
-        }
-        catch (IOException) { }
-        return 0;
-    }
+    private static ulong HostMemoryBytes() => FireSharp.Kvm.Interop.ProcInfo.HostMemoryBytes();
 
     /// <summary>
     /// Stops the vCPUs and releases the VM. A vCPU thread still running after <see cref="MachineOptions.StopTimeout"/>
