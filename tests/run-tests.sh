@@ -18,6 +18,14 @@ if [ -f "$trx" ]; then
   skipped=$(( ${total:-0} - ${executed:-0} ))
   echo "${passed:-0} passed, ${failed:-0} failed, ${skipped} skipped"
   if [ "${executed:-0}" = 0 ]; then echo "no test was executed"; rc=1; fi
+  if [ "${failed:-0}" != 0 ]; then
+    # Name every failed test with the first lines of its message last, where a log's tail shows it.
+    python3 tests/trx-failures.py "$trx" || true
+  fi
+  # Kept for after-the-fact reading: a CI log shows only its tail.
+  keep="${XDG_CACHE_HOME:-$HOME/.cache}/firesharp/test-results"
+  mkdir -p "$keep" && cp "$trx" "$keep/$(date -u +%Y%m%dT%H%M%SZ).trx" && \
+    ls -1t "$keep"/*.trx | tail -n +21 | xargs -r rm -f
 fi
 rm -rf "$results"
 exit $rc
