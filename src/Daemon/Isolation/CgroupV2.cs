@@ -16,7 +16,7 @@ internal sealed class CgroupV2 : CgroupHierarchy
 
     public CgroupV2(string root, string parent) : base(root, parent)
     {
-        var offered = File.ReadAllText(Path.Combine(root, "cgroup.controllers")).Split(' ', '\n', StringSplitOptions.RemoveEmptyEntries);
+        var offered = File.ReadAllText(Path.Combine(root, "cgroup.controllers")).Split([' ', '\n'], StringSplitOptions.RemoveEmptyEntries);
         Controllers = s_known.Where(offered.Contains).ToHashSet(StringComparer.Ordinal);
     }
 
