@@ -60,7 +60,7 @@ internal sealed partial class VmCgroups(DaemonOptions options, ILogger logger)
             LogMissingControllers(logger, what);
         }
         Hierarchy = hierarchy;
-        LogOn(logger, hierarchy.Version, options.CgroupRoot, options.CgroupParent, string.Join(", ", hierarchy.Controllers),
+        LogOn(logger, hierarchy.Version == CgroupVersion.V1 ? "v1" : "v2", options.CgroupRoot, options.CgroupParent, string.Join(", ", hierarchy.Controllers),
             options.VmmMemoryAllowanceMib, options.VmPidsAllowance);
     }
 
@@ -136,7 +136,7 @@ internal sealed partial class VmCgroups(DaemonOptions options, ILogger logger)
     private static partial void LogOff(ILogger logger, string why);
 
     [LoggerMessage(601, LogLevel.Information, "cgroups {Version} at {Root}, parent {Parent}: {Controllers}; each VM gets guest memory + {AllowanceMib} MiB, its CPU quota, and vCPUs + {Pids} pids")]
-    private static partial void LogOn(ILogger logger, CgroupVersion version, string root, string parent, string controllers, long allowanceMib, int pids);
+    private static partial void LogOn(ILogger logger, string version, string root, string parent, string controllers, long allowanceMib, int pids);
 
     [LoggerMessage(602, LogLevel.Warning, "cgroups: {What}; those limits are not enforced")]
     private static partial void LogMissingControllers(ILogger logger, string what);
