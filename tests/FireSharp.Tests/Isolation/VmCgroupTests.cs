@@ -17,7 +17,7 @@ namespace FireSharp.Tests.Isolation;
 /// cgroups of VMs whose workers are gone. Each test has a parent cgroup of its own, removed afterwards.
 /// </summary>
 [Collection("kvm")]
-public sealed class VmCgroupTests : IAsyncDisposable
+public sealed class VmCgroupTests : IAsyncLifetime
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
     private readonly string _stateDir = ApiTestServer.NewStateDir();
@@ -26,7 +26,9 @@ public sealed class VmCgroupTests : IAsyncDisposable
     private readonly List<int> _workers = [];
     private string _root = CgroupTestSupport.Root;
 
-    public async ValueTask DisposeAsync()
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
     {
         foreach (var m in _managers) await m.DisposeAsync();
         foreach (int pid in _workers) ProcInfo.SendSignal(pid, ProcInfo.SIGKILL);
