@@ -70,6 +70,7 @@ internal static class VmClientCommands
         var cmdline = new Option<string?>("--cmdline") { Description = "kernel command line (default: FireSharp's Linux default)" };
         var vcpus = new Option<int>("--vcpus") { Description = "vCPUs", DefaultValueFactory = _ => 1 };
         var mem = new Option<long>("--mem-mib") { Description = "memory in MiB", DefaultValueFactory = _ => 128 };
+        var cpuQuota = new Option<int>("--cpu-quota-millicpus") { Description = "CPU time the VM may use, in thousandths of a host CPU (1000 = one CPU; default: one per vCPU plus one)" };
         var labels = new Option<string[]>("--label") { Description = "a label key=value (repeatable)", AllowMultipleArgumentsPerToken = false };
         var drives = new Option<string[]>("--drive") { Description = "a drive id=ID,path=PATH[,ro][,root] (repeatable)" };
         var nets = new Option<string[]>("--net") { Description = "an interface id=ID,tap=NAME|auto[,mac=MAC][,ip=A.B.C.D/N] (repeatable)" };
@@ -78,7 +79,7 @@ internal static class VmClientCommands
         var rng = new Option<bool>("--rng") { Description = "add a virtio-rng entropy device (/dev/hwrng in the guest)" };
         var pvh = new Option<bool>("--pvh") { Description = "enter an ELF through PVH when it has both entries" };
         var start = new Option<bool>("--start") { Description = "start the VM once created" };
-        var command = new Command("create", "create a VM") { id, kernel, initrd, cmdline, vcpus, mem, labels, drives, nets, vsock, agent, rng, pvh, start };
+        var command = new Command("create", "create a VM") { id, kernel, initrd, cmdline, vcpus, mem, cpuQuota, labels, drives, nets, vsock, agent, rng, pvh, start };
         command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
         {
             var spec = new VmSpec
@@ -90,7 +91,7 @@ internal static class VmClientCommands
                     Cmdline = parse.GetValue(cmdline) ?? "",
                     PreferPvh = parse.GetValue(pvh),
                 },
-                Machine = new MachineSpec { Vcpus = parse.GetValue(vcpus), MemMib = parse.GetValue(mem) },
+                Machine = new MachineSpec { Vcpus = parse.GetValue(vcpus), MemMib = parse.GetValue(mem), CpuQuotaMillicpus = parse.GetValue(cpuQuota) },
                 Agent = parse.GetValue(agent),
                 Rng = parse.GetValue(rng),
             };

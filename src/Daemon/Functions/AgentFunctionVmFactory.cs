@@ -225,7 +225,7 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
 
     private async Task<IFunctionVm> RestoreAsync(FunctionDefinition f, string id, string snapshotDir, long started, CancellationToken ct)
     {
-        await manager.RestoreAsync(new RestoreVmCommand(id, snapshotDir) { Labels = Labels(f) }, ct).ConfigureAwait(false);
+        await manager.RestoreAsync(new RestoreVmCommand(id, snapshotDir) { Labels = Labels(f), CpuQuotaMillicpus = LambdaResources.CpuQuotaMillicpus(f.MemoryMib) }, ct).ConfigureAwait(false);
         var client = await ConnectAsync(id, RestoreAgentTimeout, ct).ConfigureAwait(false);
         var initDuration = Stopwatch.GetElapsedTime(started);
         LogRestored(logger, f.Name, f.Version, id, initDuration.TotalMilliseconds);
@@ -256,6 +256,7 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
             },
             Vcpus = f.Vcpus,
             MemMib = f.MemoryMib,
+            CpuQuotaMillicpus = LambdaResources.CpuQuotaMillicpus(f.MemoryMib),
             Drives = drives,
             Agent = true,
         };

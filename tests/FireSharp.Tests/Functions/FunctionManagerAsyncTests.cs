@@ -21,7 +21,7 @@ public sealed class FunctionManagerAsyncTests : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        var options = new DaemonOptions { StateDir = _dir, Socket = Path.Combine(_dir, "api.sock") };
+        var options = new DaemonOptions { StateDir = _dir, Socket = Path.Combine(_dir, "api.sock"), Cgroups = FireSharp.Daemon.Isolation.CgroupMode.Off };
         foreach (var f in (string[])["vmlinux", "rootfs.ext4", "code.ext4"])
             await File.WriteAllTextAsync(Path.Combine(_dir, f), "stand-in");
         _pool = new FunctionPool(new FakeFunctionVmFactory());
