@@ -72,7 +72,7 @@ public sealed unsafe class GuestMemory : IDisposable
     public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
     /// <summary>Maps <paramref name="totalBytes"/> of zeroed anonymous memory, split around the MMIO gap.</summary>
-    /// <exception cref="Kvm.KvmException">mmap failed (ENOMEM: the host will not give that much address space).</exception>
+    /// <exception cref="GuestMemoryMapException">mmap failed (ENOMEM: the host will not give that much address space).</exception>
     public static GuestMemory CreateAnonymous(ulong totalBytes)
     {
         if (totalBytes == 0 || totalBytes % MemoryLayout.PageSize != 0)
@@ -85,7 +85,7 @@ public sealed unsafe class GuestMemory : IDisposable
             {
                 void* p = mmap(null, (Tmds.Linux.size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
                 if (p == (void*)-1)
-                    throw new Kvm.KvmException("mmap", errno, $"{size} bytes of guest memory");
+                    throw new GuestMemoryMapException(errno, $"{size} bytes of guest memory");
                 regions.Add(new GuestRegion(regions.Count, gpa, size, (nint)p));
             }
         }
@@ -104,7 +104,7 @@ public sealed unsafe class GuestMemory : IDisposable
     /// copy. The file must not change while mapped; its size must be exactly <paramref name="totalBytes"/>.
     /// </summary>
     /// <exception cref="InvalidDataException">The file's size is not <paramref name="totalBytes"/>.</exception>
-    /// <exception cref="Kvm.KvmException">mmap failed.</exception>
+    /// <exception cref="GuestMemoryMapException">mmap failed.</exception>
     public static GuestMemory CreateFromFile(string path, ulong totalBytes)
     {
         if (totalBytes == 0 || totalBytes % MemoryLayout.PageSize != 0)
@@ -122,7 +122,7 @@ public sealed unsafe class GuestMemory : IDisposable
                 void* p = mmap(null, (Tmds.Linux.size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE,
                     (int)file.DangerousGetHandle(), (Tmds.Linux.off_t)(long)offset);
                 if (p == (void*)-1)
-                    throw new Kvm.KvmException("mmap", errno, $"{size} bytes of {path}");
+                    throw new GuestMemoryMapException(errno, $"{size} bytes of {path}");
                 regions.Add(new GuestRegion(regions.Count, gpa, size, (nint)p) { FileOffset = offset });
                 offset += size;
             }
