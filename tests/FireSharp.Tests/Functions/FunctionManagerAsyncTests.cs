@@ -42,6 +42,7 @@ public sealed class FunctionManagerAsyncTests : IAsyncLifetime
     public async Task DisposeAsync()
     {
         await _pool.DisposeAsync().AsTask().WaitAsync(Live);
+        _records.Dispose();
         try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
     }
 

@@ -130,10 +130,10 @@ internal sealed class FakeFunctionVmFactory : IFunctionVmFactory
 
     public void ReleaseAll() => _gate.TrySetResult();
 
-    public Task<IFunctionVm> CreateAsync(FunctionDefinition function, CancellationToken cancellationToken)
+    public Task<IFunctionVm> CreateAsync(FunctionDefinition definition, CancellationToken cancellationToken)
     {
         int n = Interlocked.Increment(ref _created);
-        return Task.FromResult<IFunctionVm>(new FakeVm(this, $"fake-{function.Name}-{n}"));
+        return Task.FromResult<IFunctionVm>(new FakeVm(this, $"fake-{definition.Name}-{n}"));
     }
 
     public Task DiscardSnapshotsAsync(string functionName, string? keepVersion, CancellationToken cancellationToken)

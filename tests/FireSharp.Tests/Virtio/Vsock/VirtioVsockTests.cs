@@ -52,8 +52,8 @@ public class VirtioVsockTests
             Assert.Equal(toGuest, got.ToArray());
 
             var toHost = Bytes(5000, 2);
-            rig.Send(OpRw, 52, hostPort, toHost[..3000]);
-            rig.Send(OpRw, 52, hostPort, toHost[3000..], splitAt: VsockHeader.Size); // header and data in separate descriptors
+            rig.Send(OpRw, 52, hostPort, toHost.AsSpan(..3000));
+            rig.Send(OpRw, 52, hostPort, toHost.AsSpan(3000..), splitAt: VsockHeader.Size); // header and data in separate descriptors
             Assert.Equal(toHost, VsockRig.ReadExactly(client, toHost.Length));
             Assert.False(rig.Transport.NeedsReset);
         }
