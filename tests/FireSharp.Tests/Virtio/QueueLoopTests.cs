@@ -117,4 +117,29 @@ public class QueueLoopTests
         line.SetLevel(true);
         Assert.Equal(2UL, e.Drain());
     }
+
+    /// <summary>
+    /// A loop that dies outside queue processing (here: its turn throws, as a broken epoll or tap would) must not
+    /// leave the device silently dead: the transport enters DEVICE_NEEDS_RESET and raises a configuration
+    /// interrupt, so the guest's driver learns it; the failure is reported once.
+    /// </summary>
+    [Fact]
+    public void An_event_loop_that_dies_outside_queue_processing_sets_DEVICE_NEEDS_RESET()
+    {
+        using var rig = new BlockRig();
+        var failures = new List<Exception>();
+        using var loop = new VirtioEventLoop("test", 1, 2, _ => throw new IOException("epoll_wait: EBADF"), e => { lock (failures) failures.Add(e); });
+        loop.Attach(rig.Block, rig.Transport);
+        Assert.False(rig.Transport.NeedsReset);
+        loop.Start();
+
+        WaitFor(() => rig.Transport.NeedsReset, "DEVICE_NEEDS_RESET");
+        uint status = Mmio.R32(rig.Transport, VirtioMmioRegister.Status);
+        Assert.NotEqual(0u, status & VirtioStatus.DeviceNeedsReset);
+        Assert.NotEqual(0u, status & VirtioStatus.DriverOk);
+        Assert.NotEqual(0u, Mmio.R32(rig.Transport, VirtioMmioRegister.InterruptStatus) & VirtioInterrupt.ConfigChange);
+        Assert.Equal(1, rig.Transport.NeedsResetCount);
+        lock (failures) Assert.IsType<IOException>(Assert.Single(failures));
+        Assert.Contains(rig.Logger.Entries, e => e.Message.Contains("event loop failed", StringComparison.Ordinal));
+    }
 }

@@ -30,7 +30,8 @@ internal sealed class VirtioEventLoop : IDisposable
     /// <param name="queueCount">The device's queues: one eventfd each.</param>
     /// <param name="maxEvents">Events taken from one epoll_wait.</param>
     /// <param name="turn">One turn of the device's loop, given the timeout (-1 = forever); run on the thread.</param>
-    /// <param name="failed">Called on the thread when a turn throws; the loop has then stopped.</param>
+    /// <param name="failed">Called on the thread when a turn throws; the loop has then stopped, and the attached
+    /// transport is put in DEVICE_NEEDS_RESET (unless the loop was stopping).</param>
     public VirtioEventLoop(string kind, int queueCount, int maxEvents, Action<int> turn, Action<Exception> failed)
     {
         ArgumentNullException.ThrowIfNull(turn);
@@ -64,6 +65,9 @@ internal sealed class VirtioEventLoop : IDisposable
             catch (Exception e)
             {
                 failed(e);
+                // The device is dead from here on: say so to the guest (DEVICE_NEEDS_RESET and a configuration
+                // interrupt) rather than leave its driver waiting on queues nobody serves. The VM lives on.
+                if (Volatile.Read(ref _stopRequested) == 0) _transport?.OnEventLoopFailed(e);
             }
         }) { IsBackground = true, Name = "virtio-" + kind };
     }

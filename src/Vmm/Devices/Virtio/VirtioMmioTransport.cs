@@ -422,6 +422,16 @@ public sealed class VirtioMmioTransport : IBusDevice, IStatefulDevice
             && queue.Ready && !queue.IsBroken;
     }
 
+    /// <summary>
+    /// The device's event loop died outside queue processing (epoll, a tap or socket, a device bug): the device
+    /// enters DEVICE_NEEDS_RESET so the driver learns it, instead of the device going silently dead.
+    /// </summary>
+    internal void OnEventLoopFailed(Exception e)
+    {
+        ArgumentNullException.ThrowIfNull(e);
+        lock (_gate) EnterNeedsResetLocked($"event loop failed: {e.GetType().Name}: {e.Message}");
+    }
+
     internal void OnQueueBroken(VirtqueueContext ctx) =>
         EnterNeedsResetLocked($"queue {ctx.Index}: {ctx.Queue.BrokenReason}");
 
