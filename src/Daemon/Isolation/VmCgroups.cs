@@ -1,4 +1,5 @@
 using FireSharp.Daemon.Vms;
+using FireSharp.Kvm.Interop;
 using Microsoft.Extensions.Logging;
 
 namespace FireSharp.Daemon.Isolation;
@@ -13,7 +14,7 @@ namespace FireSharp.Daemon.Isolation;
 internal sealed partial class VmCgroups(DaemonOptions options, ILogger logger)
 {
     private static readonly TimeSpan RemoveRetry = TimeSpan.FromMilliseconds(20);
-    private const int RemoveAttempts = 100; // 2 s: an exited worker leaves its cgroup once the kernel has reaped it
+    private const int RemoveAttempts = 250; // 5 s: an exited worker leaves its cgroup once its last thread is gone
 
     /// <summary>The hierarchy in use; null while cgroups are off.</summary>
     public CgroupHierarchy? Hierarchy { get; private set; }
@@ -121,7 +122,9 @@ internal sealed partial class VmCgroups(DaemonOptions options, ILogger logger)
         foreach (var name in hierarchy.Children())
         {
             if (isLive(name)) continue;
-            var pids = hierarchy.Processes(name);
+            // A killed worker's leader shows as a zombie in cgroup.procs until its last thread has exited: it is
+            // no one's process any more, and the removal below retries until the kernel lets go of it.
+            var pids = hierarchy.Processes(name).Where(ProcInfo.IsAlive).ToList();
             if (pids.Count > 0)
             {
                 LogNotReaped(logger, hierarchy.PrimaryDirectory(name), string.Join(' ', pids));
