@@ -20,8 +20,9 @@ internal static class ServeCommand
             config,
         };
         command.Description += "\n\nSettings, as --Key=value, FIRESHARP_KEY=value or keys of the JSON config: Socket, SocketGroup, SocketMode, " +
-            "StateDir, TcpListen, TlsCertificate, TlsKey, TlsClientCa, WorkerBinary, MaxVms, MemoryOvercommit, DefaultStopGraceSeconds, " +
-            "StopVmsOnShutdown, LogLevel, LogJsonFile (see packaging/README.md).";
+            "SocketAllowedUsers, SocketAllowedGroups, StateDir, TcpListen, TlsCertificate, TlsKey, TlsClientCa, TlsClientCrl, " +
+            "TlsClients (name=viewer|operator|admin,...), WorkerBinary, MaxVms, MemoryOvercommit, DefaultStopGraceSeconds, " +
+            "StopVmsOnShutdown, LogLevel, LogJsonFile (see packaging/README.md and docs/security.md).";
         command.TreatUnmatchedTokensAsErrors = false;
         // Synchronous on purpose: the host handles SIGTERM/SIGINT itself (graceful stop), and System.CommandLine's
         // own Ctrl-C handling would end the process after a short timeout.

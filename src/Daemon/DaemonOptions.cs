@@ -22,6 +22,14 @@ public sealed record DaemonOptions
     /// <summary>The socket's permission bits.</summary>
     public UnixFileMode SocketMode { get; init; } = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite;
 
+    /// <summary>
+    /// Who may use the Unix socket besides root and the daemon's own user (user names or uids; groups by name or
+    /// gid, checked against the peer's primary and supplementary groups). Members of SocketGroup are allowed too.
+    /// Checked with SO_PEERCRED on every connection; see docs/security.md.
+    /// </summary>
+    public IReadOnlyList<uint> SocketAllowedUids { get; init; } = [];
+    public IReadOnlyList<uint> SocketAllowedGids { get; init; } = [];
+
     /// <summary>Also listen on TCP at host:port (mutual TLS is then required); null for none.</summary>
     public string? TcpListen { get; init; }
 
@@ -29,6 +37,15 @@ public sealed record DaemonOptions
     public string? TlsCertificate { get; init; }
     public string? TlsKey { get; init; }
     public string? TlsClientCa { get; init; }
+
+    /// <summary>A CRL (PEM or DER) signed by TlsClientCa: certificates on it are refused. Re-read when it changes.</summary>
+    public string? TlsClientCrl { get; init; }
+
+    /// <summary>
+    /// The TCP allow-list: a client certificate's subject CN or DNS/URI/e-mail SAN, mapped to viewer, operator or
+    /// admin. Configured as "name=role" entries (a JSON array, or one comma-separated string). Required with TcpListen.
+    /// </summary>
+    public IReadOnlyDictionary<string, Auth.ApiRole> TlsClients { get; init; } = new Dictionary<string, Auth.ApiRole>();
 
     /// <summary>Where VM records, worker sockets and worker logs live.</summary>
     public string StateDir { get; init; } = "/var/lib/firesharp";
@@ -115,6 +132,10 @@ public sealed record DaemonOptions
             TlsCertificate = Str(c, nameof(TlsCertificate)),
             TlsKey = Str(c, nameof(TlsKey)),
             TlsClientCa = Str(c, nameof(TlsClientCa)),
+            TlsClientCrl = Str(c, nameof(TlsClientCrl)),
+            TlsClients = ParseClients(List(c, nameof(TlsClients))),
+            SocketAllowedUids = [.. List(c, "SocketAllowedUsers").Select(u => (uint)(Kvm.Interop.ProcInfo.UserId(u) ?? throw Bad("SocketAllowedUsers", u, "is not a user in /etc/passwd or a uid")))],
+            SocketAllowedGids = [.. List(c, "SocketAllowedGroups").Select(g => (uint)(Kvm.Interop.ProcInfo.GroupIdOf(g) ?? throw Bad("SocketAllowedGroups", g, "is not a group in /etc/group or a gid")))],
             StateDir = Str(c, nameof(StateDir)) ?? d.StateDir,
             WorkerBinary = Str(c, nameof(WorkerBinary)),
             WorkerStartTimeout = Int(c, "WorkerStartTimeoutSeconds") is { } w ? TimeSpan.FromSeconds(w) : d.WorkerStartTimeout,
@@ -158,6 +179,11 @@ public sealed record DaemonOptions
         if (FunctionRootfs is not null && !Path.IsPathFullyQualified(FunctionRootfs)) throw Bad(nameof(FunctionRootfs), FunctionRootfs, "must be an absolute path");
         if (TcpListen is not null && (TlsCertificate is null || TlsKey is null || TlsClientCa is null))
             throw Bad(nameof(TcpListen), TcpListen, "TCP needs TlsCertificate, TlsKey and TlsClientCa (mutual TLS is mandatory)");
+        if (TcpListen is not null && TlsClients.Count == 0)
+            throw Bad(nameof(TcpListen), TcpListen, "TCP needs TlsClients, the allow-list of client names and their roles (name=viewer|operator|admin)");
+        foreach (var path in (ReadOnlySpan<(string Key, string? Value)>)[(nameof(TlsCertificate), TlsCertificate), (nameof(TlsKey), TlsKey), (nameof(TlsClientCa), TlsClientCa), (nameof(TlsClientCrl), TlsClientCrl)])
+            if (path.Value is not null && !Path.IsPathFullyQualified(path.Value)) throw Bad(path.Key, path.Value, "must be an absolute path");
+        if (TlsClientCrl is not null && TlsClientCa is null) throw Bad(nameof(TlsClientCrl), TlsClientCrl, "needs TlsClientCa (the CRL's issuer)");
         if (!Path.IsPathFullyQualified(CgroupRoot)) throw Bad(nameof(CgroupRoot), CgroupRoot, "must be an absolute path");
         if (!IsCgroupPath(CgroupParent))
             throw Bad(nameof(CgroupParent), CgroupParent, "must be a relative path of names made of letters, digits, '_', '.' and '-' (such as firesharp or machine.slice/firesharp)");
@@ -174,6 +200,29 @@ public sealed record DaemonOptions
     private static bool IsCgroupPath(string path) =>
         path.Length is > 0 and <= 255 && path.Split('/').All(part => part.Length > 0 && part is not ("." or "..")
             && part.All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '_' or '.' or '-'));
+
+    /// <summary>A list setting: a JSON array (children of the key) or one comma-separated string.</summary>
+    private static string[] List(IConfiguration c, string key)
+    {
+        var children = c.GetSection(key).GetChildren().Select(s => s.Value).OfType<string>().ToArray();
+        string[] items = children.Length > 0 ? children : (Str(c, key) ?? "").Split(',');
+        return [.. items.Select(i => i.Trim()).Where(i => i.Length > 0)];
+    }
+
+    /// <summary>"name=role" entries (the last '=' separates them, so a name may contain '=').</summary>
+    private static Dictionary<string, Auth.ApiRole> ParseClients(string[] entries)
+    {
+        var clients = new Dictionary<string, Auth.ApiRole>(StringComparer.Ordinal);
+        foreach (var entry in entries)
+        {
+            int eq = entry.LastIndexOf('=');
+            string name = eq > 0 ? entry[..eq].Trim() : "";
+            if (name.Length == 0 || Auth.ApiRoles.Parse(entry[(eq + 1)..].Trim()) is not { } role)
+                throw Bad(nameof(TlsClients), entry, "must be name=viewer, name=operator or name=admin");
+            if (!clients.TryAdd(name, role)) throw Bad(nameof(TlsClients), entry, $"names {name} a second time");
+        }
+        return clients;
+    }
 
     private static string? Str(IConfiguration c, string key) => c[key] is { Length: > 0 } v ? v : null;
 

@@ -81,6 +81,12 @@ public sealed class VmGrpcService(VmManager manager) : VmService.VmServiceBase
                     await console.SendInputAsync(requestStream.Current.Input.Memory, done.Token).ConfigureAwait(false);
             }
             catch (Exception e) when (e is OperationCanceledException or VmApiException or IOException) { }
+            catch (RpcException)
+            {
+                // Input this client may not send (a viewer's): end the call with that status, not just the input.
+                await done.CancelAsync().ConfigureAwait(false);
+                throw;
+            }
             // The client finished sending: output keeps flowing until it cancels.
         }, CancellationToken.None);
         try

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Security.Cryptography.X509Certificates;
+using FireSharp.Daemon.Auth;
 using FireSharp.Daemon.Functions;
 using FireSharp.Daemon.Vms;
 using FireSharp.Daemon.Workers;
@@ -50,25 +51,39 @@ public static class DaemonHost
             builder.Services.AddSingleton<IHostLifetime, SystemdLifetime>();
         }
 
+        var directories = new PrivateDirectories(options);
+        var peers = new UnixPeerPolicy(options);
+        var certificates = options.TcpListen is null ? null : ClientCertificatePolicy.From(options);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
-            kestrel.ListenUnixSocket(options.Socket, l => l.Protocols = HttpProtocols.Http2);
+            kestrel.ListenUnixSocket(directories.BindPath, l =>
+            {
+                l.Protocols = HttpProtocols.Http2;
+                l.Use(UnixPeerCheck.Middleware(peers));
+            });
             if (options.TcpListen is { } tcp)
                 kestrel.Listen(ParseEndpoint(tcp), l =>
                 {
                     l.Protocols = HttpProtocols.Http2;
-                    l.UseHttps(MutualTls(options));
+                    l.UseHttps(MutualTls(options, certificates!));
                 });
         });
 
         builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton(directories);
+        builder.Services.AddSingleton(peers);
+        if (certificates is not null) builder.Services.AddSingleton(certificates);
         builder.Services.AddSingleton(HostLimits.Detect());
         builder.Services.AddSingleton(launcher ?? new ProcessWorkerLauncher(options.WorkerBinary ?? ProcessWorkerLauncher.DefaultBinary(),
             startTimeout: options.WorkerStartTimeout));
         builder.Services.AddSingleton<VmManager>();
         builder.Services.AddHostedService<DaemonStartup>();
         builder.Services.AddFunctions(options); // after DaemonStartup: functions load once the VMs have
-        builder.Services.AddGrpc(o => o.Interceptors.Add<ErrorInterceptor>());
+        builder.Services.AddGrpc(o =>
+        {
+            o.Interceptors.Add<AuthorizationInterceptor>(); // first: a refused call reaches nothing else
+            o.Interceptors.Add<ErrorInterceptor>();
+        });
         // Reflection (for grpcurl and other generic clients) over an explicit list of services: no runtime discovery.
         builder.Services.AddSingleton(new ReflectionServiceImpl(
             Proto.V1.VmService.Descriptor, Proto.V1.FunctionService.Descriptor, Grpc.Health.V1.Health.Descriptor, Grpc.Reflection.V1Alpha.ServerReflection.Descriptor));
@@ -96,17 +111,16 @@ public static class DaemonHost
         throw new ArgumentException($"configuration TcpListen='{text}' is not host:port");
     }
 
-    /// <summary>Server certificate from PEM; a client certificate is required and must chain to the configured CA.</summary>
-    private static HttpsConnectionAdapterOptions MutualTls(DaemonOptions options)
+    /// <summary>
+    /// Server certificate from PEM; a client certificate is required and must pass <paramref name="certificates"/>
+    /// (issued by TlsClientCa, clientAuth EKU, not revoked); a refused one fails the handshake.
+    /// </summary>
+    private static HttpsConnectionAdapterOptions MutualTls(DaemonOptions options, ClientCertificatePolicy certificates) => new()
     {
-        var ca = X509CertificateLoader.LoadCertificateFromFile(options.TlsClientCa!);
-        return new HttpsConnectionAdapterOptions
-        {
-            ServerCertificate = X509Certificate2.CreateFromPemFile(options.TlsCertificate!, options.TlsKey!),
-            ClientCertificateMode = ClientCertificateMode.RequireCertificate,
-            ClientCertificateValidation = (cert, _, _) => ChainsTo(cert, ca),
-        };
-    }
+        ServerCertificate = X509Certificate2.CreateFromPemFile(options.TlsCertificate!, options.TlsKey!),
+        ClientCertificateMode = ClientCertificateMode.RequireCertificate,
+        ClientCertificateValidation = (cert, _, _) => certificates.Accepts(cert, out _),
+    };
 
     /// <summary>True if the certificate chains to <paramref name="root"/> alone (the system store is not consulted).</summary>
     public static bool ChainsTo(X509Certificate2 certificate, X509Certificate2 root)
@@ -121,16 +135,15 @@ public static class DaemonHost
 
 /// <summary>
 /// Runs before Kestrel accepts calls and before READY=1: probes KVM (a daemon that cannot run VMs is not
-/// ready) and loads the state directory (adopting live workers). Once the server listens, it sets the
-/// socket's mode and group.
+/// ready) and loads the state directory (adopting live workers). Before Kestrel binds, it creates the private
+/// directories (<see cref="PrivateDirectories"/>); once the server listens, it publishes the socket with its mode and group.
 /// </summary>
-public sealed partial class DaemonStartup(DaemonOptions options, VmManager manager, ILogger<DaemonStartup> logger) : IHostedLifecycleService
+public sealed partial class DaemonStartup(DaemonOptions options, VmManager manager, PrivateDirectories directories, UnixPeerPolicy peers,
+    ILogger<DaemonStartup> logger) : IHostedLifecycleService
 {
     public Task StartingAsync(CancellationToken cancellationToken)
     {
-        // A socket file left by a daemon that crashed: Kestrel would fail to bind.
-        string? dir = Path.GetDirectoryName(options.Socket);
-        if (dir is not null) Directory.CreateDirectory(dir);
+        // A socket file left by a daemon that crashed: it is replaced when the new socket is published.
         if (File.Exists(options.Socket))
         {
             // Stale only if nobody answers on it: never take the socket of a daemon that is running.
@@ -141,9 +154,9 @@ public sealed partial class DaemonStartup(DaemonOptions options, VmManager manag
                 throw new InvalidOperationException($"another daemon is listening on {options.Socket}");
             }
             catch (System.Net.Sockets.SocketException) { }
-            File.Delete(options.Socket);
             LogStaleSocket(logger, options.Socket);
         }
+        directories.Prepare();
         return Task.CompletedTask;
     }
 
@@ -158,9 +171,8 @@ public sealed partial class DaemonStartup(DaemonOptions options, VmManager manag
 
     public Task StartedAsync(CancellationToken cancellationToken)
     {
-        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(options.Socket, options.SocketMode);
-        if (options.SocketGroup is { } group) ProcInfo.ChangeGroup(options.Socket, group);
-        LogListening(logger, options.Socket, options.TcpListen ?? "no TCP");
+        directories.PublishSocket();
+        LogListening(logger, options.Socket, options.TcpListen ?? "no TCP", string.Join(",", peers.AllowedUids), string.Join(",", peers.AllowedGids));
         return Task.CompletedTask;
     }
 
@@ -172,6 +184,7 @@ public sealed partial class DaemonStartup(DaemonOptions options, VmManager manag
     {
         await manager.DisposeAsync().ConfigureAwait(false);
         try { File.Delete(options.Socket); } catch (IOException) { }
+        directories.Cleanup();
     }
 
     [LoggerMessage(100, LogLevel.Warning, "removed a stale socket {Socket}")]
@@ -180,6 +193,6 @@ public sealed partial class DaemonStartup(DaemonOptions options, VmManager manag
     [LoggerMessage(101, LogLevel.Information, "KVM is usable at {Device}{Note}")]
     private static partial void LogKvm(ILogger logger, string device, string note);
 
-    [LoggerMessage(102, LogLevel.Information, "listening on {Socket} ({Tcp})")]
-    private static partial void LogListening(ILogger logger, string socket, string tcp);
+    [LoggerMessage(102, LogLevel.Information, "listening on {Socket} (peers allowed: uids {Uids}, gids {Gids}; {Tcp})")]
+    private static partial void LogListening(ILogger logger, string socket, string tcp, string uids, string gids);
 }

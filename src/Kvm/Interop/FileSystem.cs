@@ -29,6 +29,26 @@ public static partial class FileSystem
         throw new IOException($"rename {from} -> {to}: {Marshal.GetPInvokeErrorMessage(err)}", err);
     }
 
+    [LibraryImport("libc", EntryPoint = "mkdir", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int MkDir(string path, uint mode);
+
+    /// <summary>
+    /// Creates one directory with exactly <paramref name="mode"/>, whatever the umask (mkdir, then chmod of what
+    /// mkdir made): true if it was created, false if something already had that name (EEXIST: not followed, not
+    /// changed). Any other failure is an <see cref="IOException"/> whose HResult is the errno.
+    /// </summary>
+    public static bool TryCreateDirectory(string path, UnixFileMode mode)
+    {
+        if (MkDir(path, (uint)mode) != 0)
+        {
+            int err = Marshal.GetLastPInvokeError();
+            if (err == EEXIST) return false;
+            throw new IOException($"mkdir {path}: {Marshal.GetPInvokeErrorMessage(err)}", err);
+        }
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(path, mode); // the umask may have taken bits away
+        return true;
+    }
+
     /// <summary>fsync of a directory, so that entries created or renamed in it survive a crash.</summary>
     public static void SyncDirectory(string path)
     {

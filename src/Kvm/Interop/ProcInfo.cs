@@ -108,13 +108,35 @@ public static partial class ProcInfo
             throw new IOException($"chown {path} to group {group}: errno {Marshal.GetLastPInvokeError()}");
     }
 
-    private static int? GroupId(string name)
+    /// <summary>The process's effective user and group ids.</summary>
+    public static uint EffectiveUserId => geteuid();
+
+    public static uint EffectiveGroupId => getegid();
+
+    /// <summary>A user id from a number or a name in /etc/passwd; null when there is no such user.</summary>
+    public static int? UserId(string user) =>
+        int.TryParse(user, NumberStyles.None, CultureInfo.InvariantCulture, out int n) ? n : IdByName("/etc/passwd", user);
+
+    /// <summary>A group id from a number or a name in /etc/group; null when there is no such group.</summary>
+    public static int? GroupIdOf(string group) =>
+        int.TryParse(group, NumberStyles.None, CultureInfo.InvariantCulture, out int n) ? n : GroupId(group);
+
+    [LibraryImport("libc")]
+    private static partial uint geteuid();
+
+    [LibraryImport("libc")]
+    private static partial uint getegid();
+
+    private static int? GroupId(string name) => IdByName("/etc/group", name);
+
+    /// <summary>The third field of the line whose first is <paramref name="name"/> in a passwd-style file.</summary>
+    private static int? IdByName(string file, string name)
     {
-        foreach (var line in File.ReadLines("/etc/group"))
+        foreach (var line in File.ReadLines(file))
         {
             var parts = line.Split(':');
-            if (parts.Length >= 3 && parts[0] == name && int.TryParse(parts[2], NumberStyles.None, CultureInfo.InvariantCulture, out int gid))
-                return gid;
+            if (parts.Length >= 3 && parts[0] == name && int.TryParse(parts[2], NumberStyles.None, CultureInfo.InvariantCulture, out int id))
+                return id;
         }
         return null;
     }

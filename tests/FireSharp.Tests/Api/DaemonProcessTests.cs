@@ -192,11 +192,15 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
 
     private string VmsDir => Path.Combine(StateDir, "vms");
 
-    public static async Task<DaemonUnderTest> StartAsync(ITestOutputHelper output)
+    /// <summary>Extra --Key=value settings, and the umask the daemon starts under (null: the test's own).</summary>
+    public IReadOnlyList<string> Settings { get; init; } = [];
+    public string? Umask { get; init; }
+
+    public static async Task<DaemonUnderTest> StartAsync(ITestOutputHelper output, IReadOnlyList<string>? settings = null, string? umask = null, string? stateDir = null)
     {
         KvmTestSupport.RequireKvm();
         _ = Binary;
-        var d = new DaemonUnderTest(output, ApiTestServer.NewStateDir());
+        var d = new DaemonUnderTest(output, stateDir ?? ApiTestServer.NewStateDir()) { Settings = settings ?? [], Umask = umask };
         try
         {
             await d.LaunchAsync();
@@ -211,13 +215,15 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
 
     private async Task LaunchAsync()
     {
-        var psi = new ProcessStartInfo(Binary)
+        // Under another umask: a shell sets it and execs the daemon.
+        var psi = new ProcessStartInfo(Umask is null ? Binary : "/bin/sh")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var a in (string[])["serve", $"--Socket={Socket}", $"--StateDir={StateDir}", "--LogLevel=Debug", "--DefaultStopGraceSeconds=2", $"--CgroupParent={CgroupParent}"]) psi.ArgumentList.Add(a);
+        if (Umask is not null) foreach (var a in (string[])["-c", $"umask {Umask} && exec \"$0\" \"$@\"", Binary]) psi.ArgumentList.Add(a);
+        foreach (var a in (string[])["serve", $"--Socket={Socket}", $"--StateDir={StateDir}", "--LogLevel=Debug", "--DefaultStopGraceSeconds=2", $"--CgroupParent={CgroupParent}", .. Settings]) psi.ArgumentList.Add(a);
         psi.Environment["NOTIFY_SOCKET"] = NotifyPath;
         psi.Environment.Remove("INVOCATION_ID");
         psi.Environment.Remove("JOURNAL_STREAM");
