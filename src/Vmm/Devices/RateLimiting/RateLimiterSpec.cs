@@ -1,0 +1,78 @@
+using System.Globalization;
+
+namespace FireSharp.Devices.RateLimiting;
+
+/// <summary>
+/// One token bucket, as Firecracker's API has it: <see cref="Size"/> tokens (bytes or operations), refilled from
+/// empty to full over <see cref="RefillTimeMs"/> (continuously: size/refill_time per ms), and
+/// <see cref="OneTimeBurst"/> extra tokens spent first and never refilled. The bucket starts full.
+/// </summary>
+public sealed record TokenBucketSpec(long Size, long OneTimeBurst, long RefillTimeMs)
+{
+    /// <summary>The longest refill time accepted: a day (keeps every timestamp product far from overflow).</summary>
+    public const long MaxRefillTimeMs = 24L * 3600 * 1000;
+
+    /// <summary>Checks the bucket; <see cref="RateLimiterConfigException"/> naming <paramref name="field"/> otherwise.</summary>
+    public void Validate(string field)
+    {
+        if (Size <= 0)
+            throw new RateLimiterConfigException(field + ".size", RateLimiterConfigError.InvalidSize,
+                $"a token bucket's size must be at least 1 (got {Size}); leave the bucket out for no limit");
+        if (OneTimeBurst < 0)
+            throw new RateLimiterConfigException(field + ".one_time_burst", RateLimiterConfigError.InvalidBurst,
+                $"a one-time burst must not be negative (got {OneTimeBurst})");
+        if (RefillTimeMs is <= 0 or > MaxRefillTimeMs)
+            throw new RateLimiterConfigException(field + ".refill_time_ms", RateLimiterConfigError.InvalidRefillTime,
+                $"a token bucket's refill time must be 1..{MaxRefillTimeMs} ms (got {RefillTimeMs})");
+    }
+
+    public override string ToString() =>
+        OneTimeBurst > 0
+            ? string.Create(CultureInfo.InvariantCulture, $"{Size}/{RefillTimeMs}ms+{OneTimeBurst}")
+            : string.Create(CultureInfo.InvariantCulture, $"{Size}/{RefillTimeMs}ms");
+}
+
+/// <summary>
+/// A device's limiter, as Firecracker's: an optional bandwidth bucket (bytes) and an optional operations bucket
+/// (requests). Neither = no limit.
+/// </summary>
+public sealed record RateLimiterSpec(TokenBucketSpec? Bandwidth, TokenBucketSpec? Ops)
+{
+    public bool IsUnlimited => Bandwidth is null && Ops is null;
+
+    /// <summary>Checks both buckets; <paramref name="field"/> names the limiter ("drive[0].rate_limiter").</summary>
+    public void Validate(string field)
+    {
+        Bandwidth?.Validate(field + ".bandwidth");
+        Ops?.Validate(field + ".ops");
+    }
+
+    /// <summary>A limiter of <paramref name="bytesPerSecond"/> and/or <paramref name="opsPerSecond"/> (null = that bucket absent; both null = null): one-second buckets, no burst.</summary>
+    public static RateLimiterSpec? PerSecond(long? bytesPerSecond, long? opsPerSecond) =>
+        bytesPerSecond is null && opsPerSecond is null ? null
+            : new RateLimiterSpec(bytesPerSecond is { } b ? new TokenBucketSpec(b, 0, 1000) : null,
+                                  opsPerSecond is { } o ? new TokenBucketSpec(o, 0, 1000) : null);
+
+    public override string ToString() =>
+        IsUnlimited ? "unlimited" : $"bandwidth {Bandwidth?.ToString() ?? "-"}, ops {Ops?.ToString() ?? "-"}";
+}
+
+/// <summary>Why a rate limiter's configuration was refused.</summary>
+public enum RateLimiterConfigError
+{
+    InvalidSize,
+    InvalidBurst,
+    InvalidRefillTime,
+    InvalidSyntax,
+    UnknownDevice,
+}
+
+/// <summary>A rate limiter the host refuses; <see cref="DeviceConfigException.Field"/> names the bucket field at fault.</summary>
+public sealed class RateLimiterConfigException(string field, RateLimiterConfigError reason, string message)
+    : DeviceConfigException(field, message)
+{
+    public RateLimiterConfigError Reason { get; } = reason;
+
+    public override DeviceConfigProblem Problem =>
+        Reason == RateLimiterConfigError.UnknownDevice ? DeviceConfigProblem.NotFound : DeviceConfigProblem.Invalid;
+}
