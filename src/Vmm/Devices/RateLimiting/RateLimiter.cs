@@ -46,6 +46,9 @@ public sealed class RateLimiter : IDisposable
         }
     }
 
+    /// <summary>No bucket: every request goes through (a device may skip working out a request's cost).</summary>
+    public bool IsUnlimited => _unlimited;
+
     /// <summary>Requests refused so far.</summary>
     public long Deferred => Interlocked.Read(ref _deferred);
 

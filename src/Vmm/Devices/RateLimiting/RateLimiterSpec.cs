@@ -47,11 +47,40 @@ public sealed record RateLimiterSpec(TokenBucketSpec? Bandwidth, TokenBucketSpec
         Ops?.Validate(field + ".ops");
     }
 
-    /// <summary>A limiter of <paramref name="bytesPerSecond"/> and/or <paramref name="opsPerSecond"/> (null = that bucket absent; both null = null): one-second buckets, no burst.</summary>
+    /// <summary>
+    /// The command line's limiter: <paramref name="bytesPerSecond"/> and/or <paramref name="opsPerSecond"/> (null =
+    /// that bucket absent; both null = null). Each rate N becomes a bucket holding about a tenth of a second of
+    /// it (100 ms to 1 s, so that the rate is exact; 64M: 8 MiB per 125 ms), no one-time burst.
+    /// </summary>
     public static RateLimiterSpec? PerSecond(long? bytesPerSecond, long? opsPerSecond) =>
         bytesPerSecond is null && opsPerSecond is null ? null
-            : new RateLimiterSpec(bytesPerSecond is { } b ? new TokenBucketSpec(b, 0, 1000) : null,
-                                  opsPerSecond is { } o ? new TokenBucketSpec(o, 0, 1000) : null);
+            : new RateLimiterSpec(bytesPerSecond is { } b ? Rate(b) : null, opsPerSecond is { } o ? Rate(o) : null);
+
+    /// <summary>
+    /// N per second exactly, in a bucket that holds about a tenth of a second: the refill time is the smallest
+    /// multiple of 1000/gcd(N, 1000) ms that is at least 100 ms (at most 1 s), and the size N times that.
+    /// </summary>
+    private static TokenBucketSpec Rate(long perSecond)
+    {
+        long step = 1000 / (long)System.Numerics.BigInteger.GreatestCommonDivisor(perSecond, 1000);
+        long refillMs = step >= 100 ? step : (100 + step - 1) / step * step;
+        return new TokenBucketSpec((long)((Int128)perSecond * refillMs / 1000), 0, refillMs);
+    }
+
+    /// <summary>
+    /// A command-line amount: a positive integer with an optional K, M or G suffix (binary: 1K = 1024), e.g. "64M".
+    /// <see cref="RateLimiterConfigException"/> (InvalidSyntax, naming <paramref name="field"/>) for anything else.
+    /// </summary>
+    public static long ParseAmount(string text, string field)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        int shift = text.Length == 0 ? 0 : char.ToUpperInvariant(text[^1]) switch { 'K' => 10, 'M' => 20, 'G' => 30, _ => 0 };
+        var digits = shift == 0 ? text.AsSpan() : text.AsSpan(0, text.Length - 1);
+        if (!long.TryParse(digits, NumberStyles.None, CultureInfo.InvariantCulture, out long n) || n <= 0 || n > long.MaxValue >> shift)
+            throw new RateLimiterConfigException(field, RateLimiterConfigError.InvalidSyntax,
+                $"'{text}' is not a positive amount (an integer with an optional K, M or G suffix, at most 2^63-1)");
+        return n << shift;
+    }
 
     public override string ToString() =>
         IsUnlimited ? "unlimited" : $"bandwidth {Bandwidth?.ToString() ?? "-"}, ops {Ops?.ToString() ?? "-"}";

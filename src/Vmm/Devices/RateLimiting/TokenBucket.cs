@@ -80,8 +80,9 @@ public sealed class TokenBucket
         }
         else if (earned > 0)
         {
+            // Advance by the time those whole tokens took, rounded up (never past now): no fraction is counted twice.
             _budget += (long)earned;
-            _last += (long)(earned * _refillTicks / _size);
+            _last += (long)((earned * _refillTicks + _size - 1) / _size);
         }
     }
 
