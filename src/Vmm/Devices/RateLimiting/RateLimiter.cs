@@ -9,7 +9,8 @@ namespace FireSharp.Devices.RateLimiting;
 /// than a bucket went through, for the time its excess takes to refill) every request is refused.
 /// <para>
 /// Unlike Firecracker, whose timer always waits 100 ms, the timer waits exactly until the refused request fits
-/// (at least 1 ms): throughput stays at the configured rate with small buckets.
+/// (at least 1 ms): throughput stays at the configured rate with small buckets. The timers run on
+/// <see cref="LimiterClock"/>'s own thread, not the thread pool.
 /// </para>
 /// <para>
 /// Thread-safe: the device thread consumes, the VM's owner may <see cref="Update"/> at any time (fresh, full
@@ -30,7 +31,7 @@ public sealed class RateLimiter : IDisposable
 
     public RateLimiter(RateLimiterSpec? spec = null, TimeProvider? time = null)
     {
-        _time = time ?? TimeProvider.System;
+        _time = time ?? LimiterClock.Instance;
         Set(spec);
     }
 
@@ -70,8 +71,13 @@ public sealed class RateLimiter : IDisposable
             long now = _time.GetTimestamp();
             if (_blocked)
             {
-                Interlocked.Increment(ref _deferred);
-                return false;
+                // A late timer must not hold a device that runs anyway: past the wake-up time, go on.
+                if (now < _blockedUntil)
+                {
+                    Interlocked.Increment(ref _deferred);
+                    return false;
+                }
+                _blocked = false;
             }
             var opsMark = _ops?.Mark;
             long wait = 0, overdraft = 0;
