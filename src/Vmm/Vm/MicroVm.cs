@@ -3,6 +3,7 @@ using FireSharp.Boot;
 using FireSharp.Devices;
 using FireSharp.Devices.Legacy;
 using FireSharp.Devices.Manager;
+using FireSharp.Devices.RateLimiting;
 using FireSharp.Kvm.Interop;
 using FireSharp.Memory;
 using Microsoft.Extensions.Logging;
@@ -235,6 +236,17 @@ public sealed class MicroVm : IDisposable
     }
 
     public void Start() => Machine.Start();
+
+    /// <summary>
+    /// Replaces one device's rate limiter on the running (or paused) VM with fresh, full buckets of
+    /// <paramref name="spec"/> (null = no limit); a request waiting for the old limiter goes again at once.
+    /// <see cref="RateLimiterConfigException"/> for a bad spec or a device the VM does not have.
+    /// </summary>
+    public void UpdateRateLimiter(RateLimiterTarget target, string id, RateLimiterSpec? spec)
+    {
+        spec?.Validate("rate_limiter");
+        Devices.RateLimiter(target, id).Update(spec);
+    }
 
     /// <summary>Pauses the vCPUs, then quiesces the devices (no request in flight until <see cref="Resume"/>).</summary>
     public bool Pause(TimeSpan timeout)

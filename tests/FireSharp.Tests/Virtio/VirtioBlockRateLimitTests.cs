@@ -1,5 +1,6 @@
 using FireSharp.Devices.RateLimiting;
 using FireSharp.Devices.Virtio;
+using FireSharp.Tests.Support;
 using Microsoft.Extensions.Time.Testing;
 
 namespace FireSharp.Tests.Virtio;
@@ -126,5 +127,29 @@ public class VirtioBlockRateLimitTests
             new DriveSpec { Path = "/nonexistent/b", RateLimiter = new RateLimiterSpec(new TokenBucketSpec(100, 0, 0), null) },
         ]));
         Assert.Equal("drive[1].rate_limiter.bandwidth.refill_time_ms", e.Field);
+    }
+
+    [SkippableFact]
+    public void Vm_updates_a_drive_limiter_by_id_and_refuses_unknown_devices()
+    {
+        KvmTestSupport.RequireKvm();
+        string image = Path.Combine(Directory.CreateTempSubdirectory("fs-blk-upd-").FullName, "d.img");
+        File.WriteAllBytes(image, new byte[1 << 20]);
+        using var vm = FireSharp.Vm.MicroVm.Create(new FireSharp.Vm.VmSpec
+        {
+            KernelPath = TestPaths.Guest("counter"),
+            MemoryMib = 32,
+            Drives = [new DriveSpec { Path = image, Id = "data" }],
+        });
+        var spec = new RateLimiterSpec(new TokenBucketSpec(1 << 20, 0, 100), null);
+        vm.UpdateRateLimiter(RateLimiterTarget.Drive, "data", spec);
+        Assert.Equal(spec, vm.Devices.OfType<VirtioBlock>().Single().RateLimiter.Spec);
+        Assert.Equal(RateLimiterConfigError.UnknownDevice,
+            Assert.Throws<RateLimiterConfigException>(() => vm.UpdateRateLimiter(RateLimiterTarget.Drive, "nope", spec)).Reason);
+        Assert.Equal(RateLimiterConfigError.UnknownDevice,
+            Assert.Throws<RateLimiterConfigException>(() => vm.UpdateRateLimiter(RateLimiterTarget.NetworkRx, "data", spec)).Reason);
+        Assert.Throws<RateLimiterConfigException>(() => vm.UpdateRateLimiter(RateLimiterTarget.Drive, "data", new RateLimiterSpec(null, new TokenBucketSpec(0, 0, 1))));
+        vm.UpdateRateLimiter(RateLimiterTarget.Drive, "data", null);
+        Assert.Null(vm.Devices.OfType<VirtioBlock>().Single().RateLimiter.Spec);
     }
 }

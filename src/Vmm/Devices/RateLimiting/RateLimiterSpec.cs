@@ -86,6 +86,22 @@ public sealed record RateLimiterSpec(TokenBucketSpec? Bandwidth, TokenBucketSpec
         IsUnlimited ? "unlimited" : $"bandwidth {Bandwidth?.ToString() ?? "-"}, ops {Ops?.ToString() ?? "-"}";
 }
 
+/// <summary>Which of a VM's limiters an update is for.</summary>
+public enum RateLimiterTarget
+{
+    /// <summary>A drive, by its id.</summary>
+    Drive,
+
+    /// <summary>What a network interface (by its id) receives.</summary>
+    NetworkRx,
+
+    /// <summary>What a network interface (by its id) sends.</summary>
+    NetworkTx,
+
+    /// <summary>The entropy device.</summary>
+    Entropy,
+}
+
 /// <summary>Why a rate limiter's configuration was refused.</summary>
 public enum RateLimiterConfigError
 {
