@@ -87,7 +87,7 @@ public sealed class VirtioBlock : IVirtioDevice, IStatefulDevice, IDisposable
     public int QueueCount => 1;
     public ushort MaxQueueSize { get; }
     public ulong CapacitySectors { get; }
-    public bool ReadOnly => _backend.ReadOnly;
+    public bool ReadOnly => _backend.IsReadOnly;
     public IBlockBackend Backend => _backend;
 
     /// <summary>The drive's rate limiter: <see cref="RateLimiter.Update"/> changes it on a running VM.</summary>
