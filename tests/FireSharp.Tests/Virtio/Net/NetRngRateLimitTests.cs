@@ -64,7 +64,7 @@ public class NetRngRateLimitTests
         b.Device.RestoreState(state);
         Assert.Equal(rxSpec, b.Device.RxLimiter.Spec);
         Assert.Equal(txSpec, b.Device.TxLimiter.Spec);
-        Assert.Throws<InvalidDataException>(() => b.Device.RestoreState(state[..^1]));
+        Assert.Throws<InvalidDataException>(() => b.Device.RestoreState(state.AsSpan(..^1)));
     }
 
     [Theory]
