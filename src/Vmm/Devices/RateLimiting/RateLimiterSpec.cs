@@ -102,6 +102,9 @@ public enum RateLimiterTarget
     Entropy,
 }
 
+/// <summary>One limiter to replace on a running VM: the device path, its new spec (null = no limit), and the field an error names.</summary>
+public sealed record RateLimiterChange(RateLimiterTarget Target, string DeviceId, RateLimiterSpec? Spec, string Field);
+
 /// <summary>Why a rate limiter's configuration was refused.</summary>
 public enum RateLimiterConfigError
 {
