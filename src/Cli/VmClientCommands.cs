@@ -51,6 +51,7 @@ internal static class VmClientCommands
         vm.Subcommands.Add(IdCommand("start", "start a created (or stopped) VM", (c, id, o, ct) => c.StartVmAsync(new StartVmRequest { Id = id }, o).ResponseAsync));
         vm.Subcommands.Add(IdCommand("pause", "pause a running VM", (c, id, o, ct) => c.PauseVmAsync(new PauseVmRequest { Id = id }, o).ResponseAsync));
         vm.Subcommands.Add(IdCommand("resume", "resume a paused VM", (c, id, o, ct) => c.ResumeVmAsync(new ResumeVmRequest { Id = id }, o).ResponseAsync));
+        vm.Subcommands.Add(RateLimitOptions.UpdateCommand());
         vm.Subcommands.Add(StopCommand());
         vm.Subcommands.Add(RemoveCommand());
         vm.Subcommands.Add(ConsoleCommand());
@@ -72,8 +73,8 @@ internal static class VmClientCommands
         var mem = new Option<long>("--mem-mib") { Description = "memory in MiB", DefaultValueFactory = _ => 128 };
         var cpuQuota = new Option<int>("--cpu-quota-millicpus") { Description = "CPU time the VM may use, in thousandths of a host CPU (1000 = one CPU; default: one per vCPU plus one)" };
         var labels = new Option<string[]>("--label") { Description = "a label key=value (repeatable)", AllowMultipleArgumentsPerToken = false };
-        var drives = new Option<string[]>("--drive") { Description = "a drive id=ID,path=PATH[,ro][,root] (repeatable)" };
-        var nets = new Option<string[]>("--net") { Description = "an interface id=ID,tap=NAME|auto[,mac=MAC][,ip=A.B.C.D/N] (repeatable)" };
+        var drives = new Option<string[]>("--drive") { Description = "a drive id=ID,path=PATH[,ro][,root][,bps=N][,iops=N] (repeatable; N with K/M/G)" };
+        var nets = new Option<string[]>("--net") { Description = "an interface id=ID,tap=NAME|auto[,mac=MAC][,ip=A.B.C.D/N][,bps=N][,iops=N][,rx-bps=N]... (repeatable)" };
         var vsock = new Option<uint?>("--vsock-cid") { Description = "add a vsock device with this guest CID" };
         var agent = new Option<bool>("--agent") { Description = "run the guest agent" };
         var rng = new Option<bool>("--rng") { Description = "add a virtio-rng entropy device (/dev/hwrng in the guest)" };
@@ -455,9 +456,10 @@ internal static class VmClientCommands
             Path = kv.TryGetValue("path", out var p) ? FullPath(p) : "",
             ReadOnly = kv.ContainsKey("ro"),
             Root = kv.ContainsKey("root"),
+            RateLimiter = RateLimitOptions.Drive(kv, "--drive"),
         };
         foreach (var k in kv.Keys)
-            if (k is not ("id" or "path" or "ro" or "root")) throw new ArgumentException($"--drive {text}: unknown key '{k}'");
+            if (k is not ("id" or "path" or "ro" or "root") && !RateLimitOptions.DriveKeys.Contains(k)) throw new ArgumentException($"--drive {text}: unknown key '{k}'");
         return d;
     }
 
@@ -471,8 +473,9 @@ internal static class VmClientCommands
             else n.Tap = tap;
         }
         if (kv.ContainsKey("auto")) n.Auto = true;
+        (n.RxRateLimiter, n.TxRateLimiter) = RateLimitOptions.Net(kv, "--net");
         foreach (var k in kv.Keys)
-            if (k is not ("id" or "tap" or "auto" or "mac" or "ip")) throw new ArgumentException($"--net {text}: unknown key '{k}'");
+            if (k is not ("id" or "tap" or "auto" or "mac" or "ip") && !RateLimitOptions.NetKeys.Contains(k)) throw new ArgumentException($"--net {text}: unknown key '{k}'");
         return n;
     }
 }

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using FireSharp.Boot;
 using FireSharp.Daemon.Vms;
+using FireSharp.Devices.RateLimiting;
 
 namespace FireSharp.Daemon;
 
@@ -118,6 +119,7 @@ public static class SpecValidator
             ValidateDeviceId(d.Id, f + ".id");
             if (!driveIds.Add(d.Id)) throw VmApiException.Invalid(f + ".id", $"'{d.Id}' is used by another drive");
             ValidateFile(d.Path, f + ".path", required: true);
+            ValidateRateLimiter(d.RateLimiter, f + ".rate_limiter");
             if (d.Root)
             {
                 if (rootIndex >= 0) throw VmApiException.Invalid(f + ".root", $"spec.drives[{rootIndex}] is already the root drive");
@@ -140,6 +142,8 @@ public static class SpecValidator
             }
             if (!string.IsNullOrEmpty(n.Mac)) ValidateMac(n.Mac, f + ".mac");
             if (!string.IsNullOrEmpty(n.Ip)) ValidateIp(n.Ip, f + ".ip");
+            ValidateRateLimiter(n.RxRateLimiter, f + ".rx_rate_limiter");
+            ValidateRateLimiter(n.TxRateLimiter, f + ".tx_rate_limiter");
         }
 
         if (spec.Vsock is not null && spec.Vsock.GuestCid is < 3 or 0xFFFF_FFFF)
@@ -197,6 +201,33 @@ public static class SpecValidator
         if (cmdline.Length > MaxCmdlineLength) throw VmApiException.Invalid(field, $"is {cmdline.Length} bytes; at most {MaxCmdlineLength}");
         foreach (char c in cmdline)
             if (c is < ' ' or > '~') throw VmApiException.Invalid(field, $"contains '{Printable(c)}'; only printable ASCII is allowed");
+    }
+
+    /// <summary>A rate limiter's buckets (size >= 1, one_time_burst >= 0, refill_time_ms 1..a day); InvalidArgument naming the bucket field.</summary>
+    public static void ValidateRateLimiter(RateLimiterSpec? limiter, string field)
+    {
+        try
+        {
+            limiter?.Validate(field);
+        }
+        catch (RateLimiterConfigException e)
+        {
+            throw VmApiException.Invalid(e.Field, e.Detail);
+        }
+    }
+
+    /// <summary>An update's changes: device ids and limiters (whether the VM has the devices is its worker's to say).</summary>
+    public static void ValidateUpdate(UpdateRateLimitersCommand command)
+    {
+        ValidateId(command.Id);
+        if (command.Changes.Count == 0) throw VmApiException.Invalid("drives", "the request names no drive and no interface");
+        var seen = new HashSet<(RateLimiterTarget, string)>();
+        foreach (var c in command.Changes)
+        {
+            ValidateDeviceId(c.DeviceId, c.IdField);
+            if (!seen.Add((c.Target, c.DeviceId))) throw VmApiException.Invalid(c.IdField, $"'{c.DeviceId}' is named twice");
+            ValidateRateLimiter(c.Limiter, c.LimiterField);
+        }
     }
 
     public static void ValidateDeviceId(string id, string field)

@@ -1,4 +1,5 @@
 using FireSharp.Daemon.Vms;
+using FireSharp.Devices.RateLimiting;
 using FireSharp.Proto.V1;
 using Google.Protobuf;
 using Google.Protobuf.Collections;
@@ -6,6 +7,8 @@ using Google.Protobuf.WellKnownTypes;
 
 namespace FireSharp.Daemon;
 
+using ApiRateLimiter = FireSharp.Proto.V1.RateLimiter;
+using ApiTokenBucket = FireSharp.Proto.V1.TokenBucket;
 using Vm = FireSharp.Proto.V1.Vm;
 
 /// <summary>
@@ -41,6 +44,41 @@ public static class VmApiMapping
         TrackDirty = request.TrackDirty,
     };
 
+    /// <summary>An update: one change per drive, and one per direction an interface update names (absent = unchanged).</summary>
+    public static UpdateRateLimitersCommand ToCommand(UpdateRateLimitersRequest request)
+    {
+        var changes = new List<VmRateLimiterChange>();
+        for (int i = 0; i < request.Drives.Count; i++)
+        {
+            var d = request.Drives[i];
+            changes.Add(new VmRateLimiterChange(RateLimiterTarget.Drive, d.DriveId, FromProto(d.RateLimiter), $"drives[{i}].drive_id", $"drives[{i}].rate_limiter"));
+        }
+        for (int i = 0; i < request.NetworkInterfaces.Count; i++)
+        {
+            var n = request.NetworkInterfaces[i];
+            string f = $"network_interfaces[{i}]";
+            if (n.RxRateLimiter is { } rx) changes.Add(new VmRateLimiterChange(RateLimiterTarget.NetworkRx, n.IfaceId, FromProto(rx), f + ".iface_id", f + ".rx_rate_limiter"));
+            if (n.TxRateLimiter is { } tx) changes.Add(new VmRateLimiterChange(RateLimiterTarget.NetworkTx, n.IfaceId, FromProto(tx), f + ".iface_id", f + ".tx_rate_limiter"));
+            if (n.RxRateLimiter is null && n.TxRateLimiter is null)
+                throw VmApiException.Invalid(f, "names neither rx_rate_limiter nor tx_rate_limiter");
+        }
+        return new UpdateRateLimitersCommand(request.Id, changes);
+    }
+
+    /// <summary>A limiter; null for none or one with neither bucket (no limit).</summary>
+    public static RateLimiterSpec? FromProto(ApiRateLimiter? limiter) =>
+        limiter is null || (limiter.Bandwidth is null && limiter.Ops is null) ? null
+            : new RateLimiterSpec(FromProto(limiter.Bandwidth), FromProto(limiter.Ops));
+
+    private static TokenBucketSpec? FromProto(ApiTokenBucket? bucket) =>
+        bucket is null ? null : new TokenBucketSpec(bucket.Size, bucket.OneTimeBurst, bucket.RefillTimeMs);
+
+    public static ApiRateLimiter? ToProto(RateLimiterSpec? spec) =>
+        spec is null ? null : new ApiRateLimiter { Bandwidth = ToProto(spec.Bandwidth), Ops = ToProto(spec.Ops) };
+
+    private static ApiTokenBucket? ToProto(TokenBucketSpec? spec) =>
+        spec is null ? null : new ApiTokenBucket { Size = spec.Size, OneTimeBurst = spec.OneTimeBurst, RefillTimeMs = spec.RefillTimeMs };
+
     public static ExecCommand ToCommand(ExecRequest request) => new(request.Id, [.. request.Argv])
     {
         Env = Labels(request.Env),
@@ -65,7 +103,14 @@ public static class VmApiMapping
                 NetworkInterfaceSpec.HostOneofCase.Auto => throw VmApiException.Invalid(f + ".auto", "must be true when set (or set tap instead)"),
                 _ => throw VmApiException.Invalid(f + ".host", "set either tap (an existing tap device) or auto"),
             };
-            nics[i] = new NicConfig(n.Id) { Tap = tap, Mac = NullIfEmpty(n.Mac), Ip = NullIfEmpty(n.Ip) };
+            nics[i] = new NicConfig(n.Id)
+            {
+                Tap = tap,
+                Mac = NullIfEmpty(n.Mac),
+                Ip = NullIfEmpty(n.Ip),
+                RxRateLimiter = FromProto(n.RxRateLimiter),
+                TxRateLimiter = FromProto(n.TxRateLimiter),
+            };
         }
         return new VmConfig
         {
@@ -78,7 +123,7 @@ public static class VmApiMapping
             Vcpus = machine.Vcpus,
             MemMib = machine.MemMib,
             CpuQuotaMillicpus = machine.CpuQuotaMillicpus,
-            Drives = [.. spec.Drives.Select(d => new DriveConfig(d.Id, d.Path) { ReadOnly = d.ReadOnly, Root = d.Root })],
+            Drives = [.. spec.Drives.Select(d => new DriveConfig(d.Id, d.Path) { ReadOnly = d.ReadOnly, Root = d.Root, RateLimiter = FromProto(d.RateLimiter) })],
             NetworkInterfaces = nics,
             Vsock = spec.Vsock is null ? null : new VsockConfig(spec.Vsock.GuestCid),
             Agent = spec.Agent,
@@ -134,10 +179,14 @@ public static class VmApiMapping
             Agent = spec.Agent,
             Rng = spec.Rng,
         };
-        foreach (var d in spec.Drives) proto.Drives.Add(new DriveSpec { Id = d.Id, Path = d.Path, ReadOnly = d.ReadOnly, Root = d.Root });
+        foreach (var d in spec.Drives)
+            proto.Drives.Add(new DriveSpec { Id = d.Id, Path = d.Path, ReadOnly = d.ReadOnly, Root = d.Root, RateLimiter = ToProto(d.RateLimiter) });
         foreach (var n in spec.NetworkInterfaces)
         {
-            var nic = new NetworkInterfaceSpec { Id = n.Id, Mac = n.Mac ?? "", Ip = n.Ip ?? "" };
+            var nic = new NetworkInterfaceSpec
+            {
+                Id = n.Id, Mac = n.Mac ?? "", Ip = n.Ip ?? "", RxRateLimiter = ToProto(n.RxRateLimiter), TxRateLimiter = ToProto(n.TxRateLimiter),
+            };
             if (n.Tap is null) nic.Auto = true;
             else nic.Tap = n.Tap;
             proto.NetworkInterfaces.Add(nic);

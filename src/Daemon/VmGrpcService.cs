@@ -29,6 +29,9 @@ public sealed class VmGrpcService(VmManager manager) : VmService.VmServiceBase
     public override async Task<Vm> StopVm(StopVmRequest request, ServerCallContext context) =>
         ToProto(await manager.StopAsync(request.Id, request.GracePeriodSeconds, request.Force, context.CancellationToken).ConfigureAwait(false));
 
+    public override async Task<Vm> UpdateRateLimiters(UpdateRateLimitersRequest request, ServerCallContext context) =>
+        ToProto(await manager.UpdateRateLimitersAsync(ToCommand(request), context.CancellationToken).ConfigureAwait(false));
+
     public override async Task<DeleteVmResponse> DeleteVm(DeleteVmRequest request, ServerCallContext context)
     {
         await manager.DeleteAsync(request.Id, request.Force, context.CancellationToken).ConfigureAwait(false);

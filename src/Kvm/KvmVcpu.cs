@@ -93,6 +93,9 @@ public sealed unsafe class KvmVcpu : IDisposable
 
     private T Field<T>(int offset) where T : unmanaged => Unsafe.ReadUnaligned<T>(_run + offset);
 
+    /// <summary>The guest's TSC rate in kHz (KVM_GET_TSC_KHZ): what a guest's rdtsc ticks mean in time.</summary>
+    public uint TscKhz => (uint)Sys.Ioctl(_handle, KVM_GET_TSC_KHZ, 0UL, nameof(KVM_GET_TSC_KHZ));
+
     public kvm_regs GetRegs() { kvm_regs r; Sys.Ioctl(_handle, KVM_GET_REGS, &r, nameof(KVM_GET_REGS)); return r; }
     public void SetRegs(in kvm_regs r) { fixed (kvm_regs* p = &r) Sys.Ioctl(_handle, KVM_SET_REGS, p, nameof(KVM_SET_REGS)); }
     public kvm_sregs GetSregs() { kvm_sregs s; Sys.Ioctl(_handle, KVM_GET_SREGS, &s, nameof(KVM_GET_SREGS)); return s; }

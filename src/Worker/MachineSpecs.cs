@@ -1,5 +1,6 @@
 using FireSharp.Devices;
 using FireSharp.Devices.Legacy;
+using FireSharp.Devices.RateLimiting;
 using FireSharp.Devices.Virtio;
 using FireSharp.Devices.Virtio.Net;
 using FireSharp.Devices.Virtio.Rng;
@@ -10,6 +11,9 @@ using FireSharp.Vm;
 using Microsoft.Extensions.Logging;
 
 namespace FireSharp.Worker;
+
+using Target = FireSharp.Devices.RateLimiting.RateLimiterTarget;
+using WireTarget = FireSharp.Proto.Worker.RateLimiterTarget;
 
 /// <summary>
 /// The worker protocol's machine (worker.proto <c>CreateMachine</c>, <c>RestoreMachine</c>) in the VMM's terms,
@@ -59,7 +63,10 @@ internal static class MachineSpecs
     private static List<IDeviceConfig> Devices(CreateMachine c)
     {
         var devices = new List<IDeviceConfig>();
-        devices.AddRange(c.Drives.Select(d => new DriveSpec { Path = d.Path, ReadOnly = d.ReadOnly, IsRoot = d.Root }));
+        devices.AddRange(c.Drives.Select(d => new DriveSpec
+        {
+            Id = d.Id.Length == 0 ? null : d.Id, Path = d.Path, ReadOnly = d.ReadOnly, IsRoot = d.Root, RateLimiter = FromWire(d.RateLimiter),
+        }));
         if (c.VsockPath.Length > 0) devices.Add(new VsockDeviceSpec(c.VsockCid, c.VsockPath));
         devices.AddRange(c.Nics.Select(n => new NetworkInterfaceSpec
         {
@@ -67,10 +74,45 @@ internal static class MachineSpecs
             TapName = n.Tap.Length == 0 ? null : n.Tap,
             Mac = n.Mac.Length == 0 ? null : n.Mac,
             Ipv4 = n.Ip.Length == 0 ? null : NetIpv4Config.Parse(n.Ip),
+            RxRateLimiter = FromWire(n.RxRateLimiter),
+            TxRateLimiter = FromWire(n.TxRateLimiter),
         }));
         if (c.Rng) devices.Add(new RngSpec());
         return devices;
     }
+
+    /// <summary>A limiter off the wire; null for none or one with neither bucket.</summary>
+    public static RateLimiterSpec? FromWire(Proto.Worker.RateLimiter? r) =>
+        r is null || (r.Bandwidth is null && r.Ops is null) ? null : new RateLimiterSpec(FromWire(r.Bandwidth), FromWire(r.Ops));
+
+    private static TokenBucketSpec? FromWire(Proto.Worker.TokenBucket? b) => b is null ? null : new TokenBucketSpec(b.Size, b.OneTimeBurst, b.RefillTimeMs);
+
+    /// <summary>Applies an update request to the machine, all or none; a refusal is InvalidArgument naming the API field.</summary>
+    public static void UpdateRateLimiters(MicroVm vm, UpdateRateLimiters u)
+    {
+        try
+        {
+            vm.UpdateRateLimiters(ToChanges(u));
+        }
+        catch (RateLimiterConfigException e)
+        {
+            // An unknown device is the update's id field; a bad bucket names its own field.
+            string field = e.Reason == RateLimiterConfigError.UnknownDevice ? u.Updates.First(x => x.LimiterField == e.Field).Field : e.Field;
+            throw new WorkerFailure(WorkerErrorCode.WorkerErrorInvalidArgument, field, e.Detail);
+        }
+    }
+
+    /// <summary>An update request's changes in the VMM's terms.</summary>
+    private static List<RateLimiterChange> ToChanges(UpdateRateLimiters u) =>
+        [.. u.Updates.Select(x => new RateLimiterChange(
+            x.Target switch
+            {
+                WireTarget.Drive => Target.Drive,
+                WireTarget.NetworkRx => Target.NetworkRx,
+                WireTarget.NetworkTx => Target.NetworkTx,
+                _ => throw new WorkerFailure(WorkerErrorCode.WorkerErrorInvalidArgument, x.Field, $"unknown rate limiter target {x.Target}"),
+            },
+            x.DeviceId, FromWire(x.Limiter), x.LimiterField))];
 
     /// <summary>The API's name (a vm.proto VmSpec path) for the VMM's name of a device input, e.g. "drive[1]" → "spec.drives[1].path".</summary>
     public static string ApiField(string field)

@@ -39,6 +39,9 @@ public sealed class VmWorker : IAsyncDisposable
         init => _machine.ReleaseMachine = value;
     }
 
+    /// <summary>The worker's machine, if built (tests look at its devices).</summary>
+    internal MicroVm? Machine => _machine.CurrentVm;
+
     /// <summary>The process id reported in statuses (the worker's own pid).</summary>
     public int Pid
     {

@@ -45,6 +45,12 @@ internal sealed class WorkerMachine(ILogger logger)
     /// <summary>Releases an ended machine (guest memory, KVM fds); tests make it fail.</summary>
     public Action<MicroVm> ReleaseMachine { get; set; } = static vm => vm.Dispose();
 
+    /// <summary>The machine, if built (tests look at its devices).</summary>
+    internal MicroVm? CurrentVm
+    {
+        get { lock (_gate) return _vm; }
+    }
+
     public bool IsEmpty
     {
         get { lock (_gate) return _state == MachineState.Empty; }
@@ -156,6 +162,10 @@ internal sealed class WorkerMachine(ILogger logger)
         lock (_gate)
             if (_state == MachineState.Paused) SetState(MachineState.Running);
     }
+
+    /// <summary>Replaces rate limiters on the built machine, all or none (a bad limiter or an unknown device changes nothing).</summary>
+    public void UpdateRateLimiters(UpdateRateLimiters u) =>
+        MachineSpecs.UpdateRateLimiters(RequireState("update the rate limiters of", MachineState.Created, MachineState.Running, MachineState.Paused), u);
 
     /// <summary>Stops the guest: Ctrl-Alt-Del and the grace period unless forced (or paused), then the vCPUs; returns once the exit is handled.</summary>
     public async Task StopAsync(StopMachine stop)

@@ -137,6 +137,7 @@ internal sealed class WorkerServer(string socketPath, WorkerMachine machine, Act
                 case WorkerRequest.RequestOneofCase.Start: machine.Start(); break;
                 case WorkerRequest.RequestOneofCase.Pause: machine.Pause(); break;
                 case WorkerRequest.RequestOneofCase.Resume: machine.Resume(); break;
+                case WorkerRequest.RequestOneofCase.UpdateRateLimiters: machine.UpdateRateLimiters(request.UpdateRateLimiters); break;
                 case WorkerRequest.RequestOneofCase.Stop: await machine.StopAsync(request.Stop).ConfigureAwait(false); break;
                 case WorkerRequest.RequestOneofCase.Status: break;
                 case WorkerRequest.RequestOneofCase.ConsoleInput: machine.Input(request.ConsoleInput.Span); break;

@@ -118,6 +118,24 @@ internal sealed class VmLifecycle(DaemonOptions options, HostLimits host, VmRegi
         UnderOpAsync(id, entry => supervisor.CallAsync(entry, entry.RequireSession(verb, required), request, ct), ct);
 
     /// <summary>
+    /// Replaces rate limiters on the VM's live worker (all or none: the worker checks every change first), then
+    /// records them in the VM's spec.
+    /// </summary>
+    public async Task<VmInfo> UpdateRateLimitersAsync(UpdateRateLimitersCommand command, CancellationToken ct)
+    {
+        SpecValidator.ValidateUpdate(command);
+        var request = new WorkerRequest { UpdateRateLimiters = RateLimiterUpdates.ToWire(command) };
+        return await UnderOpAsync(command.Id, async entry =>
+        {
+            var session = entry.RequireSession("update the rate limiters of", VmPhase.Created, VmPhase.Running, VmPhase.Paused);
+            await supervisor.CallAsync(entry, session, request, ct).ConfigureAwait(false);
+            lock (entry.Gate) entry.Vm = entry.Vm with { Spec = RateLimiterUpdates.Apply(entry.Vm.Spec, command.Changes) };
+            registry.Save(entry);
+            VmLog.RateLimitersUpdated(logger, command.Id, command.Changes.Count);
+        }, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
     /// Stops a running or paused VM: through its agent when ready (and not forced), then Ctrl-Alt-Del for the
     /// grace period, then by force. <paramref name="graceSeconds"/> 0 means the daemon's default.
     /// </summary>

@@ -49,4 +49,7 @@ internal static partial class VmLog
 
     [LoggerMessage(43, LogLevel.Warning, "VM {Id}: the guest agent did not take fresh entropy after the restore ({Error}); its RNG state is the snapshot's")]
     public static partial void ReseedRefused(ILogger logger, string id, string error);
+
+    [LoggerMessage(12, LogLevel.Information, "VM {Id}: {Count} rate limiter(s) replaced")]
+    public static partial void RateLimitersUpdated(ILogger logger, string id, int count);
 }

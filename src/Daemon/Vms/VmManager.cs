@@ -106,6 +106,9 @@ public sealed class VmManager : IAsyncDisposable
 
     public Task DeleteAsync(string id, bool force, CancellationToken ct) => _lifecycle.DeleteAsync(id, force, ct);
 
+    /// <summary>Replaces rate limiters of a VM with a live worker (see UpdateRateLimiters in vm.proto).</summary>
+    public Task<VmInfo> UpdateRateLimitersAsync(UpdateRateLimitersCommand command, CancellationToken ct) => _lifecycle.UpdateRateLimitersAsync(command, ct);
+
     // ---------------------------------------------------------------- snapshots and the guest agent
 
     /// <summary>Snapshots a RUNNING or PAUSED VM (see CreateSnapshot in vm.proto).</summary>

@@ -1,3 +1,5 @@
+using FireSharp.Devices.RateLimiting;
+
 namespace FireSharp.Daemon.Vms;
 
 // The daemon's VMs in its own terms: what VmManager takes and returns. None of these is a wire type; the
@@ -64,6 +66,9 @@ public sealed record DriveConfig(string Id, string Path)
 
     /// <summary>The guest's root filesystem (root=/dev/vdX on a Linux command line).</summary>
     public bool Root { get; init; }
+
+    /// <summary>The drive's rate limiter (the VMM's bucket specs); null = unlimited.</summary>
+    public RateLimiterSpec? RateLimiter { get; init; }
 }
 
 /// <summary>A virtio-net interface on a tap.</summary>
@@ -77,6 +82,10 @@ public sealed record NicConfig(string Id)
 
     /// <summary>The guest's IPv4 address with prefix ("10.0.0.2/24"), or null.</summary>
     public string? Ip { get; init; }
+
+    /// <summary>Limits of what the guest receives and sends; null = unlimited.</summary>
+    public RateLimiterSpec? RxRateLimiter { get; init; }
+    public RateLimiterSpec? TxRateLimiter { get; init; }
 }
 
 /// <summary>The virtio-vsock device.</summary>
@@ -182,6 +191,15 @@ public sealed record VmSnapshotInfo
     public uint DiffPages { get; init; }
     public required VmInfo Vm { get; init; }
 }
+
+/// <summary>
+/// Replace rate limiters of a VM with a live worker: each change names a drive or an interface direction and
+/// its new limiter (null = no limit). All are checked before any is applied.
+/// </summary>
+public sealed record UpdateRateLimitersCommand(string Id, IReadOnlyList<VmRateLimiterChange> Changes);
+
+/// <summary>One limiter to replace; the fields are the request's for the device id and for the limiter, which errors name.</summary>
+public sealed record VmRateLimiterChange(RateLimiterTarget Target, string DeviceId, RateLimiterSpec? Limiter, string IdField, string LimiterField);
 
 /// <summary>Run a command in the VM through its guest agent.</summary>
 public sealed record ExecCommand(string Id, IReadOnlyList<string> Argv)

@@ -67,9 +67,16 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
             Rng = spec.Rng,
         };
         if (SpecValidator.EffectiveCmdline(spec) is { } cmdline) machine.Cmdline = cmdline;
-        foreach (var d in spec.Drives) machine.Drives.Add(new Drive { Path = d.Path, ReadOnly = d.ReadOnly, Root = d.Root });
+        foreach (var d in spec.Drives)
+            machine.Drives.Add(new Drive { Id = d.Id, Path = d.Path, ReadOnly = d.ReadOnly, Root = d.Root, RateLimiter = RateLimiterUpdates.ToWire(d.RateLimiter) });
         foreach (var n in spec.NetworkInterfaces)
-            machine.Nics.Add(new Nic { Id = n.Id, Tap = n.Tap ?? "", Mac = n.Mac ?? "", Ip = n.Ip ?? "" });
+        {
+            machine.Nics.Add(new Nic
+            {
+                Id = n.Id, Tap = n.Tap ?? "", Mac = n.Mac ?? "", Ip = n.Ip ?? "",
+                RxRateLimiter = RateLimiterUpdates.ToWire(n.RxRateLimiter), TxRateLimiter = RateLimiterUpdates.ToWire(n.TxRateLimiter),
+            });
+        }
         if (spec.Vsock is not null || spec.Agent)
         {
             machine.VsockPath = agents.PrepareVsock(entry, session, spec.Agent);

@@ -3,6 +3,7 @@ using FireSharp.Boot;
 using FireSharp.Devices;
 using FireSharp.Devices.Legacy;
 using FireSharp.Devices.Manager;
+using FireSharp.Devices.RateLimiting;
 using FireSharp.Kvm.Interop;
 using FireSharp.Memory;
 using Microsoft.Extensions.Logging;
@@ -235,6 +236,39 @@ public sealed class MicroVm : IDisposable
     }
 
     public void Start() => Machine.Start();
+
+    /// <summary>
+    /// Replaces one device's rate limiter on the running (or paused) VM with fresh, full buckets of
+    /// <paramref name="spec"/> (null = no limit); a request waiting for the old limiter goes again at once.
+    /// <see cref="RateLimiterConfigException"/> for a bad spec or a device the VM does not have.
+    /// </summary>
+    public void UpdateRateLimiter(RateLimiterTarget target, string id, RateLimiterSpec? spec) =>
+        UpdateRateLimiters([new RateLimiterChange(target, id, spec, "rate_limiter")]);
+
+    /// <summary>
+    /// Replaces several limiters, all or none: every change is checked (its spec, its device) before any is
+    /// applied. A <see cref="RateLimiterConfigException"/>'s field starts with the failing change's
+    /// <see cref="RateLimiterChange.Field"/>.
+    /// </summary>
+    public void UpdateRateLimiters(IReadOnlyList<RateLimiterChange> changes)
+    {
+        ArgumentNullException.ThrowIfNull(changes);
+        var limiters = new RateLimiter[changes.Count];
+        for (int i = 0; i < changes.Count; i++)
+        {
+            var c = changes[i];
+            c.Spec?.Validate(c.Field);
+            try
+            {
+                limiters[i] = Devices.RateLimiter(c.Target, c.DeviceId);
+            }
+            catch (RateLimiterConfigException e)
+            {
+                throw new RateLimiterConfigException(c.Field, e.Reason, e.Detail);
+            }
+        }
+        for (int i = 0; i < changes.Count; i++) limiters[i].Update(changes[i].Spec);
+    }
 
     /// <summary>Pauses the vCPUs, then quiesces the devices (no request in flight until <see cref="Resume"/>).</summary>
     public bool Pause(TimeSpan timeout)

@@ -38,6 +38,9 @@ internal sealed class InProcessWorkerLauncher : IWorkerLauncher
     public WorkerProcess? Adopt(WorkerRecord record) =>
         _workers.TryGetValue(record.Socket, out var w) && !w.Exited.IsCompleted && record.StartTime == s_ownStartTime ? w : null;
 
+    /// <summary>The machine of the worker serving this socket (null before it is built).</summary>
+    public FireSharp.Vm.MicroVm? MachineOf(string socketPath) => _workers[socketPath].Worker.Machine;
+
     /// <summary>Ends the worker serving this socket as a crash would.</summary>
     public void Kill(string socketPath) => _workers[socketPath].Kill();
 
@@ -51,6 +54,8 @@ internal sealed class InProcessWorkerLauncher : IWorkerLauncher
     private sealed class InProcessWorker : WorkerProcess
     {
         private readonly VmWorker _worker;
+
+        public VmWorker Worker => _worker;
 
         [System.Diagnostics.CodeAnalysis.SetsRequiredMembers]
         public InProcessWorker(VmWorker worker, string socketPath)

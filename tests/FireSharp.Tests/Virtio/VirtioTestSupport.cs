@@ -277,12 +277,12 @@ internal sealed class BusWindow(FireSharp.Vm.DeviceBus bus, ulong address) : IBu
 internal sealed class BlockRig : IDisposable
 {
     public BlockRig(int diskBytes = 64 * 1024, bool readOnly = false, ushort size = 16, ulong features = VirtioFeatures.Transport,
-        string? serial = null, ulong memoryBytes = 1024 * 1024, bool bringup = true)
+        string? serial = null, ulong memoryBytes = 1024 * 1024, bool bringup = true, FireSharp.Devices.RateLimiting.RateLimiter? limiter = null)
     {
         Memory = GuestMemory.CreateAnonymous(memoryBytes);
         Backend = new MemoryBackend(diskBytes, readOnly);
         for (int i = 0; i < Backend.Data.Length; i++) Backend.Data[i] = (byte)(i * 7 + i / 512);
-        Block = new VirtioBlock(Backend, "test", serial, Logger);
+        Block = new VirtioBlock(Backend, "test", serial, Logger, rateLimiter: limiter);
         Irq = new Tests.Devices.FakeInterruptLine();
         Transport = new VirtioMmioTransport(Block, Memory, Irq, Logger);
         Driver = new FakeDriver(Memory, size);

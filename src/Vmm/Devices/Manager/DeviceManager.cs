@@ -1,5 +1,8 @@
 using FireSharp.Devices.Legacy;
+using FireSharp.Devices.RateLimiting;
 using FireSharp.Devices.Virtio;
+using FireSharp.Devices.Virtio.Net;
+using FireSharp.Devices.Virtio.Rng;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -99,6 +102,28 @@ public sealed class DeviceManager : IDisposable
     /// <summary>Where <paramref name="device"/> was placed; throws if it is not one of this VM's.</summary>
     public VirtioPlacement PlacementOf(IVirtioDevice device) =>
         _virtio.FirstOrDefault(v => ReferenceEquals(v.Device, device)) ?? throw new ArgumentException($"{device.Id} is not placed in this VM", nameof(device));
+
+    /// <summary>
+    /// The rate limiter of one device path: a drive or an interface by its id (RX or TX), or the entropy device
+    /// (id ignored). <see cref="RateLimiterConfigException"/> (UnknownDevice) when the VM has no such device.
+    /// </summary>
+    public RateLimiter RateLimiter(RateLimiterTarget target, string id)
+    {
+        ArgumentNullException.ThrowIfNull(id);
+        var limiter = target switch
+        {
+            RateLimiterTarget.Drive => Planned<VirtioBlock>(id)?.RateLimiter,
+            RateLimiterTarget.NetworkRx => Planned<VirtioNet>(id)?.RxLimiter,
+            RateLimiterTarget.NetworkTx => Planned<VirtioNet>(id)?.TxLimiter,
+            RateLimiterTarget.Entropy => OfType<VirtioRng>().FirstOrDefault()?.RateLimiter,
+            _ => null,
+        };
+        return limiter ?? throw new RateLimiterConfigException(target == RateLimiterTarget.Entropy ? "rng" : "id", RateLimiterConfigError.UnknownDevice,
+            target == RateLimiterTarget.Entropy ? "the VM has no entropy device" : $"the VM has no {(target == RateLimiterTarget.Drive ? "drive" : "network interface")} '{id}'");
+    }
+
+    private T? Planned<T>(string id) where T : class, IVirtioDevice =>
+        _virtio.FirstOrDefault(v => v.Device is T && string.Equals(v.Planned.Id, id, StringComparison.Ordinal))?.Device as T;
 
     /// <summary>What a Linux command line needs for these devices (see <see cref="DevicePlanner.KernelParameters"/>); empty without virtio devices.</summary>
     public string KernelParameters() => DevicePlanner.KernelParameters(_plan);

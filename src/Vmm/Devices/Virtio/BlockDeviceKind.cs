@@ -38,7 +38,7 @@ public sealed class BlockDeviceKind : VirtioDeviceKind<DriveSpec, VirtioBlock>
         var backend = RawImageBackend.Open(drive.Path, drive.ReadOnly, Field(index));
         try
         {
-            return new VirtioBlock(backend, Id(configs, index), drive.Serial, logger);
+            return new VirtioBlock(backend, Id(configs, index), drive.Serial, logger, rateLimiter: new RateLimiting.RateLimiter(drive.RateLimiter));
         }
         catch
         {

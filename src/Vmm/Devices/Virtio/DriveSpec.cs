@@ -1,3 +1,4 @@
+using FireSharp.Devices.RateLimiting;
 using FireSharp.Kvm.Interop;
 
 namespace FireSharp.Devices.Virtio;
@@ -18,6 +19,9 @@ public sealed record DriveSpec : IDeviceConfig
 
     public bool IsRoot { get; init; }
 
+    /// <summary>The drive's rate limiter (bandwidth and operations buckets); null = unlimited.</summary>
+    public RateLimiterSpec? RateLimiter { get; init; }
+
     /// <summary>
     /// The drive's id within the VM (snapshots record drives under it; a restore's drive path overrides name
     /// it). Null = <c>drive</c>N, N the drive's index (<see cref="EffectiveId"/>).
@@ -29,8 +33,9 @@ public sealed record DriveSpec : IDeviceConfig
         drives[index].Id ?? "drive" + index.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>
-    /// The CLI form <c>PATH[:ro|:rw][:root][:id=SERIAL]</c>, suffixes in any order. A path that itself contains
-    /// ':' still works as long as its last part is not one of the suffixes.
+    /// The CLI form <c>PATH[:ro|:rw][:root][:id=SERIAL][:bps=N][:iops=N]</c>, suffixes in any order. A path that
+    /// itself contains ':' still works as long as its last part is not one of the suffixes. <c>bps</c> and
+    /// <c>iops</c> (K, M, G suffixes: 1K = 1024) set a rate limiter (<see cref="RateLimiterSpec.PerSecond"/>).
     /// </summary>
     public static DriveSpec Parse(string text, string field = "--drive")
     {
@@ -39,10 +44,21 @@ public sealed record DriveSpec : IDeviceConfig
         bool? readOnly = null;
         bool root = false;
         string? serial = null;
+        long? bps = null, iops = null;
         while (parts.Count > 1)
         {
             string last = parts[^1];
-            if (last is "ro" or "rw")
+            if (last.StartsWith("bps=", StringComparison.Ordinal))
+            {
+                if (bps is not null) throw Syntax(field, text, "bps= given twice");
+                bps = RateLimiterSpec.ParseAmount(last[4..], field + " bps");
+            }
+            else if (last.StartsWith("iops=", StringComparison.Ordinal))
+            {
+                if (iops is not null) throw Syntax(field, text, "iops= given twice");
+                iops = RateLimiterSpec.ParseAmount(last[5..], field + " iops");
+            }
+            else if (last is "ro" or "rw")
             {
                 if (readOnly is not null) throw Syntax(field, text, "ro/rw given twice");
                 readOnly = last == "ro";
@@ -63,11 +79,11 @@ public sealed record DriveSpec : IDeviceConfig
         string path = string.Join(':', parts);
         if (path.Length == 0) throw Syntax(field, text, "no image path");
         VirtioBlock.CheckSerial(serial, field);
-        return new DriveSpec { Path = path, ReadOnly = readOnly ?? false, IsRoot = root, Serial = serial };
+        return new DriveSpec { Path = path, ReadOnly = readOnly ?? false, IsRoot = root, Serial = serial, RateLimiter = RateLimiterSpec.PerSecond(bps, iops) };
     }
 
     private static VirtioConfigException Syntax(string field, string text, string why) =>
-        new(field, VirtioConfigError.InvalidDriveSyntax, $"\"{text}\": {why} (expected PATH[:ro|:rw][:root][:id=SERIAL])");
+        new(field, VirtioConfigError.InvalidDriveSyntax, $"\"{text}\": {why} (expected PATH[:ro|:rw][:root][:id=SERIAL][:bps=N][:iops=N])");
 
     /// <summary>
     /// Checks a VM's drive list before anything is opened: unique ids, at most one root, valid serials, no image
@@ -84,6 +100,7 @@ public sealed record DriveSpec : IDeviceConfig
             var d = drives[i];
             string field = FieldName(i);
             VirtioBlock.CheckSerial(d.Serial, field);
+            d.RateLimiter?.Validate(field + ".rate_limiter");
             string id = EffectiveId(drives, i);
             if (id.Length == 0)
                 throw new VirtioConfigException(field, VirtioConfigError.DuplicateId, "a drive id must not be empty");

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using FireSharp.Devices.RateLimiting;
 using FireSharp.Memory;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -12,6 +13,12 @@ namespace FireSharp.Devices.Virtio;
 /// only after the backend says the data is durable. Requests are checked against the capacity and the
 /// buffers the guest named, and the status byte (the last device-writable byte) is written last.
 /// A request the device cannot make sense of completes with IOERR, or UNSUPP for an unknown type.
+/// <para>
+/// Every request first asks the drive's <see cref="RateLimiter"/> (Firecracker's accounting: one operation each,
+/// and the data bytes of IN and OUT). A refused request goes back to the queue untouched and the queue stops
+/// until the limiter's timer wakes it (<see cref="VirtqueueContext.Kick"/>): nothing is dropped, and the driver
+/// just sees slower completions.
+/// </para>
 /// </summary>
 public sealed class VirtioBlock : IVirtioDevice, IStatefulDevice, IDisposable
 {
@@ -23,9 +30,11 @@ public sealed class VirtioBlock : IVirtioDevice, IStatefulDevice, IDisposable
     public const int SectorSize = 512;
     public const ushort DefaultQueueSize = 256;
 
-    private const byte StateFormat = 1;
+    private const byte StateFormatV1 = 1, StateFormat = 2;
 
     private readonly IBlockBackend _backend;
+    private readonly RateLimiter _limiter;
+    private Action? _kick;
     private readonly ILogger _logger;
     private readonly byte[] _id = new byte[IdBytes];
     private readonly byte[] _config = new byte[60];
@@ -35,7 +44,9 @@ public sealed class VirtioBlock : IVirtioDevice, IStatefulDevice, IDisposable
     /// <param name="backend">The storage; the device owns and disposes it.</param>
     /// <param name="id">Device id within the VM (logs, snapshot state ids).</param>
     /// <param name="serial">What GET_ID returns: up to 20 printable ASCII characters, NUL-padded.</param>
-    public VirtioBlock(IBlockBackend backend, string id, string? serial = null, ILogger? logger = null, ushort queueSize = DefaultQueueSize)
+    /// <param name="rateLimiter">The drive's limiter (the device owns and disposes it); null = unlimited, changeable later through <see cref="RateLimiter"/>.</param>
+    public VirtioBlock(IBlockBackend backend, string id, string? serial = null, ILogger? logger = null, ushort queueSize = DefaultQueueSize,
+        RateLimiter? rateLimiter = null)
     {
         ArgumentNullException.ThrowIfNull(backend);
         ArgumentNullException.ThrowIfNull(id);
@@ -48,6 +59,8 @@ public sealed class VirtioBlock : IVirtioDevice, IStatefulDevice, IDisposable
         _logger = logger ?? NullLogger.Instance;
         MaxQueueSize = queueSize;
         CapacitySectors = backend.SizeBytes / SectorSize;
+        _limiter = rateLimiter ?? new RateLimiter();
+        _limiter.Wake = () => Volatile.Read(ref _kick)?.Invoke();
 
         BinaryPrimitives.WriteUInt64LittleEndian(_config, CapacitySectors);          // capacity
         BinaryPrimitives.WriteUInt32LittleEndian(_config.AsSpan(12), (uint)queueSize - 2); // seg_max: header and status need two descriptors
@@ -77,6 +90,9 @@ public sealed class VirtioBlock : IVirtioDevice, IStatefulDevice, IDisposable
     public bool ReadOnly => _backend.IsReadOnly;
     public IBlockBackend Backend => _backend;
 
+    /// <summary>The drive's rate limiter: <see cref="RateLimiter.Update"/> changes it on a running VM.</summary>
+    public RateLimiter RateLimiter => _limiter;
+
     public ulong DeviceFeatures =>
         (1UL << FeatureSegMax) | (1UL << FeatureBlkSize) | (1UL << FeatureFlush) | (ReadOnly ? 1UL << FeatureReadOnly : 0);
 
@@ -101,8 +117,29 @@ public sealed class VirtioBlock : IVirtioDevice, IStatefulDevice, IDisposable
 
     public void ProcessQueue(VirtqueueContext queue)
     {
+        if (_kick is null) Volatile.Write(ref _kick, queue.Kick);
         while (queue.TryNext(out var chain))
+        {
+            if (!_limiter.IsUnlimited && !_limiter.TryConsume(DataBytes(queue.Memory, chain)))
+            {
+                queue.Defer();
+                return;
+            }
             queue.Complete(HandleRequest(queue.Memory, chain));
+        }
+    }
+
+    /// <summary>The bytes a request moves, for the limiter: the data of IN and OUT, 0 for anything else (malformed included).</summary>
+    private static long DataBytes(GuestMemory memory, in DescriptorChain chain)
+    {
+        Span<byte> header = stackalloc byte[HeaderBytes];
+        if (chain.CopyFromReadable(memory, 0, header) < HeaderBytes || chain.WritableLength == 0) return 0;
+        return BinaryPrimitives.ReadUInt32LittleEndian(header) switch
+        {
+            RequestIn => (long)Math.Min(chain.WritableLength - 1, long.MaxValue),
+            RequestOut => (long)Math.Min(chain.ReadableLength - HeaderBytes, long.MaxValue),
+            _ => 0,
+        };
     }
 
     /// <summary>Runs one request and returns the number of bytes written into the chain's writable part.</summary>
@@ -212,7 +249,10 @@ public sealed class VirtioBlock : IVirtioDevice, IStatefulDevice, IDisposable
         if (Interlocked.Exchange(ref _badRequestLogged, 1) == 0) VirtioLog.BadRequest(_logger, Id, reason);
     }
 
-    /// <summary>What identifies the disk; restoring onto a different disk (size, mode, serial) is refused.</summary>
+    /// <summary>
+    /// What identifies the disk, and (format 2) the rate limiter with what is left in its buckets. Restoring onto
+    /// a different disk (size, mode, serial) is refused; a format-1 state (no limiter) keeps the configured one.
+    /// </summary>
     public byte[] SaveState()
     {
         using var ms = new MemoryStream();
@@ -222,6 +262,7 @@ public sealed class VirtioBlock : IVirtioDevice, IStatefulDevice, IDisposable
             w.Write(CapacitySectors);
             w.Write(ReadOnly);
             w.Write(Serial);
+            RateLimiterStateCodec.Write(w, _limiter.Save());
         }
         return ms.ToArray();
     }
@@ -231,13 +272,16 @@ public sealed class VirtioBlock : IVirtioDevice, IStatefulDevice, IDisposable
         try
         {
             using var r = new BinaryReader(new MemoryStream(state.ToArray()));
-            if (r.ReadByte() != StateFormat) throw new InvalidDataException($"{Id}: unknown state format");
+            byte format = r.ReadByte();
+            if (format is not (StateFormatV1 or StateFormat)) throw new InvalidDataException($"{Id}: unknown state format");
             ulong capacity = r.ReadUInt64();
             bool readOnly = r.ReadBoolean();
             string serial = r.ReadString();
+            var limiter = format == StateFormat ? RateLimiterStateCodec.Read(r) : null;
             if (r.BaseStream.Position != r.BaseStream.Length) throw new InvalidDataException($"{Id}: trailing bytes in state");
             if (capacity != CapacitySectors || readOnly != ReadOnly || serial != Serial)
                 throw new InvalidDataException($"{Id}: the snapshot was taken with a different disk ({capacity} sectors, read-only {readOnly}, serial \"{serial}\")");
+            if (limiter is not null) _limiter.Restore(limiter);
         }
         catch (EndOfStreamException e)
         {
@@ -250,6 +294,7 @@ public sealed class VirtioBlock : IVirtioDevice, IStatefulDevice, IDisposable
     {
         var (requests, read, written, flushes) = Counters;
         VirtioLog.BlockCounters(_logger, Id, requests, read, written, flushes);
+        _limiter.Dispose();
         _backend.Dispose();
     }
 }

@@ -23,13 +23,14 @@ internal sealed class NetRig : IDisposable
     private readonly SplitQueueDriver _queues;
     private readonly Dictionary<int, int[]>[] _chains = [[], []];
 
-    public NetRig(NetOffloads backendOffloads = NetOffloads.None, ulong? driverFeatures = null, bool bringup = true)
+    public NetRig(NetOffloads backendOffloads = NetOffloads.None, ulong? driverFeatures = null, bool bringup = true,
+        FireSharp.Devices.RateLimiting.RateLimiter? rx = null, FireSharp.Devices.RateLimiting.RateLimiter? tx = null)
     {
         Memory = GuestMemory.CreateAnonymous(MemoryBytes);
         _queues = new SplitQueueDriver(Memory, 2, QSize);
         (Backend, Peer) = SocketPairBackend.Create(backendOffloads);
         Peer.ReceiveTimeout = 2000;
-        Device = new VirtioNet("test", Backend, DefaultMac, Logger, QSize);
+        Device = new VirtioNet("test", Backend, DefaultMac, Logger, QSize, rx, tx);
         Transport = new VirtioMmioTransport(Device, Memory, Irq, Logger) { QueueNotifyHandler = Device.Notify };
         Device.Attach(Transport);
         for (int q = 0; q < 2; q++)
@@ -108,7 +109,10 @@ internal sealed class NetRig : IDisposable
     }
 
     /// <summary>The guest transmits <paramref name="frame"/> (header included) as one chain of <paramref name="pieces"/> descriptors.</summary>
-    public (int Head, uint Len) Transmit(ReadOnlySpan<byte> frame, int pieces = 1)
+    public (int Head, uint Len) Transmit(ReadOnlySpan<byte> frame, int pieces = 1) => Assert.Single(TransmitAll(frame, pieces));
+
+    /// <summary>Like <see cref="Transmit"/>, but returns every chain the device returned (none while throttled).</summary>
+    public List<(int Head, uint Len)> TransmitAll(ReadOnlySpan<byte> frame, int pieces = 1)
     {
         var descs = Enumerable.Range(0, pieces).Select(_ => _free[1].Dequeue()).ToArray();
         ulong at = TxData + (ulong)descs[0] * Slot;
@@ -125,6 +129,12 @@ internal sealed class NetRig : IDisposable
         _chains[1][descs[0]] = descs;
         Publish(1, descs[0]);
         Mmio.Notify(Transport, 1);
+        return TakeTransmitted();
+    }
+
+    /// <summary>Runs the device and takes back the transmit chains it returned.</summary>
+    public List<(int Head, uint Len)> TakeTransmitted()
+    {
         Pump();
         var used = TakeUsed(1);
         foreach (var (head, _) in used)
@@ -132,7 +142,7 @@ internal sealed class NetRig : IDisposable
             foreach (var d in _chains[1][head]) _free[1].Enqueue(d);
             _chains[1].Remove(head);
         }
-        return Assert.Single(used);
+        return used;
     }
 
     /// <summary>Turns the device's event loop until nothing is left to do.</summary>

@@ -8,10 +8,11 @@ namespace FireSharp.Tests.Virtio.Rng;
 /// <summary>A virtio-rng device behind a live transport and a fake driver (queue 0 at the fake driver's layout), processed inline.</summary>
 internal sealed class RngRig : IDisposable
 {
-    public RngRig(ushort size = 16, IEntropyRateLimiter? limiter = null, ulong memoryBytes = 1024 * 1024, ulong features = VirtioFeatures.Transport)
+    public RngRig(ushort size = 16, IEntropyRateLimiter? limiter = null, ulong memoryBytes = 1024 * 1024, ulong features = VirtioFeatures.Transport,
+        FireSharp.Devices.RateLimiting.RateLimiter? tokens = null)
     {
         Memory = GuestMemory.CreateAnonymous(memoryBytes);
-        Rng = new VirtioRng(limiter, Logger);
+        Rng = new VirtioRng(limiter, Logger, rateLimiter: tokens);
         Irq = new Tests.Devices.FakeInterruptLine();
         Transport = new VirtioMmioTransport(Rng, Memory, Irq, Logger);
         Driver = new FakeDriver(Memory, size);
@@ -188,12 +189,15 @@ public class VirtioRngTests
     }
 
     [Fact]
-    public void StateIsAFormatByteAndAnythingElseIsRefused()
+    public void StateIsAFormatByteAndItsLimiterAndAnythingElseIsRefused()
     {
         using var rig = new RngRig();
-        Assert.Equal(new byte[] { 1 }, rig.Rng.SaveState());
-        rig.Rng.RestoreState([1]);
+        Assert.Equal(new byte[] { 2, 0, 0 }, rig.Rng.SaveState()); // format 2, no bandwidth bucket, no ops bucket
+        rig.Rng.RestoreState([2, 0, 0]);
+        rig.Rng.RestoreState([1]);                                  // format 1 (before rate limiters)
         Assert.Throws<InvalidDataException>(() => rig.Rng.RestoreState([2]));
+        Assert.Throws<InvalidDataException>(() => rig.Rng.RestoreState([2, 0, 0, 0]));
+        Assert.Throws<InvalidDataException>(() => rig.Rng.RestoreState([3, 0, 0]));
         Assert.Throws<InvalidDataException>(() => rig.Rng.RestoreState([1, 0]));
         Assert.Throws<InvalidDataException>(() => rig.Rng.RestoreState([]));
 

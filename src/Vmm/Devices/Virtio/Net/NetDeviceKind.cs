@@ -40,7 +40,8 @@ public sealed class NetDeviceKind : VirtioDeviceKind<NetworkInterfaceSpec, Virti
         var tap = TapBackend.Open(nic.TapName, field);
         try
         {
-            return new VirtioNet(nic.Id, tap, nic.EffectiveMac(tap.Name, field), logger);
+            return new VirtioNet(nic.Id, tap, nic.EffectiveMac(tap.Name, field), logger,
+                rxLimiter: new RateLimiting.RateLimiter(nic.RxRateLimiter), txLimiter: new RateLimiting.RateLimiter(nic.TxRateLimiter));
         }
         catch
         {

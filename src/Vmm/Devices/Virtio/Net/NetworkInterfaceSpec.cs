@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
+using FireSharp.Devices.RateLimiting;
 
 namespace FireSharp.Devices.Virtio.Net;
 
@@ -63,6 +64,12 @@ public sealed record NetworkInterfaceSpec : IDeviceConfig
 
     public NetIpv4Config? Ipv4 { get; init; }
 
+    /// <summary>The limiter of what the guest receives (frames from the tap); null = unlimited.</summary>
+    public RateLimiterSpec? RxRateLimiter { get; init; }
+
+    /// <summary>The limiter of what the guest sends (frames to the tap); null = unlimited.</summary>
+    public RateLimiterSpec? TxRateLimiter { get; init; }
+
     /// <summary>Parses a MAC address; throws <see cref="NetConfigException"/> (<see cref="NetConfigError.InvalidMac"/>) for a bad, multicast or zero one.</summary>
     public static byte[] ParseMac(string mac, string field = "mac")
     {
@@ -121,14 +128,18 @@ public sealed record NetworkInterfaceSpec : IDeviceConfig
             }
             if (n.Mac is { } mac && !macs.Add(FormatMac(ParseMac(mac, f))))
                 throw new NetConfigException(f, NetConfigError.InvalidMac, $"MAC {mac} is given to two interfaces");
+            n.RxRateLimiter?.Validate(f + ".rx_rate_limiter");
+            n.TxRateLimiter?.Validate(f + ".tx_rate_limiter");
             if (n.Ipv4 is not null && ++withIp > 1)
                 throw new NetConfigException(f, NetConfigError.InvalidIp, "only one interface can have guest IPv4 settings (the kernel takes one ip= parameter)");
         }
     }
 
     /// <summary>
-    /// The CLI's <c>--net</c> value: <c>TAP|auto[,MAC][,ip=A.B.C.D/N][,gw=A.B.C.D]</c> (the MAC may also be
-    /// written <c>mac=...</c>). Throws <see cref="NetConfigException"/>.
+    /// The CLI's <c>--net</c> value: <c>TAP|auto[,MAC][,ip=A.B.C.D/N][,gw=A.B.C.D][,RATE=N...]</c> (the MAC may also be
+    /// written <c>mac=...</c>). RATE is <c>bps</c> or <c>iops</c> for both directions, or <c>rx-bps</c>, <c>rx-iops</c>,
+    /// <c>tx-bps</c>, <c>tx-iops</c> for one (a direction's own setting wins), N with K/M/G suffixes
+    /// (<see cref="RateLimiterSpec.PerSecond"/>). Throws <see cref="NetConfigException"/> or <see cref="RateLimiterConfigException"/>.
     /// </summary>
     public static NetworkInterfaceSpec Parse(string text, string id, string field = "--net")
     {
@@ -137,9 +148,17 @@ public sealed record NetworkInterfaceSpec : IDeviceConfig
         string? tap = host == "auto" ? null : host;
         if (tap is not null) TapBackend.ValidateName(tap, field);
         string? mac = null, ip = null, gw = null;
+        var rates = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (var p in parts.Skip(1))
         {
-            if (p.StartsWith("ip=", StringComparison.Ordinal)) ip = p[3..];
+            int eq = p.IndexOf('=', StringComparison.Ordinal);
+            string key = eq < 0 ? "" : p[..eq];
+            if (key is "bps" or "iops" or "rx-bps" or "rx-iops" or "tx-bps" or "tx-iops")
+            {
+                if (!rates.TryAdd(key, RateLimiterSpec.ParseAmount(p[(eq + 1)..], $"{field} {key}")))
+                    throw new RateLimiterConfigException($"{field} {key}", RateLimiterConfigError.InvalidSyntax, $"{key}= is given twice in '{text}'");
+            }
+            else if (p.StartsWith("ip=", StringComparison.Ordinal)) ip = p[3..];
             else if (p.StartsWith("gw=", StringComparison.Ordinal)) gw = p[3..];
             else if (p.StartsWith("mac=", StringComparison.Ordinal)) mac = p[4..];
             else if (mac is null && p.Contains(':')) mac = p;
@@ -153,6 +172,11 @@ public sealed record NetworkInterfaceSpec : IDeviceConfig
             TapName = tap,
             Mac = mac,
             Ipv4 = ip is null ? null : NetIpv4Config.Parse(ip, gw, field),
+            RxRateLimiter = RateLimiterSpec.PerSecond(Rate(rates, "rx-bps", "bps"), Rate(rates, "rx-iops", "iops")),
+            TxRateLimiter = RateLimiterSpec.PerSecond(Rate(rates, "tx-bps", "bps"), Rate(rates, "tx-iops", "iops")),
         };
     }
+
+    private static long? Rate(Dictionary<string, long> rates, string own, string both) =>
+        rates.TryGetValue(own, out long n) || rates.TryGetValue(both, out n) ? n : null;
 }

@@ -1,6 +1,7 @@
 // Over 400 lines: the RX and TX paths and their offload negotiation are one device's queues; the backend
 // (TapBackend), protocol constants (NetProtocol) and placement (NetDeviceKind) are already apart.
 using System.Buffers.Binary;
+using FireSharp.Devices.RateLimiting;
 using FireSharp.Devices.Virtio.Vsock;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -26,6 +27,12 @@ namespace FireSharp.Devices.Virtio.Net;
 /// A malformed chain (readable where writable is due or the reverse, too short or too long, a header that
 /// uses an offload not negotiated) is returned unused and counted; the first of each kind is logged.
 /// </para>
+/// <para>
+/// Rate limiters (<see cref="RxLimiter"/>, <see cref="TxLimiter"/>; one op and the frame's bytes each): a transmit
+/// chain the TX limiter refuses goes back to the queue; a received frame the RX limiter refuses stays the one
+/// waiting frame and the tap is no longer watched, so the kernel's tap queue holds (and eventually drops, as a
+/// full link would) what follows. Either limiter's timer wakes the loop; nothing the device took is dropped.
+/// </para>
 /// <para>Call <see cref="Attach"/> then <see cref="Start"/> (the device manager does, for a VM).</para>
 /// </summary>
 public sealed class VirtioNet : IVirtioLoopDevice, IStatefulDevice
@@ -38,9 +45,10 @@ public sealed class VirtioNet : IVirtioLoopDevice, IStatefulDevice
     // Epoll tags: the queues (0, 1) and the wake eventfd (2) are the loop's; bits of what TryWait reports.
     private const ulong TagBackend = 3;
     private const uint RxBit = 1u << NetProtocol.RxQueue, TxBit = 1u << NetProtocol.TxQueue, WakeBit = 1u << 2;
-    private const byte StateFormat = 1;
+    private const byte StateFormatV1 = 1, StateFormat = 2;
 
     private readonly ILogger _logger;
+    private readonly RateLimiter _rxLimiter, _txLimiter;
     private readonly INetBackend _backend;
     private readonly byte[] _mac;
     private readonly VirtioEventLoop _loop;
@@ -55,9 +63,12 @@ public sealed class VirtioNet : IVirtioLoopDevice, IStatefulDevice
     private int _loggedReasons;
     private long _rxFrames, _rxBytes, _rxDropped, _txFrames, _txBytes, _txDropped;
 
-    private enum RxOutcome { NotRun, BackendEmpty, NoBuffers, BudgetUsed, BackendFailed }
+    private enum RxOutcome { NotRun, BackendEmpty, NoBuffers, BudgetUsed, BackendFailed, Throttled }
 
-    public VirtioNet(string id, INetBackend backend, ReadOnlySpan<byte> mac, ILogger? logger = null, ushort queueSize = DefaultQueueSize)
+    /// <param name="rxLimiter">The receive limiter (owned by the device); null = unlimited, changeable through <see cref="RxLimiter"/>.</param>
+    /// <param name="txLimiter">The transmit limiter, likewise.</param>
+    public VirtioNet(string id, INetBackend backend, ReadOnlySpan<byte> mac, ILogger? logger = null, ushort queueSize = DefaultQueueSize,
+        RateLimiter? rxLimiter = null, RateLimiter? txLimiter = null)
     {
         ArgumentNullException.ThrowIfNull(backend);
         if (mac.Length != 6) throw new ArgumentException("a MAC address is 6 bytes", nameof(mac));
@@ -67,12 +78,16 @@ public sealed class VirtioNet : IVirtioLoopDevice, IStatefulDevice
         _logger = logger ?? NullLogger.Instance;
         MaxQueueSize = queueSize;
         DeviceFeatures = NetProtocol.Mac | NetProtocol.Status | OffloadFeatures(backend.SupportedOffloads);
+        _rxLimiter = rxLimiter ?? new RateLimiter();
+        _txLimiter = txLimiter ?? new RateLimiter();
 
         try
         {
             _loop = new VirtioEventLoop("net", QueueCount, 8, timeoutMs => RunOnce(timeoutMs), e => NetLog.LoopFailed(_logger, e, Id));
             _loop.Control(Epoll.EPOLL_CTL_ADD, backend.Fd, Epoll.EPOLLIN, TagBackend);
             _backendWatched = true;
+            _rxLimiter.Wake = Wake;
+            _txLimiter.Wake = () => Notify(NetProtocol.TxQueue);
         }
         catch
         {
@@ -89,6 +104,12 @@ public sealed class VirtioNet : IVirtioLoopDevice, IStatefulDevice
     public ulong DeviceFeatures { get; }
     public INetBackend Backend => _backend;
     public ReadOnlySpan<byte> Mac => _mac;
+
+    /// <summary>What the guest receives is limited by this (<see cref="RateLimiter.Update"/> on a running VM).</summary>
+    public RateLimiter RxLimiter => _rxLimiter;
+
+    /// <summary>What the guest sends is limited by this.</summary>
+    public RateLimiter TxLimiter => _txLimiter;
 
     /// <summary>Features the driver accepted (0 until it set DRIVER_OK).</summary>
     public ulong NegotiatedFeatures => Interlocked.Read(ref _negotiated);
@@ -232,6 +253,10 @@ public sealed class VirtioNet : IVirtioLoopDevice, IStatefulDevice
                         // The guest's next receive-queue notification runs us again; until then the tap's queue fills.
                         WatchBackend(false);
                         break;
+                    case RxOutcome.Throttled:
+                        // Back-pressure: the RX limiter's timer wakes us (WakeBit runs receive); until then the tap's queue fills.
+                        WatchBackend(false);
+                        break;
                     // NotRun: quiesced or not yet ready; Unquiesce and Activate notify us again.
                 }
             }
@@ -307,6 +332,13 @@ public sealed class VirtioNet : IVirtioLoopDevice, IStatefulDevice
                 queue.Complete(0);
                 continue;
             }
+            if (!_rxLimiter.IsUnlimited && chain.WritableLength >= (ulong)_rxPending
+                && !_rxLimiter.TryConsume(_rxPending - NetProtocol.HeaderSize))
+            {
+                queue.Defer();
+                _rxOutcome = RxOutcome.Throttled;
+                return;
+            }
             if (chain.WritableLength < (ulong)_rxPending)
             {
                 DropRx($"a {_rxPending}-byte frame does not fit a {chain.WritableLength}-byte receive chain");
@@ -350,6 +382,12 @@ public sealed class VirtioNet : IVirtioLoopDevice, IStatefulDevice
             if (!queue.TryNext(out var chain)) return;
             string? bad = null;
             ulong length = chain.ReadableLength;
+            if (!_txLimiter.IsUnlimited && !_txLimiter.TryConsume((long)Math.Min(length, NetProtocol.MaxFrameSize) - NetProtocol.HeaderSize))
+            {
+                // The limiter's timer notifies the transmit queue again.
+                queue.Defer();
+                return;
+            }
             if (chain.FirstWritable != chain.Count) bad = "a transmit chain with device-writable buffers";
             else if (length < NetProtocol.MinFrameSize) bad = $"a {length}-byte transmit chain (shorter than a header and an Ethernet header)";
             else if (length > NetProtocol.MaxFrameSize) bad = $"a {length}-byte transmit chain (more than {NetProtocol.MaxFrameSize})";
@@ -413,21 +451,46 @@ public sealed class VirtioNet : IVirtioLoopDevice, IStatefulDevice
 
     // ---------------------------------------------------------------- snapshots and dispose
 
-    /// <summary>The MAC (format 1). Negotiated features and queues are the transport's; a waiting frame is not kept.</summary>
+    /// <summary>
+    /// The MAC and (format 2) the RX and TX limiters with what is left in them. Negotiated features and queues are
+    /// the transport's; a waiting frame is not kept.
+    /// </summary>
     public byte[] SaveState()
     {
-        var state = new byte[7];
-        state[0] = StateFormat;
-        _mac.CopyTo(state, 1);
-        return state;
+        using var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms))
+        {
+            w.Write(StateFormat);
+            w.Write(_mac);
+            RateLimiterStateCodec.Write(w, _rxLimiter.Save());
+            RateLimiterStateCodec.Write(w, _txLimiter.Save());
+        }
+        return ms.ToArray();
     }
 
-    /// <summary>Refuses another MAC (a restored guest keeps its address); the new backend starts empty.</summary>
+    /// <summary>Refuses another MAC (a restored guest keeps its address); the new backend starts empty. Format 1 (no limiters) keeps the configured ones.</summary>
     public void RestoreState(ReadOnlySpan<byte> state)
     {
-        if (state.Length != 7 || state[0] != StateFormat) throw new InvalidDataException($"{Id}: bad state");
-        if (!state[1..].SequenceEqual(_mac))
-            throw new InvalidDataException($"{Id}: the snapshot's MAC is {NetworkInterfaceSpec.FormatMac(state[1..])}, this device's is {NetworkInterfaceSpec.FormatMac(_mac)}");
+        if (state.Length < 7 || state[0] is not (StateFormatV1 or StateFormat) || (state[0] == StateFormatV1 && state.Length != 7))
+            throw new InvalidDataException($"{Id}: bad state");
+        if (!state[1..7].SequenceEqual(_mac))
+            throw new InvalidDataException($"{Id}: the snapshot's MAC is {NetworkInterfaceSpec.FormatMac(state[1..7])}, this device's is {NetworkInterfaceSpec.FormatMac(_mac)}");
+        if (state[0] == StateFormat)
+        {
+            try
+            {
+                using var r = new BinaryReader(new MemoryStream(state[7..].ToArray()));
+                var rx = RateLimiterStateCodec.Read(r);
+                var tx = RateLimiterStateCodec.Read(r);
+                if (r.BaseStream.Position != r.BaseStream.Length) throw new InvalidDataException($"{Id}: trailing bytes in state");
+                _rxLimiter.Restore(rx);
+                _txLimiter.Restore(tx);
+            }
+            catch (EndOfStreamException e)
+            {
+                throw new InvalidDataException($"{Id}: state is truncated", e);
+            }
+        }
         Interlocked.Exchange(ref _resetRequested, 1);
         Wake();
     }
@@ -443,6 +506,8 @@ public sealed class VirtioNet : IVirtioLoopDevice, IStatefulDevice
     private void CloseHostSide()
     {
         _loop?.Dispose();
+        _rxLimiter?.Dispose();
+        _txLimiter?.Dispose();
         _backend.Dispose();
     }
 }

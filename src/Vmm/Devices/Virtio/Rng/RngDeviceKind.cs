@@ -1,4 +1,5 @@
 using FireSharp.Devices.Manager;
+using FireSharp.Devices.RateLimiting;
 using Microsoft.Extensions.Logging;
 
 namespace FireSharp.Devices.Virtio.Rng;
@@ -8,8 +9,8 @@ public sealed record RngSpec : IDeviceConfig
 {
     public string Kind => RngDeviceKind.Name;
 
-    /// <summary>The rate-limit hook (<see cref="IEntropyRateLimiter"/>); null = unlimited. Not recorded in snapshots.</summary>
-    public IEntropyRateLimiter? RateLimiter { get; init; }
+    /// <summary>The entropy device's rate limiter (bytes and requests, as Firecracker's); null = unlimited. Snapshots keep it (device state).</summary>
+    public RateLimiterSpec? RateLimiter { get; init; }
 }
 
 /// <summary>
@@ -32,11 +33,14 @@ public sealed class RngDeviceKind : VirtioDeviceKind<RngSpec, VirtioRng>
     public override int MaxCount => 1;
     public override string Field(int index) => "rng";
 
-    protected override void Validate(IReadOnlyList<RngSpec> configs) { }
+    protected override void Validate(IReadOnlyList<RngSpec> configs)
+    {
+        foreach (var c in configs) c.RateLimiter?.Validate("rng.rate_limiter");
+    }
 
     protected override string Id(IReadOnlyList<RngSpec> configs, int index) => DeviceId;
 
-    protected override VirtioRng Open(IReadOnlyList<RngSpec> configs, int index, ILogger logger) => new(configs[index].RateLimiter, logger);
+    protected override VirtioRng Open(IReadOnlyList<RngSpec> configs, int index, ILogger logger) => new(null, logger, rateLimiter: new RateLimiter(configs[index].RateLimiter));
 
     protected override IReadOnlyDictionary<string, string> Settings(RngSpec config, VirtioRng device) => new Dictionary<string, string>();
 

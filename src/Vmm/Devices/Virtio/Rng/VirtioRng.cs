@@ -1,4 +1,5 @@
 using System.Security.Cryptography;
+using FireSharp.Devices.RateLimiting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -16,8 +17,9 @@ namespace FireSharp.Devices.Virtio.Rng;
 /// host work; malformed rings (loops, addresses outside RAM) are the transport's and break the queue.
 /// </para>
 /// <para>
-/// Every request first asks the <see cref="IEntropyRateLimiter"/> (the hook for a rate limiter; unlimited by
-/// default). A refused request goes back to the queue untouched and is retried when the limiter says so.
+/// Every request first asks the device's token-bucket <see cref="RateLimiter"/> (one op and its bytes), then the
+/// <see cref="IEntropyRateLimiter"/> hook (unlimited by default). A refused request goes back to the queue
+/// untouched and is retried when the limiter's timer (or the hook) says so.
 /// </para>
 /// </summary>
 public sealed class VirtioRng : IVirtioDevice, IDisposable
@@ -27,16 +29,22 @@ public sealed class VirtioRng : IVirtioDevice, IDisposable
     /// <summary>Most bytes served for one request, whatever the chain's length (Linux's driver asks for small buffers).</summary>
     public const int MaxBytesPerRequest = 64 * 1024;
 
-    private const byte StateFormat = 1;
+    private const byte StateFormatV1 = 1, StateFormat = 2;
 
     private readonly IEntropyRateLimiter _limiter;
+    private readonly RateLimiter _rateLimiter;
+    private Action? _kick;
     private readonly ILogger _logger;
     private int _badLogged;
     private long _requests, _bytes, _malformed, _deferred;
 
-    public VirtioRng(IEntropyRateLimiter? rateLimiter = null, ILogger? logger = null, ushort queueSize = DefaultQueueSize)
+    /// <param name="hook">A rate-limit hook asked after <paramref name="rateLimiter"/>; null = none.</param>
+    /// <param name="rateLimiter">The device's token buckets (owned); null = unlimited, changeable through <see cref="RateLimiter"/>.</param>
+    public VirtioRng(IEntropyRateLimiter? hook = null, ILogger? logger = null, ushort queueSize = DefaultQueueSize, RateLimiter? rateLimiter = null)
     {
-        _limiter = rateLimiter ?? UnlimitedEntropy.Instance;
+        _limiter = hook ?? UnlimitedEntropy.Instance;
+        _rateLimiter = rateLimiter ?? new RateLimiter();
+        _rateLimiter.Wake = () => Volatile.Read(ref _kick)?.Invoke();
         _logger = logger ?? NullLogger.Instance;
         MaxQueueSize = queueSize;
     }
@@ -46,6 +54,9 @@ public sealed class VirtioRng : IVirtioDevice, IDisposable
     public int QueueCount => 1;
     public ushort MaxQueueSize { get; }
     public ulong DeviceFeatures => 0;
+
+    /// <summary>The token-bucket limiter (<see cref="RateLimiter.Update"/> on a running VM).</summary>
+    public RateLimiter RateLimiter => _rateLimiter;
 
     /// <summary>Requests served, bytes written, malformed requests returned unused, requests the limiter deferred.</summary>
     public (long Requests, long Bytes, long Malformed, long Deferred) Counters =>
@@ -62,6 +73,7 @@ public sealed class VirtioRng : IVirtioDevice, IDisposable
 
     public void ProcessQueue(VirtqueueContext queue)
     {
+        if (_kick is null) Volatile.Write(ref _kick, queue.Kick);
         while (queue.TryNext(out var chain))
         {
             if (chain.FirstWritable != 0 || chain.WritableLength == 0)
@@ -71,7 +83,7 @@ public sealed class VirtioRng : IVirtioDevice, IDisposable
                 continue;
             }
             int length = (int)Math.Min(chain.WritableLength, MaxBytesPerRequest);
-            if (!_limiter.TryAcquire(length, queue.Kick))
+            if ((!_rateLimiter.IsUnlimited && !_rateLimiter.TryConsume(length)) || !_limiter.TryAcquire(length, queue.Kick))
             {
                 Interlocked.Increment(ref _deferred);
                 queue.Defer();
@@ -95,18 +107,40 @@ public sealed class VirtioRng : IVirtioDevice, IDisposable
         if (Interlocked.Exchange(ref _badLogged, 1) == 0) RngLog.BadRequest(_logger, Id, reason);
     }
 
-    /// <summary>Format 1: the format byte alone (the device keeps no state of its own; the queue is the transport's).</summary>
-    public byte[] SaveState() => [StateFormat];
+    /// <summary>Format 2: the format byte and the rate limiter with what is left in it (the queue is the transport's). Format 1 (the byte alone) still restores.</summary>
+    public byte[] SaveState()
+    {
+        using var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms))
+        {
+            w.Write(StateFormat);
+            RateLimiterStateCodec.Write(w, _rateLimiter.Save());
+        }
+        return ms.ToArray();
+    }
 
     public void RestoreState(ReadOnlySpan<byte> state)
     {
-        if (state.Length != 1 || state[0] != StateFormat)
-            throw new InvalidDataException($"{Id}: expected state format {StateFormat} in 1 byte, got {state.Length} bytes");
+        if (state.Length == 1 && state[0] == StateFormatV1) return;
+        if (state.Length < 1 || state[0] != StateFormat)
+            throw new InvalidDataException($"{Id}: expected state format {StateFormat}, got {state.Length} bytes");
+        try
+        {
+            using var r = new BinaryReader(new MemoryStream(state[1..].ToArray()));
+            var limiter = RateLimiterStateCodec.Read(r);
+            if (r.BaseStream.Position != r.BaseStream.Length) throw new InvalidDataException($"{Id}: trailing bytes in state");
+            _rateLimiter.Restore(limiter);
+        }
+        catch (EndOfStreamException e)
+        {
+            throw new InvalidDataException($"{Id}: state is truncated", e);
+        }
     }
 
     public void Dispose()
     {
         var (requests, bytes, malformed, deferred) = Counters;
         RngLog.Counters(_logger, Id, requests, bytes, malformed, deferred);
+        _rateLimiter.Dispose();
     }
 }
