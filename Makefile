@@ -8,7 +8,8 @@ DOTNET ?= dotnet
 CONFIGURATION ?= Release
 BIN := build/firesharp
 APT_PACKAGES := build-essential gcc binutils make qemu-system-x86 busybox-static e2fsprogs cpio \
-                linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils iproute2 python3 clang zlib1g-dev time file iputils-ping
+                linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils iproute2 python3 clang zlib1g-dev time file iputils-ping \
+                libseccomp2 strace
 
 .PHONY: help deps restore build test test-fast test-slow bench bench-boot run clean
 

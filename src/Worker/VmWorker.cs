@@ -39,6 +39,13 @@ public sealed class VmWorker : IAsyncDisposable
         init => _machine.ReleaseMachine = value;
     }
 
+    /// <summary>Confines the process once the machine is built and before its vCPUs first run (<see cref="WorkerMachine.Confine"/>).</summary>
+    public Action? Confine
+    {
+        get => _machine.Confine;
+        init => _machine.Confine = value;
+    }
+
     /// <summary>The process id reported in statuses (the worker's own pid).</summary>
     public int Pid
     {

@@ -159,9 +159,12 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
     private Process? _process;
     private GrpcChannel? _channel;
 
-    private DaemonUnderTest(ITestOutputHelper output, string stateDir)
+    private readonly string[] _extraArgs;
+
+    private DaemonUnderTest(ITestOutputHelper output, string stateDir, string[] extraArgs)
     {
         _output = output;
+        _extraArgs = extraArgs;
         StateDir = stateDir;
         Socket = Path.Combine(stateDir, "api.sock");
         NotifyPath = Path.Combine(stateDir, "notify.sock");
@@ -189,11 +192,12 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
 
     private string VmsDir => Path.Combine(StateDir, "vms");
 
-    public static async Task<DaemonUnderTest> StartAsync(ITestOutputHelper output)
+    /// <summary>Starts the daemon; <paramref name="extraArgs"/> are more <c>--Key=value</c> settings.</summary>
+    public static async Task<DaemonUnderTest> StartAsync(ITestOutputHelper output, params string[] extraArgs)
     {
         KvmTestSupport.RequireKvm();
         _ = Binary;
-        var d = new DaemonUnderTest(output, ApiTestServer.NewStateDir());
+        var d = new DaemonUnderTest(output, ApiTestServer.NewStateDir(), extraArgs);
         try
         {
             await d.LaunchAsync();
@@ -214,7 +218,7 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var a in (string[])["serve", $"--Socket={Socket}", $"--StateDir={StateDir}", "--LogLevel=Debug", "--DefaultStopGraceSeconds=2"]) psi.ArgumentList.Add(a);
+        foreach (var a in (string[])["serve", $"--Socket={Socket}", $"--StateDir={StateDir}", "--LogLevel=Debug", "--DefaultStopGraceSeconds=2", .. _extraArgs]) psi.ArgumentList.Add(a);
         psi.Environment["NOTIFY_SOCKET"] = NotifyPath;
         psi.Environment.Remove("INVOCATION_ID");
         psi.Environment.Remove("JOURNAL_STREAM");
