@@ -19,8 +19,18 @@ public sealed class SeccompDaemonTests(ITestOutputHelper output)
     public async Task A_running_worker_is_filtered_and_pause_resume_snapshot_and_restore_still_work()
     {
         await using var d = await DaemonUnderTest.StartAsync(output);
-        var vm = await d.Client.CreateVmAsync(new CreateVmRequest { Id = "f", Spec = ApiTestServer.Spec("counter"), Start = true });
+        var spec = ApiTestServer.Spec("counter");
+        spec.Vsock = new VsockSpec { GuestCid = 3 };
+        var vm = await d.Client.CreateVmAsync(new CreateVmRequest { Id = "f", Spec = spec, Start = true });
         await d.ReadConsoleUntilAsync("f", "COUNTING");
+        // The vsock device's host side under the filter: the worker accepts a connection and reads its CONNECT
+        // line (the tiny guest has no driver, so nobody answers; the worker must live on).
+        using (var host = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified))
+        {
+            await host.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(Path.Combine(d.StateDir, "vms", "f", "v.sock"))).WaitAsync(TimeSpan.FromSeconds(10));
+            await host.SendAsync("CONNECT 52\n"u8.ToArray()).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+            await Task.Delay(200);
+        }
         var status = Status(vm.WorkerPid);
         Assert.Equal("2", status["Seccomp"]); // SECCOMP_MODE_FILTER
         Assert.Equal("1", status["NoNewPrivs"]);
