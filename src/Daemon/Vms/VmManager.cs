@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using FireSharp.Daemon.Isolation;
 using FireSharp.Daemon.Workers;
 using Microsoft.Extensions.Logging;
 
@@ -33,6 +34,7 @@ public sealed class VmManager : IAsyncDisposable
     private readonly GuestAgents _agents;
     private readonly VmLifecycle _lifecycle;
     private readonly VmSnapshots _snapshots;
+    private readonly VmCgroups _cgroups;
 
     public VmManager(DaemonOptions options, IWorkerLauncher launcher, HostLimits host, ILogger<VmManager> logger)
     {
@@ -41,8 +43,9 @@ public sealed class VmManager : IAsyncDisposable
         _registry = new VmRegistry(options, new VmRecordStore(logger));
         _admission = new VmAdmission(options, host, _registry);
         _agents = new GuestAgents(options, _registry, Events, logger);
-        _supervisor = new WorkerSupervisor(options, launcher, _registry, Events, _agents, logger);
-        _lifecycle = new VmLifecycle(options, host, _registry, _admission, _supervisor, _agents, Events, logger);
+        _cgroups = new VmCgroups(options, logger);
+        _supervisor = new WorkerSupervisor(options, launcher, _cgroups, _registry, Events, _agents, logger);
+        _lifecycle = new VmLifecycle(options, host, _registry, _admission, _supervisor, _cgroups, _agents, Events, logger);
         _snapshots = new VmSnapshots(options, _registry, _lifecycle, _supervisor, _agents);
     }
 
@@ -51,9 +54,17 @@ public sealed class VmManager : IAsyncDisposable
 
     public DaemonOptions Options => _options;
 
-    /// <summary>Loads the state directory: re-adopts live workers, marks VMs whose worker is gone as FAILED, removes half-created VMs.</summary>
+    /// <summary>The per-VM cgroups in use (null when off): for tests and diagnostics.</summary>
+    internal CgroupHierarchy? Cgroups => _cgroups.Hierarchy;
+
+    /// <summary>
+    /// Loads the state directory: re-adopts live workers, marks VMs whose worker is gone as FAILED, removes
+    /// half-created VMs, and reaps the cgroups no live VM owns. With Cgroups=Required, a cgroup file system it
+    /// cannot use throws <see cref="CgroupException"/>.
+    /// </summary>
     public async Task InitializeAsync(CancellationToken ct)
     {
+        _cgroups.Initialize();
         // Worker sockets and logs live here: only the daemon's user gets in.
         if (OperatingSystem.IsWindows()) Directory.CreateDirectory(_options.VmsDir);
         else Directory.CreateDirectory(_options.VmsDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
@@ -71,6 +82,13 @@ public sealed class VmManager : IAsyncDisposable
             _registry.Add(entry);
             await _supervisor.AdoptOrReapAsync(entry, ct).ConfigureAwait(false);
         }
+        await _cgroups.ReapAsync(HasLiveWorker).ConfigureAwait(false);
+    }
+
+    private bool HasLiveWorker(string id)
+    {
+        if (!_registry.TryFind(id, out var entry)) return false;
+        lock (entry.Gate) return entry.Session is not null;
     }
 
     // ---------------------------------------------------------------- lifecycle

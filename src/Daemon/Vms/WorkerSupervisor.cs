@@ -1,3 +1,4 @@
+using FireSharp.Daemon.Isolation;
 using FireSharp.Daemon.Workers;
 using FireSharp.Proto.Worker;
 using Microsoft.Extensions.Logging;
@@ -9,7 +10,7 @@ namespace FireSharp.Daemon.Vms;
 /// a daemon restart, watches each worker's events and death, and retires workers. A VM's state comes from its
 /// worker: every worker status, from an event or a call's reply, is applied once, in the worker's order.
 /// </summary>
-internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher launcher, VmRegistry registry, EventHub events, GuestAgents agents, ILogger logger)
+internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher launcher, VmCgroups cgroups, VmRegistry registry, EventHub events, GuestAgents agents, ILogger logger)
 {
     private static readonly TimeSpan ShutdownTimeout = TimeSpan.FromSeconds(15);
     private static readonly TimeSpan ExitWait = TimeSpan.FromSeconds(5);
@@ -26,6 +27,8 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
             entry.Vm = entry.Vm with { WorkerPid = process.Pid };
         }
         registry.Save(entry);
+        // Into the VM's cgroup before the first request: the worker runs no guest code until it builds the machine.
+        cgroups.Enter(entry.Id, entry.Snapshot().Spec, process.Pid);
         WorkerRequest request;
         if (entry.RestoredFrom is { } restore) // made by RestoreVm: restore, don't boot
         {

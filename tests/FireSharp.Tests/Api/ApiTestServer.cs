@@ -50,7 +50,8 @@ internal sealed class ApiTestServer : IAsyncDisposable
     {
         KvmTestSupport.RequireKvm();
         stateDir ??= NewStateDir();
-        var options = new DaemonOptions { StateDir = stateDir, Socket = Path.Combine(stateDir, "api.sock"), LogLevel = "Debug" };
+        // In-process workers share the test's pid, which is never put in a cgroup: the cgroup tests turn them on themselves.
+        var options = new DaemonOptions { StateDir = stateDir, Socket = Path.Combine(stateDir, "api.sock"), LogLevel = "Debug", Cgroups = FireSharp.Daemon.Isolation.CgroupMode.Off };
         if (configure is not null) options = configure(options);
         var server = new ApiTestServer(options, launcher ?? new InProcessWorkerLauncher(), output);
         await server.StartServerAsync();

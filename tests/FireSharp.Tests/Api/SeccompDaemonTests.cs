@@ -28,7 +28,7 @@ public sealed class SeccompDaemonTests(ITestOutputHelper output)
         using (var host = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified))
         {
             await host.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(Path.Combine(d.StateDir, "vms", "f", "v.sock"))).WaitAsync(TimeSpan.FromSeconds(10));
-            await host.SendAsync("CONNECT 52\n"u8.ToArray()).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+            await host.SendAsync("CONNECT 52\n"u8.ToArray()).WaitAsync(TimeSpan.FromSeconds(10));
             await Task.Delay(200);
         }
         var status = Status(vm.WorkerPid);
