@@ -34,6 +34,8 @@ public static class WorkerSeccomp
         ("KVM_RUN", KvmIoctls.KVM_RUN),                                   // the vCPU loop
         ("KVM_IRQ_LINE", KvmIoctls.KVM_IRQ_LINE),                         // device interrupts (legacy and virtio without irqfd)
         ("KVM_TRANSLATE", KvmIoctls.KVM_TRANSLATE),                       // the vCPU runner reads the instruction at RIP (PVM quirks)
+        ("KVM_SET_REGS", KvmIoctls.KVM_SET_REGS),                         // PVM quirks: the runner steps over an int3 or fwait KVM cannot emulate
+        ("KVM_SET_VCPU_EVENTS", KvmIoctls.KVM_SET_VCPU_EVENTS),           // PVM quirks: and injects the #BP an int3 raises
         ("KVM_CHECK_EXTENSION", KvmIoctls.KVM_CHECK_EXTENSION),           // snapshot: which state can be saved
         ("KVM_GET_MSR_INDEX_LIST", KvmIoctls.KVM_GET_MSR_INDEX_LIST),     // snapshot: the MSRs to save
         ("KVM_GET_REGS", KvmIoctls.KVM_GET_REGS),                         // snapshot (and vCPU diagnostics)
