@@ -160,11 +160,13 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
     private GrpcChannel? _channel;
 
     private readonly string[] _extraArgs;
+    private readonly string[] _launchPrefix;
 
-    private DaemonUnderTest(ITestOutputHelper output, string stateDir, string[] extraArgs)
+    private DaemonUnderTest(ITestOutputHelper output, string stateDir, string[] extraArgs, string[] launchPrefix)
     {
         _output = output;
         _extraArgs = extraArgs;
+        _launchPrefix = launchPrefix;
         StateDir = stateDir;
         Socket = Path.Combine(stateDir, "api.sock");
         NotifyPath = Path.Combine(stateDir, "notify.sock");
@@ -196,11 +198,18 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
     private string VmsDir => Path.Combine(StateDir, "vms");
 
     /// <summary>Starts the daemon; <paramref name="extraArgs"/> are more <c>--Key=value</c> settings.</summary>
-    public static async Task<DaemonUnderTest> StartAsync(ITestOutputHelper output, params string[] extraArgs)
+    public static Task<DaemonUnderTest> StartAsync(ITestOutputHelper output, params string[] extraArgs) =>
+        StartWithPrefixAsync(output, [], extraArgs);
+
+    /// <summary>
+    /// Starts the daemon through <paramref name="launchPrefix"/> (a command that execs the rest, such as
+    /// <c>nsenter --net=/var/run/netns/NS</c>, so the daemon and its workers see that namespace's taps).
+    /// </summary>
+    public static async Task<DaemonUnderTest> StartWithPrefixAsync(ITestOutputHelper output, string[] launchPrefix, params string[] extraArgs)
     {
         KvmTestSupport.RequireKvm();
         _ = Binary;
-        var d = new DaemonUnderTest(output, ApiTestServer.NewStateDir(), extraArgs);
+        var d = new DaemonUnderTest(output, ApiTestServer.NewStateDir(), extraArgs, launchPrefix);
         try
         {
             await d.LaunchAsync();
@@ -215,13 +224,13 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
 
     private async Task LaunchAsync()
     {
-        var psi = new ProcessStartInfo(Binary)
+        var psi = new ProcessStartInfo(_launchPrefix.Length > 0 ? _launchPrefix[0] : Binary)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var a in (string[])["serve", $"--Socket={Socket}", $"--StateDir={StateDir}", "--LogLevel=Debug", "--DefaultStopGraceSeconds=2", $"--CgroupParent={CgroupParent}", .. _extraArgs]) psi.ArgumentList.Add(a);
+        foreach (var a in (string[])[.. _launchPrefix.Skip(1), .. (_launchPrefix.Length > 0 ? (string[])[Binary] : []), "serve", $"--Socket={Socket}", $"--StateDir={StateDir}", "--LogLevel=Debug", "--DefaultStopGraceSeconds=2", $"--CgroupParent={CgroupParent}", .. _extraArgs]) psi.ArgumentList.Add(a);
         psi.Environment["NOTIFY_SOCKET"] = NotifyPath;
         psi.Environment.Remove("INVOCATION_ID");
         psi.Environment.Remove("JOURNAL_STREAM");

@@ -96,7 +96,8 @@ public sealed class SeccompDaemonTests(ITestOutputHelper output)
         d.AssertNothingLeft();
     }
 
-    private static Dictionary<string, string> Status(int pid) =>
+    /// <summary>/proc/PID/status as name → value (Seccomp, NoNewPrivs, ...).</summary>
+    internal static Dictionary<string, string> Status(int pid) =>
         File.ReadAllLines($"/proc/{pid}/status").Select(l => l.Split(':', 2)).Where(p => p.Length == 2)
             .ToDictionary(p => p[0], p => p[1].Trim());
 }
