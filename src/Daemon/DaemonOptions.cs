@@ -60,6 +60,19 @@ public sealed record DaemonOptions
     /// </summary>
     public TimeSpan WorkerStartTimeout { get; init; } = Workers.ProcessWorkerLauncher.DefaultStartTimeout;
 
+    /// <summary>
+    /// Each worker installs its seccomp allow-list (docs/isolation.md) before its guest first runs; a refused
+    /// syscall kills it and the VM ends as EXIT_KIND_SECCOMP. On by default; off only to debug a worker.
+    /// </summary>
+    public bool Seccomp { get; init; } = true;
+
+    /// <summary>
+    /// Tests only: each worker, once its filter is in, makes this forbidden call ("execve" or "socket", an AF_INET
+    /// socket) when it receives SIGUSR2, so a test can see the filter kill it. Only the host's configuration can set
+    /// it; no guest or API client can. Needs <see cref="Seccomp"/>.
+    /// </summary>
+    public string? SeccompTestTrigger { get; init; }
+
     /// <summary>At most this many VMs (of any state) exist at once.</summary>
     public int MaxVms { get; init; } = 256;
 
@@ -144,9 +157,9 @@ public sealed record DaemonOptions
                 ? double.TryParse(r, NumberStyles.Float, CultureInfo.InvariantCulture, out var ratio) && ratio > 0 ? ratio : throw Bad(nameof(MemoryOvercommit), r)
                 : d.MemoryOvercommit,
             DefaultStopGrace = Int(c, "DefaultStopGraceSeconds") is { } g ? TimeSpan.FromSeconds(g) : d.DefaultStopGrace,
-            StopVmsOnShutdown = Str(c, nameof(StopVmsOnShutdown)) is { } b
-                ? bool.TryParse(b, out var v) ? v : throw Bad(nameof(StopVmsOnShutdown), b)
-                : d.StopVmsOnShutdown,
+            StopVmsOnShutdown = Bool(c, nameof(StopVmsOnShutdown)) ?? d.StopVmsOnShutdown,
+            Seccomp = Bool(c, nameof(Seccomp)) ?? d.Seccomp,
+            SeccompTestTrigger = Str(c, nameof(SeccompTestTrigger)),
             LogLevel = Str(c, nameof(LogLevel)) ?? d.LogLevel,
             LogJsonFile = Str(c, nameof(LogJsonFile)),
             Cgroups = Str(c, nameof(Cgroups)) is { } cg
@@ -184,6 +197,9 @@ public sealed record DaemonOptions
         foreach (var path in (ReadOnlySpan<(string Key, string? Value)>)[(nameof(TlsCertificate), TlsCertificate), (nameof(TlsKey), TlsKey), (nameof(TlsClientCa), TlsClientCa), (nameof(TlsClientCrl), TlsClientCrl)])
             if (path.Value is not null && !Path.IsPathFullyQualified(path.Value)) throw Bad(path.Key, path.Value, "must be an absolute path");
         if (TlsClientCrl is not null && TlsClientCa is null) throw Bad(nameof(TlsClientCrl), TlsClientCrl, "needs TlsClientCa (the CRL's issuer)");
+        if (SeccompTestTrigger is not null and not ("execve" or "socket"))
+            throw Bad(nameof(SeccompTestTrigger), SeccompTestTrigger, "must be execve or socket (tests only)");
+        if (SeccompTestTrigger is not null && !Seccomp) throw Bad(nameof(SeccompTestTrigger), SeccompTestTrigger, "needs Seccomp=true");
         if (!Path.IsPathFullyQualified(CgroupRoot)) throw Bad(nameof(CgroupRoot), CgroupRoot, "must be an absolute path");
         if (!IsCgroupPath(CgroupParent))
             throw Bad(nameof(CgroupParent), CgroupParent, "must be a relative path of names made of letters, digits, '_', '.' and '-' (such as firesharp or machine.slice/firesharp)");
@@ -225,6 +241,9 @@ public sealed record DaemonOptions
     }
 
     private static string? Str(IConfiguration c, string key) => c[key] is { Length: > 0 } v ? v : null;
+
+    private static bool? Bool(IConfiguration c, string key) =>
+        Str(c, key) is { } v ? bool.TryParse(v, out bool b) ? b : throw Bad(key, v) : null;
 
     private static int? Int(IConfiguration c, string key) =>
         Str(c, key) is { } v ? int.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out int n) ? n : throw Bad(key, v) : null;

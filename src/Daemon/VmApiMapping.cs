@@ -237,7 +237,7 @@ public static class VmApiMapping
         Dropped = ev.Dropped,
     };
 
-    public static VmExitInfo ToProto(VmEnd end) => new()
+    public static VmExitInfo ToProto(VmEnd end) => new VmExitInfo
     {
         Kind = end.Kind switch
         {
@@ -250,12 +250,19 @@ public static class VmApiMapping
             VmEndKind.InternalError => ExitKind.InternalError,
             VmEndKind.GuestCrash => ExitKind.GuestCrash,
             VmEndKind.WorkerDied => ExitKind.WorkerDied,
+            VmEndKind.Seccomp => ExitKind.Seccomp,
             _ => ExitKind.VmmError,
         },
         Reason = end.Reason,
         Clean = end.Clean,
         Time = Timestamp.FromDateTimeOffset(end.Time),
-    };
+    }.WithSyscall(end.Syscall);
+
+    private static VmExitInfo WithSyscall(this VmExitInfo info, int? syscall)
+    {
+        if (syscall is { } nr) info.Syscall = nr;
+        return info;
+    }
 
     public static VmState ToProto(VmPhase phase) => phase switch
     {
@@ -302,7 +309,9 @@ public static class VmApiMapping
             Labels = Labels(vm.Labels),
             Spec = spec,
             Phase = phase,
-            End = vm.Exit is { } exit ? new VmEnd(FromProto(exit.Kind), exit.Reason, exit.Clean, exit.Time?.ToDateTimeOffset() ?? default) : null,
+            End = vm.Exit is { } exit
+                ? new VmEnd(FromProto(exit.Kind), exit.Reason, exit.Clean, exit.Time?.ToDateTimeOffset() ?? default) { Syscall = exit.HasSyscall ? exit.Syscall : null }
+                : null,
             CreatedAt = vm.CreatedAt?.ToDateTimeOffset() ?? default,
             StartedAt = vm.StartedAt?.ToDateTimeOffset(),
             BootTimeMs = vm.BootTimeMs,
@@ -335,6 +344,7 @@ public static class VmApiMapping
         ExitKind.InternalError => VmEndKind.InternalError,
         ExitKind.GuestCrash => VmEndKind.GuestCrash,
         ExitKind.WorkerDied => VmEndKind.WorkerDied,
+        ExitKind.Seccomp => VmEndKind.Seccomp,
         _ => VmEndKind.VmmError,
     };
 

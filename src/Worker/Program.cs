@@ -33,11 +33,14 @@ public static class Program
             Console.WriteLine(WorkerArgs.Usage);
             return 0;
         }
-        return Run(parsed.Socket!, parsed.Log, parsed.Level);
+        return Run(parsed);
     }
 
-    private static int Run(string socketPath, string? logPath, LogLevel level)
+    private static int Run(WorkerArgs args)
     {
+        string socketPath = args.Socket!;
+        string? logPath = args.Log;
+        LogLevel level = args.Level;
         // A session of our own: the terminal's Ctrl-C and the daemon's process group do not reach the VM.
         ProcInfo.NewSession();
         using var ready = logPath is not null ? ProcInfo.DuplicateStdout() : null; // kept past the redirect
@@ -46,7 +49,7 @@ public static class Program
         using var stop = new CancellationTokenSource();
         using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
         using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.Cancel(); });
-        var worker = new VmWorker(socketPath, logger);
+        var worker = new VmWorker(socketPath, logger) { Confine = args.Seccomp ? () => ConfineWorker.Install(logger, args.SeccompTestTrigger) : null };
         try
         {
             worker.RunAsync(stop.Token, () =>
@@ -63,22 +66,32 @@ public static class Program
     }
 }
 
-/// <summary>The worker's command line: <c>--socket PATH [--log PATH] [--id ID] [--log-level LEVEL]</c>, or <c>--help</c>.</summary>
+/// <summary>The worker's command line: <c>--socket PATH [--log PATH] [--id ID] [--log-level LEVEL] [--seccomp [--seccomp-test-trigger KIND]]</c>, or <c>--help</c>.</summary>
 public sealed record WorkerArgs
 {
     public const string Usage =
-        "usage: firesharp-vmm --socket PATH [--log PATH] [--id ID] [--log-level LEVEL]\n" +
+        "usage: firesharp-vmm --socket PATH [--log PATH] [--id ID] [--log-level LEVEL] [--seccomp [--seccomp-test-trigger KIND]]\n" +
         "  one VM's worker process (started by `firesharp serve`)\n" +
         "  --socket PATH       Unix socket to create and serve the daemon on (required)\n" +
         "  --log PATH          append stdout/stderr to this file (stdin becomes /dev/null)\n" +
         "  --id ID             the VM's id, for logs\n" +
-        "  --log-level LEVEL   Trace, Debug, Information (default), Warning, Error, Critical or None";
+        "  --log-level LEVEL   Trace, Debug, Information (default), Warning, Error, Critical or None\n" +
+        "  --seccomp           install the seccomp allow-list before the guest first runs (docs/isolation.md)\n" +
+        "  --seccomp-test-trigger KIND\n" +
+        "                      tests only: on SIGUSR2 after the filter is in, call execve or socket(AF_INET) (KIND)";
+
+    /// <summary>The forbidden calls <c>--seccomp-test-trigger</c> can make.</summary>
+    public static readonly IReadOnlyList<string> TestTriggers = ["execve", "socket"];
 
     public string? Socket { get; init; }
     public string? Log { get; init; }
     public string? Id { get; init; }
     public LogLevel Level { get; init; } = LogLevel.Information;
     public bool Help { get; init; }
+    /// <summary>Install the seccomp filter (<see cref="WorkerSeccomp"/>) before the guest first runs.</summary>
+    public bool Seccomp { get; init; }
+    /// <summary>Tests only: the forbidden call made on SIGUSR2 once the filter is in ("execve" or "socket").</summary>
+    public string? SeccompTestTrigger { get; init; }
     /// <summary>What is wrong with the command line, or null.</summary>
     public string? Error { get; init; }
 
@@ -86,13 +99,20 @@ public sealed record WorkerArgs
     public static WorkerArgs Parse(IReadOnlyList<string> args)
     {
         var values = new Dictionary<string, string>(StringComparer.Ordinal);
+        bool seccomp = false;
         for (int i = 0; i < args.Count; i++)
         {
             string a = args[i];
             if (a is "--help" or "-h" or "-?") return new WorkerArgs { Help = true };
+            if (a == "--seccomp")
+            {
+                if (seccomp) return new WorkerArgs { Error = "--seccomp given twice" };
+                seccomp = true;
+                continue;
+            }
             int eq = a.IndexOf('=', StringComparison.Ordinal);
             string name = eq > 0 ? a[..eq] : a;
-            if (name is not ("--socket" or "--log" or "--id" or "--log-level")) return new WorkerArgs { Error = $"unknown argument '{a}'" };
+            if (name is not ("--socket" or "--log" or "--id" or "--log-level" or "--seccomp-test-trigger")) return new WorkerArgs { Error = $"unknown argument '{a}'" };
             string? value = eq > 0 ? a[(eq + 1)..] : i + 1 < args.Count ? args[++i] : null;
             if (value is null) return new WorkerArgs { Error = $"{name} needs a value" };
             if (!values.TryAdd(name, value)) return new WorkerArgs { Error = $"{name} given twice" };
@@ -101,6 +121,14 @@ public sealed record WorkerArgs
         var level = LogLevel.Information;
         if (values.TryGetValue("--log-level", out var l) && (!Enum.TryParse(l, ignoreCase: true, out level) || !Enum.IsDefined(level)))
             return new WorkerArgs { Error = $"--log-level: '{l}' is not a log level" };
-        return new WorkerArgs { Socket = socket, Log = values.GetValueOrDefault("--log"), Id = values.GetValueOrDefault("--id"), Level = level };
+        string? trigger = values.GetValueOrDefault("--seccomp-test-trigger");
+        if (trigger is not null && !TestTriggers.Contains(trigger))
+            return new WorkerArgs { Error = $"--seccomp-test-trigger: '{trigger}' is not one of {string.Join(", ", TestTriggers)}" };
+        if (trigger is not null && !seccomp) return new WorkerArgs { Error = "--seccomp-test-trigger needs --seccomp" };
+        return new WorkerArgs
+        {
+            Socket = socket, Log = values.GetValueOrDefault("--log"), Id = values.GetValueOrDefault("--id"), Level = level,
+            Seccomp = seccomp, SeccompTestTrigger = trigger,
+        };
     }
 }

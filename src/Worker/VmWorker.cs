@@ -41,6 +41,12 @@ public sealed class VmWorker : IAsyncDisposable
 
     /// <summary>The worker's machine, if built (tests look at its devices).</summary>
     internal MicroVm? Machine => _machine.CurrentVm;
+    /// <summary>Confines the process once the machine is built and before its vCPUs first run (<see cref="WorkerMachine.Confine"/>).</summary>
+    public Action? Confine
+    {
+        get => _machine.Confine;
+        init => _machine.Confine = value;
+    }
 
     /// <summary>The process id reported in statuses (the worker's own pid).</summary>
     public int Pid

@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using FireSharp.Kvm.Interop;
 using FireSharp.Proto.Worker;
 using FireSharp.Snapshot;
 using FireSharp.Vm;
@@ -41,6 +42,14 @@ internal sealed class WorkerMachine(ILogger logger)
 
     /// <summary>The process id reported in statuses.</summary>
     public int Pid { get; set; } = Environment.ProcessId;
+
+    /// <summary>
+    /// Confines the process (the seccomp filter) once the machine is built and before its vCPU threads first start,
+    /// on both paths: a created machine's start and a restore. Null (tests, an unconfined worker): nothing.
+    /// </summary>
+    public Action? Confine { get; set; }
+
+    private bool _confined;
 
     /// <summary>Releases an ended machine (guest memory, KVM fds); tests make it fail.</summary>
     public Action<MicroVm> ReleaseMachine { get; set; } = static vm => vm.Dispose();
@@ -94,7 +103,7 @@ internal sealed class WorkerMachine(ILogger logger)
         MicroVm vm;
         try
         {
-            vm = SnapshotRestore.Restore(r.Dir, MachineSpecs.ToRestoreOverrides(r, Console, logger));
+            vm = SnapshotRestore.Restore(r.Dir, MachineSpecs.ToRestoreOverrides(r, Console, logger) with { BeforeVcpusStart = ConfineOnce });
         }
         catch (Exception e) when (WorkerFailures.ForRestore(e) is { } failure)
         {
@@ -127,6 +136,7 @@ internal sealed class WorkerMachine(ILogger logger)
         }
         try
         {
+            ConfineOnce();
             vm.Start();
         }
         catch
@@ -136,6 +146,21 @@ internal sealed class WorkerMachine(ILogger logger)
             throw;
         }
         _ = WatchBootDoneAsync(vm);
+    }
+
+    /// <summary>Runs <see cref="Confine"/> the first time; a failure to confine is the host's (UNAVAILABLE), and nothing runs unconfined.</summary>
+    private void ConfineOnce()
+    {
+        if (_confined || Confine is not { } confine) return;
+        try
+        {
+            confine();
+        }
+        catch (SeccompException e)
+        {
+            throw new WorkerFailure(WorkerErrorCode.WorkerErrorUnavailable, "", $"cannot confine the worker: {e.Message}");
+        }
+        _confined = true;
     }
 
     public void Pause()

@@ -75,7 +75,7 @@ public static class DaemonHost
         if (certificates is not null) builder.Services.AddSingleton(certificates);
         builder.Services.AddSingleton(HostLimits.Detect());
         builder.Services.AddSingleton(launcher ?? new ProcessWorkerLauncher(options.WorkerBinary ?? ProcessWorkerLauncher.DefaultBinary(),
-            startTimeout: options.WorkerStartTimeout));
+            startTimeout: options.WorkerStartTimeout, seccomp: options.Seccomp, seccompTestTrigger: options.SeccompTestTrigger));
         builder.Services.AddSingleton<VmManager>();
         builder.Services.AddHostedService<DaemonStartup>();
         builder.Services.AddFunctions(options); // after DaemonStartup: functions load once the VMs have

@@ -41,10 +41,16 @@ public enum VmEndKind
     VmmError,
     /// <summary>The VM's worker process died, or was gone when the daemon started.</summary>
     WorkerDied,
+    /// <summary>The worker's seccomp filter killed it (SIGSYS); <see cref="VmEnd.Syscall"/> names the call when known.</summary>
+    Seccomp,
 }
 
 /// <summary>How a VM ended: the kind, one line for a human, whether it was a clean end, and when the daemon saw it.</summary>
-public sealed record VmEnd(VmEndKind Kind, string Reason, bool Clean, DateTimeOffset Time);
+public sealed record VmEnd(VmEndKind Kind, string Reason, bool Clean, DateTimeOffset Time)
+{
+    /// <summary>For <see cref="VmEndKind.Seccomp"/>: the number of the refused syscall, when the kernel log named it.</summary>
+    public int? Syscall { get; init; }
+}
 
 /// <summary>The kernel and its boot inputs. Paths are absolute paths on the daemon's host.</summary>
 public sealed record KernelConfig(string Path)

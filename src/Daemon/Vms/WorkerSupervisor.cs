@@ -166,19 +166,20 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
             if (session.Cts.IsCancellationRequested || session.ExpectedExit) return;
 
             // The event stream ended without a shutdown: the worker died (or broke; then it is put down).
-            string reason;
-            try { reason = await session.Process.Exited.WaitAsync(ExitWait).ConfigureAwait(false); }
+            WorkerExit exit;
+            try { exit = await session.Process.Exited.WaitAsync(ExitWait).ConfigureAwait(false); }
             catch (TimeoutException)
             {
                 session.Process.Kill();
-                reason = $"worker process {session.Process.Pid} stopped answering and was killed";
+                exit = new WorkerExit($"worker process {session.Process.Pid} stopped answering and was killed");
             }
-            OnWorkerDied(entry, session, reason);
+            OnWorkerDied(entry, session, exit);
         });
     }
 
-    private void OnWorkerDied(VmEntry entry, WorkerSession session, string reason)
+    private void OnWorkerDied(VmEntry entry, WorkerSession session, WorkerExit exit)
     {
+        string reason = exit.Reason;
         lock (entry.Gate)
         {
             if (entry.Session != session || entry.Deleted) return;
@@ -187,7 +188,10 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
             entry.Vm = entry.Vm with { WorkerPid = 0 };
             if (entry.Vm.Phase is not (VmPhase.Stopped or VmPhase.Failed))
             {
-                entry.Vm = entry.Vm with { Phase = VmPhase.Failed, End = VmEntry.End(VmEndKind.WorkerDied, reason, clean: false) };
+                var end = exit.KilledBySeccomp
+                    ? VmEntry.End(VmEndKind.Seccomp, reason, clean: false) with { Syscall = exit.Syscall }
+                    : VmEntry.End(VmEndKind.WorkerDied, reason, clean: false);
+                entry.Vm = entry.Vm with { Phase = VmPhase.Failed, End = end };
                 events.Publish(entry.Event(VmEventKind.Exited, reason));
                 events.Publish(entry.Event(VmEventKind.StateChanged, reason));
             }

@@ -22,8 +22,12 @@ public abstract class WorkerProcess
     public required ulong StartTime { get; init; }
     public required string SocketPath { get; init; }
 
-    /// <summary>Completes with a human-readable reason when the process has ended.</summary>
-    public abstract Task<string> Exited { get; }
+    /// <summary>
+    /// Completes when the process has ended: a human-readable reason and, when known, the signal that killed it; a
+    /// death by the seccomp filter (SIGSYS) comes with the refused syscall (see <see cref="SeccompKills"/>). A jailer
+    /// that wraps the worker must report the worker's own end here.
+    /// </summary>
+    public abstract Task<WorkerExit> Exited { get; }
 
     /// <summary>Kills the worker at once (SIGKILL).</summary>
     public abstract void Kill();
@@ -49,8 +53,11 @@ public interface IWorkerLauncher
 /// <c>firesharp-vmm</c> next to the daemon's own executable). The worker puts itself in a session of its own,
 /// so a terminal's Ctrl-C or the daemon's death does not reach it. It says <see cref="ReadyLine"/> on its
 /// stdout (a pipe to the daemon) once its socket accepts connections, so nobody polls for the socket.
+/// With <paramref name="seccomp"/> the worker installs its seccomp filter before the guest first runs
+/// (<c>--seccomp</c>); <paramref name="seccompTestTrigger"/> is for tests only (see DaemonOptions.SeccompTestTrigger).
 /// </summary>
-public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = null, TimeSpan? startTimeout = null) : IWorkerLauncher
+public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = null, TimeSpan? startTimeout = null,
+    bool seccomp = false, string? seccompTestTrigger = null) : IWorkerLauncher
 {
     public static readonly TimeSpan DefaultStartTimeout = TimeSpan.FromSeconds(30);
 
@@ -78,6 +85,8 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
         };
         foreach (var a in (string[])["--socket", socketPath, "--log", logPath, "--id", vmId]) psi.ArgumentList.Add(a);
         if (logLevel is not null) { psi.ArgumentList.Add("--log-level"); psi.ArgumentList.Add(logLevel); }
+        if (seccomp) psi.ArgumentList.Add("--seccomp");
+        if (seccomp && seccompTestTrigger is not null) { psi.ArgumentList.Add("--seccomp-test-trigger"); psi.ArgumentList.Add(seccompTestTrigger); }
         var process = Process.Start(psi) ?? throw VmApiException.Unavailable("the worker process did not start");
         var ready = process.StandardOutput;
         var worker = new ChildWorker(process, socketPath);
@@ -99,7 +108,7 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
     }
 
     /// <summary>Waits for the worker's ready line; its end, a closed pipe or the time running out fail the start.</summary>
-    private async Task WaitForReadyAsync(StreamReader ready, string socketPath, Task<string> exited, CancellationToken ct)
+    private async Task WaitForReadyAsync(StreamReader ready, string socketPath, Task<WorkerExit> exited, CancellationToken ct)
     {
         string? line;
         try
@@ -114,7 +123,7 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
         if (line is not null) throw VmApiException.Unavailable($"the worker said '{line}' instead of '{ReadyLine}' while starting");
         // End of file: the worker ended, or closed its stdout without saying it was ready.
         string why = await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(5), ct)).ConfigureAwait(false) == exited
-            ? await exited.ConfigureAwait(false)
+            ? (await exited.ConfigureAwait(false)).Reason
             : "it closed its stdout without reporting ready";
         throw VmApiException.Unavailable($"the worker ended while starting: {why}");
     }
@@ -140,15 +149,19 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
             Exited = WaitAsync();
         }
 
-        public override Task<string> Exited { get; }
+        public override Task<WorkerExit> Exited { get; }
 
-        private async Task<string> WaitAsync()
+        private async Task<WorkerExit> WaitAsync()
         {
             await _process.WaitForExitAsync().ConfigureAwait(false);
             int code = _process.ExitCode;
             _process.Dispose();
             // .NET reports death by signal N as 128 + N.
-            return code > 128 ? $"worker process {Pid} was killed by signal {code - 128}" : $"worker process {Pid} exited with status {code}";
+            int signal = code > 128 ? code - 128 : 0;
+            if (signal == WorkerExit.SIGSYS) return await SeccompKills.DescribeAsync(Pid).ConfigureAwait(false);
+            return signal != 0
+                ? new WorkerExit($"worker process {Pid} was killed by signal {signal}", signal)
+                : new WorkerExit($"worker process {Pid} exited with status {code}");
         }
 
         public override void Kill()
@@ -161,14 +174,16 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
     /// <summary>A worker started by an earlier daemon: not our child, so it is watched through /proc.</summary>
     private sealed class AdoptedWorker : WorkerProcess
     {
-        private Task<string>? _exited;
+        private Task<WorkerExit>? _exited;
 
-        public override Task<string> Exited => _exited ??= PollAsync();
+        public override Task<WorkerExit> Exited => _exited ??= PollAsync();
 
-        private async Task<string> PollAsync()
+        private async Task<WorkerExit> PollAsync()
         {
             while (ProcInfo.StartTime(Pid) == StartTime) await Task.Delay(100).ConfigureAwait(false);
-            return $"worker process {Pid} ended (it was adopted after a daemon restart, so its exit status is unknown)";
+            // Not our child: no exit status. A seccomp kill still shows in the kernel log.
+            if (SeccompKills.FindSyscall(ProcInfo.ReadKernelLog(), Pid) is not null) return await SeccompKills.DescribeAsync(Pid).ConfigureAwait(false);
+            return new WorkerExit($"worker process {Pid} ended (it was adopted after a daemon restart, so its exit status is unknown)");
         }
 
         public override void Kill()

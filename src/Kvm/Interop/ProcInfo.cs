@@ -29,6 +29,23 @@ public static partial class ProcInfo
 
     public static bool IsAlive(int pid) => StartTime(pid) is not null;
 
+    /// <summary>
+    /// The kernel's log ring buffer as text (syslog(2) SYSLOG_ACTION_READ_ALL: what dmesg shows), or null when it
+    /// cannot be read (no CAP_SYSLOG with dmesg_restrict).
+    /// </summary>
+    public static string? ReadKernelLog()
+    {
+        const int ReadAll = 3, SizeBuffer = 10;
+        int size = klogctl(SizeBuffer, [], 0);
+        if (size <= 0) return null;
+        var buffer = new byte[size];
+        int n = klogctl(ReadAll, buffer, size);
+        return n < 0 ? null : System.Text.Encoding.UTF8.GetString(buffer, 0, n);
+    }
+
+    [LibraryImport("libc", EntryPoint = "klogctl")]
+    private static partial int klogctl(int type, Span<byte> buffer, int length);
+
     /// <summary>The host's total memory (MemTotal of /proc/meminfo) in bytes; 0 when it cannot be read.</summary>
     public static ulong HostMemoryBytes()
     {

@@ -26,6 +26,12 @@ public sealed record RestoreOverrides
 
     public ILogger Logger { get; init; } = NullLogger.Instance;
 
+    /// <summary>
+    /// Runs once the machine is built and its state set, just before its vCPU threads start (the worker installs its
+    /// seccomp filter here). An exception fails the restore.
+    /// </summary>
+    public Action? BeforeVcpusStart { get; init; }
+
     /// <summary>Apply the PVM workarounds; null = detect on this host.</summary>
     public bool? Pvm { get; init; }
 

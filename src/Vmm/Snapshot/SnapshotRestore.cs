@@ -112,6 +112,7 @@ public static class SnapshotRestore
             // The irqchip is in place now: the devices re-raise what it would have overwritten, then run
             // (a VM left paused keeps them quiesced too, as MicroVm.Pause does; MicroVm.Resume lets them run).
             vm.Devices.CompleteRestore(overrides.Resume);
+            overrides.BeforeVcpusStart?.Invoke();
             long set = Stopwatch.GetTimestamp();
             vm.Machine.Start(paused: !overrides.Resume);
             long end = Stopwatch.GetTimestamp();

@@ -51,11 +51,28 @@ public sealed class DaemonConfigTests
     [InlineData("StopVmsOnShutdown", "maybe")]
     [InlineData("WorkerStartTimeoutSeconds", "0")]
     [InlineData("WorkerStartTimeoutSeconds", "soon")]
+    [InlineData("Seccomp", "sometimes")]
+    [InlineData("SeccompTestTrigger", "reboot")]
     public void An_invalid_setting_is_refused_naming_its_key(string key, string value)
     {
         var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { [key] = value }).Build();
         var e = Assert.Throws<ArgumentException>(() => DaemonOptions.FromConfiguration(config));
         Assert.Contains(key, e.Message);
+    }
+
+    [Fact]
+    public void Seccomp_is_on_by_default_and_its_test_trigger_off_and_only_with_it()
+    {
+        var none = DaemonOptions.FromConfiguration(new ConfigurationBuilder().Build());
+        Assert.True(none.Seccomp);
+        Assert.Null(none.SeccompTestTrigger);
+        var off = DaemonOptions.FromConfiguration(new ConfigurationBuilder().AddCommandLine(["--Seccomp=false"]).Build());
+        Assert.False(off.Seccomp);
+        var trigger = DaemonOptions.FromConfiguration(new ConfigurationBuilder().AddCommandLine(["--SeccompTestTrigger=socket"]).Build());
+        Assert.Equal("socket", trigger.SeccompTestTrigger);
+        var e = Assert.Throws<ArgumentException>(() => DaemonOptions.FromConfiguration(
+            new ConfigurationBuilder().AddCommandLine(["--Seccomp=false", "--SeccompTestTrigger=execve"]).Build()));
+        Assert.Contains("needs Seccomp=true", e.Message);
     }
 
     [Fact]

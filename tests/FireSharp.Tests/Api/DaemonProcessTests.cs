@@ -196,11 +196,19 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
     public IReadOnlyList<string> Settings { get; init; } = [];
     public string? Umask { get; init; }
 
-    public static async Task<DaemonUnderTest> StartAsync(ITestOutputHelper output, IReadOnlyList<string>? settings = null, string? umask = null, string? stateDir = null)
+    /// <summary>A command that execs the rest (such as <c>nsenter --net=/var/run/netns/NS</c>, so the daemon and its workers see that namespace's taps).</summary>
+    public IReadOnlyList<string> LaunchPrefix { get; init; } = [];
+
+    /// <summary>Starts the daemon through <paramref name="launchPrefix"/>; <paramref name="extraArgs"/> are more <c>--Key=value</c> settings.</summary>
+    public static Task<DaemonUnderTest> StartWithPrefixAsync(ITestOutputHelper output, string[] launchPrefix, params string[] extraArgs) =>
+        StartAsync(output, extraArgs, launchPrefix: launchPrefix);
+
+    public static async Task<DaemonUnderTest> StartAsync(ITestOutputHelper output, IReadOnlyList<string>? settings = null, string? umask = null, string? stateDir = null,
+        IReadOnlyList<string>? launchPrefix = null)
     {
         KvmTestSupport.RequireKvm();
         _ = Binary;
-        var d = new DaemonUnderTest(output, stateDir ?? ApiTestServer.NewStateDir()) { Settings = settings ?? [], Umask = umask };
+        var d = new DaemonUnderTest(output, stateDir ?? ApiTestServer.NewStateDir()) { Settings = settings ?? [], Umask = umask, LaunchPrefix = launchPrefix ?? [] };
         try
         {
             await d.LaunchAsync();
@@ -216,13 +224,14 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
     private async Task LaunchAsync()
     {
         // Under another umask: a shell sets it and execs the daemon.
-        var psi = new ProcessStartInfo(Umask is null ? Binary : "/bin/sh")
+        string[] launch = Umask is null ? [.. LaunchPrefix, Binary] : [.. LaunchPrefix, "/bin/sh", "-c", $"umask {Umask} && exec \"$0\" \"$@\"", Binary];
+        var psi = new ProcessStartInfo(launch[0])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        if (Umask is not null) foreach (var a in (string[])["-c", $"umask {Umask} && exec \"$0\" \"$@\"", Binary]) psi.ArgumentList.Add(a);
+        foreach (var a in launch.Skip(1)) psi.ArgumentList.Add(a);
         foreach (var a in (string[])["serve", $"--Socket={Socket}", $"--StateDir={StateDir}", "--LogLevel=Debug", "--DefaultStopGraceSeconds=2", $"--CgroupParent={CgroupParent}", .. Settings]) psi.ArgumentList.Add(a);
         psi.Environment["NOTIFY_SOCKET"] = NotifyPath;
         psi.Environment.Remove("INVOCATION_ID");

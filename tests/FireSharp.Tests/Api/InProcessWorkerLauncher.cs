@@ -67,13 +67,13 @@ internal sealed class InProcessWorkerLauncher : IWorkerLauncher
             Exited = RunAsync();
         }
 
-        public override Task<string> Exited { get; }
+        public override Task<WorkerExit> Exited { get; }
 
-        private async Task<string> RunAsync()
+        private async Task<WorkerExit> RunAsync()
         {
             await _worker.Completion;
             await _worker.DisposeAsync();
-            return "in-process worker ended";
+            return new WorkerExit("in-process worker ended");
         }
 
         public override void Kill() => _worker.Abort();

@@ -57,7 +57,7 @@ public sealed class WorkerLauncherTests : IDisposable
         var worker = await LaunchAsync(Script($"echo {ProcessWorkerLauncher.ReadyLine}; exec sleep 60"));
         Assert.True(ProcInfo.IsAlive(worker.Pid));
         worker.Kill();
-        Assert.Contains("killed by signal 9", await worker.Exited.WaitAsync(Timeout));
+        Assert.Contains("killed by signal 9", (await worker.Exited.WaitAsync(Timeout)).Reason);
     }
 
     [Fact]

@@ -19,6 +19,16 @@ public sealed class WorkerArgsTests
     }
 
     [Fact]
+    public void Seccomp_is_a_flag_and_its_test_trigger_needs_it()
+    {
+        Assert.False(WorkerArgs.Parse(["--socket", "/s"]).Seccomp);
+        var a = WorkerArgs.Parse(["--seccomp", "--socket", "/s", "--seccomp-test-trigger=socket"]);
+        Assert.Null(a.Error);
+        Assert.True(a.Seccomp);
+        Assert.Equal("socket", a.SeccompTestTrigger);
+    }
+
+    [Fact]
     public void Accepts_name_equals_value_and_defaults_the_rest()
     {
         var a = WorkerArgs.Parse(["--socket=/s", "--log-level=debug"]);
@@ -37,6 +47,9 @@ public sealed class WorkerArgsTests
     [InlineData(new[] { "--socket", "/a", "--bogus" }, "unknown argument '--bogus'")]
     [InlineData(new[] { "--socket", "/a", "--log-level", "loud" }, "--log-level: 'loud' is not a log level")]
     [InlineData(new[] { "--socket", "/a", "--log-level", "42" }, "--log-level: '42' is not a log level")]
+    [InlineData(new[] { "--socket", "/a", "--seccomp", "--seccomp" }, "--seccomp given twice")]
+    [InlineData(new[] { "--socket", "/a", "--seccomp-test-trigger", "execve" }, "--seccomp-test-trigger needs --seccomp")]
+    [InlineData(new[] { "--socket", "/a", "--seccomp", "--seccomp-test-trigger", "ptrace" }, "--seccomp-test-trigger: 'ptrace' is not one of execve, socket")]
     public void Rejects_bad_command_lines(string[] args, string error)
     {
         var a = WorkerArgs.Parse(args);
