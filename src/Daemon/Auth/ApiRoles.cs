@@ -39,6 +39,8 @@ public static class ApiRoles
         ["/firesharp.v1.VmService/StopVm"] = ApiRole.Operator,
         ["/firesharp.v1.VmService/DeleteVm"] = ApiRole.Operator,
         ["/firesharp.v1.VmService/Exec"] = ApiRole.Operator,
+        // A running VM's rate limiters: an operator may set them at create time, so changing them is no more.
+        ["/firesharp.v1.VmService/UpdateRateLimiters"] = ApiRole.Operator,
         ["/firesharp.v1.VmService/CreateSnapshot"] = ApiRole.Admin,
         ["/firesharp.v1.VmService/RestoreVm"] = ApiRole.Admin,
 
