@@ -9,7 +9,7 @@ CONFIGURATION ?= Release
 BIN := build/firesharp
 APT_PACKAGES := build-essential gcc binutils make qemu-system-x86 busybox-static e2fsprogs cpio \
                 linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils iproute2 python3 clang zlib1g-dev time file iputils-ping \
-                curl openssl util-linux libseccomp2 strace
+                curl openssl util-linux libseccomp2 strace afl++
 
 .PHONY: help deps restore build test test-fast test-slow bench bench-boot run clean
 
@@ -22,6 +22,7 @@ help:
 	@echo "make build      NativeAOT publish of the firesharp binary to $(BIN)"
 	@echo "make guests     tiny test guests (GNU as) into build/guests"
 	@echo "make deps       apt packages and the .NET restore (idempotent)"
+	@echo "make fuzz       SharpFuzz + AFL++ on every fuzz target for FUZZ_SECONDS (default 60) each; prints a table"
 
 # Install what the project needs: Debian packages (only those missing) and the NuGet restore.
 deps:
@@ -32,6 +33,7 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "deps: apt packages present"; fi
 	$(DOTNET) restore FireSharp.sln
+	$(DOTNET) tool restore
 	$(DOTNET) restore src/Cli/FireSharp.Cli.csproj -r linux-x64
 	$(DOTNET) restore src/Worker/FireSharp.Worker.csproj -r linux-x64
 

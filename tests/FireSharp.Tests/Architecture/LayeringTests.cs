@@ -37,6 +37,8 @@ public sealed class LayeringTests
         (typeof(FireSharp.Framing.Frames).Assembly, ["Grpc", "Microsoft.AspNetCore", "FireSharp."]),
         (typeof(FireSharp.Agent.Protocol.AgentProtocol).Assembly, ["Grpc", "Microsoft.AspNetCore", "FireSharp.Daemon", "FireSharp.Vmm", "FireSharp.Kvm"]),
         (typeof(FireSharp.Worker.Protocol.WorkerFraming).Assembly, ["Grpc", "Microsoft.AspNetCore", "FireSharp.Daemon", "FireSharp.Vmm", "FireSharp.Kvm"]),
+        // The fuzz targets run inside this test process too: only the fuzzer binary may load SharpFuzz.
+        (typeof(FireSharp.Fuzz.FuzzTarget).Assembly, ["SharpFuzz"]),
     ];
 
     public static TheoryData<string> Projects() => new(s_allowedProjectReferences.Keys);
