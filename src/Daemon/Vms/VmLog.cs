@@ -49,4 +49,10 @@ internal static partial class VmLog
 
     [LoggerMessage(43, LogLevel.Warning, "VM {Id}: the guest agent did not take fresh entropy after the restore ({Error}); its RNG state is the snapshot's")]
     public static partial void ReseedRefused(ILogger logger, string id, string error);
+
+    [LoggerMessage(60, LogLevel.Information, "removed {Dir}: its VM no longer exists")]
+    public static partial void JailReaped(ILogger logger, string dir);
+
+    [LoggerMessage(61, LogLevel.Warning, "cannot remove {Dir}: {Error}")]
+    public static partial void JailNotRemoved(ILogger logger, string dir, string error);
 }

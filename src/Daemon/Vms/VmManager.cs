@@ -1,3 +1,4 @@
+using FireSharp.Daemon.Jail;
 using System.Runtime.CompilerServices;
 using FireSharp.Daemon.Workers;
 using Microsoft.Extensions.Logging;
@@ -33,6 +34,7 @@ public sealed class VmManager : IAsyncDisposable
     private readonly GuestAgents _agents;
     private readonly VmLifecycle _lifecycle;
     private readonly VmSnapshots _snapshots;
+    private readonly VmJails _jails;
 
     public VmManager(DaemonOptions options, IWorkerLauncher launcher, HostLimits host, ILogger<VmManager> logger)
     {
@@ -41,9 +43,10 @@ public sealed class VmManager : IAsyncDisposable
         _registry = new VmRegistry(options, new VmRecordStore(logger));
         _admission = new VmAdmission(options, host, _registry);
         _agents = new GuestAgents(options, _registry, Events, logger);
-        _supervisor = new WorkerSupervisor(options, launcher, _registry, Events, _agents, logger);
-        _lifecycle = new VmLifecycle(options, host, _registry, _admission, _supervisor, _agents, Events, logger);
-        _snapshots = new VmSnapshots(options, _registry, _lifecycle, _supervisor, _agents);
+        _jails = new VmJails(options, _registry, logger);
+        _supervisor = new WorkerSupervisor(options, launcher, _registry, Events, _agents, _jails, logger);
+        _lifecycle = new VmLifecycle(options, host, _registry, _admission, _supervisor, _agents, _jails, Events, logger);
+        _snapshots = new VmSnapshots(options, _registry, _lifecycle, _supervisor, _agents, _jails);
     }
 
     /// <summary>Every VM's lifecycle events.</summary>
@@ -67,10 +70,12 @@ public sealed class VmManager : IAsyncDisposable
                 _registry.Store.DeleteDirectory(stored.Dir);
                 continue;
             }
-            var entry = new VmEntry(stored.Id, stored.Dir) { Vm = stored.Vm!, Worker = stored.Worker, RestoredFrom = stored.RestoredFrom };
+            var entry = new VmEntry(stored.Id, stored.Dir) { Vm = stored.Vm!, Worker = stored.Worker, RestoredFrom = stored.RestoredFrom, Jail = stored.Jail };
             _registry.Add(entry);
             await _supervisor.AdoptOrReapAsync(entry, ct).ConfigureAwait(false);
         }
+        // Jail and run directories of VMs that are gone (deleted while the daemon was down, half-created).
+        _jails.ReapOrphans(_registry.Entries.Select(e => e.Id).ToHashSet(StringComparer.Ordinal));
     }
 
     // ---------------------------------------------------------------- lifecycle

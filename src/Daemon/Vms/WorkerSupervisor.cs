@@ -1,3 +1,4 @@
+using FireSharp.Daemon.Jail;
 using FireSharp.Daemon.Workers;
 using FireSharp.Proto.Worker;
 using Microsoft.Extensions.Logging;
@@ -9,7 +10,7 @@ namespace FireSharp.Daemon.Vms;
 /// a daemon restart, watches each worker's events and death, and retires workers. A VM's state comes from its
 /// worker: every worker status, from an event or a call's reply, is applied once, in the worker's order.
 /// </summary>
-internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher launcher, VmRegistry registry, EventHub events, GuestAgents agents, ILogger logger)
+internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher launcher, VmRegistry registry, EventHub events, GuestAgents agents, VmJails jails, ILogger logger)
 {
     private static readonly TimeSpan ShutdownTimeout = TimeSpan.FromSeconds(15);
     private static readonly TimeSpan ExitWait = TimeSpan.FromSeconds(5);
@@ -17,12 +18,16 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
     /// <summary>Starts a worker, builds the machine in it (or restores it) and starts watching it. The entry's op lock is held.</summary>
     public async Task LaunchAsync(VmEntry entry, bool restart, CancellationToken ct)
     {
-        var process = await launcher.LaunchAsync(entry.Id, options.WorkerSocket(entry.Id), Path.Combine(entry.Dir, "worker.log"), ct).ConfigureAwait(false);
+        var launch = jails.LaunchFor(entry);
+        var process = await launcher.LaunchAsync(launch, ct).ConfigureAwait(false);
+        // Seam for per-VM cgroups: process.Pid is the worker that runs the VM (inside its jail); it has run no
+        // guest code yet, since the machine is built by the first request below.
         var session = new WorkerSession(process, new WorkerClient(process.SocketPath));
         lock (entry.Gate)
         {
             entry.Session = session;
             entry.Worker = process.ToRecord();
+            entry.Worker.Jailed = launch.Jail is not null;
             entry.Vm = entry.Vm with { WorkerPid = process.Pid };
         }
         registry.Save(entry);

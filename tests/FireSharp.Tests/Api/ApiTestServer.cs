@@ -50,7 +50,8 @@ internal sealed class ApiTestServer : IAsyncDisposable
     {
         KvmTestSupport.RequireKvm();
         stateDir ??= NewStateDir();
-        var options = new DaemonOptions { StateDir = stateDir, Socket = Path.Combine(stateDir, "api.sock"), LogLevel = "Debug" };
+        // In-process workers cannot be jailed (the real daemon + worker tests run jailed).
+        var options = new DaemonOptions { StateDir = stateDir, Socket = Path.Combine(stateDir, "api.sock"), LogLevel = "Debug", Jail = false };
         if (configure is not null) options = configure(options);
         var server = new ApiTestServer(options, launcher ?? new InProcessWorkerLauncher(), output);
         await server.StartServerAsync();
