@@ -70,18 +70,32 @@ internal static class RunCommand
             Description = "start the guest agent (firesharp.agent=1 on the command line; the rootfs has it): needs --vsock; "
                 + "its ready report (guest CID 2 port 53 -> PATH_53) is logged, then `firesharp agent exec --vsock PATH -- CMD` reaches it",
         };
+        var jail = new Option<bool>("--jail") { Description = "run the VM jailed, as `firesharp serve` does as root (own uid, namespaces, pivot_root, no capabilities; needs root)" };
         var logLevel = new Option<LogLevel>("--log-level") { Description = "stderr log level", DefaultValueFactory = _ => LogLevel.Warning };
 
         var command = new Command("run", "run a guest in the foreground until it resets, powers off or fails")
         {
-            kernel, initrd, memMib, vcpus, cmdline, serial, pvh, drives, vsockPath, vsockCid, nets, rng, agent, logLevel,
+            kernel, initrd, memMib, vcpus, cmdline, serial, pvh, drives, vsockPath, vsockCid, nets, rng, agent, logLevel, jail,
         };
         var snapshotOptions = new RunSnapshotOptions();
         foreach (var o in snapshotOptions.All) command.Options.Add(o);
         command.SetAction(parse => ParseDrives(parse.GetValue(drives), parse.GetValue(initrd)) is not { } driveSpecs
             || !TryParseVsock(parse.GetValue(vsockPath), parse.GetValue(vsockCid), out var vsockSpec)
             || ParseNets(parse.GetValue(nets)) is not { } netSpecs
-            || !TryAgentCmdline(parse.GetValue(agent), parse.GetValue(cmdline), vsockSpec, parse.GetValue(snapshotOptions.Restore), out var effectiveCmdline) ? ExitBadInput : Execute(new VmSpec
+            || !TryAgentCmdline(parse.GetValue(agent), parse.GetValue(cmdline), vsockSpec, parse.GetValue(snapshotOptions.Restore), out var effectiveCmdline) ? ExitBadInput
+            : parse.GetValue(jail) ? RunJailed.Execute(new VmSpec
+            {
+                KernelPath = parse.GetValue(kernel) ?? "",
+                InitrdPath = parse.GetValue(initrd),
+                MemoryMib = parse.GetValue(memMib),
+                Vcpus = parse.GetValue(vcpus),
+                Cmdline = effectiveCmdline,
+                PreferPvh = parse.GetValue(pvh),
+                Drives = driveSpecs,
+                Vsock = vsockSpec,
+                NetworkInterfaces = netSpecs,
+            }, parse.GetValue(rng), restoring: parse.GetValue(snapshotOptions.Restore) is not null)
+            : Execute(new VmSpec
         {
             KernelPath = parse.GetValue(kernel) ?? "",
             InitrdPath = parse.GetValue(initrd),
