@@ -50,6 +50,9 @@ internal static partial class VmLog
     [LoggerMessage(43, LogLevel.Warning, "VM {Id}: the guest agent did not take fresh entropy after the restore ({Error}); its RNG state is the snapshot's")]
     public static partial void ReseedRefused(ILogger logger, string id, string error);
 
+    [LoggerMessage(62, LogLevel.Debug, "VM {Id}: worker {Pid} launched (jailed: {Jailed}) in {Ms:F1} ms")]
+    public static partial void WorkerLaunched(ILogger logger, string id, int pid, bool jailed, double ms);
+
     [LoggerMessage(60, LogLevel.Information, "removed {Dir}: its VM no longer exists")]
     public static partial void JailReaped(ILogger logger, string dir);
 

@@ -18,8 +18,10 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
     /// <summary>Starts a worker, builds the machine in it (or restores it) and starts watching it. The entry's op lock is held.</summary>
     public async Task LaunchAsync(VmEntry entry, bool restart, CancellationToken ct)
     {
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
         var launch = jails.LaunchFor(entry);
         var process = await launcher.LaunchAsync(launch, ct).ConfigureAwait(false);
+        VmLog.WorkerLaunched(logger, entry.Id, process.Pid, launch.Jail is not null, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         // Seam for per-VM cgroups: process.Pid is the worker that runs the VM (inside its jail); it has run no
         // guest code yet, since the machine is built by the first request below.
         var session = new WorkerSession(process, new WorkerClient(process.SocketPath));
