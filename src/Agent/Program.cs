@@ -176,9 +176,14 @@ internal static class Program
         for (int fd = 0; fd <= 2; fd++)
         {
             int copy = LibC.dup(fd);
-            if (copy >= 0) { LibC.close(copy); continue; }
+            if (copy >= 0) { _ = LibC.close(copy); continue; } // a probe: fd is open
             byte* devNull = Native.AllocUtf8("/dev/null");
-            try { LibC.open(devNull, LibC.O_RDWR, 0); }
+            try
+            {
+                // fd is the lowest free descriptor (0-2 are filled in order), so open takes it.
+                if (LibC.open(devNull, LibC.O_RDWR, 0) < 0)
+                    Log.Error($"cannot open /dev/null as fd {fd}: {Native.ErrnoText(LibC.errno)}; a command's stdio may be closed");
+            }
             finally { NativeMemory.Free(devNull); }
         }
     }

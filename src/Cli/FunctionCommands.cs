@@ -52,7 +52,7 @@ internal static class FunctionCommands
         var timeout = new Option<int>("--fn-timeout") { Description = "seconds an invocation may run (1-900)", DefaultValueFactory = _ => 3 };
         var snap = new Option<bool>("--snapshot-start") { Description = "snapshot the VM after init and start later VMs from it" };
         var command = new Command("create", "create a function") { name, code, handler, kernel, rootfs, layers, env, memory, vcpus, timeout, snap };
-        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             var spec = new FunctionSpec
             {
@@ -72,7 +72,7 @@ internal static class FunctionCommands
             spec.Layers.AddRange((parse.GetValue(layers) ?? []).Select(Path.GetFullPath));
             foreach (var (k, v) in ParseEnv(parse.GetValue(env))) spec.Environment[k] = v;
             PrintFunction(parse, await client.CreateFunctionAsync(new CreateFunctionRequest { Spec = spec }, options));
-        }));
+        }, ct));
         return command;
     }
 
@@ -88,7 +88,7 @@ internal static class FunctionCommands
         var timeout = new Option<int>("--fn-timeout") { Description = "seconds an invocation may run" };
         var snap = new Option<bool?>("--snapshot-start") { Description = "true or false" };
         var command = new Command("update", "change a function's code or configuration (a new version)") { name, code, layers, handler, env, memory, vcpus, timeout, snap };
-        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             string fnName = parse.GetValue(name)!;
             Function? result = null;
@@ -118,7 +118,7 @@ internal static class FunctionCommands
             if (anyConfig) result = await client.UpdateFunctionConfigurationAsync(config, options);
             if (result is null) throw new ArgumentException("nothing to update: give --code or a configuration option");
             PrintFunction(parse, result);
-        }));
+        }, ct));
         return command;
     }
 
@@ -130,7 +130,7 @@ internal static class FunctionCommands
         var type = new Option<string>("--type") { Description = "RequestResponse, Event or DryRun", DefaultValueFactory = _ => "RequestResponse" };
         var verbose = new Option<bool>("--verbose", "-v") { Description = "print the invocation's figures and log tail to stderr" };
         var command = new Command("invoke", "invoke a function; the response goes to stdout, its figures to stderr") { name, payload, file, type, verbose };
-        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             string? text = parse.GetValue(payload);
             byte[] data = parse.GetValue(file) is { } f ? await File.ReadAllBytesAsync(f, ct)
@@ -159,7 +159,7 @@ internal static class FunctionCommands
                 if (!reply.LogTail.EndsWith('\n')) err.WriteLine();
             }
             if (reply.FunctionError.Length > 0) Environment.ExitCode = VmClientCommands.ExitFailed;
-        }));
+        }, ct));
         return command;
     }
 
@@ -174,7 +174,7 @@ internal static class FunctionCommands
     {
         var command = new Command("ls", "list functions");
         command.Aliases.Add("list");
-        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             var list = (await client.ListFunctionsAsync(new ListFunctionsRequest(), options)).Functions;
             if (parse.GetValue(VmClientCommands.Json))
@@ -190,7 +190,7 @@ internal static class FunctionCommands
                     Num(f.Stats?.ConcurrentExecutions ?? 0), Num(f.Stats?.IdleVms ?? 0), (f.Stats?.Invocations ?? 0).ToString(CultureInfo.InvariantCulture),
                     f.Spec.SnapshotStart ? "yes" : "no");
             AnsiConsole.Write(table);
-        }));
+        }, ct));
         return command;
     }
 
@@ -198,8 +198,8 @@ internal static class FunctionCommands
     {
         var name = new Argument<string>("name");
         var command = new Command("get", "show a function's configuration and statistics") { name };
-        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
-            PrintFunction(parse, await client.GetFunctionAsync(new GetFunctionRequest { Name = parse.GetValue(name)! }, options))));
+        command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
+            PrintFunction(parse, await client.GetFunctionAsync(new GetFunctionRequest { Name = parse.GetValue(name)! }, options)), ct));
         return command;
     }
 
@@ -208,11 +208,11 @@ internal static class FunctionCommands
         var name = new Argument<string>("name");
         var command = new Command("rm", "delete a function (running invocations finish first)") { name };
         command.Aliases.Add("delete");
-        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             var reply = await client.DeleteFunctionAsync(new DeleteFunctionRequest { Name = parse.GetValue(name)! }, options);
             Console.WriteLine($"deleted {reply.Name}");
-        }));
+        }, ct));
         return command;
     }
 
@@ -223,7 +223,7 @@ internal static class FunctionCommands
         var removeReserved = new Option<bool>("--remove-reserved") { Description = "remove the reservation" };
         var provisioned = new Option<int?>("--provisioned") { Description = "VMs kept initialized (0 = none)" };
         var command = new Command("concurrency", "set a function's reserved and provisioned concurrency") { name, reserved, removeReserved, provisioned };
-        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             string fnName = parse.GetValue(name)!;
             Function? result = null;
@@ -235,14 +235,14 @@ internal static class FunctionCommands
                 result = await client.PutProvisionedConcurrencyAsync(new PutProvisionedConcurrencyRequest { Name = fnName, ProvisionedConcurrentExecutions = p }, options);
             result ??= await client.GetFunctionAsync(new GetFunctionRequest { Name = fnName }, options);
             PrintFunction(parse, result);
-        }));
+        }, ct));
         return command;
     }
 
     private static Command AccountCommand()
     {
         var command = new Command("account", "the account-wide concurrency limit and its use");
-        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             var a = await client.GetAccountSettingsAsync(new GetAccountSettingsRequest(), options);
             if (parse.GetValue(VmClientCommands.Json))
@@ -253,7 +253,7 @@ internal static class FunctionCommands
             Console.WriteLine(string.Format(CultureInfo.InvariantCulture,
                 "concurrency limit {0}, unreserved {1}, running {2}; {3} functions, {4} VMs",
                 a.ConcurrentExecutionsLimit, a.UnreservedConcurrentExecutions, a.ConcurrentExecutions, a.FunctionCount, a.TotalVms));
-        }));
+        }, ct));
         return command;
     }
 
@@ -270,7 +270,7 @@ internal static class FunctionCommands
         var label = new Option<string>("--label") { DefaultValueFactory = _ => Directory.Exists("/sys/module/kvm_pvm") ? "PVM (guest kernel emulated)" : "KVM" };
         var command = new Command("bench", "function invoke overhead and cold starts") { code, warm, cold, label };
         command.Hidden = true;
-        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, _) =>
+        command.SetAction((parse, ct) => CallAsync(parse, async (client, _) =>
         {
             var codeSpec = Code(parse.GetValue(code)!);
             string host = parse.GetValue(label)!;
@@ -349,7 +349,7 @@ internal static class FunctionCommands
                     try { await client.DeleteFunctionAsync(new DeleteFunctionRequest { Name = name }, cancellationToken: CancellationToken.None); }
                     catch (RpcException) { }
             }
-        }));
+        }, ct));
         return command;
     }
 
@@ -359,7 +359,7 @@ internal static class FunctionCommands
         parse.GetValue((Option<T>)VmClientCommands.ConnectionOptions.First(o => o.Name == name))!;
 
     /// <summary>As <c>firesharp vm</c>'s: connect (socket or mutual TLS), run, map failures to exit codes.</summary>
-    private static async Task<int> CallAsync(ParseResult parse, CancellationToken ct, Func<FunctionService.FunctionServiceClient, CallOptions, Task> body)
+    private static async Task<int> CallAsync(ParseResult parse, Func<FunctionService.FunctionServiceClient, CallOptions, Task> body, CancellationToken ct)
     {
         GrpcChannel channel;
         try

@@ -161,7 +161,8 @@ internal static class RunCommand
             if (!vm.IsRestored) vm.Start(); // a restore resumes the vCPUs itself
             RipSampler.StartIfRequested(vm.Machine);
             var exit = vm.Exited.GetAwaiter().GetResult();
-            logger.LogInformation("guest ended after {Ms:F1} ms: {Exit}", Stopwatch.GetElapsedTime(start).TotalMilliseconds, exit);
+            double ranMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            RunLog.GuestEnded(logger, ranMs, exit);
             if (snapshotFailed.Value) return ExitSnapshotFailed;
             if (exit.IsClean) return ExitClean;
             return Fail(ExitGuestFailed, $"guest failed: {exit}");
@@ -193,7 +194,7 @@ internal static class RunCommand
         }
         catch (Exception e) when (e is AgentException or IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
         {
-            logger.LogWarning("cannot listen for the agent's ready report at {Path}: {Message}", path, e.Message);
+            RunLog.AgentReadyUnavailable(logger, path, e.Message);
             return null;
         }
         _ = Task.Run(async () =>
@@ -201,8 +202,8 @@ internal static class RunCommand
             try
             {
                 var ready = await listener.WaitAsync().ConfigureAwait(false);
-                logger.LogWarning("guest agent {Version} ready after {Ms:F0} ms; run commands with: firesharp agent exec --vsock {Path} -- CMD",
-                    ready.Agent?.Version, Stopwatch.GetElapsedTime(start).TotalMilliseconds, udsPath);
+                double readyMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+                RunLog.AgentReady(logger, ready.Agent?.Version, readyMs, udsPath);
             }
             catch (Exception e) when (e is ObjectDisposedException or OperationCanceledException or IOException or System.Net.Sockets.SocketException) { }
         });

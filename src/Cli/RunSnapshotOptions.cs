@@ -94,8 +94,10 @@ internal sealed class RunSnapshotOptions
                 Thread.Sleep(TimeSpan.FromMicroseconds(200));
             long running = machine.FirstGuestEntryTimestamp != 0 ? machine.FirstGuestEntryTimestamp : Stopwatch.GetTimestamp();
             if (RestoreDir is not null && machine.FirstGuestEntryTimestamp != 0)
-                logger.LogInformation("restore: guest running {Ms:F2} ms after the restore began (CLOCK_MONOTONIC {Ns} ns)",
-                    Stopwatch.GetElapsedTime(restoreStarted, running).TotalMilliseconds, (long)(running * (1e9 / Stopwatch.Frequency)));
+            {
+                double runningMs = Stopwatch.GetElapsedTime(restoreStarted, running).TotalMilliseconds;
+                RunLog.RestoredRunning(logger, runningMs, (long)(running * (1e9 / Stopwatch.Frequency)));
+            }
 
             long? exitAt = ExitAfterMs is { } e ? running + (long)(e * (Stopwatch.Frequency / 1000.0)) : null;
             if (SnapshotDir is { } dir)
@@ -115,8 +117,7 @@ internal sealed class RunSnapshotOptions
                 try
                 {
                     var r = SnapshotWriter.Create(vm, dir, resume: !SnapshotExit);
-                    logger.LogInformation("snapshot written to {Dir}: {Written} KiB of {Total} MiB memory, vCPUs paused {Paused:F1} ms",
-                        r.Directory, r.MemoryBytesWritten / 1024, r.MemoryBytes >> 20, r.PausedFor.TotalMilliseconds);
+                    RunLog.SnapshotWritten(logger, r.Directory, r.MemoryBytesWritten / 1024, r.MemoryBytes >> 20, r.PausedFor.TotalMilliseconds);
                     if (SnapshotExit) machine.RequestExit(new VmExit(VmExitKind.Stopped, $"snapshot written to {r.Directory}"));
                 }
                 catch (SnapshotException ex)

@@ -27,7 +27,7 @@ internal static class SnapshotBenchCommand
         var first = new Option<int>("--first") { Description = "index of the first clone's id" };
         var command = new Command("bench", "restore many clones of a snapshot (density benchmark)") { dir, count, parallel, prefix, first };
         command.Hidden = true;
-        command.SetAction((parse, ct) => VmClientCommands.CallAsync(parse, ct, async (client, _) =>
+        command.SetAction((parse, ct) => VmClientCommands.CallAsync(parse, async (client, _) =>
         {
             int n = parse.GetValue(count), inFlight = Math.Max(1, parse.GetValue(parallel)), start = parse.GetValue(first);
             var request = new RestoreVmRequest { Dir = Path.GetFullPath(parse.GetValue(dir)!), Labels = { ["bench"] = "density" } };
@@ -89,7 +89,7 @@ internal static class SnapshotBenchCommand
                 Console.WriteLine(string.Create(c, $"failed_index={failedIndex}"));
                 Console.WriteLine("failed_error=" + failure.ReplaceLineEndings(" "));
             }
-        }, streaming: true));
+        }, ct, streaming: true));
         return command;
     }
 }

@@ -30,7 +30,7 @@ internal static class SnapshotCommands
         var diff = new Option<bool>("--diff") { Description = "write only the pages dirtied since this VM's previous snapshot (its base, which must stay in place); needs --track-dirty on an earlier snapshot" };
         var trackDirty = new Option<bool>("--track-dirty") { Description = "start tracking dirty pages at this snapshot, so later ones can be --diff" };
         var command = new Command("create", "snapshot a VM into a new directory") { id, dir, resume, diff, trackDirty };
-        command.SetAction((parse, ct) => VmClientCommands.CallAsync(parse, ct, async (client, options) =>
+        command.SetAction((parse, ct) => VmClientCommands.CallAsync(parse, async (client, options) =>
         {
             var request = new CreateSnapshotRequest { Id = parse.GetValue(id)!, Dir = Path.GetFullPath(parse.GetValue(dir)!), Resume = parse.GetValue(resume), Diff = parse.GetValue(diff), TrackDirty = parse.GetValue(trackDirty) };
             var info = await client.CreateSnapshotAsync(request, options);
@@ -45,7 +45,7 @@ internal static class SnapshotCommands
                 info.DurationMs, info.PausedMs, info.Vm?.Id, info.Vm is { } vm ? VmClientCommands.Name(vm.State) : "?"));
             if (info.BaseDir.Length > 0)
                 Console.WriteLine(string.Format(CultureInfo.InvariantCulture, "diff of {0}: {1} pages", info.BaseDir, info.DiffPages));
-        }));
+        }, ct));
         return command;
     }
 
@@ -58,7 +58,7 @@ internal static class SnapshotCommands
         var labels = new Option<string[]>("--label") { Description = "a label key=value (repeatable)" };
         var paused = new Option<bool>("--paused") { Description = "leave the restored VM paused" };
         var command = new Command("restore", "restore a snapshot as a new VM") { dir, id, drives, vsock, labels, paused };
-        command.SetAction((parse, ct) => VmClientCommands.CallAsync(parse, ct, async (client, options) =>
+        command.SetAction((parse, ct) => VmClientCommands.CallAsync(parse, async (client, options) =>
         {
             string path = Path.GetFullPath(parse.GetValue(dir)!);
             var request = new RestoreVmRequest
@@ -81,7 +81,7 @@ internal static class SnapshotCommands
                 request.Labels[l[..eq]] = l[(eq + 1)..];
             }
             VmClientCommands.PrintVm(parse, await client.RestoreVmAsync(request, options));
-        }));
+        }, ct));
         return command;
     }
 

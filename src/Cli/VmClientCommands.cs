@@ -70,6 +70,7 @@ internal static class VmClientCommands
         var cmdline = new Option<string?>("--cmdline") { Description = "kernel command line (default: FireSharp's Linux default)" };
         var vcpus = new Option<int>("--vcpus") { Description = "vCPUs", DefaultValueFactory = _ => 1 };
         var mem = new Option<long>("--mem-mib") { Description = "memory in MiB", DefaultValueFactory = _ => 128 };
+        var cpuQuota = new Option<int>("--cpu-quota-millicpus") { Description = "CPU time the VM may use, in thousandths of a host CPU (1000 = one CPU; default: one per vCPU plus one)" };
         var labels = new Option<string[]>("--label") { Description = "a label key=value (repeatable)", AllowMultipleArgumentsPerToken = false };
         var drives = new Option<string[]>("--drive") { Description = "a drive id=ID,path=PATH[,ro][,root] (repeatable)" };
         var nets = new Option<string[]>("--net") { Description = "an interface id=ID,tap=NAME|auto[,mac=MAC][,ip=A.B.C.D/N] (repeatable)" };
@@ -78,8 +79,8 @@ internal static class VmClientCommands
         var rng = new Option<bool>("--rng") { Description = "add a virtio-rng entropy device (/dev/hwrng in the guest)" };
         var pvh = new Option<bool>("--pvh") { Description = "enter an ELF through PVH when it has both entries" };
         var start = new Option<bool>("--start") { Description = "start the VM once created" };
-        var command = new Command("create", "create a VM") { id, kernel, initrd, cmdline, vcpus, mem, labels, drives, nets, vsock, agent, rng, pvh, start };
-        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        var command = new Command("create", "create a VM") { id, kernel, initrd, cmdline, vcpus, mem, cpuQuota, labels, drives, nets, vsock, agent, rng, pvh, start };
+        command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             var spec = new VmSpec
             {
@@ -90,7 +91,7 @@ internal static class VmClientCommands
                     Cmdline = parse.GetValue(cmdline) ?? "",
                     PreferPvh = parse.GetValue(pvh),
                 },
-                Machine = new MachineSpec { Vcpus = parse.GetValue(vcpus), MemMib = parse.GetValue(mem) },
+                Machine = new MachineSpec { Vcpus = parse.GetValue(vcpus), MemMib = parse.GetValue(mem), CpuQuotaMillicpus = parse.GetValue(cpuQuota) },
                 Agent = parse.GetValue(agent),
                 Rng = parse.GetValue(rng),
             };
@@ -100,7 +101,7 @@ internal static class VmClientCommands
             var request = new CreateVmRequest { Id = parse.GetValue(id)!, Spec = spec, Start = parse.GetValue(start) };
             foreach (var (k, v) in ParseLabels(parse.GetValue(labels))) request.Labels[k] = v;
             PrintVm(parse, await client.CreateVmAsync(request, options));
-        }));
+        }, ct));
         return command;
     }
 
@@ -110,7 +111,7 @@ internal static class VmClientCommands
         var states = new Option<string[]>("--state") { Description = "only VMs in this state (created, running, paused, stopping, stopped, failed; repeatable)" };
         var command = new Command("ls", "list VMs") { labels, states };
         command.Aliases.Add("list");
-        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             var request = new ListVmsRequest();
             foreach (var (k, v) in ParseLabels(parse.GetValue(labels))) request.LabelSelector[k] = v;
@@ -130,7 +131,7 @@ internal static class VmClientCommands
                     Markup.Escape(string.Join(",", vm.Labels.OrderBy(l => l.Key, StringComparer.Ordinal).Select(l => $"{l.Key}={l.Value}"))),
                     Markup.Escape(vm.Exit is null ? "" : $"{vm.Exit.Kind}: {vm.Exit.Reason}"));
             AnsiConsole.Write(table);
-        }));
+        }, ct));
         return command;
     }
 
@@ -140,8 +141,8 @@ internal static class VmClientCommands
         var grace = new Option<int>("--grace") { Description = "seconds to wait after Ctrl-Alt-Del before stopping by force (0 = the daemon's default)" };
         var force = new Option<bool>("--force") { Description = "stop at once" };
         var command = new Command("stop", "stop a running VM (Ctrl-Alt-Del, then by force)") { id, grace, force };
-        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
-            PrintVm(parse, await client.StopVmAsync(new StopVmRequest { Id = parse.GetValue(id)!, GracePeriodSeconds = parse.GetValue(grace), Force = parse.GetValue(force) }, options))));
+        command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
+            PrintVm(parse, await client.StopVmAsync(new StopVmRequest { Id = parse.GetValue(id)!, GracePeriodSeconds = parse.GetValue(grace), Force = parse.GetValue(force) }, options)), ct));
         return command;
     }
 
@@ -151,12 +152,12 @@ internal static class VmClientCommands
         var force = new Option<bool>("--force") { Description = "delete a running VM too" };
         var command = new Command("rm", "delete a VM and everything it left on the host") { id, force };
         command.Aliases.Add("delete");
-        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             var reply = await client.DeleteVmAsync(new DeleteVmRequest { Id = parse.GetValue(id)!, Force = parse.GetValue(force) }, options);
             if (parse.GetValue(Json)) Console.WriteLine(JsonSerializer.Serialize(new DeletedJson(reply.Id), CliJsonContext.Default.DeletedJson));
             else Console.WriteLine($"deleted {reply.Id}");
-        }));
+        }, ct));
         return command;
     }
 
@@ -166,7 +167,7 @@ internal static class VmClientCommands
         var noReplay = new Option<bool>("--no-replay") { Description = "only new output (default: the kept history first)" };
         var noInput = new Option<bool>("--no-input") { Description = "do not send stdin to the guest" };
         var command = new Command("console", "stream the VM's serial console (stdin goes to the guest; Ctrl-C detaches)") { id, noReplay, noInput };
-        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             using var call = client.StreamConsole(options);
             await call.RequestStream.WriteAsync(new ConsoleRequest { Id = parse.GetValue(id)!, Replay = !parse.GetValue(noReplay) }, ct);
@@ -178,7 +179,7 @@ internal static class VmClientCommands
                 stdout.Write(chunk.Data.Span);
                 stdout.Flush();
             }
-        }, streaming: true));
+        }, ct, streaming: true));
         return command;
     }
 
@@ -200,7 +201,7 @@ internal static class VmClientCommands
         var id = new Argument<string?>("id") { Description = "only this VM's events", Arity = ArgumentArity.ZeroOrOne };
         var snapshot = new Option<bool>("--snapshot") { Description = "first the current state of each VM" };
         var command = new Command("events", "stream lifecycle events until Ctrl-C") { id, snapshot };
-        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             using var call = client.WatchEvents(new WatchEventsRequest { Id = parse.GetValue(id) ?? "", IncludeSnapshot = parse.GetValue(snapshot) }, options);
             bool json = parse.GetValue(Json);
@@ -209,7 +210,7 @@ internal static class VmClientCommands
                 if (json) Console.WriteLine(JsonSerializer.Serialize(EventJson.From(ev), CliJsonContext.Default.EventJson));
                 else Console.WriteLine($"{ev.Time?.ToDateTime().ToLocalTime():HH:mm:ss.fff} {ev.Id,-20} {Name(ev.Type),-13} {Name(ev.State),-9} {ev.Message}");
             }
-        }, streaming: true));
+        }, ct, streaming: true));
         return command;
     }
 
@@ -218,7 +219,7 @@ internal static class VmClientCommands
         var id = new Argument<string>("id");
         var argv = new Argument<string[]>("command") { Description = "the program and its arguments", Arity = ArgumentArity.OneOrMore };
         var command = new Command("exec", "run a command in the guest (needs the guest agent)") { id, argv };
-        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
+        command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             var request = new ExecRequest { Id = parse.GetValue(id)! };
             request.Argv.AddRange(parse.GetValue(argv) ?? []);
@@ -228,7 +229,7 @@ internal static class VmClientCommands
             using var stderr = Console.OpenStandardError();
             stderr.Write(reply.Stderr.Span);
             Environment.ExitCode = reply.ExitCode;
-        }));
+        }, ct));
         return command;
     }
 
@@ -242,7 +243,7 @@ internal static class VmClientCommands
         var start = new Option<bool>("--start") { Description = "start the VMs (they keep running during the measurement)" };
         var command = new Command("bench", "measure GetVm/ListVms latency with many VMs") { kernel, count, gets, lists, start };
         command.Hidden = true;
-        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, _) =>
+        command.SetAction((parse, ct) => CallAsync(parse, async (client, _) =>
         {
             int n = parse.GetValue(count);
             var ids = Enumerable.Range(0, n).Select(i => $"bench-{i:D3}").ToList();
@@ -279,7 +280,7 @@ internal static class VmClientCommands
                     }));
                 Console.WriteLine($"deleted {n} VMs in {sw.Elapsed.TotalSeconds:F1} s");
             }
-        }, streaming: true));
+        }, ct, streaming: true));
         return command;
     }
 
@@ -302,14 +303,14 @@ internal static class VmClientCommands
     {
         var id = new Argument<string>("id");
         var command = new Command(name, description) { id };
-        command.SetAction((parse, ct) => CallAsync(parse, ct, async (client, options) =>
-            PrintVm(parse, await call(client, parse.GetValue(id)!, options, ct))));
+        command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
+            PrintVm(parse, await call(client, parse.GetValue(id)!, options, ct)), ct));
         return command;
     }
 
     // ------------------------------------------------------------------ plumbing
 
-    internal static async Task<int> CallAsync(ParseResult parse, CancellationToken ct, Func<VmService.VmServiceClient, CallOptions, Task> body, bool streaming = false)
+    internal static async Task<int> CallAsync(ParseResult parse, Func<VmService.VmServiceClient, CallOptions, Task> body, CancellationToken ct, bool streaming = false)
     {
         GrpcChannel channel;
         try

@@ -61,6 +61,27 @@ public sealed record DaemonOptions
     /// <summary>Also write the log as compact JSON (one event a line) to this file.</summary>
     public string? LogJsonFile { get; init; }
 
+    /// <summary>Per-VM cgroups: Auto (on when the daemon is root and the cgroup file system is writable), Required or Off. See docs/isolation.md.</summary>
+    public Isolation.CgroupMode Cgroups { get; init; } = Isolation.CgroupMode.Auto;
+
+    /// <summary>Where the cgroup file systems are mounted: a cgroup2 mount (v2) or a directory of v1 controller mounts.</summary>
+    public string CgroupRoot { get; init; } = "/sys/fs/cgroup";
+
+    /// <summary>The daemon's parent cgroup, relative to the root (to each controller's mount on v1); each VM's cgroup is &lt;parent&gt;/&lt;id&gt;.</summary>
+    public string CgroupParent { get; init; } = "firesharp";
+
+    /// <summary>
+    /// A VM's memory limit is its guest memory plus this, for the worker itself: its code and heap, thread stacks,
+    /// device buffers and the kernel's KVM and page-table memory charged to it. docs/isolation.md gives the measurements.
+    /// </summary>
+    public long VmmMemoryAllowanceMib { get; init; } = 64;
+
+    /// <summary>A VM's pids limit is its vCPU count plus this (the worker's other threads: runtime, devices, RPC).</summary>
+    public int VmPidsAllowance { get; init; } = 64;
+
+    /// <summary>Each VM's relative I/O weight (v2 io.weight, v1 blkio.weight, where the kernel offers it); null leaves the default.</summary>
+    public int? CgroupIoWeight { get; init; }
+
     /// <summary>Functions: concurrent executions allowed across all functions (Lambda's account limit).</summary>
     public int FunctionConcurrencyLimit { get; init; } = 1000;
 
@@ -143,6 +164,14 @@ public sealed record DaemonOptions
                 : d.StopVmsOnShutdown,
             LogLevel = Str(c, nameof(LogLevel)) ?? d.LogLevel,
             LogJsonFile = Str(c, nameof(LogJsonFile)),
+            Cgroups = Str(c, nameof(Cgroups)) is { } cg
+                ? Enum.TryParse<Isolation.CgroupMode>(cg, ignoreCase: true, out var mode) && Enum.IsDefined(mode) ? mode : throw Bad(nameof(Cgroups), cg, "must be Auto, Required or Off")
+                : d.Cgroups,
+            CgroupRoot = Str(c, nameof(CgroupRoot)) ?? d.CgroupRoot,
+            CgroupParent = Str(c, nameof(CgroupParent)) ?? d.CgroupParent,
+            VmmMemoryAllowanceMib = Int(c, nameof(VmmMemoryAllowanceMib)) ?? d.VmmMemoryAllowanceMib,
+            VmPidsAllowance = Int(c, nameof(VmPidsAllowance)) ?? d.VmPidsAllowance,
+            CgroupIoWeight = Int(c, nameof(CgroupIoWeight)),
             FunctionConcurrencyLimit = Int(c, nameof(FunctionConcurrencyLimit)) ?? d.FunctionConcurrencyLimit,
             FunctionKernel = Str(c, nameof(FunctionKernel)),
             FunctionRootfs = Str(c, nameof(FunctionRootfs)),
@@ -182,9 +211,22 @@ public sealed record DaemonOptions
         if ((JailUid is null) != (JailGid is null)) throw Bad(nameof(JailUid), JailUid?.ToString(CultureInfo.InvariantCulture) ?? "", "JailUid and JailGid go together");
         if (JailOpenFilesLimit < 64) throw Bad(nameof(JailOpenFilesLimit), JailOpenFilesLimit.ToString(CultureInfo.InvariantCulture), "must be at least 64");
         if (!Path.IsPathFullyQualified(JailUnshare)) throw Bad(nameof(JailUnshare), JailUnshare, "must be an absolute path");
+        if (!Path.IsPathFullyQualified(CgroupRoot)) throw Bad(nameof(CgroupRoot), CgroupRoot, "must be an absolute path");
+        if (!IsCgroupPath(CgroupParent))
+            throw Bad(nameof(CgroupParent), CgroupParent, "must be a relative path of names made of letters, digits, '_', '.' and '-' (such as firesharp or machine.slice/firesharp)");
+        if (VmmMemoryAllowanceMib is < 16 or > 64 * 1024)
+            throw Bad(nameof(VmmMemoryAllowanceMib), VmmMemoryAllowanceMib.ToString(CultureInfo.InvariantCulture), "must be 16 to 65536 (a worker needs about 10 MiB of its own)");
+        if (VmPidsAllowance is < 16 or > 1 << 20)
+            throw Bad(nameof(VmPidsAllowance), VmPidsAllowance.ToString(CultureInfo.InvariantCulture), "must be 16 to 1048576 (an idle worker already has about 12 threads)");
+        if (CgroupIoWeight is < 1 or > 10000)
+            throw Bad(nameof(CgroupIoWeight), CgroupIoWeight.Value.ToString(CultureInfo.InvariantCulture), "must be 1 to 10000");
         if (LogLevel is not ("Verbose" or "Debug" or "Information" or "Warning" or "Error" or "Fatal"))
             throw Bad(nameof(LogLevel), LogLevel, "must be one of Verbose, Debug, Information, Warning, Error, Fatal");
     }
+
+    private static bool IsCgroupPath(string path) =>
+        path.Length is > 0 and <= 255 && path.Split('/').All(part => part.Length > 0 && part is not ("." or "..")
+            && part.All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '_' or '.' or '-'));
 
     private static string? Str(IConfiguration c, string key) => c[key] is { Length: > 0 } v ? v : null;
 

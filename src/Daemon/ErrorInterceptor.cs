@@ -10,7 +10,7 @@ namespace FireSharp.Daemon;
 /// cancellation into DeadlineExceeded (the call's deadline passed) or Cancelled (the client went away).
 /// Anything else is a bug: it is logged and reported as Internal, never as Unknown.
 /// </summary>
-public sealed class ErrorInterceptor(ILogger<ErrorInterceptor> logger) : Interceptor
+public sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger) : Interceptor
 {
     public const string FieldTrailer = "firesharp-field";
 
@@ -92,16 +92,24 @@ public sealed class ErrorInterceptor(ILogger<ErrorInterceptor> logger) : Interce
             {
                 var trailers = new Metadata();
                 if (api.Field is not null) trailers.Add(FieldTrailer, api.Field);
-                logger.LogDebug("{Method}: {Code} {Message}", context.Method, CodeOf(api.Kind), api.Message);
-                return new RpcException(new Status(CodeOf(api.Kind), api.Message), trailers);
+                var code = CodeOf(api.Kind);
+                LogApiError(logger, context.Method, code, api.Message);
+                return new RpcException(new Status(code, api.Message), trailers);
             }
             case OperationCanceledException when context.Deadline <= DateTime.UtcNow:
                 return new RpcException(new Status(StatusCode.DeadlineExceeded, "the call's deadline passed"));
             case OperationCanceledException when context.CancellationToken.IsCancellationRequested:
                 return new RpcException(new Status(StatusCode.Cancelled, "the call was cancelled"));
             default:
-                logger.LogError(e, "{Method} failed with an unexpected {Type} (a bug)", context.Method, e.GetType().Name);
-                return new RpcException(new Status(StatusCode.Internal, $"internal error ({e.GetType().Name}): {e.Message}"));
+                string type = e.GetType().Name;
+                LogUnexpected(logger, e, context.Method, type);
+                return new RpcException(new Status(StatusCode.Internal, $"internal error ({type}): {e.Message}"));
         }
     }
+
+    [LoggerMessage(200, LogLevel.Debug, "{Method}: {Code} {Message}")]
+    private static partial void LogApiError(ILogger logger, string method, StatusCode code, string message);
+
+    [LoggerMessage(201, LogLevel.Error, "{Method} failed with an unexpected {Type} (a bug)")]
+    private static partial void LogUnexpected(ILogger logger, Exception exception, string method, string type);
 }

@@ -43,6 +43,9 @@ public static class SpecValidator
     public const int MaxVcpus = 254;
     public const long MaxMemMib = 1024L * 1024; // 1 TiB, as MachineOptions.MaxMemoryBytes
     public const int MaxGraceSeconds = 3600;
+    /// <summary>The kernel's smallest CFS quota, 1 ms, per the 100 ms period.</summary>
+    public const int MinCpuQuotaMillicpus = 10;
+    public const int MaxCpuQuotaMillicpus = MaxVcpus * 1000;
 
     /// <summary>A VM id: 1..63 of [a-z0-9_.-], starting with a letter or digit (a file name and a DNS-ish label).</summary>
     public static void ValidateId(string? id, string field = "id")
@@ -63,6 +66,16 @@ public static class SpecValidator
             throw VmApiException.Invalid("id", $"is {command.Id.Length} characters; this daemon's state directory allows at most {maxIdLength}");
         ValidateLabels(command.Labels, "labels");
         ValidateSpec(command.Spec, host);
+    }
+
+    /// <summary>A CPU quota in thousandths of a CPU: 0 (the default), or 10 (the kernel's 1 ms per 100 ms) to one CPU per possible vCPU.</summary>
+    public static void ValidateCpuQuota(int millicpus, string field)
+    {
+        if (millicpus == 0) return;
+        if (millicpus < MinCpuQuotaMillicpus)
+            throw VmApiException.Invalid(field, $"is {millicpus}; must be 0 (the default) or at least {MinCpuQuotaMillicpus} thousandths of a CPU");
+        if (millicpus > MaxCpuQuotaMillicpus)
+            throw VmApiException.Invalid(field, $"is {millicpus}; at most {MaxCpuQuotaMillicpus} ({MaxVcpus} CPUs)");
     }
 
     public static void ValidateLabels(IReadOnlyDictionary<string, string> labels, string field)
@@ -94,6 +107,7 @@ public static class SpecValidator
         if (spec.Vcpus > MaxVcpus) throw VmApiException.Invalid("spec.machine.vcpus", $"is {spec.Vcpus}; at most {MaxVcpus} (xAPIC ids)");
         if (spec.MemMib < 1) throw VmApiException.Invalid("spec.machine.mem_mib", $"is {spec.MemMib}; at least 1 MiB is required");
         if (spec.MemMib > MaxMemMib) throw VmApiException.Invalid("spec.machine.mem_mib", $"is {spec.MemMib}; at most {MaxMemMib} MiB (1 TiB)");
+        ValidateCpuQuota(spec.CpuQuotaMillicpus, "spec.machine.cpu_quota_millicpus");
 
         var driveIds = new HashSet<string>(StringComparer.Ordinal);
         int rootIndex = -1;

@@ -30,6 +30,7 @@ public static class VmApiMapping
         Labels = Labels(request.Labels),
         DrivePaths = Labels(request.Overrides?.DrivePaths),
         VsockPath = NullIfEmpty(request.Overrides?.VsockPath),
+        CpuQuotaMillicpus = request.Overrides?.CpuQuotaMillicpus ?? 0,
         Paused = request.Paused,
     };
 
@@ -76,6 +77,7 @@ public static class VmApiMapping
             },
             Vcpus = machine.Vcpus,
             MemMib = machine.MemMib,
+            CpuQuotaMillicpus = machine.CpuQuotaMillicpus,
             Drives = [.. spec.Drives.Select(d => new DriveConfig(d.Id, d.Path) { ReadOnly = d.ReadOnly, Root = d.Root })],
             NetworkInterfaces = nics,
             Vsock = spec.Vsock is null ? null : new VsockConfig(spec.Vsock.GuestCid),
@@ -127,7 +129,7 @@ public static class VmApiMapping
                 Cmdline = spec.Kernel.Cmdline ?? "",
                 PreferPvh = spec.Kernel.PreferPvh,
             },
-            Machine = new MachineSpec { Vcpus = spec.Vcpus, MemMib = spec.MemMib },
+            Machine = new MachineSpec { Vcpus = spec.Vcpus, MemMib = spec.MemMib, CpuQuotaMillicpus = spec.CpuQuotaMillicpus },
             Vsock = spec.Vsock is null ? null : new VsockSpec { GuestCid = spec.Vsock.GuestCid },
             Agent = spec.Agent,
             Rng = spec.Rng,
@@ -265,9 +267,9 @@ public static class VmApiMapping
     {
         var request = new RestoreVmRequest { Id = command.Id, Dir = command.Dir, Paused = command.Paused };
         foreach (var (key, value) in command.Labels) request.Labels[key] = value;
-        if (command.DrivePaths.Count > 0 || command.VsockPath is not null)
+        if (command.DrivePaths.Count > 0 || command.VsockPath is not null || command.CpuQuotaMillicpus != 0)
         {
-            request.Overrides = new RestoreOverrides { VsockPath = command.VsockPath ?? "" };
+            request.Overrides = new RestoreOverrides { VsockPath = command.VsockPath ?? "", CpuQuotaMillicpus = command.CpuQuotaMillicpus };
             foreach (var (driveId, path) in command.DrivePaths) request.Overrides.DrivePaths[driveId] = path;
         }
         return request;

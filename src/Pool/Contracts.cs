@@ -102,7 +102,7 @@ public interface IFunctionVm : IAsyncDisposable
 public interface IFunctionVmFactory
 {
     /// <exception cref="FunctionInitException">the runtime failed to initialize (bootstrap missing, /runtime/init/error, crash).</exception>
-    Task<IFunctionVm> CreateAsync(FunctionDefinition function, CancellationToken cancellationToken);
+    Task<IFunctionVm> CreateAsync(FunctionDefinition definition, CancellationToken cancellationToken);
 
     /// <summary>Forget (delete) snapshots of versions of <paramref name="functionName"/> other than <paramref name="keepVersion"/> (null = all).</summary>
     Task DiscardSnapshotsAsync(string functionName, string? keepVersion, CancellationToken cancellationToken);

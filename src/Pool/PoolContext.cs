@@ -7,6 +7,8 @@ namespace FireSharp.Pool;
 /// the VM sets, the counters), the clock, the pool's lifetime and its background work. Each part takes the lock
 /// itself and never holds it across an await; factory and VM calls happen outside it.
 /// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001",
+    Justification = "_lifetime is never disposed: late callers may still read its token after the pool stopped (it owns no timer).")]
 internal sealed class PoolContext
 {
     private readonly CancellationTokenSource _lifetime = new();

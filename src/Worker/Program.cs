@@ -88,7 +88,7 @@ public static class Program
         }
         catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
         {
-            logger.LogError("worker: cannot serve {Socket}: {Error}", socketPath, e.Message);
+            WorkerLog.CannotServe(logger, socketPath, e.Message);
             return 1;
         }
     }

@@ -73,7 +73,7 @@ public sealed class VmWorker : IAsyncDisposable
     {
         if (Interlocked.Exchange(ref _shuttingDown, 1) != 0) return;
         _shutdown.Cancel();
-        _logger.LogInformation("worker {Id}: shutting down ({Why})", _machine.Id, why);
+        WorkerLog.ShuttingDown(_logger, _machine.Id, why);
         _server.Stop();
         _machine.Close();
         _completion.TrySetResult();
@@ -84,6 +84,7 @@ public sealed class VmWorker : IAsyncDisposable
         RequestShutdown("disposed");
         await _machine.DisposeMachineAsync().ConfigureAwait(false);
         _server.RemoveSocket();
+        _server.Dispose();
     }
 
     private async Task ConfigureWatchdogAsync()

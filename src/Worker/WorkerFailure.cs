@@ -2,6 +2,7 @@ using FireSharp.Boot;
 using FireSharp.Devices;
 using FireSharp.Kvm;
 using FireSharp.Kvm.Interop;
+using FireSharp.Memory;
 using FireSharp.Proto.Worker;
 using FireSharp.Snapshot;
 using FireSharp.Vm;
@@ -37,6 +38,7 @@ internal static class WorkerFailures
         DeviceConfigException d => new WorkerFailure(MachineSpecs.Code(d), MachineSpecs.ApiField(d.Field), d.Detail),
         BootException b => new WorkerFailure(WorkerErrorCode.WorkerErrorInvalidArgument, BootField(b), b.Message),
         KvmException k => ForKvm(k, MemMibField),
+        GuestMemoryMapException g => ForErrno(g.Errno, g.Message, MemMibField),
         _ => null,
     };
 
@@ -45,6 +47,7 @@ internal static class WorkerFailures
     {
         SnapshotException s => ForSnapshot(s),
         KvmException k => ForKvm(k, "dir"),
+        GuestMemoryMapException g => ForErrno(g.Errno, g.Message, "dir"),
         _ => null,
     };
 
@@ -52,9 +55,12 @@ internal static class WorkerFailures
     /// A KVM failure: out of memory (ENOMEM) is the host's limit, charged to <paramref name="memoryField"/>;
     /// anything else means KVM is unusable.
     /// </summary>
-    public static WorkerFailure ForKvm(KvmException e, string memoryField) => e.Errno == Errno.ENOMEM
-        ? new WorkerFailure(WorkerErrorCode.WorkerErrorResourceExhausted, memoryField, e.Message)
-        : new WorkerFailure(WorkerErrorCode.WorkerErrorUnavailable, "", e.Message);
+    public static WorkerFailure ForKvm(KvmException e, string memoryField) => ForErrno(e.Errno, e.Message, memoryField);
+
+    /// <summary>A host refusal by errno (a KVM call, or the guest memory mapping): as <see cref="ForKvm"/>.</summary>
+    private static WorkerFailure ForErrno(int errno, string message, string memoryField) => errno == Errno.ENOMEM
+        ? new WorkerFailure(WorkerErrorCode.WorkerErrorResourceExhausted, memoryField, message)
+        : new WorkerFailure(WorkerErrorCode.WorkerErrorUnavailable, "", message);
 
     /// <summary>
     /// A snapshot failure: each <see cref="SnapshotErrorReason"/> is one code, and the field at fault is the

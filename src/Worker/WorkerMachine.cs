@@ -12,6 +12,9 @@ namespace FireSharp.Worker;
 /// tells subscribers of every change. It knows nothing of sockets or framing: <see cref="WorkerServer"/> calls it.
 /// Operations fail with a <see cref="WorkerFailure"/>.
 /// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001",
+    Justification = "_lifecycle is a SemaphoreSlim whose wait handle is never created, so Dispose would free nothing; a request "
+        + "still in flight when the worker goes would then get ObjectDisposedException from Release instead of finishing.")]
 internal sealed class WorkerMachine(ILogger logger)
 {
     private static readonly TimeSpan PauseTimeout = TimeSpan.FromSeconds(5);
@@ -21,7 +24,7 @@ internal sealed class WorkerMachine(ILogger logger)
     private readonly SemaphoreSlim _lifecycle = new(1, 1); // one create/start/pause/resume/stop/shutdown at a time
     private readonly List<Channel<WorkerEvent>> _subscribers = [];
     private readonly TaskCompletionSource _exitHandled = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly CancellationTokenSource _closed = new();
+    private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously); // the worker is going
     private MicroVm? _vm;
     private MachineState _state = MachineState.Empty;
     private MachineExitKind _exitKind;
@@ -75,7 +78,7 @@ internal sealed class WorkerMachine(ILogger logger)
             throw failure;
         }
         Adopt(c.Id, vm, MachineState.Created);
-        logger.LogInformation("worker {Id}: machine created ({Mib} MiB, {Vcpus} vCPU, kernel {Kernel})", c.Id, c.MemMib, c.Vcpus, c.KernelPath);
+        WorkerLog.Created(logger, c.Id, c.MemMib, c.Vcpus, c.KernelPath);
     }
 
     /// <summary>Builds the machine from a snapshot; it is then RUNNING, or PAUSED when asked.</summary>
@@ -93,7 +96,7 @@ internal sealed class WorkerMachine(ILogger logger)
         }
         Adopt(r.Id, vm, r.Paused ? MachineState.Paused : MachineState.Running);
         _ = WatchBootDoneAsync(vm);
-        logger.LogInformation("worker {Id}: machine restored from {Dir} ({State})", r.Id, r.Dir, r.Paused ? "paused" : "running");
+        WorkerLog.Restored(logger, r.Id, r.Dir, r.Paused ? "paused" : "running");
     }
 
     private void Adopt(string id, MicroVm vm, MachineState state)
@@ -167,12 +170,12 @@ internal sealed class WorkerMachine(ILogger logger)
         }
         if (graceful && vm.Keyboard.SendCtrlAltDel())
         {
-            logger.LogInformation("worker {Id}: sent Ctrl-Alt-Del; waiting up to {Ms} ms", Id, stop.GraceMs);
+            WorkerLog.SentCtrlAltDel(logger, Id, stop.GraceMs);
             await Task.WhenAny(vm.Exited, Task.Delay(Math.Max(0, stop.GraceMs))).ConfigureAwait(false);
         }
         if (!vm.Exited.IsCompleted)
         {
-            logger.LogInformation("worker {Id}: stopping the vCPUs", Id);
+            WorkerLog.StoppingVcpus(logger, Id);
             await Task.Run(() => vm.Machine.RequestExit(new VmExit(VmExitKind.Stopped, graceful
                 ? $"stopped by force after a {stop.GraceMs} ms grace period"
                 : "stopped by the host"))).ConfigureAwait(false);
@@ -212,8 +215,7 @@ internal sealed class WorkerMachine(ILogger logger)
             if (_state is MachineState.Running or MachineState.Paused)
                 SetState(vm.Machine.State == VmState.Paused ? MachineState.Paused : MachineState.Running);
         }
-        logger.LogInformation("worker {Id}: snapshot {Dir} taken ({Written} of {Total} memory bytes written) in {Ms:F1} ms",
-            Id, result.Directory, result.MemoryBytesWritten, result.MemoryBytes, result.Elapsed.TotalMilliseconds);
+        WorkerLog.SnapshotTaken(logger, Id, result.Directory, result.MemoryBytesWritten, result.MemoryBytes, result.Elapsed.TotalMilliseconds);
         return MachineSpecs.ToWire(result, Status());
     }
 
@@ -246,7 +248,7 @@ internal sealed class WorkerMachine(ILogger logger)
             _vm = null;
             SetState(MachineState.Exited);
         }
-        logger.LogInformation("worker {Id}: guest ended: {Exit}", Id, exit);
+        WorkerLog.GuestEnded(logger, Id, exit);
         Console.CompleteAll(); // console streams end with the guest
         try
         {
@@ -254,7 +256,7 @@ internal sealed class WorkerMachine(ILogger logger)
         }
         catch (Exception e)
         {
-            logger.LogError(e, "worker {Id}: releasing the ended machine failed", Id);
+            WorkerLog.ReleaseFailed(logger, e, Id);
         }
         finally
         {
@@ -266,9 +268,8 @@ internal sealed class WorkerMachine(ILogger logger)
     private async Task WatchBootDoneAsync(MicroVm vm)
     {
         var done = vm.BootTimer.Done;
-        try { await Task.WhenAny(done, vm.Exited).WaitAsync(_closed.Token).ConfigureAwait(false); }
-        catch (OperationCanceledException) { return; }
-        if (!done.IsCompleted) return; // the guest ended first
+        await Task.WhenAny(done, vm.Exited, _closed.Task).ConfigureAwait(false);
+        if (!done.IsCompleted) return; // the guest ended first, or the worker is going
         lock (_gate)
         {
             if (_bootMs != 0) return;
@@ -292,7 +293,7 @@ internal sealed class WorkerMachine(ILogger logger)
         lock (_gate)
         {
             channel.Writer.TryWrite(new WorkerEvent { Status = StatusLocked() });
-            if (_closed.IsCancellationRequested) channel.Writer.TryComplete();
+            if (_closed.Task.IsCompleted) channel.Writer.TryComplete();
             else _subscribers.Add(channel);
         }
         return channel.Reader;
@@ -308,7 +309,7 @@ internal sealed class WorkerMachine(ILogger logger)
     {
         lock (_gate)
         {
-            _closed.Cancel();
+            _closed.TrySetResult();
             foreach (var s in _subscribers) s.Writer.TryComplete();
             _subscribers.Clear();
         }

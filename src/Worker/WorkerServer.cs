@@ -10,7 +10,7 @@ namespace FireSharp.Worker;
 /// framing, and the dispatch of each request to the <see cref="WorkerMachine"/> (replies, typed errors, and
 /// the event and console streams). It holds no VM state of its own.
 /// </summary>
-internal sealed class WorkerServer(string socketPath, WorkerMachine machine, Action<string> onShutdownRequested, ILogger logger)
+internal sealed class WorkerServer(string socketPath, WorkerMachine machine, Action<string> onShutdownRequested, ILogger logger) : IDisposable
 {
     /// <summary>Console output goes out in frames of at most this many bytes, well below the frame limit.</summary>
     private const int ConsoleChunkBytes = 64 * 1024;
@@ -50,6 +50,13 @@ internal sealed class WorkerServer(string socketPath, WorkerMachine machine, Act
             foreach (var c in _connections) c.Dispose();
             _connections.Clear();
         }
+    }
+
+    /// <summary>Stops (if not yet stopped) and releases the stop token's source.</summary>
+    public void Dispose()
+    {
+        if (!_stopped.IsCancellationRequested) Stop();
+        _stopped.Dispose();
     }
 
     /// <summary>Removes the socket file.</summary>
@@ -143,7 +150,7 @@ internal sealed class WorkerServer(string socketPath, WorkerMachine machine, Act
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            logger.LogError(e, "worker {Id}: {Request} failed", machine.Id, request.RequestCase);
+            WorkerLog.RequestFailed(logger, e, machine.Id, request.RequestCase);
             return new WorkerMessage { Error = new WorkerError { Code = WorkerErrorCode.WorkerErrorInternal, Message = $"{e.GetType().Name}: {e.Message}" } };
         }
     }

@@ -22,6 +22,8 @@ internal sealed class FunctionRequestException(ErrorCode code, string message) :
 /// function at a time. Requests are serialized; the Runtime API server runs only once a function
 /// was initialized.
 /// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001",
+    Justification = "One per agent process (AgentContext makes it on first use) that lives until the guest ends; _gate's wait handle is never created.")]
 internal sealed class FunctionHost(ChildReaper reaper)
 {
     public const int DefaultRuntimeApiPort = 9001;

@@ -292,7 +292,7 @@ internal sealed class FunctionSession
     }
 
     /// <summary>POST /extension/exit/error: noted in the log.</summary>
-    public ApiAnswer OnExtensionExitError(RegisteredExtension extension, string? errorTypeHeader, byte[] body)
+    public static ApiAnswer OnExtensionExitError(RegisteredExtension extension, string? errorTypeHeader, byte[] body)
     {
         FireSharp.Agent.Log.Info($"extension {extension.Name} exit error {errorTypeHeader}: {MessageOf(body)}");
         return ApiAnswer.Accepted;

@@ -47,7 +47,7 @@ internal static unsafe class Loopback
         }
         finally
         {
-            LibC.close(fd);
+            _ = LibC.close(fd); // an ioctl-only socket: close has nothing to report
         }
     }
 }

@@ -76,8 +76,8 @@ internal sealed class RuntimeApiServer : IAsyncDisposable
         app.MapGet(Extension + "/event/next", EventNextAsync);
         app.MapPost(Extension + "/init/error", c => WithExtension(c, async (s, e) =>
             s.OnExtensionInitError(e, Header(c, "Lambda-Extension-Function-Error-Type"), await ReadBodyAsync(c).ConfigureAwait(false) ?? [])));
-        app.MapPost(Extension + "/exit/error", c => WithExtension(c, async (s, e) =>
-            s.OnExtensionExitError(e, Header(c, "Lambda-Extension-Function-Error-Type"), await ReadBodyAsync(c).ConfigureAwait(false) ?? [])));
+        app.MapPost(Extension + "/exit/error", c => WithExtension(c, async (_, e) =>
+            FunctionSession.OnExtensionExitError(e, Header(c, "Lambda-Extension-Function-Error-Type"), await ReadBodyAsync(c).ConfigureAwait(false) ?? [])));
     }
 
     private static string RequestId(HttpContext c) => c.Request.RouteValues["id"] as string ?? "";

@@ -76,6 +76,8 @@ internal sealed class GuestSetup(IGuestSystem system, ChildReaper reaper)
         catch (IOException e) { Warn(e.Message); }
     }
 
+    private static readonly string[] LoopbackUp = ["ip", "link", "set", "lo", "up"];
+
     /// <summary>firesharp.ip / firesharp.dns through busybox ip (the kernel's ip= needs nothing).</summary>
     public async Task ConfigureNetworkAsync(AgentBootConfig config)
     {
@@ -83,7 +85,7 @@ internal sealed class GuestSetup(IGuestSystem system, ChildReaper reaper)
         {
             var commands = new List<string[]>
             {
-                new[] { "ip", "link", "set", "lo", "up" },
+                LoopbackUp,
                 new[] { "ip", "link", "set", config.NetDevice, "up" },
                 new[] { "ip", "addr", "add", address, "dev", config.NetDevice },
             };

@@ -23,6 +23,8 @@ internal readonly record struct ExitStatus(int? ExitCode, int? Signal, bool Core
 /// subreaper) that includes orphans reparented to the agent, so no zombie is left behind. The
 /// agent never uses System.Diagnostics.Process, so nothing else waits for its children.
 /// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001",
+    Justification = "One per agent process, for its whole life: the reaper thread waits on _spawned until the process ends.")]
 internal sealed class ChildReaper
 {
     private readonly object _gate = new();

@@ -25,7 +25,7 @@ internal sealed class SpawnedProcess : IDisposable
     /// <summary>Sends <paramref name="signal"/> to the command's process group.</summary>
     public void KillGroup(int signal)
     {
-        if (LibC.killpg(Pid, signal) != 0) LibC.kill(Pid, signal);
+        if (LibC.killpg(Pid, signal) != 0) _ = LibC.kill(Pid, signal); // fails only if the process is gone already
     }
 
     public void Dispose()
@@ -83,7 +83,7 @@ internal static unsafe class ProcessSpawner
             for (int i = 0; i < 3; i++) SocketPair(out fds[2 * i], out fds[2 * i + 1]);
             // fds: [stdin parent, stdin child, stdout parent, stdout child, stderr parent, stderr child]
             var exited = reaper.Spawn(() => SpawnRaw(executable, argv, environment, cwd, fds[1], fds[3], fds[5]), out int pid);
-            for (int i = 1; i < 6; i += 2) { LibC.close(fds[i]); fds[i] = -1; }
+            for (int i = 1; i < 6; i += 2) { _ = LibC.close(fds[i]); fds[i] = -1; } // the child's ends: it has its copies
             var process = new SpawnedProcess
             {
                 Pid = pid,
@@ -97,7 +97,7 @@ internal static unsafe class ProcessSpawner
         finally
         {
             foreach (var fd in fds)
-                if (fd >= 0) LibC.close(fd);
+                if (fd >= 0) _ = LibC.close(fd); // cleanup after a failure: the spawn error is the one to report
         }
     }
 
@@ -140,8 +140,8 @@ internal static unsafe class ProcessSpawner
             if (dir != null) Check(Native.posix_spawn_file_actions_addchdir_np(actions, dir), "addchdir_np");
 
             sigset_t all, none;
-            LibC.sigfillset(&all);
-            LibC.sigemptyset(&none);
+            _ = LibC.sigfillset(&all); // these two fail only for a bad pointer (EINVAL)
+            _ = LibC.sigemptyset(&none);
             Check(Native.posix_spawnattr_setsigdefault(attr, &all), "setsigdefault");
             Check(Native.posix_spawnattr_setsigmask(attr, &none), "setsigmask");
             Check(Native.posix_spawnattr_setflags(attr, (short)(Native.POSIX_SPAWN_SETSIGDEF | Native.POSIX_SPAWN_SETSIGMASK | Native.POSIX_SPAWN_SETSID)), "setflags");
@@ -157,8 +157,8 @@ internal static unsafe class ProcessSpawner
         }
         finally
         {
-            if (actionsReady) Native.posix_spawn_file_actions_destroy(actions);
-            if (attrReady) Native.posix_spawnattr_destroy(attr);
+            if (actionsReady) _ = Native.posix_spawn_file_actions_destroy(actions); // glibc: always 0
+            if (attrReady) _ = Native.posix_spawnattr_destroy(attr);
             NativeMemory.Free(actions);
             NativeMemory.Free(attr);
             NativeMemory.Free(path);

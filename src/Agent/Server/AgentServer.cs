@@ -52,7 +52,7 @@ internal sealed class AgentServer(IAgentListener listener, AgentContext context)
                 {
                     Interlocked.Decrement(ref _connections);
                 }
-            });
+            }, CancellationToken.None); // an accepted connection is served even if the server is stopping
         }
     }
 

@@ -101,6 +101,6 @@ internal sealed class VsockAgentListener : IAgentListener
         if (_disposed) return;
         _disposed = true;
         Vsock.Shutdown(_fd); // wakes the blocked accept4
-        LibC.close(_fd);
+        _ = LibC.close(_fd); // the listener is going; nothing to do if close reports an error
     }
 }

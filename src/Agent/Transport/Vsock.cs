@@ -30,7 +30,7 @@ internal static unsafe class Vsock
         if (LibC.bind(fd, (sockaddr*)&addr, (socklen_t)(uint)sizeof(sockaddr_vm)) != 0 || LibC.listen(fd, backlog) != 0)
         {
             int err = LibC.errno;
-            LibC.close(fd);
+            _ = LibC.close(fd); // failing already: the bind/listen error is the one to report
             throw new IOException($"bind/listen vsock port {port}: {Native.ErrnoText(err)}");
         }
         return fd;
@@ -56,11 +56,12 @@ internal static unsafe class Vsock
         if (rc != 0)
         {
             int err = LibC.errno;
-            LibC.close(fd);
+            _ = LibC.close(fd); // failing already: the connect error is the one to report
             throw new IOException($"connect vsock {cid}:{port}: {Native.ErrnoText(err)}");
         }
         return new Socket(new SafeSocketHandle(fd, ownsHandle: true));
     }
 
-    public static void Shutdown(int fd) => LibC.shutdown(fd, LibC.SHUT_RDWR);
+    /// <summary>shutdown(SHUT_RDWR), to wake a thread blocked on the fd; an fd that is not connected has nothing to wake.</summary>
+    public static void Shutdown(int fd) => _ = LibC.shutdown(fd, LibC.SHUT_RDWR);
 }

@@ -72,29 +72,29 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
         }
     }
 
-    public async Task<IFunctionVm> CreateAsync(FunctionDefinition function, CancellationToken cancellationToken)
+    public async Task<IFunctionVm> CreateAsync(FunctionDefinition definition, CancellationToken cancellationToken)
     {
         long started = Stopwatch.GetTimestamp();
-        string snapshotDir = SnapshotDir(function);
-        if (function.SnapshotStart && Directory.Exists(snapshotDir))
+        string snapshotDir = SnapshotDir(definition);
+        if (definition.SnapshotStart && Directory.Exists(snapshotDir))
         {
-            string id = NewVmId(function.Name);
+            string id = NewVmId(definition.Name);
             try
             {
-                return await RestoreAsync(function, id, snapshotDir, started, cancellationToken).ConfigureAwait(false);
+                return await RestoreAsync(definition, id, snapshotDir, started, cancellationToken).ConfigureAwait(false);
             }
             catch (Exception e) when (e is VmApiException or AgentException or TimeoutException or FunctionInitException || (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
             {
-                LogRestoreFailed(logger, function.Name, function.Version, snapshotDir, e.Message);
+                LogRestoreFailed(logger, definition.Name, definition.Version, snapshotDir, e.Message);
                 await DestroyAsync(id).ConfigureAwait(false);
             }
         }
         for (int attempt = 0; ; attempt++)
         {
-            string id = NewVmId(function.Name);
+            string id = NewVmId(definition.Name);
             try
             {
-                return await BootAsync(function, id, started, cancellationToken).ConfigureAwait(false);
+                return await BootAsync(definition, id, started, cancellationToken).ConfigureAwait(false);
             }
             catch (VmEndedException e) when (attempt < BootRetries)
             {
@@ -104,7 +104,7 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
             catch (Exception e) when (e is VmEndedException or TimeoutException or AgentException)
             {
                 await DestroyAsync(id).ConfigureAwait(false);
-                throw VmApiException.Unavailable($"function {function.Name}: its VM could not start: {e.Message}");
+                throw VmApiException.Unavailable($"function {definition.Name}: its VM could not start: {e.Message}");
             }
             catch
             {
@@ -225,7 +225,7 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
 
     private async Task<IFunctionVm> RestoreAsync(FunctionDefinition f, string id, string snapshotDir, long started, CancellationToken ct)
     {
-        await manager.RestoreAsync(new RestoreVmCommand(id, snapshotDir) { Labels = Labels(f) }, ct).ConfigureAwait(false);
+        await manager.RestoreAsync(new RestoreVmCommand(id, snapshotDir) { Labels = Labels(f), CpuQuotaMillicpus = LambdaResources.CpuQuotaMillicpus(f.MemoryMib) }, ct).ConfigureAwait(false);
         var client = await ConnectAsync(id, RestoreAgentTimeout, ct).ConfigureAwait(false);
         var initDuration = Stopwatch.GetElapsedTime(started);
         LogRestored(logger, f.Name, f.Version, id, initDuration.TotalMilliseconds);
@@ -256,6 +256,7 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
             },
             Vcpus = f.Vcpus,
             MemMib = f.MemoryMib,
+            CpuQuotaMillicpus = LambdaResources.CpuQuotaMillicpus(f.MemoryMib),
             Drives = drives,
             Agent = true,
         };

@@ -6,8 +6,9 @@ namespace FireSharp.Daemon.Functions;
 /// The daemon's function records (each spec as stored), behind an asynchronous lock: one registry change at a
 /// time, and a caller that has to wait for the lock waits without holding a thread. The records are reachable
 /// only through the <see cref="Access"/> that <see cref="LockAsync"/> returns, so nothing reads them unlocked.
+/// A DI singleton: the container disposes it after the function manager that uses it.
 /// </summary>
-public sealed class FunctionRecords
+public sealed class FunctionRecords : IDisposable
 {
     private readonly Dictionary<string, Function> _records = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _gate = new(1, 1);
@@ -18,6 +19,8 @@ public sealed class FunctionRecords
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         return new Access(this);
     }
+
+    public void Dispose() => _gate.Dispose();
 
     /// <summary>The records while the lock is held.</summary>
     public sealed class Access : IDisposable

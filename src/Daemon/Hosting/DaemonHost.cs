@@ -126,7 +126,7 @@ public static class DaemonHost
 /// </summary>
 public sealed partial class DaemonStartup(DaemonOptions options, VmManager manager, ILogger<DaemonStartup> logger) : IHostedLifecycleService
 {
-    public Task StartingAsync(CancellationToken ct)
+    public Task StartingAsync(CancellationToken cancellationToken)
     {
         // A socket file left by a daemon that crashed: Kestrel would fail to bind.
         string? dir = Path.GetDirectoryName(options.Socket);
@@ -147,16 +147,16 @@ public sealed partial class DaemonStartup(DaemonOptions options, VmManager manag
         return Task.CompletedTask;
     }
 
-    public async Task StartAsync(CancellationToken ct)
+    public async Task StartAsync(CancellationToken cancellationToken)
     {
         var reason = KvmSystem.Probe(out string message);
         if (reason != KvmUnavailableReason.None)
             throw new InvalidOperationException($"KVM is not usable ({reason}): {message}");
         LogKvm(logger, KvmSystem.DevicePath, KvmSystem.IsPvmHost ? " (PVM: software virtualization)" : "");
-        await manager.InitializeAsync(ct).ConfigureAwait(false);
+        await manager.InitializeAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    public Task StartedAsync(CancellationToken ct)
+    public Task StartedAsync(CancellationToken cancellationToken)
     {
         if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(options.Socket, options.SocketMode);
         if (options.SocketGroup is { } group) ProcInfo.ChangeGroup(options.Socket, group);
@@ -164,11 +164,11 @@ public sealed partial class DaemonStartup(DaemonOptions options, VmManager manag
         return Task.CompletedTask;
     }
 
-    public Task StoppingAsync(CancellationToken ct) => Task.CompletedTask;
+    public Task StoppingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    public Task StopAsync(CancellationToken ct) => Task.CompletedTask;
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    public async Task StoppedAsync(CancellationToken ct)
+    public async Task StoppedAsync(CancellationToken cancellationToken)
     {
         await manager.DisposeAsync().ConfigureAwait(false);
         try { File.Delete(options.Socket); } catch (IOException) { }

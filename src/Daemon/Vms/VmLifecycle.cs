@@ -1,3 +1,4 @@
+using FireSharp.Daemon.Isolation;
 using FireSharp.Proto.Worker;
 using Microsoft.Extensions.Logging;
 
@@ -9,7 +10,7 @@ namespace FireSharp.Daemon.Vms;
 /// (<see cref="WorkerSupervisor.Apply"/>). Every failure leaves as a <see cref="VmApiException"/>.
 /// </summary>
 internal sealed class VmLifecycle(DaemonOptions options, HostLimits host, VmRegistry registry, VmAdmission admission,
-    WorkerSupervisor supervisor, GuestAgents agents, Jail.VmJails jails, EventHub events, ILogger logger)
+    WorkerSupervisor supervisor, VmCgroups cgroups, GuestAgents agents, Jail.VmJails jails, EventHub events, ILogger logger)
 {
     public async Task<VmInfo> CreateAsync(CreateVmCommand command, CancellationToken ct)
     {
@@ -180,6 +181,7 @@ internal sealed class VmLifecycle(DaemonOptions options, HostLimits host, VmRegi
     private async Task RemoveAsync(VmEntry entry)
     {
         await supervisor.RetireAsync(entry).ConfigureAwait(false);
+        await cgroups.RemoveAsync(entry.Id).ConfigureAwait(false); // the worker is gone, so the cgroup is empty
         lock (entry.Gate) entry.Deleted = true;
         registry.Store.Remove(entry);
         registry.Remove(entry); // its jail uid is free again

@@ -1,5 +1,6 @@
-using FireSharp.Daemon.Jail;
 using System.Runtime.CompilerServices;
+using FireSharp.Daemon.Isolation;
+using FireSharp.Daemon.Jail;
 using FireSharp.Daemon.Workers;
 using Microsoft.Extensions.Logging;
 
@@ -35,6 +36,7 @@ public sealed class VmManager : IAsyncDisposable
     private readonly VmLifecycle _lifecycle;
     private readonly VmSnapshots _snapshots;
     private readonly VmJails _jails;
+    private readonly VmCgroups _cgroups;
 
     public VmManager(DaemonOptions options, IWorkerLauncher launcher, HostLimits host, ILogger<VmManager> logger)
     {
@@ -44,8 +46,9 @@ public sealed class VmManager : IAsyncDisposable
         _admission = new VmAdmission(options, host, _registry);
         _agents = new GuestAgents(options, _registry, Events, logger);
         _jails = new VmJails(options, _registry, logger);
-        _supervisor = new WorkerSupervisor(options, launcher, _registry, Events, _agents, _jails, logger);
-        _lifecycle = new VmLifecycle(options, host, _registry, _admission, _supervisor, _agents, _jails, Events, logger);
+        _cgroups = new VmCgroups(options, logger);
+        _supervisor = new WorkerSupervisor(options, launcher, _cgroups, _registry, Events, _agents, _jails, logger);
+        _lifecycle = new VmLifecycle(options, host, _registry, _admission, _supervisor, _cgroups, _agents, _jails, Events, logger);
         _snapshots = new VmSnapshots(options, _registry, _lifecycle, _supervisor, _agents, _jails);
     }
 
@@ -54,9 +57,17 @@ public sealed class VmManager : IAsyncDisposable
 
     public DaemonOptions Options => _options;
 
-    /// <summary>Loads the state directory: re-adopts live workers, marks VMs whose worker is gone as FAILED, removes half-created VMs.</summary>
+    /// <summary>The per-VM cgroups in use (null when off): for tests and diagnostics.</summary>
+    internal CgroupHierarchy? Cgroups => _cgroups.Hierarchy;
+
+    /// <summary>
+    /// Loads the state directory: re-adopts live workers, marks VMs whose worker is gone as FAILED, removes
+    /// half-created VMs, and reaps the cgroups no live VM owns. With Cgroups=Required, a cgroup file system it
+    /// cannot use throws <see cref="CgroupException"/>.
+    /// </summary>
     public async Task InitializeAsync(CancellationToken ct)
     {
+        _cgroups.Initialize();
         // Worker sockets and logs live here: only the daemon's user gets in.
         if (OperatingSystem.IsWindows()) Directory.CreateDirectory(_options.VmsDir);
         else Directory.CreateDirectory(_options.VmsDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
@@ -76,6 +87,13 @@ public sealed class VmManager : IAsyncDisposable
         }
         // Jail and run directories of VMs that are gone (deleted while the daemon was down, half-created).
         _jails.ReapOrphans(_registry.Entries.Select(e => e.Id).ToHashSet(StringComparer.Ordinal));
+        await _cgroups.ReapAsync(HasLiveWorker).ConfigureAwait(false);
+    }
+
+    private bool HasLiveWorker(string id)
+    {
+        if (!_registry.TryFind(id, out var entry)) return false;
+        lock (entry.Gate) return entry.Session is not null;
     }
 
     // ---------------------------------------------------------------- lifecycle

@@ -88,6 +88,9 @@ public sealed record VmConfig
     public required KernelConfig Kernel { get; init; }
     public required int Vcpus { get; init; }
     public required long MemMib { get; init; }
+
+    /// <summary>CPU time the VM may use, in thousandths of a host CPU (1000 = one CPU); 0 for the default (see <see cref="Isolation.CgroupLimits"/>).</summary>
+    public int CpuQuotaMillicpus { get; init; }
     public IReadOnlyList<DriveConfig> Drives { get; init; } = [];
     public IReadOnlyList<NicConfig> NetworkInterfaces { get; init; } = [];
 
@@ -146,6 +149,9 @@ public sealed record RestoreVmCommand(string Id, string Dir)
 
     /// <summary>Leave the restored VM paused.</summary>
     public bool Paused { get; init; }
+
+    /// <summary>The restored VM's CPU quota in thousandths of a CPU; 0 for the default.</summary>
+    public int CpuQuotaMillicpus { get; init; }
 }
 
 /// <summary>Snapshot a running or paused VM into a new directory.</summary>

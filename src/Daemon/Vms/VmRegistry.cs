@@ -37,6 +37,9 @@ internal sealed class VmRegistry(DaemonOptions options, VmRecordStore store)
         return entry;
     }
 
+    /// <summary>The VM with this id, if it is in the registry (any string, no validation).</summary>
+    public bool TryFind(string id, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out VmEntry entry) => _vms.TryGetValue(id, out entry);
+
     /// <summary>Writes the VM's record (see <see cref="VmRecordStore.Save"/>).</summary>
     public void Save(VmEntry entry) => Store.Save(entry);
 

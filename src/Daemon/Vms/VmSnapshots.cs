@@ -84,6 +84,7 @@ internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, Vm
             ValidateAbsolute(path, $"overrides.drive_paths[{driveId}]", required: true);
         }
         ValidateAbsolute(command.VsockPath ?? "", "overrides.vsock_path", required: false);
+        SpecValidator.ValidateCpuQuota(command.CpuQuotaMillicpus, "overrides.cpu_quota_millicpus");
 
         LoadedSnapshot snapshot;
         try
@@ -103,7 +104,7 @@ internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, Vm
         if (command.VsockPath is not null && !hasVsock)
             throw VmApiException.Invalid("overrides.vsock_path", "the snapshot has no vsock device");
 
-        var spec = SpecOf(config, command.DrivePaths);
+        var spec = SpecOf(config, command.DrivePaths) with { CpuQuotaMillicpus = command.CpuQuotaMillicpus };
         var restoredFrom = command with
         {
             Dir = snapshot.Directory,

@@ -1,3 +1,4 @@
+using FireSharp.Daemon.Isolation;
 using FireSharp.Daemon.Jail;
 using FireSharp.Daemon.Workers;
 using FireSharp.Proto.Worker;
@@ -10,7 +11,7 @@ namespace FireSharp.Daemon.Vms;
 /// a daemon restart, watches each worker's events and death, and retires workers. A VM's state comes from its
 /// worker: every worker status, from an event or a call's reply, is applied once, in the worker's order.
 /// </summary>
-internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher launcher, VmRegistry registry, EventHub events, GuestAgents agents, VmJails jails, ILogger logger)
+internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher launcher, VmCgroups cgroups, VmRegistry registry, EventHub events, GuestAgents agents, VmJails jails, ILogger logger)
 {
     private static readonly TimeSpan ShutdownTimeout = TimeSpan.FromSeconds(15);
     private static readonly TimeSpan ExitWait = TimeSpan.FromSeconds(5);
@@ -22,8 +23,6 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
         var launch = jails.LaunchFor(entry);
         var process = await launcher.LaunchAsync(launch, ct).ConfigureAwait(false);
         VmLog.WorkerLaunched(logger, entry.Id, process.Pid, launch.Jail is not null, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
-        // Seam for per-VM cgroups: process.Pid is the worker that runs the VM (inside its jail); it has run no
-        // guest code yet, since the machine is built by the first request below.
         var session = new WorkerSession(process, new WorkerClient(process.SocketPath));
         lock (entry.Gate)
         {
@@ -33,6 +32,10 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
             entry.Vm = entry.Vm with { WorkerPid = process.Pid };
         }
         registry.Save(entry);
+        // Into the VM's cgroup before the first request: the worker runs no guest code until it builds the machine.
+        // process.Pid is the worker itself (a jailed one's own pid, from SO_PEERCRED, not unshare's); the worker never
+        // forks, and cgroup.procs moves all of its threads, so everything the VM runs is confined from here on.
+        cgroups.Enter(entry.Id, entry.Snapshot().Spec, process.Pid);
         WorkerRequest request;
         if (entry.RestoredFrom is { } restore) // made by RestoreVm: restore, don't boot
         {

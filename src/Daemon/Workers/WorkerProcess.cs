@@ -12,7 +12,11 @@ namespace FireSharp.Daemon.Workers;
 /// <summary>A running worker as the daemon sees it: a process (or, in tests, an in-process stand-in) and its socket.</summary>
 public abstract class WorkerProcess
 {
-    /// <summary>The process that runs the VM (a jailed one's pid as seen from the daemon's pid namespace).</summary>
+    /// <summary>
+    /// The process that runs the VM: it is moved into the VM's cgroup before the first request
+    /// (<see cref="Isolation.VmCgroups.Enter"/>), so a launcher that wraps the worker (a jail) must give the worker's
+    /// own pid here, not its wrapper's.
+    /// </summary>
     public required int Pid { get; init; }
     /// <summary>Field 22 of /proc/&lt;pid&gt;/stat; with the pid it identifies the process across daemon restarts.</summary>
     public required ulong StartTime { get; init; }

@@ -49,7 +49,7 @@ public static partial class FileSystem
         }
         finally
         {
-            Tmds.Linux.LibC.close(fd);
+            _ = Tmds.Linux.LibC.close(fd); // a read-only directory fd: close has nothing to report that fsync did not
         }
     }
 

@@ -18,7 +18,10 @@ public static partial class Signals
     private static readonly Lock s_lock = new();
 
     [LibraryImport("libc.so.6", EntryPoint = "pthread_self")]
-    public static partial nuint PthreadSelf();
+    private static partial nuint pthread_self();
+
+    /// <summary>The calling thread's pthread_t (the target of <see cref="Kick"/>).</summary>
+    public static nuint PthreadSelf() => pthread_self();
 
     [LibraryImport("libc.so.6", EntryPoint = "pthread_kill")]
     private static partial int pthread_kill(nuint thread, int sig);

@@ -72,6 +72,7 @@ public sealed unsafe class GuestMemory : IDisposable
     public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
     /// <summary>Maps <paramref name="totalBytes"/> of zeroed anonymous memory, split around the MMIO gap.</summary>
+    /// <exception cref="GuestMemoryMapException">mmap failed (ENOMEM: the host will not give that much address space).</exception>
     public static GuestMemory CreateAnonymous(ulong totalBytes)
     {
         if (totalBytes == 0 || totalBytes % MemoryLayout.PageSize != 0)
@@ -84,13 +85,13 @@ public sealed unsafe class GuestMemory : IDisposable
             {
                 void* p = mmap(null, (Tmds.Linux.size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
                 if (p == (void*)-1)
-                    throw new OutOfMemoryException($"mmap of {size} bytes of guest memory failed: {Errno.Text(errno)}");
+                    throw new GuestMemoryMapException(errno, $"{size} bytes of guest memory");
                 regions.Add(new GuestRegion(regions.Count, gpa, size, (nint)p));
             }
         }
         catch
         {
-            foreach (var r in regions) munmap((void*)r.HostAddress, (Tmds.Linux.size_t)r.Size);
+            foreach (var r in regions) Unmap(r);
             throw;
         }
         return new GuestMemory([.. regions]);
@@ -103,6 +104,7 @@ public sealed unsafe class GuestMemory : IDisposable
     /// copy. The file must not change while mapped; its size must be exactly <paramref name="totalBytes"/>.
     /// </summary>
     /// <exception cref="InvalidDataException">The file's size is not <paramref name="totalBytes"/>.</exception>
+    /// <exception cref="GuestMemoryMapException">mmap failed.</exception>
     public static GuestMemory CreateFromFile(string path, ulong totalBytes)
     {
         if (totalBytes == 0 || totalBytes % MemoryLayout.PageSize != 0)
@@ -120,14 +122,14 @@ public sealed unsafe class GuestMemory : IDisposable
                 void* p = mmap(null, (Tmds.Linux.size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE,
                     (int)file.DangerousGetHandle(), (Tmds.Linux.off_t)(long)offset);
                 if (p == (void*)-1)
-                    throw new OutOfMemoryException($"mmap of {size} bytes of {path} failed: {Errno.Text(errno)}");
+                    throw new GuestMemoryMapException(errno, $"{size} bytes of {path}");
                 regions.Add(new GuestRegion(regions.Count, gpa, size, (nint)p) { FileOffset = offset });
                 offset += size;
             }
         }
         catch
         {
-            foreach (var r in regions) munmap((void*)r.HostAddress, (Tmds.Linux.size_t)r.Size);
+            foreach (var r in regions) Unmap(r);
             file.Dispose();
             throw;
         }
@@ -338,10 +340,16 @@ public sealed unsafe class GuestMemory : IDisposable
         return null;
     }
 
+    /// <summary>
+    /// Unmaps a region this class mapped. munmap of a whole mapping we made fails only on a bug (EINVAL); there is
+    /// nothing a dispose or cleanup path could do about it, so its result is not checked.
+    /// </summary>
+    private static void Unmap(GuestRegion r) => _ = munmap((void*)r.HostAddress, (Tmds.Linux.size_t)r.Size);
+
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        foreach (var r in _regions) munmap((void*)r.HostAddress, (Tmds.Linux.size_t)r.Size);
+        foreach (var r in _regions) Unmap(r);
         _backingFile?.Dispose();
     }
 }

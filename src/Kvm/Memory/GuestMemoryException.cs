@@ -7,3 +7,10 @@ public sealed class GuestMemoryException(ulong gpa, ulong length, string? detail
     public ulong Gpa { get; } = gpa;
     public ulong Length { get; } = length;
 }
+
+/// <summary>The host refused to map guest memory (mmap failed with <see cref="Errno"/>; ENOMEM: not that much address space).</summary>
+public sealed class GuestMemoryMapException(int errno, string detail)
+    : Exception($"mmap of {detail} failed: {Kvm.Interop.Errno.Text(errno)}")
+{
+    public int Errno { get; } = errno;
+}

@@ -100,7 +100,7 @@ internal static class KvmStateIo
         if (s.Xsave is { } xsave)
         {
             if (Has(vm, KVM_CAP_XSAVE)) vcpu.SetXsave(xsave);
-            else machine.Logger.LogWarning("vcpu {Vcpu}: snapshot has XSAVE state but this host lacks KVM_CAP_XSAVE; restored FPU/SSE state only", s.Id);
+            else SnapshotLog.NoXsaveOnHost(machine.Logger, s.Id);
         }
         if (s.Xcrs is { } xcrs && Has(vm, KVM_CAP_XCRS)) vcpu.SetXcrs(xcrs);
         if (s.DebugRegs is { } debug) vcpu.SetDebugRegs(debug);
@@ -129,7 +129,7 @@ internal static class KvmStateIo
         foreach (var m in msrs)
         {
             try { vcpu.SetMsrs([m]); }
-            catch (KvmException) { log.LogWarning("vcpu {Vcpu}: KVM refused saved MSR 0x{Msr:x} = 0x{Value:x}", vcpu.Id, m.index, m.data); }
+            catch (KvmException) { SnapshotLog.MsrRefused(log, vcpu.Id, m.index, m.data); }
         }
     }
 
@@ -144,7 +144,7 @@ internal static class KvmStateIo
         try { return get(); }
         catch (KvmException e)
         {
-            log.LogWarning("snapshot: {What} failed ({Error}); that state is not saved", what, e.Message);
+            SnapshotLog.StateNotSaved(log, what, e.Message);
             return null;
         }
     }

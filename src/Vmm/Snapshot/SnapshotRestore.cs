@@ -118,11 +118,10 @@ public static class SnapshotRestore
             timings = new RestoreTimings(
                 Stopwatch.GetElapsedTime(start, loaded), Stopwatch.GetElapsedTime(loaded, created),
                 Stopwatch.GetElapsedTime(created, set), Stopwatch.GetElapsedTime(set, end), Stopwatch.GetElapsedTime(start, end));
-            overrides.Logger.LogInformation(
-                "restored {Dir} ({Mem} MiB, {Vcpus} vCPU) in {Total:F2} ms: state read {Read:F2} ms, VM created {Create:F2} ms, state set {Set:F2} ms, vCPU threads {Threads:F2} ms; {Run}",
-                snapshot.Directory, state.Config.MemoryBytes / MemoryLayout.MiB, state.Config.VcpuCount, timings.Total.TotalMilliseconds,
-                timings.ReadState.TotalMilliseconds, timings.CreateVm.TotalMilliseconds, timings.SetState.TotalMilliseconds,
-                timings.StartVcpus.TotalMilliseconds, overrides.Resume ? "resumed" : "left paused");
+            if (overrides.Logger.IsEnabled(LogLevel.Information))
+                SnapshotLog.Restored(overrides.Logger, snapshot.Directory, state.Config.MemoryBytes / MemoryLayout.MiB, state.Config.VcpuCount,
+                    timings.Total.TotalMilliseconds, timings.ReadState.TotalMilliseconds, timings.CreateVm.TotalMilliseconds,
+                    timings.SetState.TotalMilliseconds, timings.StartVcpus.TotalMilliseconds, overrides.Resume ? "resumed" : "left paused");
             return vm;
         }
         catch

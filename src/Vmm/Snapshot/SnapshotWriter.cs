@@ -146,8 +146,8 @@ public static class SnapshotWriter
                 BaseDirectory = diffInfo is null ? null : baseDir,
                 DiffPages = diffInfo?.PageCount,
             };
-            machine.Logger.LogInformation("snapshot {Dir}: {Written} KiB of {Total} MiB guest memory written, state {State} bytes, vCPUs paused {Paused:F1} ms",
-                target, written / 1024, result.MemoryBytes / MemoryLayout.MiB, bytes.Length, Stopwatch.GetElapsedTime(pausedAt).TotalMilliseconds);
+            double pausedMs = Stopwatch.GetElapsedTime(pausedAt).TotalMilliseconds;
+            SnapshotLog.Written(machine.Logger, target, written / 1024, result.MemoryBytes / MemoryLayout.MiB, bytes.Length, pausedMs);
             return result;
         }
         catch (IOException e) when (FileSystem.IsDiskFull(e))
@@ -261,8 +261,11 @@ public static class SnapshotWriter
         if (machine.Logger.IsEnabled(LogLevel.Debug))
         {
             foreach (var v in vcpus)
-                machine.Logger.LogDebug("snapshot: vcpu {Vcpu}: {Read} of {Listed} MSRs readable, XSAVE {Xsave}, XCRs {Xcrs}, debug registers {Debug}, LAPIC {Lapic}, MP state {Mp}",
-                    v.Id, v.Msrs.Length, indices.Length, v.Xsave.HasValue, v.Xcrs.HasValue, v.DebugRegs.HasValue, v.Lapic.HasValue, v.MpState?.ToString() ?? "none");
+            {
+                string mp = v.MpState?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none";
+                SnapshotLog.VcpuCaptured(machine.Logger, v.Id, v.Msrs.Length, indices.Length, v.Xsave.HasValue, v.Xcrs.HasValue,
+                    v.DebugRegs.HasValue, v.Lapic.HasValue, mp);
+            }
         }
         var devices = new Dictionary<string, byte[]>(StringComparer.Ordinal);
         var stateful = vm.Devices.Stateful;
@@ -363,7 +366,7 @@ public static class SnapshotWriter
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            log.LogError("snapshot: could not remove the partial snapshot {Dir}: {Error}", temp, e.Message);
+            SnapshotLog.PartialNotRemoved(log, temp, e.Message);
         }
     }
 }

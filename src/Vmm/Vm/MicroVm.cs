@@ -103,7 +103,7 @@ public sealed class MicroVm : IDisposable
                 {
                     foreach (var (p, why) in PvmQuirks.LinuxParameters)
                     {
-                        spec.Logger.LogInformation("PVM workaround: kernel parameter {Parameter} ({Why})", p, why);
+                        VmLog.PvmKernelParameter(spec.Logger, p, why);
                         cmdline += " " + p;
                     }
                 }
@@ -115,7 +115,7 @@ public sealed class MicroVm : IDisposable
                 CpuSetup.SetupLinux64(bsp, machine.Memory, plan.EntryRip, plan.BootInfoGpa);
             else
                 CpuSetup.SetupPvh(bsp, machine.Memory, plan.EntryRip, plan.BootInfoGpa);
-            spec.Logger.LogDebug("kernel {Kernel}: {Format}, entry {Mode} at 0x{Rip:x}", spec.KernelPath, plan.Kernel.Format, plan.Mode, plan.EntryRip);
+            VmLog.KernelLoaded(spec.Logger, spec.KernelPath, plan.Kernel.Format, plan.Mode, plan.EntryRip);
             return new MicroVm(machine, devices, plan, spec.KernelPath, started);
         }
         catch
@@ -200,7 +200,7 @@ public sealed class MicroVm : IDisposable
         Console = new PowerDownWatcher(spec.Serial, machine.RequestExit),
         GuestReset = () => machine.RequestExit(new VmExit(VmExitKind.Reset, "guest reset through the i8042 controller")),
         BootStart = started,
-        BootDone = t => spec.Logger.LogInformation("guest boot done after {Ms:F1} ms", t.TotalMilliseconds),
+        BootDone = t => VmLog.BootDone(spec.Logger, t.TotalMilliseconds),
     };
 
     /// <summary>
@@ -214,7 +214,7 @@ public sealed class MicroVm : IDisposable
     {
         if (kernel.Format != KernelFormat.Elf)
         {
-            logger.LogDebug("cannot check a compressed kernel for virtio-mmio command-line device support");
+            VmLog.CompressedKernelNotChecked(logger);
             return;
         }
         ReadOnlySpan<byte> marker = "virtio_mmio.device\0"u8;

@@ -22,7 +22,7 @@ public static class RipSampler
                 {
                     if (vm.State != VmState.Running || !vm.Pause(TimeSpan.FromSeconds(2))) continue;
                     var samples = vm.Vcpus.Select(v => $"vcpu{v.Id} rip=0x{v.GetRegs().rip:x} mp={v.GetMpState()}");
-                    vm.Logger.LogWarning("rip sample: {Samples}", string.Join("; ", samples));
+                    VmLog.RipSample(vm.Logger, string.Join("; ", samples));
                     vm.Resume();
                 }
                 catch (Exception e) when (e is InvalidOperationException or Kvm.KvmException)

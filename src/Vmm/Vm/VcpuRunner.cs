@@ -180,7 +180,7 @@ internal sealed class VcpuRunner(VirtualMachine machine, KvmVcpu vcpu)
             if (op == PvmQuirks.Int3)
             {
                 if (_int3Fixups++ == 0)
-                    machine.Logger.LogInformation("PVM workaround: emulator lacks int3; injecting #BP (vcpu {Vcpu}, rip 0x{Rip:x})", Vcpu.Id, regs.rip);
+                    VmLog.PvmInt3(machine.Logger, Vcpu.Id, regs.rip);
                 regs.rip += 1;
                 Vcpu.SetRegs(regs);
                 var events = Vcpu.GetVcpuEvents();
@@ -195,7 +195,7 @@ internal sealed class VcpuRunner(VirtualMachine machine, KvmVcpu vcpu)
             if (op == PvmQuirks.Fwait)
             {
                 if (_fwaitFixups++ == 0)
-                    machine.Logger.LogInformation("PVM workaround: emulator lacks fwait; skipping it (vcpu {Vcpu}, rip 0x{Rip:x})", Vcpu.Id, regs.rip);
+                    VmLog.PvmFwait(machine.Logger, Vcpu.Id, regs.rip);
                 regs.rip += 1;
                 Vcpu.SetRegs(regs);
                 return null;

@@ -263,7 +263,7 @@ public sealed class VirtualMachine : IDisposable
             Kvm.CreatePit2();
         }
         if (IsPvm)
-            Logger.LogInformation("PVM host detected (/sys/module/kvm_pvm): guest kernel code runs in KVM's emulator; applying PVM workarounds");
+            VmLog.PvmHost(Logger);
 
         if (restoredCpuid is not null)
         {
@@ -280,7 +280,7 @@ public sealed class VirtualMachine : IDisposable
         var supported = _kvm.GetSupportedCpuid();
         var masked = IsPvm ? PvmQuirks.MaskedFeatures : [];
         foreach (var f in masked)
-            Logger.LogInformation("PVM workaround: hiding CPUID feature {Feature}", f.Name);
+            VmLog.PvmHiddenFeature(Logger, f.Name);
 
         for (int i = 0; i < _runners.Length; i++)
         {
@@ -289,7 +289,7 @@ public sealed class VirtualMachine : IDisposable
             _cpuid[i] = Cpuid.ForVcpu(supported, i, _runners.Length, masked);
             vcpu.SetCpuid(_cpuid[i]);
             foreach (var refused in CpuSetup.SetupMsrs(vcpu))
-                Logger.LogWarning("vcpu {Vcpu}: host refused initial value of MSR {Msr}", i, refused);
+                VmLog.MsrRefused(Logger, i, refused);
             if (Options.InKernelIrqchip) CpuSetup.SetupLapic(vcpu);
         }
     }
@@ -378,7 +378,7 @@ public sealed class VirtualMachine : IDisposable
     public void RequestExit(VmExit exit)
     {
         if (Interlocked.CompareExchange(ref _exit, exit, null) is null && exit.Kind != VmExitKind.Stopped)
-            Logger.LogInformation("VM exit: {Exit}", exit);
+            VmLog.Exit(Logger, exit);
         _stopRequested = true;
         _resumeEvent.Set();
         lock (_stateLock)
@@ -443,7 +443,7 @@ public sealed class VirtualMachine : IDisposable
             try { Stop(); }
             catch (TimeoutException e)
             {
-                Logger.LogError("VM dispose: {Error}; its memory stays mapped until they end", e.Message);
+                VmLog.DisposeTimedOut(Logger, e.Message);
                 _exited.Task.ContinueWith(_ => Release(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
                 return;
             }

@@ -189,6 +189,9 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
     }
 
     public string StateDir { get; }
+
+    /// <summary>This daemon's parent cgroup (one per daemon, so parallel tests never reap each other's VMs' cgroups); removed on dispose.</summary>
+    public string CgroupParent { get; } = Isolation.CgroupTestSupport.UniqueParent();
     public string Socket { get; }
     public string NotifyPath { get; }
     public VmService.VmServiceClient Client { get; private set; } = null!;
@@ -224,7 +227,8 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var a in (string[])["serve", $"--Socket={Socket}", $"--StateDir={StateDir}", "--LogLevel=Debug", "--DefaultStopGraceSeconds=2", .. _extra]) psi.ArgumentList.Add(a);
+        foreach (var a in (string[])["serve", $"--Socket={Socket}", $"--StateDir={StateDir}", "--LogLevel=Debug", "--DefaultStopGraceSeconds=2", $"--CgroupParent={CgroupParent}", .. _extra])
+            psi.ArgumentList.Add(a);
         psi.Environment["NOTIFY_SOCKET"] = NotifyPath;
         psi.Environment.Remove("INVOCATION_ID");
         psi.Environment.Remove("JOURNAL_STREAM");
@@ -294,10 +298,11 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
     /// <summary>Reads the console (with replay) until <paramref name="text"/> appears (fails after 60 s).</summary>
     public Task<string> ReadConsoleUntilAsync(string id, string text) => Client.ReadConsoleUntilAsync(id, text);
 
-    /// <summary>No live worker (or jail wrapper) of this daemon, no VM, jail or run directory or worker socket, no daemon fd into vms/.</summary>
+    /// <summary>No live worker (or jail wrapper) of this daemon, no VM, jail or run directory, worker socket or VM cgroup, no daemon fd into vms/.</summary>
     public void AssertNothingLeft()
     {
         Assert.Empty(WorkerPids(includeJailWrappers: true));
+        Assert.Empty(FireSharp.Daemon.Isolation.CgroupHierarchy.Detect(Isolation.CgroupTestSupport.Root, CgroupParent)?.Children() ?? []);
         Assert.Empty(Directory.GetFileSystemEntries(VmsDir));
         foreach (var sub in new[] { "jail", "run" })
             if (Directory.Exists(Path.Combine(StateDir, sub))) Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(StateDir, sub)));
@@ -356,6 +361,7 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
         }
         _process?.Dispose();
         _notify.Dispose();
+        Isolation.CgroupTestSupport.RemoveParent(Isolation.CgroupTestSupport.Root, CgroupParent);
         try { Directory.Delete(StateDir, recursive: true); }
         catch (IOException) { }
     }

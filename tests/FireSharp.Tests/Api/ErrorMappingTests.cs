@@ -133,7 +133,7 @@ public sealed class ErrorMappingTests(ITestOutputHelper output)
         e = await Assert.ThrowsAsync<RpcException>(() => interceptor.UnaryServerHandler<string, string>("", gone, (_, ctx) => throw new OperationCanceledException(ctx.CancellationToken)));
         Assert.Equal(StatusCode.Cancelled, e.StatusCode);
 
-        e = await Assert.ThrowsAsync<RpcException>(() => interceptor.UnaryServerHandler<string, string>("", new FakeContext(), (_, _) => throw new NullReferenceException("oops")));
+        e = await Assert.ThrowsAsync<RpcException>(() => interceptor.UnaryServerHandler<string, string>("", new FakeContext(), (_, _) => throw new InvalidOperationException("oops")));
         Assert.Equal(StatusCode.Internal, e.StatusCode);
         Assert.Contains("oops", e.Status.Detail);
 

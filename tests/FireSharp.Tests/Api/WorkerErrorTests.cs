@@ -57,6 +57,18 @@ public sealed class WorkerErrorTests
     }
 
     [Fact]
+    public void A_refused_guest_memory_mapping_is_resource_exhausted_on_the_memory_field()
+    {
+        // GuestMemory used to throw OutOfMemoryException here, which the worker's request handler does not catch.
+        var create = WorkerFailures.ForCreate(new FireSharp.Memory.GuestMemoryMapException(Errno.ENOMEM, "x bytes of guest memory"));
+        Assert.Equal(WorkerErrorCode.WorkerErrorResourceExhausted, create!.Code);
+        Assert.Equal("spec.machine.mem_mib", create.Field);
+        var restore = WorkerFailures.ForRestore(new FireSharp.Memory.GuestMemoryMapException(Errno.ENOMEM, "x bytes of mem"));
+        Assert.Equal(WorkerErrorCode.WorkerErrorResourceExhausted, restore!.Code);
+        Assert.Equal("dir", restore.Field);
+    }
+
+    [Fact]
     public void Boot_and_device_errors_name_their_field_from_typed_data()
     {
         // The initrd is named by the exception's File, not by finding its path in the message.

@@ -84,7 +84,7 @@ public sealed class AgentCommandsTests(SharedAgent shared) : IClassFixture<Share
 {
     private static CancellationToken Deadline() => new CancellationTokenSource(TimeSpan.FromSeconds(60)).Token;
 
-    private async Task<(int Code, string Stdout, string Stderr, string Diagnostics)> ExecAsync(
+    private static async Task<(int Code, string Stdout, string Stderr, string Diagnostics)> ExecAsync(
         string vsock, string[] argv, TimeSpan? timeout = null, string stdin = "")
     {
         using var stdout = new MemoryStream();

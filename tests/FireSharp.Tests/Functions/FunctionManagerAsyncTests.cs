@@ -21,7 +21,7 @@ public sealed class FunctionManagerAsyncTests : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        var options = new DaemonOptions { StateDir = _dir, Socket = Path.Combine(_dir, "api.sock") };
+        var options = new DaemonOptions { StateDir = _dir, Socket = Path.Combine(_dir, "api.sock"), Cgroups = FireSharp.Daemon.Isolation.CgroupMode.Off };
         foreach (var f in (string[])["vmlinux", "rootfs.ext4", "code.ext4"])
             await File.WriteAllTextAsync(Path.Combine(_dir, f), "stand-in");
         _pool = new FunctionPool(new FakeFunctionVmFactory());
@@ -42,6 +42,7 @@ public sealed class FunctionManagerAsyncTests : IAsyncLifetime
     public async Task DisposeAsync()
     {
         await _pool.DisposeAsync().AsTask().WaitAsync(Live);
+        _records.Dispose();
         try { Directory.Delete(_dir, recursive: true); } catch (IOException) { }
     }
 

@@ -44,7 +44,7 @@ internal sealed class FunctionTestServer : IAsyncDisposable
     public static async Task<FunctionTestServer> StartAsync(Func<DaemonOptions, DaemonOptions>? configure = null, string? stateDir = null, FakeFunctionVmFactory? factory = null)
     {
         stateDir ??= ApiTestServerDir();
-        var options = new DaemonOptions { StateDir = stateDir, Socket = Path.Combine(stateDir, "api.sock"), FunctionConcurrencyLimit = 150 };
+        var options = new DaemonOptions { StateDir = stateDir, Socket = Path.Combine(stateDir, "api.sock"), FunctionConcurrencyLimit = 150, Cgroups = FireSharp.Daemon.Isolation.CgroupMode.Off };
         if (configure is not null) options = configure(options);
         var server = new FunctionTestServer(options, factory ?? new FakeFunctionVmFactory());
         foreach (var f in (string[])[server.Kernel, server.Rootfs, server.Code, .. Enumerable.Range(0, 7).Select(server.Layer)])
@@ -130,10 +130,10 @@ internal sealed class FakeFunctionVmFactory : IFunctionVmFactory
 
     public void ReleaseAll() => _gate.TrySetResult();
 
-    public Task<IFunctionVm> CreateAsync(FunctionDefinition function, CancellationToken cancellationToken)
+    public Task<IFunctionVm> CreateAsync(FunctionDefinition definition, CancellationToken cancellationToken)
     {
         int n = Interlocked.Increment(ref _created);
-        return Task.FromResult<IFunctionVm>(new FakeVm(this, $"fake-{function.Name}-{n}"));
+        return Task.FromResult<IFunctionVm>(new FakeVm(this, $"fake-{definition.Name}-{n}"));
     }
 
     public Task DiscardSnapshotsAsync(string functionName, string? keepVersion, CancellationToken cancellationToken)

@@ -22,7 +22,7 @@ public class LinuxCloneTests(Xunit.Abstractions.ITestOutputHelper output)
         output.WriteLine($"fixture {(fixture.Built ? "built" : "reused")} in {fixture.PrepareTime.TotalSeconds:F1} s: {fixture.SnapshotDir}");
         using var cts = new CancellationTokenSource(Timeout);
 
-        var clones = await Task.WhenAll(Enumerable.Range(0, 3).Select(i => Task.Run(() => fixture.RestoreCloneAsync($"clone{i}", cts.Token))));
+        var clones = await Task.WhenAll(Enumerable.Range(0, 3).Select(i => Task.Run(() => fixture.RestoreCloneAsync($"clone{i}", ct: cts.Token))));
         try
         {
             Assert.Equal(3, clones.Select(c => c.VsockPath).Distinct().Count());
@@ -44,7 +44,7 @@ public class LinuxCloneTests(Xunit.Abstractions.ITestOutputHelper output)
 
             // Restore to the first Exec reply, on a fresh clone (PVM host; informational).
             var sw = Stopwatch.StartNew();
-            await using (var fresh = await fixture.RestoreCloneAsync("latency", cts.Token))
+            await using (var fresh = await fixture.RestoreCloneAsync("latency", ct: cts.Token))
             {
                 var r = await fresh.ExecAsync(cts.Token, "true");
                 Assert.Equal(0, r.Code);
@@ -71,7 +71,7 @@ public class LinuxCloneTests(Xunit.Abstractions.ITestOutputHelper output)
         using var cts = new CancellationTokenSource(Timeout);
         const string Draw = "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'";
 
-        var plain = await Task.WhenAll(Enumerable.Range(0, 2).Select(i => fixture.RestoreCloneAsync($"plain{i}", cts.Token, reseed: false)));
+        var plain = await Task.WhenAll(Enumerable.Range(0, 2).Select(i => fixture.RestoreCloneAsync($"plain{i}", reseed: false, cts.Token)));
         try
         {
             var draws = await Task.WhenAll(plain.Select(c => RunAsync(c, cts.Token, "sh", "-c", Draw)));
@@ -82,7 +82,7 @@ public class LinuxCloneTests(Xunit.Abstractions.ITestOutputHelper output)
             foreach (var c in plain) await c.DisposeAsync();
         }
 
-        var clones = await Task.WhenAll(Enumerable.Range(0, 2).Select(i => fixture.RestoreCloneAsync($"seeded{i}", cts.Token, reseed: true)));
+        var clones = await Task.WhenAll(Enumerable.Range(0, 2).Select(i => fixture.RestoreCloneAsync($"seeded{i}", reseed: true, cts.Token)));
         try
         {
             // A reseed that reports nothing is a failure, not a skip: clones that cannot be reseeded share one RNG state.

@@ -291,7 +291,7 @@ public sealed class LinuxGuestFixture
     /// </summary>
     /// <remarks>With <paramref name="reseed"/> the clone's kernel RNG gets fresh host entropy first (<see cref="AgentClient.ReseedAsync"/>);
     /// <see cref="LinuxClone.Reseeded"/> is null when the guest's agent predates that request.</remarks>
-    public async Task<LinuxClone> RestoreCloneAsync(string? name = null, CancellationToken ct = default, bool reseed = true)
+    public async Task<LinuxClone> RestoreCloneAsync(string? name = null, bool reseed = true, CancellationToken ct = default)
     {
         string dir = Path.Combine("/tmp", "fsc-" + Guid.NewGuid().ToString("N")[..10]);
         System.IO.Directory.CreateDirectory(dir);
@@ -318,7 +318,7 @@ public sealed class LinuxGuestFixture
         var clone = new LinuxClone(name ?? Path.GetFileName(dir), dir, vm, console, uds) { RestoreTime = restored };
         try
         {
-            clone.Agent = await ConnectAgentAsync(clone, ct, Log).ConfigureAwait(false);
+            clone.Agent = await ConnectAgentAsync(clone, Log, ct).ConfigureAwait(false);
             clone.RestoreToAgent = Stopwatch.GetElapsedTime(t0);
             if (reseed)
             {
@@ -341,7 +341,7 @@ public sealed class LinuxGuestFixture
     }
 
     /// <summary>Connects (CONNECT 52 + Hello) until the agent answers: right after the restore the guest is still handling the transport reset.</summary>
-    public static async Task<AgentClient> ConnectAgentAsync(LinuxClone clone, CancellationToken ct = default, Action<string>? log = null)
+    public static async Task<AgentClient> ConnectAgentAsync(LinuxClone clone, Action<string>? log = null, CancellationToken ct = default)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         timeout.CancelAfter(AgentConnectTimeout);

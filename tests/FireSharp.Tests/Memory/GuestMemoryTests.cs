@@ -31,6 +31,16 @@ public class GuestMemoryTests
     }
 
     [Fact]
+    public void A_mapping_the_host_refuses_is_a_GuestMemoryMapException_with_its_errno()
+    {
+        // 1 PiB is more than a process's 128 TiB of address space: mmap fails with ENOMEM (even with MAP_NORESERVE).
+        // The worker maps that errno to RESOURCE_EXHAUSTED; an OutOfMemoryException (what this threw before) is the
+        // runtime's own and escaped the worker's request handler.
+        var e = Assert.Throws<GuestMemoryMapException>(() => GuestMemory.CreateAnonymous(1UL << 50));
+        Assert.Equal(FireSharp.Kvm.Interop.Errno.ENOMEM, e.Errno);
+    }
+
+    [Fact]
     public void ReadsAndWritesRoundTrip()
     {
         using var mem = GuestMemory.CreateAnonymous(MemoryLayout.MiB);

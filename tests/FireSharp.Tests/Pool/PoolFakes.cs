@@ -155,11 +155,11 @@ internal sealed class FakeFactory : IFunctionVmFactory
         Duration = TimeSpan.FromMilliseconds(5),
     };
 
-    public async Task<IFunctionVm> CreateAsync(FunctionDefinition function, CancellationToken cancellationToken)
+    public async Task<IFunctionVm> CreateAsync(FunctionDefinition definition, CancellationToken cancellationToken)
     {
         CreateCalls.Increment();
-        if (OnCreate is { } hook) await hook(function, cancellationToken);
-        var vm = new FakeVm(this, $"vm-{Interlocked.Increment(ref _next)}", function, CreatedAs, InitDuration);
+        if (OnCreate is { } hook) await hook(definition, cancellationToken);
+        var vm = new FakeVm(this, $"vm-{Interlocked.Increment(ref _next)}", definition, CreatedAs, InitDuration);
         Vms.Enqueue(vm);
         return vm;
     }

@@ -31,11 +31,10 @@ public class DeviceStateTests
         {
             var a = new Serial16550(NullSerialSink.Instance, new FakeInterruptLine());
             a.SetState(state);
-            IStatefulDevice source = a;
             var b = new Serial16550(NullSerialSink.Instance, new FakeInterruptLine());
-            ((IStatefulDevice)b).RestoreState(source.SaveState());
+            ((IStatefulDevice)b).RestoreState(((IStatefulDevice)a).SaveState());
             Assert.Equal(a.GetState(), b.GetState());
-            Assert.Equal("com1", source.StateId);
+            Assert.Equal("com1", ((IStatefulDevice)a).StateId);
         });
     }
 

@@ -7,7 +7,7 @@ namespace FireSharp.Tests.Snapshot;
 
 /// <summary>Diff snapshots (only the pages dirtied since the previous snapshot) of the counter guest.</summary>
 [Collection("kvm")]
-public class DiffSnapshotTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposable
+public sealed class DiffSnapshotTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposable
 {
     public void Dispose() => SnapshotTestSupport.CleanUp();
 

@@ -10,7 +10,7 @@ namespace FireSharp.Tests.Snapshot;
 
 /// <summary>Snapshots of VMs with virtio-blk drives: the drive set, path overrides, mismatches, I/O across a snapshot.</summary>
 [Collection("kvm")]
-public class DriveSnapshotTests : IDisposable
+public sealed class DriveSnapshotTests : IDisposable
 {
     public void Dispose() => SnapshotTestSupport.CleanUp();
 

@@ -5,7 +5,7 @@ using FireSharp.Tests.Support;
 namespace FireSharp.Tests.Snapshot;
 
 /// <summary>Guest memory mapped privately from a snapshot's memory file, and the sparse-scan helper.</summary>
-public class GuestMemoryFileTests : IDisposable
+public sealed class GuestMemoryFileTests : IDisposable
 {
     public void Dispose() => SnapshotTestSupport.CleanUp();
 

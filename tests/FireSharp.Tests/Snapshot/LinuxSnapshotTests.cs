@@ -27,7 +27,7 @@ public class LinuxSnapshotTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.True(AllocatedBytes(memory.FullName) < memory.Length / 2, "memory file is not sparse");
 
         using var cts = new CancellationTokenSource(CloneTimeout);
-        var clones = await Task.WhenAll(Enumerable.Range(0, 3).Select(i => fixture.RestoreCloneAsync($"console{i}", cts.Token, reseed: false)));
+        var clones = await Task.WhenAll(Enumerable.Range(0, 3).Select(i => fixture.RestoreCloneAsync($"console{i}", reseed: false, cts.Token)));
         try
         {
             // The shell /init started on the console (it may have started after the snapshot) answers an empty line with its prompt.

@@ -14,7 +14,7 @@ namespace FireSharp.Tests.Snapshot;
 /// queue where the driver left it, and serving the restored guest; a VM without one restores without one.
 /// </summary>
 [Collection("kvm")]
-public class RngSnapshotTests : IDisposable
+public sealed class RngSnapshotTests : IDisposable
 {
     public void Dispose() => SnapshotTestSupport.CleanUp();
 

@@ -9,7 +9,7 @@ namespace FireSharp.Tests.Snapshot;
 
 /// <summary>A snapshot taken in the middle of a stream of I/O exits loses no instruction and repeats none.</summary>
 [Collection("kvm")]
-public class SnapshotConsistencyTests : IDisposable
+public sealed class SnapshotConsistencyTests : IDisposable
 {
     public void Dispose() => SnapshotTestSupport.CleanUp();
 

@@ -10,7 +10,7 @@ namespace FireSharp.Tests.Snapshot;
 /// (`--snapshot-after-ms N --snapshot-dir D --snapshot-exit`), whose memory file this test reads.
 /// </summary>
 [Collection("kvm")]
-public class SnapshotProcessTests : IDisposable
+public sealed class SnapshotProcessTests : IDisposable
 {
     public void Dispose() => SnapshotTestSupport.CleanUp();
 

@@ -13,7 +13,7 @@ namespace FireSharp.Tests.Snapshot;
 /// happens before /dev/kvm is touched (the test counts this process's KVM VM file descriptors).
 /// </summary>
 [Collection("kvm")]
-public class SnapshotRejectionTests : IDisposable
+public sealed class SnapshotRejectionTests : IDisposable
 {
     public void Dispose() => SnapshotTestSupport.CleanUp();
 

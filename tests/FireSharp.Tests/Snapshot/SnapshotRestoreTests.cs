@@ -9,7 +9,7 @@ namespace FireSharp.Tests.Snapshot;
 
 /// <summary>Snapshot and restore of the counter guest within this process (KVM).</summary>
 [Collection("kvm")]
-public class SnapshotRestoreTests : IDisposable
+public sealed class SnapshotRestoreTests : IDisposable
 {
     public void Dispose() => SnapshotTestSupport.CleanUp();
 

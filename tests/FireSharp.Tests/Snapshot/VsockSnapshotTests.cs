@@ -15,7 +15,7 @@ namespace FireSharp.Tests.Snapshot;
 /// recorded path that is still in use. (The Linux fixture tests show a guest's agent answering after restore.)
 /// </summary>
 [Collection("kvm")]
-public class VsockSnapshotTests : IDisposable
+public sealed class VsockSnapshotTests : IDisposable
 {
     public void Dispose() => SnapshotTestSupport.CleanUp();
 

@@ -166,7 +166,7 @@ internal sealed class MemoryBackend(int bytes, bool readOnly = false) : IBlockBa
 {
     public byte[] Data { get; } = new byte[bytes];
     public ulong SizeBytes => (ulong)Data.Length;
-    public bool ReadOnly { get; } = readOnly;
+    public bool IsReadOnly { get; } = readOnly;
     public int Flushes { get; private set; }
     public Action? OnFlush { get; set; }
     public bool FailIo { get; set; }
@@ -181,7 +181,7 @@ internal sealed class MemoryBackend(int bytes, bool readOnly = false) : IBlockBa
     public void Write(ulong offset, ReadOnlySpan<byte> source)
     {
         if (FailIo) throw new IOException("injected write failure");
-        if (ReadOnly) throw new InvalidOperationException("device wrote to a read-only backend");
+        if (IsReadOnly) throw new InvalidOperationException("device wrote to a read-only backend");
         source.CopyTo(Data.AsSpan((int)offset));
     }
 

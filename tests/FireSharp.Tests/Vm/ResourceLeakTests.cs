@@ -9,7 +9,7 @@ namespace FireSharp.Tests.Vm;
 /// since any other test opening a socket or a VM at the same time would move the counts.
 /// </summary>
 [CollectionDefinition("process-wide resources", DisableParallelization = true)]
-public sealed class ProcessWideResourcesCollection;
+public sealed class ProcessWideResources;
 
 [Collection("process-wide resources")]
 public sealed class ResourceLeakTests

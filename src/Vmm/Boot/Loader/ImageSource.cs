@@ -109,7 +109,11 @@ internal sealed class FileImageSource(SafeFileHandle handle, string path, BootFi
         }
     }
 
-    public override void Dispose() => handle.Dispose();
+    public override void Dispose()
+    {
+        handle.Dispose();
+        base.Dispose();
+    }
 }
 
 internal static class GuestFill

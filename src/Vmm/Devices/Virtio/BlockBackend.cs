@@ -11,7 +11,7 @@ public interface IBlockBackend : IDisposable
     /// <summary>Size in bytes (a multiple of 512).</summary>
     ulong SizeBytes { get; }
 
-    bool ReadOnly { get; }
+    bool IsReadOnly { get; }
 
     /// <summary>Fills all of <paramref name="destination"/> from byte <paramref name="offset"/>.</summary>
     void Read(ulong offset, Span<byte> destination);
@@ -35,12 +35,12 @@ public sealed class RawImageBackend : IBlockBackend
         Path = path;
         _handle = handle;
         SizeBytes = size;
-        ReadOnly = readOnly;
+        IsReadOnly = readOnly;
     }
 
     public string Path { get; }
     public ulong SizeBytes { get; }
-    public bool ReadOnly { get; }
+    public bool IsReadOnly { get; }
 
     /// <summary>
     /// Opens an image, or throws <see cref="VirtioConfigException"/> naming <paramref name="field"/>: missing,
@@ -112,13 +112,13 @@ public sealed class RawImageBackend : IBlockBackend
 
     public void Write(ulong offset, ReadOnlySpan<byte> source)
     {
-        if (ReadOnly) throw new IOException($"{Path} is read-only");
+        if (IsReadOnly) throw new IOException($"{Path} is read-only");
         RandomAccess.Write(_handle, source, checked((long)offset)); // writes all of it or throws
     }
 
     public void Flush()
     {
-        if (ReadOnly) return;
+        if (IsReadOnly) return;
         bool added = false;
         try
         {

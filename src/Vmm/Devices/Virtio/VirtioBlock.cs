@@ -74,7 +74,7 @@ public sealed class VirtioBlock : IVirtioDevice, IStatefulDevice, IDisposable
     public int QueueCount => 1;
     public ushort MaxQueueSize { get; }
     public ulong CapacitySectors { get; }
-    public bool ReadOnly => _backend.ReadOnly;
+    public bool ReadOnly => _backend.IsReadOnly;
     public IBlockBackend Backend => _backend;
 
     public ulong DeviceFeatures =>

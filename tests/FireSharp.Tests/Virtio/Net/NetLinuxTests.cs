@@ -17,7 +17,7 @@ namespace FireSharp.Tests.Virtio.Net;
 /// address; <c>firesharp run --net TAP,ip=...</c> runs inside it (<c>ip netns exec</c>), so nothing touches the
 /// host's own network. Through the agent (vsock) the guest pings the host, and a TCP connection between a host
 /// socket (made inside the namespace by a thread that entered it with setns) and busybox <c>nc -l</c> in the
-/// guest moves random bytes both ways, checked by MD5. The binary is FIRESHARP_BIN, else build/firesharp.
+/// guest moves random bytes both ways, checked by SHA-256. The binary is FIRESHARP_BIN, else build/firesharp.
 /// </summary>
 [Collection("kvm")]
 [Trait("Category", "Slow")]
@@ -99,9 +99,9 @@ public partial class NetLinuxTests(Xunit.Abstractions.ITestOutputHelper output)
             Assert.Contains("1 packets received", text);
 
             // TCP both ways: the guest's nc serves a random file and stores what it receives.
-            (code, text) = await ExecAsync(uds, $"head -c {GuestToHostBytes} /dev/urandom > /tmp/out && md5sum /tmp/out", cts.Token);
+            (code, text) = await ExecAsync(uds, $"head -c {GuestToHostBytes} /dev/urandom > /tmp/out && sha256sum /tmp/out", cts.Token);
             Assert.True(code == 0, text);
-            string guestOutMd5 = text.Split(' ')[0];
+            string guestOutHash = text.Split(' ')[0];
             (code, text) = await ExecAsync(uds, $"nc -l -p {Port} < /tmp/out > /tmp/in 2>/tmp/nc.err & echo listening", cts.Token);
             Assert.True(code == 0, text);
 
@@ -122,17 +122,17 @@ public partial class NetLinuxTests(Xunit.Abstractions.ITestOutputHelper output)
             socket.Shutdown(SocketShutdown.Send); // nc sees EOF and exits
             output.WriteLine($"PVM: {HostToGuestBytes + GuestToHostBytes} bytes over TCP both ways in {seconds:F2} s ({(HostToGuestBytes + GuestToHostBytes) / seconds / 1024:F0} KiB/s, "
                 + "guest kernel networking emulated by PVM; not a hardware figure)");
-            Assert.Equal(guestOutMd5, Convert.ToHexStringLower(MD5.HashData(received)));
+            Assert.Equal(guestOutHash, Convert.ToHexStringLower(SHA256.HashData(received)));
 
-            string want = Convert.ToHexStringLower(MD5.HashData(toGuest));
-            string guestInMd5 = "";
-            for (int i = 0; i < 30 && guestInMd5 != want; i++)
+            string want = Convert.ToHexStringLower(SHA256.HashData(toGuest));
+            string guestInHash = "";
+            for (int i = 0; i < 30 && guestInHash != want; i++)
             {
-                (code, text) = await ExecAsync(uds, "md5sum /tmp/in", cts.Token);
-                guestInMd5 = text.Split(' ')[0];
-                if (guestInMd5 != want) await Task.Delay(1000, cts.Token);
+                (code, text) = await ExecAsync(uds, "sha256sum /tmp/in", cts.Token);
+                guestInHash = text.Split(' ')[0];
+                if (guestInHash != want) await Task.Delay(1000, cts.Token);
             }
-            Assert.Equal(want, guestInMd5);
+            Assert.Equal(want, guestInHash);
 
             await using (var client = await AgentClient.ConnectHybridVsockAsync(uds, cancellationToken: cts.Token))
                 await client.ShutdownAsync(FireSharp.Proto.Agent.ShutdownMode.Reboot, cts.Token);

@@ -52,8 +52,8 @@ public class VirtioVsockTests
             Assert.Equal(toGuest, got.ToArray());
 
             var toHost = Bytes(5000, 2);
-            rig.Send(OpRw, 52, hostPort, toHost[..3000]);
-            rig.Send(OpRw, 52, hostPort, toHost[3000..], splitAt: VsockHeader.Size); // header and data in separate descriptors
+            rig.Send(OpRw, 52, hostPort, toHost.AsSpan(..3000));
+            rig.Send(OpRw, 52, hostPort, toHost.AsSpan(3000..), splitAt: VsockHeader.Size); // header and data in separate descriptors
             Assert.Equal(toHost, VsockRig.ReadExactly(client, toHost.Length));
             Assert.False(rig.Transport.NeedsReset);
         }
@@ -222,6 +222,67 @@ public class VirtioVsockTests
         rig.Pump();
         Assert.True(VsockRig.IsClosed(extra));
         Assert.Equal(8, rig.Device.ConnectionCount);
+    }
+
+    [Fact]
+    public void Connection_flood_logs_refusals_rate_limited()
+    {
+        using var rig = new VsockRig(maxConnections: 2);
+        using var listener = VsockRig.Listen(rig.UdsPath + "_53");
+        for (uint p = 0; p < 50; p++) rig.Send(OpRequest, 2000 + p, 53);
+        var rx = rig.ReadRx();
+        for (int round = 0; round < 10 && rx.Count < 50; round++) rx.AddRange(rig.ReadRx());
+        Assert.Equal(48, rx.Count(p => p.Op == OpRst));
+        Assert.Equal(48, rig.Device.ConnectionsRefused);
+        // 48 refusals within the throttle's interval: one warning, not 48.
+        Assert.Single(rig.Logger.Entries, e => e.Message.Contains("connection refused", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Buffer_budget_shrinks_windows_as_it_fills()
+    {
+        // Four connections at most, and room for one full window (256 + 16 KiB), one of 8 + 8 KiB, and the smallest (4 + 4 KiB) for two.
+        const int full = VirtioVsock.BufferSize + VirtioVsock.StagingSize;
+        using var rig = new VsockRig(maxConnections: 4, bufferBudget: full + 4 * 8192);
+        using var listener = VsockRig.Listen(rig.UdsPath + "_53");
+        for (uint p = 0; p < 6; p++) rig.Send(OpRequest, 2000 + p, 53);
+        var rx = rig.ReadRx();
+        var windows = rx.Where(p => p.Op == OpResponse).Select(p => p.Header.BufAlloc).ToList();
+        Assert.Equal([(uint)VirtioVsock.BufferSize, 8192u, 4096u, 4096u], windows);
+        Assert.Equal(2, rx.Count(p => p.Op == OpRst));
+        Assert.Equal(full + 4 * 8192, rig.Device.BufferBytesReserved);
+
+        // A guest that sends beyond the smaller window it was given is cut off, like one beyond the full window.
+        var small = rx.Last(p => p.Op == OpResponse);
+        rig.Send(OpRw, small.Header.DstPort, 53, new byte[8192]);
+        Assert.Contains(rig.ReadRx(), p => p.Op == OpRst && p.Header.DstPort == small.Header.DstPort);
+
+        // Closing connections gives their buffers back: a new connection gets a full window again.
+        foreach (var r in rx.Where(p => p.Op == OpResponse)) rig.Send(OpRst, r.Header.DstPort, 53);
+        rig.Pump();
+        Assert.Equal(0, rig.Device.BufferBytesReserved);
+        rig.Send(OpRequest, 3000, 53);
+        Assert.Equal((uint)VirtioVsock.BufferSize, Assert.Single(rig.ReadRx(), p => p.Op == OpResponse).Header.BufAlloc);
+    }
+
+    [Fact]
+    public void A_budget_too_small_for_the_connection_limit_is_refused() =>
+        Assert.Throws<ArgumentOutOfRangeException>(() => new VsockRig(maxConnections: 1024, bufferBudget: 1 << 20));
+
+    [Fact]
+    public void Default_budget_bounds_a_full_flood()
+    {
+        using var rig = new VsockRig(rxBuffers: 64);
+        using var listener = VsockRig.Listen(rig.UdsPath + "_53");
+        int accepted = 0;
+        for (uint p = 0; p < VirtioVsock.DefaultMaxConnections; p += 32)
+        {
+            for (uint i = p; i < p + 32; i++) rig.Send(OpRequest, 10_000 + i, 53);
+            accepted += rig.ReadRx().Count(x => x.Op == OpResponse);
+        }
+        // Every connection the guest may open fits (at a smaller window), and together they stay within 32 MiB.
+        Assert.Equal(VirtioVsock.DefaultMaxConnections, accepted);
+        Assert.InRange(rig.Device.BufferBytesReserved, VirtioVsock.DefaultBufferBudget / 2, VirtioVsock.DefaultBufferBudget);
     }
 
     [Fact]

@@ -23,7 +23,7 @@ public class VsockLinuxTests(Xunit.Abstractions.ITestOutputHelper output)
     {
         var fixture = LinuxGuestFixture.Get(output.WriteLine);
         using var cts = new CancellationTokenSource(Timeout);
-        await using var clone = await fixture.RestoreCloneAsync("vsock", cts.Token);
+        await using var clone = await fixture.RestoreCloneAsync("vsock", ct: cts.Token);
         var client = clone.Agent;
 
         // Host-initiated: 20 KB each way (several RW packets and credit updates).

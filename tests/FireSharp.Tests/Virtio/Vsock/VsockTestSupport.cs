@@ -28,14 +28,15 @@ internal sealed class VsockRig : IDisposable
     private readonly SplitQueueDriver _queues;
     private readonly string _dir;
 
-    public VsockRig(int maxConnections = VirtioVsock.DefaultMaxConnections, int rxBuffers = 32, uint rxBufBytes = RxBufBytes, TimeSpan? connectTimeout = null)
+    public VsockRig(int maxConnections = VirtioVsock.DefaultMaxConnections, int rxBuffers = 32, uint rxBufBytes = RxBufBytes, TimeSpan? connectTimeout = null,
+        long bufferBudget = VirtioVsock.DefaultBufferBudget)
     {
         _dir = Path.Combine("/tmp", "fsvs-" + Guid.NewGuid().ToString("N")[..10]);
         Directory.CreateDirectory(_dir);
         UdsPath = Path.Combine(_dir, "v.sock");
         Memory = GuestMemory.CreateAnonymous(8 * 1024 * 1024);
         _queues = new SplitQueueDriver(Memory, 3, QSize);
-        Device = new VirtioVsock(new VsockDeviceSpec(Cid, UdsPath), Logger, maxConnections, connectTimeout: connectTimeout);
+        Device = new VirtioVsock(new VsockDeviceSpec(Cid, UdsPath), Logger, maxConnections, connectTimeout: connectTimeout, bufferBudget: bufferBudget);
         Transport = new VirtioMmioTransport(Device, Memory, Irq, Logger) { QueueNotifyHandler = Device.Notify };
         Device.Attach(Transport);
         for (int q = 0; q < 3; q++)

@@ -19,7 +19,7 @@ internal static partial class NetLog
     public static partial void Counters(ILogger logger, string device, long rxFrames, long rxBytes, long rxDropped, long txFrames, long txBytes, long txDropped);
 
     [LoggerMessage(EventId = 4306, Level = LogLevel.Information, Message = "{Device}: driver ready, features 0x{Features:x}, receive offloads {Offloads}")]
-    public static partial void Activated(ILogger logger, string device, ulong features, string offloads);
+    public static partial void Activated(ILogger logger, string device, ulong features, NetOffloads offloads);
 
     [LoggerMessage(EventId = 4307, Level = LogLevel.Warning, Message = "{Device}: cannot set receive offloads on {Backend}: {Error}")]
     public static partial void OffloadFailed(ILogger logger, string device, string backend, string error);

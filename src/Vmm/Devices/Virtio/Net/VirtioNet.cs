@@ -169,7 +169,7 @@ public sealed class VirtioNet : IVirtioLoopDevice, IStatefulDevice
         {
             NetLog.OffloadFailed(_logger, Id, _backend.Name, e.Message);
         }
-        NetLog.Activated(_logger, Id, negotiatedFeatures, offloads.ToString());
+        NetLog.Activated(_logger, Id, negotiatedFeatures, offloads);
         Wake();
     }
 

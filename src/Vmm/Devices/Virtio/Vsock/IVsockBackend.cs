@@ -11,6 +11,12 @@ internal interface IVsockBackend : IDisposable
     /// <summary>Open connections, host clients that have not finished their CONNECT line included.</summary>
     int ConnectionCount { get; }
 
+    /// <summary>Bytes of connection buffers reserved now against the VM's vsock buffer budget.</summary>
+    long BufferBytesReserved { get; }
+
+    /// <summary>Connections refused at the connection limit or the buffer budget.</summary>
+    long ConnectionsRefused { get; }
+
     /// <summary>RSTs queued for the guest so far (any thread).</summary>
     long RstsSent { get; }
 

@@ -21,8 +21,8 @@ namespace FireSharp.Devices.Virtio.Vsock;
 /// <para>
 /// A hostile guest cannot make the host hold unbounded memory: a tx packet without a whole header is dropped, one
 /// whose len exceeds its buffer or <see cref="MaxPayload"/> gets RST, and while the guest gives no rx buffers for
-/// the replies the host side has queued, the tx queue is not read. The host side bounds the rest (per-connection
-/// buffers, connection count).
+/// the replies the host side has queued, the tx queue is not read. The host side bounds the rest: the connection
+/// count, and every connection's buffers reserved from a per-VM budget (<see cref="DefaultBufferBudget"/>).
 /// </para>
 /// </summary>
 public sealed class VirtioVsock : IVirtioLoopDevice, IStatefulDevice
@@ -32,6 +32,13 @@ public sealed class VirtioVsock : IVirtioLoopDevice, IStatefulDevice
 
     /// <summary>Our receive buffer per connection (buf_alloc); the guest may have this much in flight to us.</summary>
     public const int BufferSize = VsockConnection.BufferSize;
+
+    /// <summary>
+    /// The host memory all of a VM's vsock connections may hold (their receive windows and staging buffers): 32 MiB.
+    /// 8 MiB of it is kept for the smallest buffers of all <see cref="DefaultMaxConnections"/> connections, the rest
+    /// gives about 88 connections the full window at once. It is part of the VMM's memory allowance over guest memory.
+    /// </summary>
+    public const long DefaultBufferBudget = 32L << 20;
 
     /// <summary>Host bytes read ahead per connection while waiting for guest rx buffers.</summary>
     public const int StagingSize = VsockConnection.StagingSize;
@@ -47,6 +54,8 @@ public sealed class VirtioVsock : IVirtioLoopDevice, IStatefulDevice
 
     private readonly ILogger _logger;
     private readonly VirtioEventLoop _loop;
+    [System.Diagnostics.CodeAnalysis.SuppressMessage("Performance", "CA1859",
+        Justification = "The device sees the host side only through IVsockBackend (the device/muxer split of issue 17); one call per packet, not worth the coupling.")]
     private readonly IVsockBackend _backend;
     private readonly byte[] _txPayload = new byte[MaxPayload];
     private int _pendingResetEvents;
@@ -61,7 +70,7 @@ public sealed class VirtioVsock : IVirtioLoopDevice, IStatefulDevice
     /// <paramref name="connectTimeout"/> (default <see cref="DefaultConnectTimeout"/>) for the guest's answer.
     /// </summary>
     public VirtioVsock(VsockDeviceSpec spec, ILogger? logger = null, int maxConnections = DefaultMaxConnections, ushort queueSize = DefaultQueueSize,
-        TimeSpan? connectTimeout = null)
+        TimeSpan? connectTimeout = null, long bufferBudget = DefaultBufferBudget)
     {
         ConnectTimeout = connectTimeout ?? DefaultConnectTimeout;
         ArgumentNullException.ThrowIfNull(spec);
@@ -76,7 +85,7 @@ public sealed class VirtioVsock : IVirtioLoopDevice, IStatefulDevice
         _loop = new VirtioEventLoop("vsock", QueueCount, 64, timeoutMs => RunOnce(timeoutMs), e => VsockLog.LoopFailed(_logger, e, Id));
         try
         {
-            _backend = new VsockMuxer(GuestCid, UdsPath, _loop, MaxConnections, ConnectTimeout, Id, _logger, BadPacket);
+            _backend = new VsockMuxer(GuestCid, UdsPath, _loop, MaxConnections, ConnectTimeout, Id, _logger, BadPacket, bufferBudget);
         }
         catch
         {
@@ -98,6 +107,12 @@ public sealed class VirtioVsock : IVirtioLoopDevice, IStatefulDevice
 
     /// <summary>Open connections (including host clients still sending their CONNECT line). Event-loop thread only.</summary>
     public int ConnectionCount => _backend.ConnectionCount;
+
+    /// <summary>Bytes of connection buffers reserved now (at most the buffer budget). Event-loop thread only.</summary>
+    public long BufferBytesReserved => _backend.BufferBytesReserved;
+
+    /// <summary>Connections refused at the connection limit or the buffer budget so far.</summary>
+    public long ConnectionsRefused => _backend.ConnectionsRefused;
 
     /// <summary>RSTs sent to the guest, packets taken from tx, packets put on rx.</summary>
     public (long Rsts, long PacketsIn, long PacketsOut) Counters =>

@@ -9,7 +9,7 @@ namespace FireSharp.Devices.Virtio.Vsock;
 /// <see cref="WantsHostRead"/> / <see cref="WantsHostWrite"/>, and forgets it once <see cref="IsOver"/> (sending
 /// RST when <see cref="VsockConnState.Killed"/>). Single-threaded.
 /// <para>
-/// Memory is bounded: at most <see cref="BufferSize"/> bytes from the guest wait for the host stream (the buf_alloc
+/// Memory is bounded: at most <see cref="Window"/> (≤ <see cref="BufferSize"/>) bytes from the guest wait for the host stream (the buf_alloc
 /// we advertise; a guest that sends beyond it is killed) and <see cref="StagingSize"/> bytes read from the host wait
 /// for a guest rx buffer. We read the host only within the guest's credit, buf_alloc − (tx_cnt − fwd_cnt).
 /// </para>
@@ -27,18 +27,23 @@ internal sealed class VsockConnection
     private byte[]? _greeting;
 
     // guest -> host (our receive side): bytes accepted from the guest but not yet written to the host stream.
-    private readonly VsockBuffer _toHost = new(BufferSize);
+    private readonly VsockBuffer _toHost;
 
     // host -> guest (our send side): bytes read from the host, not yet in a guest rx buffer.
-    private readonly VsockBuffer _staged = new(StagingSize);
+    private readonly VsockBuffer _staged;
 
     // packets owed to the guest, sent in this order by TakePacket
     private bool _needRequest, _needResponse, _needCreditRequest, _needCreditUpdate;
     private uint _needShutdown;
 
     private VsockConnection(IVsockHostStream stream, ulong guestCid, uint localPort, uint peerPort, VsockConnState state,
-        in VsockHeader peerHeader = default)
+        VsockReservation buffers, in VsockHeader peerHeader = default)
     {
+        if (buffers.Window is <= 0 or > BufferSize) throw new ArgumentOutOfRangeException(nameof(buffers), buffers.Window, $"a receive window is 1..{BufferSize} bytes");
+        if (buffers.Staging is <= 0 or > StagingSize) throw new ArgumentOutOfRangeException(nameof(buffers), buffers.Staging, $"a staging buffer is 1..{StagingSize} bytes");
+        _toHost = new VsockBuffer(buffers.Window);
+        _staged = new VsockBuffer(buffers.Staging);
+        Credit = new VsockCredit((uint)buffers.Window);
         Credit.OnPeerHeader(peerHeader);
         Stream = stream;
         GuestCid = guestCid;
@@ -52,12 +57,15 @@ internal sealed class VsockConnection
     /// the connection is established and <paramref name="greeting"/> (the hybrid socket's <c>OK</c> line) is written
     /// to the host stream whole, or the connection is killed.
     /// </summary>
-    public static VsockConnection HostInitiated(IVsockHostStream stream, ulong guestCid, uint localPort, uint peerPort, byte[]? greeting = null) =>
-        new(stream, guestCid, localPort, peerPort, VsockConnState.HostConnecting) { _needRequest = true, _greeting = greeting };
+    public static VsockConnection HostInitiated(IVsockHostStream stream, ulong guestCid, uint localPort, uint peerPort, byte[]? greeting = null,
+        VsockReservation? buffers = null) =>
+        new(stream, guestCid, localPort, peerPort, VsockConnState.HostConnecting, buffers ?? FullBuffers) { _needRequest = true, _greeting = greeting };
 
     /// <summary>The guest's <paramref name="request"/> reached a host stream: established, a RESPONSE is owed.</summary>
-    public static VsockConnection GuestInitiated(IVsockHostStream stream, in VsockHeader request) =>
-        new(stream, request.SrcCid, request.DstPort, request.SrcPort, VsockConnState.Established, request) { _needResponse = true };
+    public static VsockConnection GuestInitiated(IVsockHostStream stream, in VsockHeader request, VsockReservation? buffers = null) =>
+        new(stream, request.SrcCid, request.DstPort, request.SrcPort, VsockConnState.Established, buffers ?? FullBuffers, request) { _needResponse = true };
+
+    private static readonly VsockReservation FullBuffers = new(BufferSize, StagingSize);
 
     public IVsockHostStream Stream { get; }
     public ulong GuestCid { get; }
@@ -80,7 +88,7 @@ internal sealed class VsockConnection
     /// <summary>The host stream ended: the host sends no more.</summary>
     public bool HostEof { get; private set; }
 
-    /// <summary>Bytes from the guest waiting for the host stream (at most <see cref="BufferSize"/>).</summary>
+    /// <summary>Bytes from the guest waiting for the host stream (at most <see cref="Window"/>).</summary>
     public int ToHostCount => _toHost.Count;
 
     /// <summary>SHUTDOWN flags the guest sent (RCV: it reads no more; SEND: it sends no more).</summary>
@@ -89,11 +97,14 @@ internal sealed class VsockConnection
     /// <summary>The guest shut down both directions while data was still queued for the host: killed once it is written.</summary>
     public bool CloseAfterFlush { get; private set; }
 
-    /// <summary>Host bytes waiting for a guest rx buffer (at most <see cref="StagingSize"/>).</summary>
+    /// <summary>Host bytes waiting for a guest rx buffer (at most <see cref="StagingSize"/>, less when the budget is short).</summary>
     public int StagedCount => _staged.Count;
 
     /// <summary>Credit both ways: what the guest can take from us, what we passed on to the host.</summary>
-    public VsockCredit Credit { get; } = new(BufferSize);
+    public VsockCredit Credit { get; }
+
+    /// <summary>Our receive window (the buf_alloc we advertise): at most <see cref="BufferSize"/>, less when the VM's vsock budget is short.</summary>
+    public int Window => _toHost.Capacity;
 
     public bool HasPacketForGuest =>
         !IsOver && (_needRequest || _needResponse || StagedCount > 0 || _needCreditRequest || _needCreditUpdate || _needShutdown != 0);
@@ -156,9 +167,9 @@ internal sealed class VsockConnection
             Kill(); // data after the guest said it would send no more, or to a host that is gone
             return;
         }
-        if (ToHostCount + data.Length > BufferSize)
+        if (ToHostCount + data.Length > Window)
         {
-            Kill($"port {PeerPort} sent {data.Length} bytes with {BufferSize - ToHostCount} bytes of credit; RST");
+            Kill($"port {PeerPort} sent {data.Length} bytes with {Window - ToHostCount} bytes of credit; RST");
             return;
         }
         if (ToHostCount == 0)
@@ -212,7 +223,7 @@ internal sealed class VsockConnection
             _needCreditRequest = true;
             return;
         }
-        var result = Stream.Read(_staged.Space((int)Math.Min(credit, (uint)StagingSize)), out int n);
+        var result = Stream.Read(_staged.Space((int)Math.Min(credit, (uint)_staged.Capacity)), out int n);
         if (result == VsockIo.WouldBlock) return;
         if (result == VsockIo.Failed)
         {

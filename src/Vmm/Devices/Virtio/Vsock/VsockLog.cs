@@ -12,8 +12,9 @@ internal static partial class VsockLog
         Message = "{Device}: malformed or unexpected packet from the guest ({Reason}); further ones are not logged")]
     public static partial void BadPacket(ILogger logger, string device, string reason);
 
-    [LoggerMessage(EventId = 4202, Level = LogLevel.Warning, Message = "{Device}: connection limit of {Max} reached; refusing")]
-    public static partial void TooManyConnections(ILogger logger, string device, int max);
+    [LoggerMessage(EventId = 4202, Level = LogLevel.Warning,
+        Message = "{Device}: connection refused: {Connections} of at most {Max} connections open, {ReservedKib} of {BudgetKib} KiB of buffers reserved ({Suppressed} more refusals not logged since the last)")]
+    public static partial void ConnectionRefused(ILogger logger, string device, int connections, int max, long reservedKib, long budgetKib, long suppressed);
 
     [LoggerMessage(EventId = 4203, Level = LogLevel.Debug, Message = "{Device}: guest connection to host port {Port} refused: {Path}: {Error}")]
     public static partial void GuestConnectFailed(ILogger logger, string device, uint port, string path, string error);

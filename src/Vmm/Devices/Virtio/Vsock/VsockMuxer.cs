@@ -7,7 +7,7 @@ namespace FireSharp.Devices.Virtio.Vsock;
 
 /// <summary>
 /// The host side of virtio-vsock, Firecracker's hybrid Unix socket: the connection table (by epoll tag and by
-/// ports), the connection cap, routing of guest packets to their <see cref="VsockConnection"/>, the queue of
+/// ports), the connection cap and the buffer budget (<see cref="VsockBufferBudget"/>), routing of guest packets to their <see cref="VsockConnection"/>, the queue of
 /// connections and RSTs waiting for guest rx buffers, host clients on <see cref="VsockHybridListener"/> and their
 /// CONNECT line and timeout, and the epoll registration of every host socket (watched only for what its connection
 /// can use now). After every call into a connection it is settled: forgotten once over (RST queued if killed),
@@ -31,6 +31,9 @@ internal sealed class VsockMuxer : IVsockBackend
 
         /// <summary>For a host-initiated connection: when it is given up if the guest has not answered (Stopwatch ticks).</summary>
         public long ConnectDeadline { get; init; }
+
+        /// <summary>Its buffers, reserved in the VM's buffer budget and given back when it is removed.</summary>
+        public VsockReservation Buffers { get; init; }
     }
 
     private readonly ulong _guestCid;
@@ -41,6 +44,8 @@ internal sealed class VsockMuxer : IVsockBackend
     private readonly string _id;
     private readonly ILogger _logger;
     private readonly Action<string> _badPacket;
+    private readonly VsockBufferBudget _budget;
+    private readonly GuestWarningThrottle _refusals = new();
     private readonly Dictionary<ulong, VsockConnectLine> _clients = [];
     private readonly Dictionary<ulong, Entry> _connections = [];
     private readonly Dictionary<(uint Local, uint Peer), Entry> _byPorts = [];
@@ -56,8 +61,9 @@ internal sealed class VsockMuxer : IVsockBackend
     /// Malformed guest packets are reported to <paramref name="badPacket"/> (the device logs the first).
     /// </summary>
     public VsockMuxer(ulong guestCid, string udsPath, VirtioEventLoop poller, int maxConnections, TimeSpan connectTimeout,
-        string id, ILogger logger, Action<string> badPacket)
+        string id, ILogger logger, Action<string> badPacket, long bufferBudget)
     {
+        _budget = new VsockBufferBudget(bufferBudget, maxConnections);
         _guestCid = guestCid;
         _poller = poller;
         _maxConnections = maxConnections;
@@ -78,6 +84,12 @@ internal sealed class VsockMuxer : IVsockBackend
     }
 
     public int ConnectionCount => _clients.Count + _connections.Count;
+
+    /// <summary>Bytes of connection buffers reserved now, against <see cref="VsockBufferBudget.Limit"/>.</summary>
+    public long BufferBytesReserved => _budget.Reserved;
+
+    /// <summary>Connections refused at the connection limit or for want of buffer budget.</summary>
+    public long ConnectionsRefused => _refusals.Occurrences;
 
     public long RstsSent => Interlocked.Read(ref _rsts);
 
@@ -132,19 +144,26 @@ internal sealed class VsockMuxer : IVsockBackend
     {
         if (ConnectionCount >= _maxConnections)
         {
-            VsockLog.TooManyConnections(_logger, _id, _maxConnections);
+            Refused();
+            QueueRst(h.DstPort, h.SrcPort);
+            return;
+        }
+        if (_budget.TryReserve() is not { } buffers)
+        {
+            Refused();
             QueueRst(h.DstPort, h.SrcPort);
             return;
         }
         var s = _listener.ConnectForGuest(h.DstPort, out string path, out string? error);
         if (s is null)
         {
+            _budget.Release(buffers);
             if (error is not null) VsockLog.GuestConnectFailed(_logger, _id, h.DstPort, path, error);
             QueueRst(h.DstPort, h.SrcPort);
             return;
         }
         var socket = new VsockHostSocket(s, _nextTag++, _poller);
-        Settle(Add(VsockConnection.GuestInitiated(socket, h), socket));
+        Settle(Add(VsockConnection.GuestInitiated(socket, h, buffers), socket, buffers));
     }
 
     // ---------------------------------------------------------------- host sockets
@@ -162,7 +181,7 @@ internal sealed class VsockMuxer : IVsockBackend
         if (s is null) return;
         if (ConnectionCount >= _maxConnections)
         {
-            VsockLog.TooManyConnections(_logger, _id, _maxConnections);
+            Refused();
             s.Dispose();
             return;
         }
@@ -213,10 +232,16 @@ internal sealed class VsockMuxer : IVsockBackend
             return;
         }
         if (port is not { } peerPort) return;
+        if (_budget.TryReserve() is not { } buffers)
+        {
+            Refused();
+            RemoveClient(client);
+            return;
+        }
         _clients.Remove(client.Socket.Tag);
         uint local = AllocateLocalPort(peerPort);
-        var c = VsockConnection.HostInitiated(client.Socket, _guestCid, local, peerPort, VsockHybridListener.OkLine(local));
-        var e = Add(c, client.Socket, Stopwatch.GetTimestamp() + (long)(_connectTimeout.TotalSeconds * Stopwatch.Frequency));
+        var c = VsockConnection.HostInitiated(client.Socket, _guestCid, local, peerPort, VsockHybridListener.OkLine(local), buffers);
+        var e = Add(c, client.Socket, buffers, Stopwatch.GetTimestamp() + (long)(_connectTimeout.TotalSeconds * Stopwatch.Frequency));
         _connecting.Add(e);
         Settle(e);
     }
@@ -231,6 +256,13 @@ internal sealed class VsockMuxer : IVsockBackend
         }
     }
 
+    /// <summary>A connection refused at the connection limit or the buffer budget: logged, at most every few seconds.</summary>
+    private void Refused()
+    {
+        if (_refusals.ShouldLog(out long suppressed))
+            VsockLog.ConnectionRefused(_logger, _id, ConnectionCount, _maxConnections, _budget.Reserved >> 10, _budget.Limit >> 10, suppressed);
+    }
+
     private void RemoveClient(VsockConnectLine client)
     {
         _clients.Remove(client.Socket.Tag);
@@ -239,9 +271,9 @@ internal sealed class VsockMuxer : IVsockBackend
 
     // ---------------------------------------------------------------- the connection table
 
-    private Entry Add(VsockConnection c, VsockHostSocket socket, long connectDeadline = 0)
+    private Entry Add(VsockConnection c, VsockHostSocket socket, VsockReservation buffers, long connectDeadline = 0)
     {
-        var e = new Entry(c, socket) { ConnectDeadline = connectDeadline };
+        var e = new Entry(c, socket) { ConnectDeadline = connectDeadline, Buffers = buffers };
         _connections.Add(socket.Tag, e);
         _byPorts.Add((c.LocalPort, c.PeerPort), e);
         return e;
@@ -272,6 +304,7 @@ internal sealed class VsockMuxer : IVsockBackend
     {
         if (e.Removed) return;
         e.Removed = true;
+        _budget.Release(e.Buffers);
         e.Connection.Drop();
         _connections.Remove(e.Socket.Tag);
         _byPorts.Remove((e.Connection.LocalPort, e.Connection.PeerPort));
