@@ -273,13 +273,17 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
         catch (InvalidOperationException) { }
     }
 
-    /// <summary>SIGKILL the daemon (its workers live on), then start a new one on the same state directory.</summary>
-    public async Task KillAndRestartAsync()
+    /// <summary>
+    /// SIGKILL the daemon (its workers live on), run <paramref name="whileDown"/> if given, then start a new one on
+    /// the same state directory.
+    /// </summary>
+    public async Task KillAndRestartAsync(Func<Task>? whileDown = null)
     {
         _channel?.Dispose();
         _process!.Kill();
         await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
         _process.Dispose();
+        if (whileDown is not null) await whileDown().WaitAsync(TimeSpan.FromSeconds(60));
         await LaunchAsync();
     }
 

@@ -1,6 +1,9 @@
 using System.Diagnostics;
 using FireSharp.Proto.V1;
+using FireSharp.Kvm.Interop;
 using FireSharp.Tests.Api;
+using FireSharp.Tests.Isolation;
+
 using Xunit.Abstractions;
 
 namespace FireSharp.Tests.Jail;
@@ -8,8 +11,8 @@ namespace FireSharp.Tests.Jail;
 /// <summary>
 /// The jail as the issue checks it, through the real daemon (build/firesharp serve, jailed by default as root) and
 /// its `firesharp-vmm` workers: each VM's worker runs as its own uid without capabilities, with no_new_privs, in
-/// its own mount, pid, ipc, uts and net namespaces, pivoted into <c>&lt;StateDir&gt;/jail/&lt;id&gt;/root</c>; and
-/// neither of two VMs can open the other's drive.
+/// its own mount, pid, ipc, uts and net namespaces, pivoted into <c>&lt;StateDir&gt;/jail/&lt;id&gt;/root</c>, in its
+/// VM's cgroup; neither of two VMs can open the other's drive; and what a VM leaves behind is reaped.
 /// </summary>
 [Collection("kvm")]
 public sealed class JailDaemonTests(ITestOutputHelper output)
@@ -79,7 +82,51 @@ public sealed class JailDaemonTests(ITestOutputHelper output)
 
         string p = pid.ToString(System.Globalization.CultureInfo.InvariantCulture);
         foreach (var ns in new[] { "mnt", "pid", "ipc", "net", "uts" }) Assert.NotEqual(Ns("self", ns), Ns(p, ns));
+
+        // The jailed worker itself (not unshare, its parent) is in the VM's cgroup, every thread of it, with a memory limit.
+        string cgroup = $"/{d.CgroupParent}/{id}";
+        foreach (var controller in new[] { "memory", "cpu", "pids" }) Assert.Equal(cgroup, CgroupTestSupport.CgroupOf(pid, controller));
+        foreach (var task in Directory.GetDirectories($"/proc/{pid}/task"))
+            Assert.Contains(File.ReadAllLines(Path.Combine(task, "cgroup")), l => l.EndsWith($":memory:{cgroup}", StringComparison.Ordinal));
+        long limit = long.Parse(File.ReadAllText(Path.Combine(CgroupTestSupport.Root, "memory", d.CgroupParent, id, "memory.limit_in_bytes")).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Equal((16L + 64) * 1024 * 1024, limit); // ApiTestServer.Spec's 16 MiB + the default VMM allowance
+        int parent = ParentPid(pid);
+        Assert.StartsWith("unshare ", File.ReadAllText($"/proc/{parent}/cmdline").Replace('\0', ' '), StringComparison.Ordinal);
+        Assert.NotEqual(cgroup, CgroupTestSupport.CgroupOf(parent, "memory"));
         return (uids[0], gids[0]);
+    }
+
+    /// <summary>
+    /// A VM that disappears while the daemon is down (its worker killed, its record gone): the restarted daemon
+    /// removes its jail and run directories and its cgroup.
+    /// </summary>
+    [SkippableFact]
+    public async Task A_restarted_daemon_reaps_the_jail_and_cgroup_of_a_VM_that_is_gone()
+    {
+        await using var d = await DaemonUnderTest.StartAsync(output);
+        var vm = await d.Client.CreateVmAsync(new CreateVmRequest { Id = "gone", Spec = ApiTestServer.Spec("counter"), Start = true });
+        string jail = Path.Combine(d.StateDir, "jail", "gone"), run = Path.Combine(d.StateDir, "run", "gone");
+        string cgroup = Path.Combine(CgroupTestSupport.Root, "memory", d.CgroupParent, "gone");
+        Assert.True(Directory.Exists(jail));
+        Assert.True(Directory.Exists(run));
+        Assert.True(Directory.Exists(cgroup));
+        await d.KillAndRestartAsync(async () =>
+        {
+            ProcInfo.SendSignal(vm.WorkerPid, ProcInfo.SIGKILL);
+            for (int i = 0; i < 250 && ProcInfo.IsAlive(vm.WorkerPid); i++) await Task.Delay(20);
+            Assert.False(ProcInfo.IsAlive(vm.WorkerPid));
+            Directory.Delete(Path.Combine(d.StateDir, "vms", "gone"), recursive: true);
+        });
+        Assert.False(Directory.Exists(jail));
+        Assert.False(Directory.Exists(run));
+        Assert.False(Directory.Exists(cgroup));
+        d.AssertNothingLeft();
+    }
+
+    private static int ParentPid(int pid)
+    {
+        string stat = File.ReadAllText($"/proc/{pid}/stat");
+        return int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture);
     }
 
     private static string Ns(string pid, string ns) => new FileInfo($"/proc/{pid}/ns/{ns}").LinkTarget ?? throw new InvalidOperationException($"no {ns} namespace link for {pid}");
