@@ -18,6 +18,12 @@ public static class PreopenedFiles
         lock (Gate) Handles[(path, readOnly)] = handle;
     }
 
+    /// <summary>The size of the file handed over as <paramref name="path"/> with that access (without taking it), or null if none was.</summary>
+    public static long? Length(string path, bool readOnly)
+    {
+        lock (Gate) return Handles.TryGetValue((path, readOnly), out var h) ? RandomAccess.GetLength(h) : null;
+    }
+
     /// <summary>The handle for <paramref name="path"/> with that access, once: it then belongs to the caller.</summary>
     public static SafeFileHandle? Take(string path, bool readOnly)
     {
