@@ -75,6 +75,8 @@ internal static class Jailer
         Mounts.Mount("tmpfs", dev, "tmpfs", Mounts.MS_NOSUID | Mounts.MS_NOEXEC, "mode=0755,size=64k,nr_inodes=16");
         Mounts.MakeCharDevice(Path.Combine(dev, "kvm"), 10, 232, 0b110_000_000, plan.Uid, plan.Gid);
         Mounts.MakeCharDevice(Path.Combine(dev, "urandom"), 1, 9, 0b110_110_110, 0, 0);
+        // Host facts the VMM reads from /sys, latched while the host's tree is still in view.
+        _ = FireSharp.Kvm.KvmSystem.IsPvmHost;
         Mounts.ChangeDirectory(root);
         Mounts.PivotRoot(".", ".");
         Mounts.Unmount(".", Mounts.MNT_DETACH); // the host's root, stacked under the jail's

@@ -25,6 +25,10 @@ public sealed class JailDaemonTests(ITestOutputHelper output)
         var a = await d.Client.CreateVmAsync(new CreateVmRequest { Id = "ja", Spec = WithDrive(ApiTestServer.Spec("counter"), driveA), Start = true });
         var b = await d.Client.CreateVmAsync(new CreateVmRequest { Id = "jb", Spec = WithDrive(ApiTestServer.Spec("counter"), driveB), Start = true });
         Assert.Contains("COUNTING", await d.ReadConsoleUntilAsync("ja", "COUNTING")); // the jailed VM runs
+        // What the VMM reads of the host's /sys (PVM or not) is read before the pivot_root: a jailed worker on a PVM
+        // host applies the PVM workarounds (without them a restored Linux guest dies in KVM's emulator).
+        if (Directory.Exists("/sys/module/kvm_pvm"))
+            Assert.Contains("PVM host detected", File.ReadAllText(Path.Combine(d.StateDir, "vms", "ja", "worker.log")), StringComparison.Ordinal);
 
         var (uidA, gidA) = CheckConfined(d, "ja", a.WorkerPid);
         var (uidB, gidB) = CheckConfined(d, "jb", b.WorkerPid);
