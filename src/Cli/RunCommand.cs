@@ -70,18 +70,23 @@ internal static class RunCommand
             Description = "start the guest agent (firesharp.agent=1 on the command line; the rootfs has it): needs --vsock; "
                 + "its ready report (guest CID 2 port 53 -> PATH_53) is logged, then `firesharp agent exec --vsock PATH -- CMD` reaches it",
         };
+        var jail = new Option<bool>("--jail") { Description = "run the VM in a jailed worker process, as `firesharp serve` does as root (own uid, namespaces, pivot_root, no capabilities, its cgroup; needs root)" };
+        var worker = new Option<bool>("--worker") { Description = "run the VM in a firesharp-vmm worker process through a private daemon core, as `firesharp serve` does, but not jailed (--jail implies a worker)" };
         var logLevel = new Option<LogLevel>("--log-level") { Description = "stderr log level", DefaultValueFactory = _ => LogLevel.Warning };
 
         var command = new Command("run", "run a guest in the foreground until it resets, powers off or fails")
         {
-            kernel, initrd, memMib, vcpus, cmdline, serial, pvh, drives, vsockPath, vsockCid, nets, rng, agent, logLevel,
+            kernel, initrd, memMib, vcpus, cmdline, serial, pvh, drives, vsockPath, vsockCid, nets, rng, agent, logLevel, jail, worker,
         };
         var snapshotOptions = new RunSnapshotOptions();
         foreach (var o in snapshotOptions.All) command.Options.Add(o);
         command.SetAction(parse => ParseDrives(parse.GetValue(drives), parse.GetValue(initrd)) is not { } driveSpecs
             || !TryParseVsock(parse.GetValue(vsockPath), parse.GetValue(vsockCid), out var vsockSpec)
             || ParseNets(parse.GetValue(nets)) is not { } netSpecs
-            || !TryAgentCmdline(parse.GetValue(agent), parse.GetValue(cmdline), vsockSpec, parse.GetValue(snapshotOptions.Restore), out var effectiveCmdline) ? ExitBadInput : Execute(new VmSpec
+            || !TryAgentCmdline(parse.GetValue(agent), parse.GetValue(cmdline), vsockSpec, parse.GetValue(snapshotOptions.Restore), out var effectiveCmdline) ? ExitBadInput
+            : parse.GetValue(jail) || parse.GetValue(worker) ? RunInWorker(parse.GetValue(kernel), parse.GetValue(initrd), parse.GetValue(memMib), parse.GetValue(vcpus), effectiveCmdline,
+                parse.GetValue(pvh), driveSpecs, vsockSpec, netSpecs, parse.GetValue(rng), snapshotOptions.Parse(parse), parse.GetValue(jail), parse.GetValue(logLevel))
+            : Execute(new VmSpec
         {
             KernelPath = parse.GetValue(kernel) ?? "",
             InitrdPath = parse.GetValue(initrd),
@@ -95,6 +100,23 @@ internal static class RunCommand
             Rng = parse.GetValue(rng) ? new RngSpec() : null,
         }, parse.GetValue(serial)!, parse.GetValue(logLevel), snapshotOptions.Parse(parse), parse.GetValue(kernel), parse.GetValue(agent)));
         return command;
+    }
+
+    /// <summary>--jail / --worker: the VM runs in a worker process (<see cref="RunJailed"/>), without --net, --vsock or --agent for now.</summary>
+    private static int RunInWorker(string? kernel, string? initrd, ulong memMib, int vcpus, string? cmdline, bool pvh, List<DriveSpec> drives,
+        VsockDeviceSpec? vsock, List<NetworkInterfaceSpec> nets, bool rng, RunSnapshotOptions.Settings snap, bool jail, LogLevel level)
+    {
+        if (nets.Count > 0 || vsock is not null) return Fail(ExitBadInput, "--jail/--worker run a VM without --net or --vsock/--agent for now (see docs/isolation.md)");
+        if (snap.RestoreDir is not null && (drives.Count > 0 || rng)) return Fail(ExitBadInput, "--drive and --rng cannot be combined with --restore: a restored VM has its snapshot's devices");
+        FireSharp.Daemon.Vms.VmConfig? config = kernel is null ? null : new FireSharp.Daemon.Vms.VmConfig
+        {
+            Kernel = new FireSharp.Daemon.Vms.KernelConfig(Path.GetFullPath(kernel)) { InitrdPath = initrd is { } i ? Path.GetFullPath(i) : null, Cmdline = cmdline, PreferPvh = pvh },
+            Vcpus = vcpus,
+            MemMib = (long)memMib,
+            Drives = [.. drives.Select((d, n) => new FireSharp.Daemon.Vms.DriveConfig($"drive{n}", Path.GetFullPath(d.Path)) { ReadOnly = d.ReadOnly, Root = d.IsRoot })],
+            Rng = rng,
+        };
+        return RunJailed.Execute(config, snap, jail, level);
     }
 
     private static int Execute(VmSpec spec, string serialTarget, LogLevel level, RunSnapshotOptions.Settings snap, string? kernelOption, bool watchAgent)

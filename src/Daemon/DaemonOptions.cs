@@ -119,18 +119,54 @@ public sealed record DaemonOptions
     public string? FunctionKernel { get; init; }
     public string? FunctionRootfs { get; init; }
 
+    /// <summary>
+    /// Jail every VM's worker (docs/isolation.md): its own uid/gid, namespaces, a pivot_root into
+    /// <c>&lt;StateDir&gt;/jail/&lt;id&gt;/root</c>, no capabilities. Null (the default): on when the daemon runs as root.
+    /// </summary>
+    public bool? Jail { get; init; }
+
+    /// <summary>The uids (and gids) handed to jailed VMs, one each: JailUidBase .. JailUidBase + JailUidCount - 1.</summary>
+    public uint JailUidBase { get; init; } = 1_500_000_000;
+    public uint JailUidCount { get; init; } = 1_000_000;
+
+    /// <summary>One fixed uid/gid for every jailed VM instead of the range (VMs can then signal each other's workers).</summary>
+    public uint? JailUid { get; init; }
+    public uint? JailGid { get; init; }
+
+    /// <summary>A jailed worker's RLIMIT_FSIZE; 0 (the default): its guest memory plus 64 MiB, or its largest drive if larger.</summary>
+    public ulong JailFileSizeLimitBytes { get; init; }
+
+    /// <summary>A jailed worker's RLIMIT_NOFILE.</summary>
+    public ulong JailOpenFilesLimit { get; init; } = 4096;
+
+    /// <summary>util-linux unshare(1), used to make a jailed worker's namespaces.</summary>
+    public string JailUnshare { get; init; } = "/usr/bin/unshare";
+
+    /// <summary>Whether workers are jailed (<see cref="Jail"/>, or running as root when it is not set).</summary>
+    public bool JailEnabled => Jail ?? (!OperatingSystem.IsWindows() && Environment.IsPrivilegedProcess);
+
+    /// <summary>The jails' directories: <c>&lt;StateDir&gt;/jail/&lt;id&gt;/</c> holds root/, outbox/ and plan.pb.</summary>
+    public string JailsDir => Path.Combine(StateDir, "jail");
+
+    public string JailDir(string id) => Path.Combine(JailsDir, id);
+
+    /// <summary>The VMs' sockets directories: <c>&lt;StateDir&gt;/run/&lt;id&gt;/</c> (the worker's and the vsock socket), the one place a jailed worker may create files.</summary>
+    public string RunsDir => Path.Combine(StateDir, "run");
+
+    public string RunDir(string id) => Path.Combine(RunsDir, id);
+
     /// <summary>Function records, packed code and snapshots.</summary>
     public string FunctionsDir => Path.Combine(StateDir, "functions");
 
     /// <summary>The worker's socket for a VM.</summary>
-    public string WorkerSocket(string id) => Path.Combine(VmDir(id), "worker.sock");
+    public string WorkerSocket(string id) => Path.Combine(RunDir(id), "worker.sock");
 
     public string VmsDir => Path.Combine(StateDir, "vms");
 
     public string VmDir(string id) => Path.Combine(VmsDir, id);
 
     /// <summary>The longest VM id whose worker socket path still fits in sun_path (108 bytes with the NUL).</summary>
-    public int MaxIdLength => Math.Min(63, 107 - System.Text.Encoding.UTF8.GetByteCount(Path.Combine(VmsDir, "x", "worker.sock")) + 1);
+    public int MaxIdLength => Math.Min(63, 107 - System.Text.Encoding.UTF8.GetByteCount(Path.Combine(RunsDir, "x", "worker.sock")) + 1);
 
     /// <summary>Reads the options from configuration; an invalid value names its key.</summary>
     public static DaemonOptions FromConfiguration(IConfiguration c)
@@ -173,6 +209,16 @@ public sealed record DaemonOptions
             FunctionConcurrencyLimit = Int(c, nameof(FunctionConcurrencyLimit)) ?? d.FunctionConcurrencyLimit,
             FunctionKernel = Str(c, nameof(FunctionKernel)),
             FunctionRootfs = Str(c, nameof(FunctionRootfs)),
+            Jail = Str(c, nameof(Jail)) is { } j ? bool.TryParse(j, out var jv) ? jv : throw Bad(nameof(Jail), j) : null,
+            JailUidBase = UInt(c, nameof(JailUidBase)) ?? d.JailUidBase,
+            JailUidCount = UInt(c, nameof(JailUidCount)) ?? d.JailUidCount,
+            JailUid = UInt(c, nameof(JailUid)),
+            JailGid = UInt(c, nameof(JailGid)),
+            JailFileSizeLimitBytes = Str(c, nameof(JailFileSizeLimitBytes)) is { } fs
+                ? ulong.TryParse(fs, NumberStyles.None, CultureInfo.InvariantCulture, out var fsv) ? fsv : throw Bad(nameof(JailFileSizeLimitBytes), fs)
+                : d.JailFileSizeLimitBytes,
+            JailOpenFilesLimit = UInt(c, nameof(JailOpenFilesLimit)) ?? d.JailOpenFilesLimit,
+            JailUnshare = Str(c, nameof(JailUnshare)) ?? d.JailUnshare,
         };
         o.Validate();
         return o;
@@ -200,6 +246,13 @@ public sealed record DaemonOptions
         if (SeccompTestTrigger is not null and not ("execve" or "socket"))
             throw Bad(nameof(SeccompTestTrigger), SeccompTestTrigger, "must be execve or socket (tests only)");
         if (SeccompTestTrigger is not null && !Seccomp) throw Bad(nameof(SeccompTestTrigger), SeccompTestTrigger, "needs Seccomp=true");
+        if (JailUidCount < 1) throw Bad(nameof(JailUidCount), JailUidCount.ToString(CultureInfo.InvariantCulture), "must be at least 1");
+        if (JailUidBase == 0 || (ulong)JailUidBase + JailUidCount > uint.MaxValue)
+            throw Bad(nameof(JailUidBase), JailUidBase.ToString(CultureInfo.InvariantCulture), "must be above 0, with JailUidBase + JailUidCount below 2^32 - 1");
+        if (JailUid == 0 || JailGid == 0) throw Bad(JailUid == 0 ? nameof(JailUid) : nameof(JailGid), "0", "must not be root");
+        if ((JailUid is null) != (JailGid is null)) throw Bad(nameof(JailUid), JailUid?.ToString(CultureInfo.InvariantCulture) ?? "", "JailUid and JailGid go together");
+        if (JailOpenFilesLimit < 64) throw Bad(nameof(JailOpenFilesLimit), JailOpenFilesLimit.ToString(CultureInfo.InvariantCulture), "must be at least 64");
+        if (!Path.IsPathFullyQualified(JailUnshare)) throw Bad(nameof(JailUnshare), JailUnshare, "must be an absolute path");
         if (!Path.IsPathFullyQualified(CgroupRoot)) throw Bad(nameof(CgroupRoot), CgroupRoot, "must be an absolute path");
         if (!IsCgroupPath(CgroupParent))
             throw Bad(nameof(CgroupParent), CgroupParent, "must be a relative path of names made of letters, digits, '_', '.' and '-' (such as firesharp or machine.slice/firesharp)");
@@ -247,6 +300,9 @@ public sealed record DaemonOptions
 
     private static int? Int(IConfiguration c, string key) =>
         Str(c, key) is { } v ? int.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out int n) ? n : throw Bad(key, v) : null;
+
+    private static uint? UInt(IConfiguration c, string key) =>
+        Str(c, key) is { } v ? uint.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out uint n) ? n : throw Bad(key, v) : null;
 
     private static UnixFileMode ParseMode(string s)
     {

@@ -66,8 +66,11 @@ public sealed unsafe class KvmSystem : IDisposable
         }
     }
 
-    /// <summary>True when the host's KVM is PVM (software virtualization, see docs/pvm.md).</summary>
-    public static bool IsPvmHost => Directory.Exists("/sys/module/kvm_pvm");
+    /// <summary>
+    /// True when the host's KVM is PVM (software virtualization, see docs/pvm.md). Read once: a jailed worker reads
+    /// it before its pivot_root, after which /sys is out of its view.
+    /// </summary>
+    public static bool IsPvmHost { get; } = Directory.Exists("/sys/module/kvm_pvm");
 
     public int ApiVersion => Sys.Ioctl(_handle, KVM_GET_API_VERSION, 0, nameof(KVM_GET_API_VERSION));
 

@@ -3,6 +3,7 @@ using FireSharp.Kvm.Interop;
 using FireSharp.Logging;
 using FireSharp.Worker.Protocol;
 using Microsoft.Extensions.Logging;
+using Microsoft.Win32.SafeHandles;
 
 namespace FireSharp.Worker;
 
@@ -33,19 +34,47 @@ public static class Program
             Console.WriteLine(WorkerArgs.Usage);
             return 0;
         }
-        return Run(parsed);
-    }
-
-    private static int Run(WorkerArgs args)
-    {
-        string socketPath = args.Socket!;
-        string? logPath = args.Log;
-        LogLevel level = args.Level;
+        if (parsed.Jail is not null) return Jail(parsed);
+        if (parsed.Jailed is not null)
+        {
+            SafeFileHandle? ready;
+            try
+            {
+                ready = Jailer.Enter(parsed);
+            }
+            catch (Exception e) when (e is JailSetupException or IOException or UnauthorizedAccessException)
+            {
+                Console.Error.WriteLine($"firesharp-vmm: cannot enter the jail: {e.Message}");
+                return 1;
+            }
+            return Run(parsed, ready);
+        }
         // A session of our own: the terminal's Ctrl-C and the daemon's process group do not reach the VM.
         ProcInfo.NewSession();
-        using var ready = logPath is not null ? ProcInfo.DuplicateStdout() : null; // kept past the redirect
-        if (logPath is not null) ProcInfo.RedirectStdio(logPath);
-        var logger = new StderrLogger(level);
+        var readyPipe = parsed.Log is not null ? ProcInfo.DuplicateStdout() : null; // kept past the redirect
+        if (parsed.Log is not null) ProcInfo.RedirectStdio(parsed.Log);
+        return Run(parsed, readyPipe);
+    }
+
+    /// <summary>Stage 1 of the jail (see <see cref="Jailer"/>): only returns when it fails.</summary>
+    private static int Jail(WorkerArgs parsed)
+    {
+        try
+        {
+            return Jailer.Prepare(parsed);
+        }
+        catch (Exception e) when (e is JailSetupException or IOException or UnauthorizedAccessException or Google.Protobuf.InvalidProtocolBufferException)
+        {
+            Console.Error.WriteLine($"firesharp-vmm: cannot set up the jail: {e.Message}");
+            return 1;
+        }
+    }
+
+    private static int Run(WorkerArgs args, SafeFileHandle? readyPipe)
+    {
+        string socketPath = args.Socket!;
+        using var ready = readyPipe;
+        var logger = new StderrLogger(args.Level);
         using var stop = new CancellationTokenSource();
         using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
         using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.Cancel(); });
@@ -66,7 +95,10 @@ public static class Program
     }
 }
 
-/// <summary>The worker's command line: <c>--socket PATH [--log PATH] [--id ID] [--log-level LEVEL] [--seccomp [--seccomp-test-trigger KIND]]</c>, or <c>--help</c>.</summary>
+/// <summary>
+/// The worker's command line: <c>--socket PATH [--log PATH] [--id ID] [--log-level LEVEL] [--seccomp [--seccomp-test-trigger KIND]]</c>, or <c>--help</c>;
+/// with <c>--jail PLAN</c> the jail's first stage, with <c>--jailed PLAN [--ready-fd N] [--fds A,B,..]</c> its second.
+/// </summary>
 public sealed record WorkerArgs
 {
     public const string Usage =
@@ -78,7 +110,8 @@ public sealed record WorkerArgs
         "  --log-level LEVEL   Trace, Debug, Information (default), Warning, Error, Critical or None\n" +
         "  --seccomp           install the seccomp allow-list before the guest first runs (docs/isolation.md)\n" +
         "  --seccomp-test-trigger KIND\n" +
-        "                      tests only: on SIGUSR2 after the filter is in, call execve or socket(AF_INET) (KIND)";
+        "                      tests only: on SIGUSR2 after the filter is in, call execve or socket(AF_INET) (KIND)\n" +
+        "  --jail PLAN         run jailed as the daemon's JailPlan file says (as root; see docs/isolation.md)";
 
     /// <summary>The forbidden calls <c>--seccomp-test-trigger</c> can make.</summary>
     public static readonly IReadOnlyList<string> TestTriggers = ["execve", "socket"];
@@ -92,6 +125,12 @@ public sealed record WorkerArgs
     public bool Seccomp { get; init; }
     /// <summary>Tests only: the forbidden call made on SIGUSR2 once the filter is in ("execve" or "socket").</summary>
     public string? SeccompTestTrigger { get; init; }
+    /// <summary>The jail plan for stage 1 (<c>--jail</c>) or stage 2 (<c>--jailed</c>, given by stage 1).</summary>
+    public string? Jail { get; init; }
+    public string? Jailed { get; init; }
+    /// <summary>Stage 2: the ready pipe and the pre-opened files' fds (-1: not opened), inherited from stage 1.</summary>
+    public int? ReadyFd { get; init; }
+    public IReadOnlyList<int> Fds { get; init; } = [];
     /// <summary>What is wrong with the command line, or null.</summary>
     public string? Error { get; init; }
 
@@ -112,7 +151,7 @@ public sealed record WorkerArgs
             }
             int eq = a.IndexOf('=', StringComparison.Ordinal);
             string name = eq > 0 ? a[..eq] : a;
-            if (name is not ("--socket" or "--log" or "--id" or "--log-level" or "--seccomp-test-trigger")) return new WorkerArgs { Error = $"unknown argument '{a}'" };
+            if (name is not ("--socket" or "--log" or "--id" or "--log-level" or "--seccomp-test-trigger" or "--jail" or "--jailed" or "--ready-fd" or "--fds")) return new WorkerArgs { Error = $"unknown argument '{a}'" };
             string? value = eq > 0 ? a[(eq + 1)..] : i + 1 < args.Count ? args[++i] : null;
             if (value is null) return new WorkerArgs { Error = $"{name} needs a value" };
             if (!values.TryAdd(name, value)) return new WorkerArgs { Error = $"{name} given twice" };
@@ -125,10 +164,30 @@ public sealed record WorkerArgs
         if (trigger is not null && !TestTriggers.Contains(trigger))
             return new WorkerArgs { Error = $"--seccomp-test-trigger: '{trigger}' is not one of {string.Join(", ", TestTriggers)}" };
         if (trigger is not null && !seccomp) return new WorkerArgs { Error = "--seccomp-test-trigger needs --seccomp" };
+        int? readyFd = null;
+        if (values.TryGetValue("--ready-fd", out var r))
+        {
+            if (!int.TryParse(r, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int fd)) return new WorkerArgs { Error = $"--ready-fd: '{r}' is not an fd" };
+            readyFd = fd;
+        }
+        var fds = new List<int>();
+        if (values.TryGetValue("--fds", out var list))
+        {
+            foreach (var f in list.Split(','))
+            {
+                if (!int.TryParse(f, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out int fd) || fd < -1)
+                    return new WorkerArgs { Error = $"--fds: '{f}' is not an fd" };
+                fds.Add(fd);
+            }
+        }
+        string? jail = values.GetValueOrDefault("--jail"), jailed = values.GetValueOrDefault("--jailed");
+        if (jail is not null && jailed is not null) return new WorkerArgs { Error = "--jail and --jailed exclude each other" };
+        if (jailed is null && (readyFd is not null || fds.Count > 0)) return new WorkerArgs { Error = "--ready-fd and --fds go with --jailed" };
         return new WorkerArgs
         {
             Socket = socket, Log = values.GetValueOrDefault("--log"), Id = values.GetValueOrDefault("--id"), Level = level,
             Seccomp = seccomp, SeccompTestTrigger = trigger,
+            Jail = jail, Jailed = jailed, ReadyFd = readyFd, Fds = fds,
         };
     }
 }

@@ -239,7 +239,7 @@ internal sealed class WorkerMachine(ILogger logger)
         SnapshotResult result;
         try
         {
-            result = SnapshotWriter.Create(vm, t.Dir, t.Resume, diff: t.Diff, trackDirty: t.TrackDirty);
+            result = SnapshotWriter.Create(vm, t.Dir, t.Resume, diff: t.Diff, trackDirty: t.TrackDirty, recordAs: t.RecordedDir.Length == 0 ? null : t.RecordedDir);
         }
         catch (SnapshotException e)
         {

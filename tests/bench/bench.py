@@ -3,6 +3,10 @@
 
 P1  process start -> guest exit on hello.elf: FireSharp vs QEMU microvm. Wall and CPU (user+sys)
     time per process, median and p90, runs interleaved A,B,A,B after one unmeasured warm-up each.
+    Jail on and off (BENCH_JAIL=1, the default, as root): the same guest run in a firesharp-vmm worker through
+    a private daemon core, as `firesharp serve` runs every VM: `firesharp run --worker` (jail off) and
+    `firesharp run --jail` (own uid, namespaces, pivot_root, no capabilities, its cgroup), interleaved. The
+    jail's cost per VM start is the difference of their median walls (same path, only the jail differs).
 P2  port-I/O exits per second on portio-loop.elf: FireSharp vs the C reference runner (and QEMU).
     Method: every runner is timed as a whole process with n=N and with n=0 (same guest, same
     image, same start-up and teardown, just no port 0x80 writes). The start-up baseline is the
@@ -30,8 +34,12 @@ P4  restore -> guest running: counter.elf with 128 MiB is snapshotted once (`fir
     restoring process's own measure, from the restore call (state file read and checked) to the
     vCPU thread's first KVM_RUN, read from its log; the log also gives that moment on
     CLOCK_MONOTONIC, so the time from the bench's spawn to the guest running is reported too.
+    With BENCH_JAIL=1 also `firesharp run --worker/--jail --restore D --exit-after-ms 20`: the restore
+    then goes through a worker (jailed or not); the figure is spawn -> VM running (the restore call
+    returned RUNNING), from the CLOCK_MONOTONIC moment the command logs.
 P5  restores per second: BENCH_P5_COUNT such processes (`--exit-after-ms 1`), BENCH_P5_PARALLEL
-    in flight at a time, on all cores of the machine; rate = count / total wall time.
+    in flight at a time, on all cores of the machine; rate = count / total wall time. With BENCH_JAIL=1
+    the same with `--worker` and `--jail` (each process a private daemon core, a worker, and its jail).
 P6  virtio-blk throughput (MiB/s) with virtio-blk-bench.elf, a ring-3 virtio-mmio (version 2)
     driver that polls its queue (req=256 KiB, 32 requests in flight, refilled in batches of 8),
     so on PVM hosts the driver runs natively and only its MMIO accesses exit. FireSharp
@@ -245,6 +253,15 @@ class Bench:
         self.seq += 1
         return Proc(argv, self.a.work, f"{self.seq:03d}-{tag}").wait(timeout)
 
+    def jail_variants(self) -> list[tuple[str, list[str]]]:
+        """The worker-path variants of `firesharp run` (jail off, jail on), when BENCH_JAIL=1 and we are root."""
+        if not self.a.jail:
+            return []
+        if os.geteuid() != 0:
+            self.details.append("jail variants not measured: the jail needs root")
+            return []
+        return [("worker, jail off", ["--worker"]), ("worker, jail on", ["--jail"])]
+
     # P1 -------------------------------------------------------------------------------------
     def p1(self) -> None:
         n = self.a.p1_runs
@@ -273,6 +290,31 @@ class Bench:
             fv, qv = med(f), med(g)
             self.summary.append(f"P1 {attr.replace('cpu', 'CPU')}: FireSharp {fv:.1f} ms vs QEMU {qv:.1f} ms = {fv / qv:.2f}x "
                                 f"(median of {n}; target <= 0.5x) {verdict(fv / qv, 0.5, True)}")
+        self.p1_jail(fs_cmd, want, n)
+
+    def p1_jail(self, fs_cmd: list[str], want: str, n: int) -> None:
+        variants = self.jail_variants()
+        if not variants:
+            return
+        log(f"P1: hello.elf through a worker, jail off and on, {n} interleaved runs each (+1 warm-up each) ...")
+        runs: dict[str, list[Proc]] = {name: [] for name, _ in variants}
+        for name, extra in variants:
+            self.run("p1-jail-warm", fs_cmd + extra, 60).check(f"P1 {name} warm-up", want)
+        for i in range(n):
+            for name, extra in variants:
+                runs[name].append(self.run("p1-jail", fs_cmd + extra, 60).check(f"P1 {name} run {i + 1}", want))
+        off, on = (runs[name] for name, _ in variants)
+        for attr, label in (("wall", "wall"), ("cpu", "CPU (user+sys)")):
+            fo, fn_ = [getattr(p, attr) * 1000 for p in off], [getattr(p, attr) * 1000 for p in on]
+            self.rows.append((f"P1 {label} median, worker, jail on", f"{med(fn_):.1f} ms", "jail off", f"{med(fo):.1f} ms",
+                              f"{med(fn_) / med(fo):.2f}x", "(info)", ""))
+            self.details.append(f"P1 {label} ms, worker jail off: " + " ".join(f"{x:.1f}" for x in fo))
+            self.details.append(f"P1 {label} ms, worker jail on:  " + " ".join(f"{x:.1f}" for x in fn_))
+        cost = med([p.wall * 1000 for p in on]) - med([p.wall * 1000 for p in off])
+        self.rows.append(("P1  jail cost per VM start (wall, on - off)", f"{cost:.1f} ms", "", "", "", "(info)", ""))
+        self.summary.append(f"P1 through a worker (`firesharp run --worker` / `--jail`, a private daemon core as `serve`): "
+                            f"median wall jail off {med([p.wall * 1000 for p in off]):.1f} ms, jail on "
+                            f"{med([p.wall * 1000 for p in on]):.1f} ms: the jail costs {cost:.1f} ms per VM start (median of {n})")
 
     # P2 -------------------------------------------------------------------------------------
     def p2(self) -> None:
@@ -760,6 +802,39 @@ class Bench:
                             "-incoming exec:cat FILE, timed from spawn until QMP cont is answered; savevm/loadvm would need "
                             "a qcow2 disk): " + (f"median {med(q):.1f} ms vs FireSharp {ms_:.1f} ms from spawn = {ms_ / med(q):.2f}x"
                                                  if q else qnote))
+        self.p4_jail(snap, n)
+
+    def p4_jail(self, snap: str, n: int) -> None:
+        variants = self.jail_variants()
+        if not variants:
+            return
+        log(f"P4: restore through a worker, jail off and on, {n} interleaved runs each (+1 warm-up each) ...")
+        running_re = re.compile(r"VM running ([\d.]+) ms after the create/restore call, [\d.]+ ms after the command began "
+                                r"\(CLOCK_MONOTONIC (\d+) ns\)")
+        spawn: dict[str, list[float]] = {name: [] for name, _ in variants}
+        call: dict[str, list[float]] = {name: [] for name, _ in variants}
+        base = self.p45_restore_cmd(snap, 20)
+        for name, extra in variants:
+            self.run("p4-jail-warm", base + extra, 60).check(f"P4 {name} warm-up", "")
+        for i in range(n):
+            for name, extra in variants:
+                t_spawn = time.monotonic_ns()
+                p = self.run("p4-jail", base + extra, 60).check(f"P4 {name} run {i + 1}", "")
+                r = running_re.search(p.stderr())
+                if not r:
+                    raise RunError(f"P4 {name} run {i + 1}: no 'VM running' line: {p.stderr().strip()[-300:]}")
+                call[name].append(float(r.group(1)))
+                spawn[name].append((int(r.group(2)) - t_spawn) / 1e6)
+        (off, _), (on, _) = variants
+        self.rows.append(("P4  spawn -> guest running, worker, jail on", f"{med(spawn[on]):.1f} ms", "jail off", f"{med(spawn[off]):.1f} ms",
+                          f"{med(spawn[on]) / med(spawn[off]):.2f}x", "(info)", ""))
+        self.rows.append(("P4  restore call -> running, worker, jail on", f"{med(call[on]):.1f} ms", "jail off", f"{med(call[off]):.1f} ms",
+                          f"{med(call[on]) / med(call[off]):.2f}x", "(info)", ""))
+        for name, _ in variants:
+            self.details.append(f"P4 {name}: spawn -> VM running, ms: " + " ".join(f"{x:.1f}" for x in spawn[name]))
+            self.details.append(f"P4 {name}: RestoreVm call (worker launch + restore) -> RUNNING, ms: " + " ".join(f"{x:.1f}" for x in call[name]))
+        self.summary.append(f"P4 through a worker: restore call -> running median jail off {med(call[off]):.1f} ms, jail on {med(call[on]):.1f} ms "
+                            f"(+{med(call[on]) - med(call[off]):.1f} ms); spawn -> running {med(spawn[off]):.1f} vs {med(spawn[on]):.1f} ms (median of {n})")
 
     def p4_qemu(self, runs: int) -> list[float]:
         """QEMU's nearest equivalent: the counter guest saved with QMP stop + migrate to a file, then
@@ -845,8 +920,36 @@ class Bench:
         snap = self.p45_snapshot()
         ncpu = os.cpu_count() or 0
         log(f"P5: {total} restores in new processes, {par} at a time, on {ncpu} cores ...")
-        cmd = self.p45_restore_cmd(snap, 1)
-        self.run("p5-warm", cmd, 30).check("P5 warm-up", "")
+        rate, cpu_ms, wall, walls = self.p5_run(self.p45_restore_cmd(snap, 1), "guest running", "")
+        self.rows.append((f"P5 restores/s, {ncpu} cores", f"{rate:.0f}/s", "", "", "", ">= 50/s", "PASS" if rate >= 50 else "MISS"))
+        self.rows.append(("P5  CPU per restore (process)", f"{cpu_ms:.1f} ms", "", "", "", "(info)", ""))
+        self.details.append(f"P5 {total} restores of the {self.P45_MEM_MIB} MiB counter.elf snapshot, each a new "
+                            f"`firesharp run --restore --exit-after-ms 1` process, {par} in flight: {wall:.2f} s wall, "
+                            f"{rate:.1f} restores/s, {cpu_ms:.1f} CPU-ms (user+sys) per restore; process wall median "
+                            f"{med(walls):.1f} ms")
+        self.summary.append(f"P5 restores per second: {rate:.0f}/s on {ncpu} cores ({total} restores, each a new process that "
+                            f"restores, runs the guest >= 1 ms and exits; {par} in flight; target >= 50/s) "
+                            f"{'PASS' if rate >= 50 else 'MISS'}")
+        results = {}
+        for name, extra in self.jail_variants():
+            log(f"P5: {total} restores through a worker ({name}), {par} at a time ...")
+            results[name] = self.p5_run(self.p45_restore_cmd(snap, 1) + extra, "VM running", name)
+            r, c, w, ws = results[name]
+            self.details.append(f"P5 {name}: {total} `firesharp run {' '.join(extra)} --restore --exit-after-ms 1` processes, "
+                                f"{par} in flight: {w:.2f} s wall, {r:.1f} restores/s, {c:.1f} CPU-ms per restore, process wall median {med(ws):.1f} ms")
+        if len(results) == 2:
+            (off, (ro, co, _, _)), (on, (rn, cn, _, _)) = results.items()
+            self.rows.append((f"P5  restores/s, worker, jail on", f"{rn:.0f}/s", "jail off", f"{ro:.0f}/s", f"{rn / ro:.2f}x", ">= 50/s",
+                              "PASS" if rn >= 50 else "MISS"))
+            self.rows.append(("P5  CPU per restore, worker, jail on", f"{cn:.1f} ms", "jail off", f"{co:.1f} ms", f"{cn / co:.2f}x", "(info)", ""))
+            self.summary.append(f"P5 through a worker, each restore a new process with a private daemon core: jail off {ro:.0f}/s, "
+                                f"jail on {rn:.0f}/s (target >= 50/s with the jail on) {'PASS' if rn >= 50 else 'MISS'}")
+
+    def p5_run(self, cmd: list[str], running: str, name: str) -> tuple[float, float, float, list[float]]:
+        """BENCH_P5_COUNT runs of cmd, BENCH_P5_PARALLEL in flight: (restores/s, CPU ms per restore, wall s, process walls ms)."""
+        total, par = self.a.p5_count, self.a.p5_parallel
+        what = f"P5 {name}".strip()
+        self.run("p5-warm", cmd, 60).check(f"{what} warm-up", "")
         pending = list(range(total))
         live: list[Proc] = []
         done: list[Proc] = []
@@ -856,27 +959,17 @@ class Bench:
                 i = pending.pop(0)
                 self.seq += 1
                 live.append(Proc(cmd, self.a.work, f"{self.seq:03d}-p5-{i}"))
-            ready, _, _ = select.select([p.pidfd for p in live], [], [], 30)
+            ready, _, _ = select.select([p.pidfd for p in live], [], [], 60)
             if not ready:
-                raise RunError("P5: no restore finished within 30 s")
+                raise RunError(f"{what}: no restore finished within 60 s")
             for p in [p for p in live if p.pidfd in ready]:
                 live.remove(p)
-                done.append(p.wait(1).check("P5 restore", ""))
+                done.append(p.wait(1).check(f"{what} restore", ""))
         wall = time.perf_counter() - t0
         for p in done:
-            if "guest running" not in p.stderr():
-                raise RunError(f"P5: a restore did not report the guest running: {p.stderr().strip()[-300:]}")
-        rate = total / wall
-        cpu_ms = sum(p.cpu for p in done) / total * 1000
-        self.rows.append((f"P5 restores/s, {ncpu} cores", f"{rate:.0f}/s", "", "", "", ">= 50/s", "PASS" if rate >= 50 else "MISS"))
-        self.rows.append(("P5  CPU per restore (process)", f"{cpu_ms:.1f} ms", "", "", "", "(info)", ""))
-        self.details.append(f"P5 {total} restores of the {self.P45_MEM_MIB} MiB counter.elf snapshot, each a new "
-                            f"`firesharp run --restore --exit-after-ms 1` process, {par} in flight: {wall:.2f} s wall, "
-                            f"{rate:.1f} restores/s, {cpu_ms:.1f} CPU-ms (user+sys) per restore; process wall median "
-                            f"{med([p.wall * 1000 for p in done]):.1f} ms")
-        self.summary.append(f"P5 restores per second: {rate:.0f}/s on {ncpu} cores ({total} restores, each a new process that "
-                            f"restores, runs the guest >= 1 ms and exits; {par} in flight; target >= 50/s) "
-                            f"{'PASS' if rate >= 50 else 'MISS'}")
+            if running not in p.stderr():
+                raise RunError(f"{what}: a restore did not report '{running}': {p.stderr().strip()[-300:]}")
+        return total / wall, sum(p.cpu for p in done) / total * 1000, wall, [p.wall * 1000 for p in done]
 
     # report ---------------------------------------------------------------------------------
     def report(self) -> None:
@@ -927,6 +1020,7 @@ def main() -> int:
     ap.add_argument("--p9-parallel", type=int, default=8)
     ap.add_argument("--p9-cpu-s", type=float, default=2.0)
     ap.add_argument("--p9-step-timeout", type=float, default=300.0)
+    ap.add_argument("--jail", type=int, default=1)
     ap.add_argument("--only", default="p1,p2,p3,p4,p5,p6,p9")
     ap.add_argument("--time-bin", default="/usr/bin/time")
     a = ap.parse_args()

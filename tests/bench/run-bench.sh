@@ -18,7 +18,8 @@
 #
 # Knobs (environment): BENCH_P1_RUNS (12), BENCH_P2_RUNS (5), BENCH_P2_N (100000),
 # BENCH_P2_QEMU (1 = also time QEMU in P2), BENCH_P3_HOLD (2 s), BENCH_P4_RUNS (20), BENCH_P4_QEMU_RUNS (10),
-# BENCH_P5_COUNT (60), BENCH_P5_PARALLEL (4), BENCH_P6_ROUNDS (5),
+# BENCH_P5_COUNT (60), BENCH_P5_PARALLEL (4), BENCH_JAIL (1: P1, P4 and P5 also through a worker with the jail
+# off and on, as root), BENCH_P6_ROUNDS (5),
 # BENCH_P6_SECONDS (1 s per measured run), BENCH_P6_IMG_MIB (256), BENCH_P6_BUDGET (45 s: no new
 # round after that), BENCH_P9_COUNTS (200,500,1000: the N to reach, in order), BENCH_P9_PARALLEL (8 restores in
 # flight), BENCH_P9_STEP_TIMEOUT (300 s per N), BENCH_ONLY (p1,p2,p3,p4,p5,p6,p9), BENCH_TIMEOUT (900 s for the
@@ -86,7 +87,7 @@ timeout -k 30 "${BENCH_TIMEOUT:-900}" python3 -u tests/bench/bench.py \
   --work "$WORK" --firesharp "$FIRESHARP_BIN" --worker "$FIRESHARP_WORKER_BIN" --runner "$PORTIO_RUNNER" --guests "$GUEST_OUT" --qemu "$QEMU" \
   --p1-runs "${BENCH_P1_RUNS:-12}" --p2-runs "${BENCH_P2_RUNS:-5}" --p2-n "${BENCH_P2_N:-100000}" \
   --p2-qemu "${BENCH_P2_QEMU:-1}" --p3-hold "${BENCH_P3_HOLD:-2}" \
-  --p4-runs "${BENCH_P4_RUNS:-20}" --p4-qemu-runs "${BENCH_P4_QEMU_RUNS:-10}" --p5-count "${BENCH_P5_COUNT:-60}" --p5-parallel "${BENCH_P5_PARALLEL:-4}" \
+  --p4-runs "${BENCH_P4_RUNS:-20}" --p4-qemu-runs "${BENCH_P4_QEMU_RUNS:-10}" --p5-count "${BENCH_P5_COUNT:-60}" --p5-parallel "${BENCH_P5_PARALLEL:-4}" --jail "${BENCH_JAIL:-1}" \
   --p6-rounds "${BENCH_P6_ROUNDS:-5}" --p6-seconds "${BENCH_P6_SECONDS:-1}" --p6-img-mib "${BENCH_P6_IMG_MIB:-256}" \
   --p6-budget "${BENCH_P6_BUDGET:-45}" --p9-counts "${BENCH_P9_COUNTS:-200,500,1000}" --p9-parallel "${BENCH_P9_PARALLEL:-8}" \
   --p9-step-timeout "${BENCH_P9_STEP_TIMEOUT:-300}" --only "${BENCH_ONLY:-p1,p2,p3,p4,p5,p6,p9}"

@@ -24,7 +24,7 @@ internal sealed class GuestAgents(DaemonOptions options, VmRegistry registry, Ev
     private static readonly TimeSpan RestoredAgentProbeTime = TimeSpan.FromMinutes(2);
 
     /// <summary>The VM's hybrid vsock socket on the daemon's host (the daemon's own choice).</summary>
-    public string VsockPath(string id) => Path.Combine(options.VmDir(id), VsockFileName);
+    public string VsockPath(string id) => Path.Combine(options.RunDir(id), VsockFileName);
 
     /// <summary>
     /// The VM's hybrid vsock socket: a restored VM's override (RestoreVm's, or the daemon's default
@@ -39,7 +39,7 @@ internal sealed class GuestAgents(DaemonOptions options, VmRegistry registry, Ev
     /// </summary>
     public string PrepareVsock(VmEntry entry, WorkerSession session, bool agent)
     {
-        string uds = Path.Combine(entry.Dir, VsockFileName);
+        string uds = VsockPath(entry.Id);
         string readyPath = HybridVsock.GuestInitiatedPath(uds, AgentProtocol.DefaultReadyPort);
         TryDelete(uds); // the worker creates it and it must not exist
         TryDelete(readyPath);
@@ -55,6 +55,8 @@ internal sealed class GuestAgents(DaemonOptions options, VmRegistry registry, Ev
             throw VmApiException.Unavailable($"cannot listen for the guest agent: {e.Message}");
         }
         lock (entry.Gate) session.ReadyListener = listener;
+        // A jailed worker connects to it with the VM's uid.
+        if (entry.Worker is { Jailed: true } && entry.Jail is { } jail) FireSharp.Kvm.Interop.Mounts.ChangeOwner(readyPath, jail.Uid, jail.Gid);
         _ = Task.Run(async () =>
         {
             try
@@ -85,7 +87,7 @@ internal sealed class GuestAgents(DaemonOptions options, VmRegistry registry, Ev
             session.ReadyListener = null;
         }
         listener?.Dispose();
-        TryDelete(Path.Combine(entry.Dir, VsockFileName));
+        TryDelete(Path.Combine(Path.GetDirectoryName(session.Process.SocketPath)!, VsockFileName));
     }
 
     /// <summary>

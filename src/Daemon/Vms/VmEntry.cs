@@ -27,6 +27,9 @@ internal sealed class VmEntry(string id, string dir)
     /// <summary>For a VM made by RestoreVm: what it was restored from (a restart restores it again).</summary>
     public RestoreVmCommand? RestoredFrom { get; init; }
 
+    /// <summary>The VM's jail uid/gid, once it has one; kept (and recorded) until the VM is deleted.</summary>
+    public JailIdentity? Jail { get; set; }
+
     public WorkerSession? Session { get; set; }
     public bool Deleted { get; set; }
 

@@ -10,7 +10,7 @@ namespace FireSharp.Daemon.Vms;
 /// (<see cref="WorkerSupervisor.Apply"/>). Every failure leaves as a <see cref="VmApiException"/>.
 /// </summary>
 internal sealed class VmLifecycle(DaemonOptions options, HostLimits host, VmRegistry registry, VmAdmission admission,
-    WorkerSupervisor supervisor, VmCgroups cgroups, GuestAgents agents, EventHub events, ILogger logger)
+    WorkerSupervisor supervisor, VmCgroups cgroups, GuestAgents agents, Jail.VmJails jails, EventHub events, ILogger logger)
 {
     public async Task<VmInfo> CreateAsync(CreateVmCommand command, CancellationToken ct)
     {
@@ -202,7 +202,8 @@ internal sealed class VmLifecycle(DaemonOptions options, HostLimits host, VmRegi
         await cgroups.RemoveAsync(entry.Id).ConfigureAwait(false); // the worker is gone, so the cgroup is empty
         lock (entry.Gate) entry.Deleted = true;
         registry.Store.Remove(entry);
-        registry.Remove(entry);
+        registry.Remove(entry); // its jail uid is free again
+        jails.Remove(entry.Id);
     }
 
     /// <summary>Runs <paramref name="action"/> on the VM under its op lock and returns the VM after it.</summary>

@@ -52,4 +52,12 @@ internal static partial class VmLog
 
     [LoggerMessage(12, LogLevel.Information, "VM {Id}: {Count} rate limiter(s) replaced")]
     public static partial void RateLimitersUpdated(ILogger logger, string id, int count);
+    [LoggerMessage(62, LogLevel.Debug, "VM {Id}: worker {Pid} launched (jailed: {Jailed}) in {Ms:F1} ms")]
+    public static partial void WorkerLaunched(ILogger logger, string id, int pid, bool jailed, double ms);
+
+    [LoggerMessage(60, LogLevel.Information, "removed {Dir}: its VM no longer exists")]
+    public static partial void JailReaped(ILogger logger, string dir);
+
+    [LoggerMessage(61, LogLevel.Warning, "cannot remove {Dir}: {Error}")]
+    public static partial void JailNotRemoved(ILogger logger, string dir, string error);
 }

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using FireSharp.Daemon.Isolation;
+using FireSharp.Daemon.Jail;
 using FireSharp.Daemon.Workers;
 using Microsoft.Extensions.Logging;
 
@@ -34,6 +35,7 @@ public sealed class VmManager : IAsyncDisposable
     private readonly GuestAgents _agents;
     private readonly VmLifecycle _lifecycle;
     private readonly VmSnapshots _snapshots;
+    private readonly VmJails _jails;
     private readonly VmCgroups _cgroups;
 
     public VmManager(DaemonOptions options, IWorkerLauncher launcher, HostLimits host, ILogger<VmManager> logger)
@@ -43,10 +45,11 @@ public sealed class VmManager : IAsyncDisposable
         _registry = new VmRegistry(options, new VmRecordStore(logger));
         _admission = new VmAdmission(options, host, _registry);
         _agents = new GuestAgents(options, _registry, Events, logger);
+        _jails = new VmJails(options, _registry, logger);
         _cgroups = new VmCgroups(options, logger);
-        _supervisor = new WorkerSupervisor(options, launcher, _cgroups, _registry, Events, _agents, logger);
-        _lifecycle = new VmLifecycle(options, host, _registry, _admission, _supervisor, _cgroups, _agents, Events, logger);
-        _snapshots = new VmSnapshots(options, _registry, _lifecycle, _supervisor, _agents);
+        _supervisor = new WorkerSupervisor(options, launcher, _cgroups, _registry, Events, _agents, _jails, logger);
+        _lifecycle = new VmLifecycle(options, host, _registry, _admission, _supervisor, _cgroups, _agents, _jails, Events, logger);
+        _snapshots = new VmSnapshots(options, _registry, _lifecycle, _supervisor, _agents, _jails);
     }
 
     /// <summary>Every VM's lifecycle events.</summary>
@@ -78,10 +81,12 @@ public sealed class VmManager : IAsyncDisposable
                 _registry.Store.DeleteDirectory(stored.Dir);
                 continue;
             }
-            var entry = new VmEntry(stored.Id, stored.Dir) { Vm = stored.Vm!, Worker = stored.Worker, RestoredFrom = stored.RestoredFrom };
+            var entry = new VmEntry(stored.Id, stored.Dir) { Vm = stored.Vm!, Worker = stored.Worker, RestoredFrom = stored.RestoredFrom, Jail = stored.Jail };
             _registry.Add(entry);
             await _supervisor.AdoptOrReapAsync(entry, ct).ConfigureAwait(false);
         }
+        // Jail and run directories of VMs that are gone (deleted while the daemon was down, half-created).
+        _jails.ReapOrphans(_registry.Entries.Select(e => e.Id).ToHashSet(StringComparer.Ordinal));
         await _cgroups.ReapAsync(HasLiveWorker).ConfigureAwait(false);
     }
 

@@ -5,7 +5,7 @@ using Microsoft.Extensions.Logging;
 namespace FireSharp.Daemon.Vms;
 
 /// <summary>A record read at start-up: a VM to load, or the remains of a create that never finished.</summary>
-internal sealed record StoredVm(string Dir, string Id, VmInfo? Vm, WorkerRecord? Worker, RestoreVmCommand? RestoredFrom)
+internal sealed record StoredVm(string Dir, string Id, VmInfo? Vm, WorkerRecord? Worker, RestoreVmCommand? RestoredFrom, JailIdentity? Jail = null)
 {
     /// <summary>No record, a record for another id, or one still CREATING: the create never finished.</summary>
     public bool HalfCreated => Vm is null || Vm.Id != Id || Vm.Phase == VmPhase.Creating;
@@ -89,7 +89,7 @@ internal sealed class VmRecordStore(ILogger logger)
                 continue;
             }
             var restoredFrom = record.RestoredFrom is null ? null : VmApiMapping.ToCommand(record.RestoredFrom);
-            result.Add(new StoredVm(dir, id, vm, record.Worker, restoredFrom));
+            result.Add(new StoredVm(dir, id, vm, record.Worker, restoredFrom, record.Jail));
         }
         return result;
     }
@@ -107,5 +107,6 @@ internal sealed class VmRecordStore(ILogger logger)
         Vm = VmApiMapping.ToProto(entry.Vm),
         Worker = entry.Worker?.Clone(),
         RestoredFrom = entry.RestoredFrom is null ? null : VmApiMapping.ToProto(entry.RestoredFrom),
+        Jail = entry.Jail?.Clone(),
     };
 }

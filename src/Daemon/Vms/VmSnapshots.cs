@@ -11,7 +11,7 @@ namespace FireSharp.Daemon.Vms;
 /// Snapshots through the daemon: taken inside the VM's worker; restored into a new VM with a worker of its own.
 /// A restore reads and checks the snapshot here first, so a bad one starts no worker.
 /// </summary>
-internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, VmLifecycle lifecycle, WorkerSupervisor supervisor, GuestAgents agents)
+internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, VmLifecycle lifecycle, WorkerSupervisor supervisor, GuestAgents agents, Jail.VmJails jails)
 {
     /// <summary>Snapshots a RUNNING or PAUSED VM into a directory that must not exist.</summary>
     public async Task<VmSnapshotInfo> CreateAsync(SnapshotVmCommand command, CancellationToken ct)
@@ -25,11 +25,35 @@ internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, Vm
             entry.ThrowIfDeleted();
             var session = entry.RequireSession("snapshot", VmPhase.Running, VmPhase.Paused);
             var request = new TakeSnapshot { Dir = command.Dir, Resume = command.Resume, Diff = command.Diff, TrackDirty = command.TrackDirty };
+            bool jailed;
+            lock (entry.Gate) jailed = entry.Worker is { Jailed: true };
+            string target = Path.GetFullPath(command.Dir.TrimEnd('/') is { Length: > 0 } d ? d : command.Dir);
+            if (jailed)
+            {
+                // A jailed worker can write only into its outbox; the daemon moves the snapshot to where it was asked for.
+                CheckTarget(target);
+                request.Dir = Path.Combine(jails.Outbox(entry.Id), Guid.NewGuid().ToString("N"));
+                request.RecordedDir = target;
+            }
             var taken = await session.Client.SnapshotAsync(request, ct).ConfigureAwait(false);
             supervisor.Apply(entry, session, taken.Status);
+            if (jailed)
+            {
+                try
+                {
+                    Jail.VmJails.MoveOut(taken.Dir, target);
+                }
+                catch (Exception e) when (e is SnapshotException or IOException or FireSharp.Kvm.Interop.JailSetupException or UnauthorizedAccessException)
+                {
+                    try { Directory.Delete(taken.Dir, recursive: true); }
+                    catch (Exception e2) when (e2 is IOException or UnauthorizedAccessException) { }
+                    throw e is SnapshotException se ? SnapshotErrors.ToApi(se)
+                        : VmApiException.Unavailable($"cannot move the snapshot from the VM's outbox to {target}: {e.Message}");
+                }
+            }
             return new VmSnapshotInfo
             {
-                Dir = taken.Dir,
+                Dir = jailed ? target : taken.Dir,
                 MemoryBytes = taken.MemoryBytes,
                 MemoryBytesWritten = taken.MemoryBytesWritten,
                 StateFileBytes = taken.StateFileBytes,
@@ -134,6 +158,16 @@ internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, Vm
             Agent = vsock is not null,
             Rng = config.Devices.Any(d => d.Kind == RngDeviceKind.Name),
         };
+    }
+
+    /// <summary>What the worker checks of a snapshot's directory, for one that writes into its outbox instead.</summary>
+    private static void CheckTarget(string target)
+    {
+        if (Directory.Exists(target) || File.Exists(target))
+            throw SnapshotErrors.ToApi(new SnapshotException(SnapshotErrorReason.DirectoryExists, $"snapshot directory {target} already exists"));
+        string parent = Path.GetDirectoryName(target) ?? "/";
+        if (!Directory.Exists(parent))
+            throw SnapshotErrors.ToApi(new SnapshotException(SnapshotErrorReason.NotFound, $"cannot create snapshot {target}: directory {parent} does not exist"));
     }
 
     private static void ValidateAbsolute(string path, string field, bool required)

@@ -1,4 +1,5 @@
 using FireSharp.Daemon.Isolation;
+using FireSharp.Daemon.Jail;
 using FireSharp.Daemon.Workers;
 using FireSharp.Proto.Worker;
 using Microsoft.Extensions.Logging;
@@ -10,7 +11,7 @@ namespace FireSharp.Daemon.Vms;
 /// a daemon restart, watches each worker's events and death, and retires workers. A VM's state comes from its
 /// worker: every worker status, from an event or a call's reply, is applied once, in the worker's order.
 /// </summary>
-internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher launcher, VmCgroups cgroups, VmRegistry registry, EventHub events, GuestAgents agents, ILogger logger)
+internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher launcher, VmCgroups cgroups, VmRegistry registry, EventHub events, GuestAgents agents, VmJails jails, ILogger logger)
 {
     private static readonly TimeSpan ShutdownTimeout = TimeSpan.FromSeconds(15);
     private static readonly TimeSpan ExitWait = TimeSpan.FromSeconds(5);
@@ -18,16 +19,22 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
     /// <summary>Starts a worker, builds the machine in it (or restores it) and starts watching it. The entry's op lock is held.</summary>
     public async Task LaunchAsync(VmEntry entry, bool restart, CancellationToken ct)
     {
-        var process = await launcher.LaunchAsync(entry.Id, options.WorkerSocket(entry.Id), Path.Combine(entry.Dir, "worker.log"), ct).ConfigureAwait(false);
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var launch = jails.LaunchFor(entry);
+        var process = await launcher.LaunchAsync(launch, ct).ConfigureAwait(false);
+        VmLog.WorkerLaunched(logger, entry.Id, process.Pid, launch.Jail is not null, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         var session = new WorkerSession(process, new WorkerClient(process.SocketPath));
         lock (entry.Gate)
         {
             entry.Session = session;
             entry.Worker = process.ToRecord();
+            entry.Worker.Jailed = launch.Jail is not null;
             entry.Vm = entry.Vm with { WorkerPid = process.Pid };
         }
         registry.Save(entry);
         // Into the VM's cgroup before the first request: the worker runs no guest code until it builds the machine.
+        // process.Pid is the worker itself (a jailed one's own pid, from SO_PEERCRED, not unshare's); the worker never
+        // forks, and cgroup.procs moves all of its threads, so everything the VM runs is confined from here on.
         cgroups.Enter(entry.Id, entry.Snapshot().Spec, process.Pid);
         WorkerRequest request;
         if (entry.RestoredFrom is { } restore) // made by RestoreVm: restore, don't boot

@@ -35,14 +35,25 @@ public abstract class WorkerProcess
     public WorkerRecord ToRecord() => new() { Pid = Pid, StartTime = StartTime, Socket = SocketPath };
 }
 
+/// <summary>
+/// What to start: the VM's worker listening on <paramref name="SocketPath"/>, logging to <paramref name="LogPath"/>;
+/// jailed as <paramref name="Jail"/> says (written to <paramref name="JailPlanPath"/>), or not when it is null.
+/// </summary>
+public sealed record WorkerLaunch(string VmId, string SocketPath, string LogPath)
+{
+    public JailPlan? Jail { get; init; }
+    public string? JailPlanPath { get; init; }
+}
+
 /// <summary>Starts workers and finds them again after a daemon restart.</summary>
 public interface IWorkerLauncher
 {
     /// <summary>
-    /// Starts a worker that will listen on <paramref name="socketPath"/> and returns once the socket accepts
-    /// connections. <paramref name="logPath"/> receives the worker's own log.
+    /// Starts a worker that will listen on <see cref="WorkerLaunch.SocketPath"/> and returns once the socket accepts
+    /// connections. The returned <see cref="WorkerProcess.Pid"/> is the process that runs the VM (inside its jail, if
+    /// any): the one to kill, adopt, or put in a cgroup.
     /// </summary>
-    Task<WorkerProcess> LaunchAsync(string vmId, string socketPath, string logPath, CancellationToken ct);
+    Task<WorkerProcess> LaunchAsync(WorkerLaunch launch, CancellationToken ct);
 
     /// <summary>The worker described by a record if that very process is still alive; otherwise null.</summary>
     WorkerProcess? Adopt(WorkerRecord record);
@@ -73,9 +84,16 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
     /// <summary>How long a worker may take to report <see cref="ReadyLine"/> before it is killed and the start fails.</summary>
     public TimeSpan StartTimeout { get; } = startTimeout ?? DefaultStartTimeout;
 
-    public async Task<WorkerProcess> LaunchAsync(string vmId, string socketPath, string logPath, CancellationToken ct)
+    public async Task<WorkerProcess> LaunchAsync(WorkerLaunch launch, CancellationToken ct)
     {
+        ArgumentNullException.ThrowIfNull(launch);
+        string socketPath = launch.SocketPath;
         if (!File.Exists(BinaryPath)) throw VmApiException.Unavailable($"the worker binary {BinaryPath} does not exist");
+        if (launch.Jail is { } plan)
+        {
+            if (launch.JailPlanPath is null) throw new ArgumentException("a jailed launch needs JailPlanPath", nameof(launch));
+            AtomicFile.Replace(launch.JailPlanPath, Google.Protobuf.MessageExtensions.ToByteArray(plan));
+        }
         var psi = new ProcessStartInfo(BinaryPath)
         {
             UseShellExecute = false,
@@ -83,16 +101,22 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
             RedirectStandardOutput = true, // the ready line; the worker points its stdout at its log after that
             RedirectStandardError = false,
         };
-        foreach (var a in (string[])["--socket", socketPath, "--log", logPath, "--id", vmId]) psi.ArgumentList.Add(a);
+        if (launch.JailPlanPath is not null && launch.Jail is not null) { psi.ArgumentList.Add("--jail"); psi.ArgumentList.Add(launch.JailPlanPath); }
+        foreach (var a in (string[])["--socket", socketPath, "--log", launch.LogPath, "--id", launch.VmId]) psi.ArgumentList.Add(a);
         if (logLevel is not null) { psi.ArgumentList.Add("--log-level"); psi.ArgumentList.Add(logLevel); }
         if (seccomp) psi.ArgumentList.Add("--seccomp");
         if (seccomp && seccompTestTrigger is not null) { psi.ArgumentList.Add("--seccomp-test-trigger"); psi.ArgumentList.Add(seccompTestTrigger); }
         var process = Process.Start(psi) ?? throw VmApiException.Unavailable("the worker process did not start");
         var ready = process.StandardOutput;
-        var worker = new ChildWorker(process, socketPath);
+        var exit = new ChildExit(process);
+        var worker = new ChildWorker(exit, process.Id, socketPath);
         try
         {
             await WaitForReadyAsync(ready, socketPath, worker.Exited, ct).ConfigureAwait(false);
+            // A jailed worker is unshare(1)'s child, in a pid namespace of its own: the kernel names it to us.
+            if (launch.Jail is null) return worker;
+            exit.JailedPid = await PeerPidAsync(socketPath, ct).ConfigureAwait(false);
+            worker = new ChildWorker(exit, exit.JailedPid, socketPath);
             return worker;
         }
         catch
@@ -128,6 +152,19 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
         throw VmApiException.Unavailable($"the worker ended while starting: {why}");
     }
 
+    /// <summary>The pid (in this process's pid namespace) of the process that listens on <paramref name="socketPath"/> (SO_PEERCRED).</summary>
+    public static async Task<int> PeerPidAsync(string socketPath, CancellationToken ct)
+    {
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        await socket.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(socketPath), ct).ConfigureAwait(false);
+        const int SOL_SOCKET = 1, SO_PEERCRED = 17;
+        var cred = new byte[12]; // struct ucred { pid_t pid; uid_t uid; gid_t gid; }
+        int n = socket.GetRawSocketOption(SOL_SOCKET, SO_PEERCRED, cred);
+        int pid = n >= 4 ? BitConverter.ToInt32(cred, 0) : 0;
+        if (pid <= 0) throw VmApiException.Unavailable($"cannot tell which process listens on {socketPath} (SO_PEERCRED gave {pid})");
+        return pid;
+    }
+
     public WorkerProcess? Adopt(WorkerRecord record)
     {
         if (record.Pid <= 0 || ProcInfo.StartTime(record.Pid) != record.StartTime) return null;
@@ -135,36 +172,70 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
     }
 
     /// <summary>A worker this daemon started: its exit status is known.</summary>
+    /// <remarks>
+    /// A jailed worker is the child of the process started here (unshare(1), which waits for it and ends with it):
+    /// <see cref="WorkerProcess.Pid"/> is then the worker itself, and unshare's exit status stands for the worker's
+    /// (util-linux 2.38 reports a SIGKILL of its child as status 1, so that end is named by the pid only).
+    /// </remarks>
     private sealed class ChildWorker : WorkerProcess
+    {
+        private readonly ChildExit _exit;
+
+        [System.Diagnostics.CodeAnalysis.SetsRequiredMembers]
+        public ChildWorker(ChildExit exit, int pid, string socketPath)
+        {
+            _exit = exit;
+            Pid = pid;
+            StartTime = ProcInfo.StartTime(pid) ?? 0;
+            SocketPath = socketPath;
+        }
+
+        public override Task<WorkerExit> Exited => _exit.Exited;
+
+        public override void Kill()
+        {
+            if (Pid != _exit.ChildPid && ProcInfo.StartTime(Pid) == StartTime) ProcInfo.SendSignal(Pid, ProcInfo.SIGKILL);
+            _exit.Kill();
+        }
+    }
+
+    /// <summary>The process this daemon started for a worker, and how it ended.</summary>
+    private sealed class ChildExit
     {
         private readonly Process _process;
 
-        [System.Diagnostics.CodeAnalysis.SetsRequiredMembers]
-        public ChildWorker(Process process, string socketPath)
+        public ChildExit(Process process)
         {
             _process = process;
-            Pid = process.Id;
-            StartTime = ProcInfo.StartTime(process.Id) ?? 0;
-            SocketPath = socketPath;
+            ChildPid = process.Id;
             Exited = WaitAsync();
         }
 
-        public override Task<WorkerExit> Exited { get; }
+        public int ChildPid { get; }
+
+        /// <summary>The jailed worker under the child, once known (0: the child is the worker).</summary>
+        public int JailedPid { get; set; }
+
+        public Task<WorkerExit> Exited { get; }
 
         private async Task<WorkerExit> WaitAsync()
         {
             await _process.WaitForExitAsync().ConfigureAwait(false);
             int code = _process.ExitCode;
             _process.Dispose();
-            // .NET reports death by signal N as 128 + N.
+            int pid = JailedPid != 0 ? JailedPid : ChildPid;
+            // .NET reports death by signal N as 128 + N. A jailed worker's end comes through unshare, which reports
+            // a child killed by a signal as status 1: the kernel's seccomp record for the worker's pid tells then.
             int signal = code > 128 ? code - 128 : 0;
-            if (signal == WorkerExit.SIGSYS) return await SeccompKills.DescribeAsync(Pid).ConfigureAwait(false);
-            return signal != 0
-                ? new WorkerExit($"worker process {Pid} was killed by signal {signal}", signal)
-                : new WorkerExit($"worker process {Pid} exited with status {code}");
+            if (signal == WorkerExit.SIGSYS || (JailedPid != 0 && signal == 0 && SeccompKills.FindSyscall(ProcInfo.ReadKernelLog(), pid) is not null))
+                return await SeccompKills.DescribeAsync(pid).ConfigureAwait(false);
+            if (signal != 0) return new WorkerExit($"worker process {pid} was killed by signal {signal}", signal);
+            return new WorkerExit(JailedPid != 0
+                ? $"worker process {pid} ended; its jail's unshare (pid {ChildPid}) exited with status {code}"
+                : $"worker process {pid} exited with status {code}");
         }
 
-        public override void Kill()
+        public void Kill()
         {
             try { _process.Kill(); }
             catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception) { }

@@ -62,14 +62,16 @@ public static class SnapshotWriter
     /// (full or diff) and a <c>diff</c> file naming that snapshot as its base; a diff without tracking on
     /// throws InvalidVmState. While tracking is on, every snapshot restarts it (a full one becomes the new base).
     /// </remarks>
-    public static SnapshotResult Create(MicroVm vm, string directory, bool resume, TimeSpan? pauseTimeout = null, bool diff = false, bool trackDirty = false)
+    /// <param name="recordAs">Where the snapshot will be moved to by its caller (a jailed worker writes into an outbox):
+    /// the path a later diff names as its base. Null: <paramref name="directory"/>.</param>
+    public static SnapshotResult Create(MicroVm vm, string directory, bool resume, TimeSpan? pauseTimeout = null, bool diff = false, bool trackDirty = false, string? recordAs = null)
     {
         ArgumentNullException.ThrowIfNull(vm);
         // One snapshot at a time per VM: a second one would resume the VM under the first.
-        lock (vm.CaptureLock) return CreateLocked(vm, directory, resume, pauseTimeout, diff, trackDirty);
+        lock (vm.CaptureLock) return CreateLocked(vm, directory, resume, pauseTimeout, diff, trackDirty, recordAs);
     }
 
-    private static SnapshotResult CreateLocked(MicroVm vm, string directory, bool resume, TimeSpan? pauseTimeout, bool diff, bool trackDirty)
+    private static SnapshotResult CreateLocked(MicroVm vm, string directory, bool resume, TimeSpan? pauseTimeout, bool diff, bool trackDirty, string? recordAs)
     {
         long start = Stopwatch.GetTimestamp();
         string target = Path.GetFullPath(directory.TrimEnd('/') is { Length: > 0 } d ? d : directory);
@@ -132,7 +134,7 @@ public static class SnapshotWriter
                 throw new SnapshotException(SnapshotErrorReason.DirectoryExists, $"snapshot directory {target} already exists");
             FileSystem.SyncDirectory(parent);
             ok = true;
-            if (track) vm.DiffBase = (target, DiffInfo.StateCrc(bytes));
+            if (track) vm.DiffBase = (recordAs is { Length: > 0 } ? Path.GetFullPath(recordAs) : target, DiffInfo.StateCrc(bytes));
             var result = new SnapshotResult
             {
                 Directory = target,

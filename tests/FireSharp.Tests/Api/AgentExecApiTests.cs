@@ -16,7 +16,7 @@ namespace FireSharp.Tests.Api;
 
 /// <summary>
 /// The daemon's agent path without a Linux guest: a tiny looping guest with spec.agent, whose hybrid
-/// vsock socket (v.sock in the VM's directory) is replaced by a fake that splices CONNECT 52 to a
+/// vsock socket (v.sock in the VM's run directory) is replaced by a fake that splices CONNECT 52 to a
 /// real agent on the host; the ready report is sent to v.sock_53 by hand.
 /// </summary>
 [Collection("kvm")]
@@ -46,7 +46,7 @@ public sealed class AgentExecApiTests(ITestOutputHelper output)
         Assert.Contains("has not reported ready", e.Status.Detail);
 
         // Put the fake in the VM device's place and report ready.
-        string uds = Path.Combine(s.Options.VmDir("ag"), "v.sock");
+        string uds = Path.Combine(s.Options.RunDir("ag"), "v.sock");
         Assert.True(File.Exists(uds));
         File.Delete(uds);
         using var vsock = new FakeHybridVsock(agent.SocketPath, uds);

@@ -50,8 +50,12 @@ internal sealed class ApiTestServer : IAsyncDisposable
     {
         KvmTestSupport.RequireKvm();
         stateDir ??= NewStateDir();
-        // In-process workers share the test's pid, which is never put in a cgroup: the cgroup tests turn them on themselves.
-        var options = new DaemonOptions { StateDir = stateDir, Socket = Path.Combine(stateDir, "api.sock"), LogLevel = "Debug", Cgroups = FireSharp.Daemon.Isolation.CgroupMode.Off };
+        // In-process workers cannot be jailed (the real daemon + worker tests run jailed), and they share the test's
+        // pid, which is never put in a cgroup: the cgroup tests turn cgroups on themselves.
+        var options = new DaemonOptions
+        {
+            StateDir = stateDir, Socket = Path.Combine(stateDir, "api.sock"), LogLevel = "Debug", Jail = false, Cgroups = FireSharp.Daemon.Isolation.CgroupMode.Off,
+        };
         if (configure is not null) options = configure(options);
         var server = new ApiTestServer(options, launcher ?? new InProcessWorkerLauncher(), output);
         await server.StartServerAsync();

@@ -32,7 +32,7 @@ public sealed class DaemonConfigTests
             Assert.True(o.StopVmsOnShutdown);
             Assert.Equal(TimeSpan.FromSeconds(90), o.WorkerStartTimeout);
             Assert.Equal("/run/firesharp/firesharp.sock", o.Socket);
-            Assert.Equal("/srv/from-args/vms/x/worker.sock", o.WorkerSocket("x"));
+            Assert.Equal("/srv/from-args/run/x/worker.sock", o.WorkerSocket("x")); // sockets live in the VM's run directory
         }
         finally
         {

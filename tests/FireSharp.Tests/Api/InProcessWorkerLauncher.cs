@@ -25,8 +25,11 @@ internal sealed class InProcessWorkerLauncher : IWorkerLauncher
 
     public int Launched { get; private set; }
 
-    public Task<WorkerProcess> LaunchAsync(string vmId, string socketPath, string logPath, CancellationToken ct)
+    public Task<WorkerProcess> LaunchAsync(WorkerLaunch launch, CancellationToken ct)
     {
+        ArgumentNullException.ThrowIfNull(launch);
+        if (launch.Jail is not null) throw new InvalidOperationException("an in-process worker cannot be jailed: give the daemon Jail = false");
+        string socketPath = launch.SocketPath;
         var worker = new VmWorker(socketPath, NullLogger.Instance);
         worker.Start();
         var process = new InProcessWorker(worker, socketPath);

@@ -69,8 +69,14 @@ public sealed class SnapshotDaemonTests(ITestOutputHelper output)
         Assert.True(code == 0, err);
         using (var doc = JsonDocument.Parse(json))
             Assert.Equal(snap, doc.RootElement.GetProperty("baseDir").GetString());
+        // ... and restores (jailed, the worker reads the diff and its base through read-only bind mounts).
+        (code, _, err) = await DaemonUnderTest.RunCliAsync([.. cli, "restore", snap + "-diff", "--id", "diffclone"]);
+        Assert.True(code == 0, err);
+        Assert.Equal(VmState.Running, (await d.Client.GetVmAsync(new GetVmRequest { Id = "diffclone" })).State);
+        await d.Client.CreateSnapshotAsync(new CreateSnapshotRequest { Id = "diffclone", Dir = snap + "-diffclone" });
+        Assert.True(Counter(snap + "-diffclone") >= atSnapshot);
 
-        foreach (var id in (string[])["clone", "src"]) await d.Client.DeleteVmAsync(new DeleteVmRequest { Id = id, Force = true });
+        foreach (var id in (string[])["clone", "src", "diffclone"]) await d.Client.DeleteVmAsync(new DeleteVmRequest { Id = id, Force = true });
         Assert.False(ProcInfo.IsAlive(clone.WorkerPid));
         d.AssertNothingLeft();
     }

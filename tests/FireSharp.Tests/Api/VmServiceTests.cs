@@ -252,8 +252,9 @@ public sealed class VmServiceTests(ITestOutputHelper output)
         spec.Vsock = new VsockSpec { GuestCid = 7 };
         var vm = await s.Client.CreateVmAsync(new CreateVmRequest { Id = "ag", Spec = spec });
         Assert.False(vm.AgentReady);
-        string dir = Assert.Single(s.VmDirs());
-        Assert.True(File.Exists(Path.Combine(dir, "v.sock")), "the worker creates the hybrid vsock socket in the VM's directory");
+        Assert.Single(s.VmDirs());
+        string dir = s.Options.RunDir("ag"); // the VM's sockets directory (a jailed worker may create files only there)
+        Assert.True(File.Exists(Path.Combine(dir, "v.sock")), "the worker creates the hybrid vsock socket in the VM's run directory");
         Assert.True(File.Exists(Path.Combine(dir, "v.sock_53")), "the daemon listens for the agent's ready report");
         var e = await RpcAssert.FailsAsync(StatusCode.FailedPrecondition, () => s.Client.ExecAsync(new ExecRequest { Id = "ag", Argv = { "/bin/true" } }).ResponseAsync);
         Assert.Contains("agent not available", e.Status.Detail);
@@ -264,7 +265,8 @@ public sealed class VmServiceTests(ITestOutputHelper output)
         var plain = ApiTestServer.Spec("hello");
         plain.Vsock = new VsockSpec { GuestCid = 9 };
         await s.Client.CreateVmAsync(new CreateVmRequest { Id = "vs", Spec = plain });
-        dir = Assert.Single(s.VmDirs());
+        Assert.Single(s.VmDirs());
+        dir = s.Options.RunDir("vs");
         Assert.True(File.Exists(Path.Combine(dir, "v.sock")));
         Assert.False(File.Exists(Path.Combine(dir, "v.sock_53")));
         e = await RpcAssert.FailsAsync(StatusCode.FailedPrecondition, () => s.Client.ExecAsync(new ExecRequest { Id = "vs", Argv = { "/bin/true" } }).ResponseAsync);

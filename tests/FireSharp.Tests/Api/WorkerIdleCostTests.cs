@@ -30,7 +30,7 @@ public sealed class WorkerIdleCostTests(ITestOutputHelper output)
         string socket = Path.Combine(dir, "worker.sock");
         using var cts = new CancellationTokenSource(Timeout);
         var launcher = new ProcessWorkerLauncher(Path.Combine(AppContext.BaseDirectory, "firesharp-vmm")); // the worker apphost beside the tests
-        var worker = await launcher.LaunchAsync("idle", socket, Path.Combine(dir, "worker.log"), cts.Token);
+        var worker = await launcher.LaunchAsync(new WorkerLaunch("idle", socket, Path.Combine(dir, "worker.log")), cts.Token);
         try
         {
             await using var client = new WorkerClient(socket);

@@ -30,7 +30,7 @@ public sealed class WorkerLauncherTests : IDisposable
 
     private Task<WorkerProcess> LaunchAsync(string script, TimeSpan? startTimeout = null) =>
         new ProcessWorkerLauncher(script, startTimeout: startTimeout)
-            .LaunchAsync("w", Path.Combine(_dir, "worker.sock"), Path.Combine(_dir, "worker.log"), CancellationToken.None)
+            .LaunchAsync(new WorkerLaunch("w", Path.Combine(_dir, "worker.sock"), Path.Combine(_dir, "worker.log")), CancellationToken.None)
             .WaitAsync(Timeout);
 
     [Fact]

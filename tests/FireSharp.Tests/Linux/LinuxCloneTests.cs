@@ -151,7 +151,7 @@ public class LinuxCloneTests(Xunit.Abstractions.ITestOutputHelper output)
             Assert.StartsWith($"{ids[i]}\n", writes[i].Stdout.ToStringUtf8());
         }
         // Each worker's socket lives in its own VM directory.
-        foreach (var id in ids) Assert.True(File.Exists(Path.Combine(s.Options.VmDir(id), "v.sock")), $"no vsock socket for {id}");
+        foreach (var id in ids) Assert.True(File.Exists(Path.Combine(s.Options.RunDir(id), "v.sock")), $"no vsock socket for {id}");
         foreach (var id in ids) await c.DeleteVmAsync(new DeleteVmRequest { Id = id, Force = true });
         Assert.Empty(s.VmDirs());
     }

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using FireSharp.Devices.Legacy;
 using FireSharp.Devices.Virtio;
+using FireSharp.Kvm.Interop;
 using FireSharp.Snapshot;
 using FireSharp.Tests.Support;
 using FireSharp.Vm;
@@ -60,6 +61,26 @@ public sealed class DriveSnapshotTests : IDisposable
             Assert.True(vm.Devices.IsQuiesced); // paused through MicroVm.Pause: stays quiesced
             return (snap, rw, ro, [.. vm.TransportStates()]);
         }
+    }
+
+    /// <summary>
+    /// A jailed worker restores with its drives handed over open (PreopenedFiles), their paths absent from its root:
+    /// the restore takes the handles (size checked on them), not the paths.
+    /// </summary>
+    [SkippableFact]
+    public void A_drive_handed_over_open_restores_though_its_path_is_gone()
+    {
+        var (snap, rw, ro, _) = CounterWithDrivesSnapshot();
+        File.Move(rw, rw + ".moved");
+        File.Move(ro, ro + ".moved");
+        PreopenedFiles.Add(rw, readOnly: false, File.OpenHandle(rw + ".moved", FileMode.Open, FileAccess.ReadWrite));
+        PreopenedFiles.Add(ro, readOnly: true, File.OpenHandle(ro + ".moved", FileMode.Open, FileAccess.Read));
+        using var vm = SnapshotRestore.Restore(snap, new RestoreOverrides());
+        Assert.Equal(new[] { rw, ro }, vm.Drives().Select(d => d.Path));
+        Assert.Null(PreopenedFiles.Length(rw, readOnly: false)); // taken by the drive
+        Assert.Null(PreopenedFiles.Length(ro, readOnly: true));
+        Assert.True(SpinWait.SpinUntil(() => Counter(vm) > Sentinel + 1_000_000, TestTimeout), "restored guest does not run");
+        Assert.Equal(VmExitKind.Stopped, vm.Stop().Kind);
     }
 
     [SkippableFact]

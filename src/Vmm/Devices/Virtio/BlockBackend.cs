@@ -49,6 +49,7 @@ public sealed class RawImageBackend : IBlockBackend
     public static RawImageBackend Open(string path, bool readOnly, string field = "drive")
     {
         ArgumentNullException.ThrowIfNull(path);
+        if (PreopenedFiles.Take(path, readOnly) is { } given) return FromHandle(path, given, readOnly, field); // a jailed worker's drive
         if (Directory.Exists(path))
             throw new VirtioConfigException(field, VirtioConfigError.NotARegularFile, $"drive image {path} is a directory");
         if (!File.Exists(path))
@@ -65,6 +66,11 @@ public sealed class RawImageBackend : IBlockBackend
                     $"drive image {path} cannot be opened for writing ({e.Message}); add :ro for a read-only drive");
             throw new VirtioConfigException(field, VirtioConfigError.ImageUnreadable, $"drive image {path} cannot be read: {e.Message}");
         }
+        return FromHandle(path, handle, readOnly, field);
+    }
+
+    private static RawImageBackend FromHandle(string path, SafeFileHandle handle, bool readOnly, string field)
+    {
         try
         {
             long length = RandomAccess.GetLength(handle);

@@ -1,5 +1,6 @@
 using System.Globalization;
 using FireSharp.Devices.Manager;
+using FireSharp.Kvm.Interop;
 using Microsoft.Extensions.Logging;
 
 namespace FireSharp.Devices.Virtio;
@@ -73,15 +74,25 @@ public sealed class BlockDeviceKind : VirtioDeviceKind<DriveSpec, VirtioBlock>
         bool overridden = hostOverride is not null;
         var drive = overridden ? saved with { Path = hostOverride! } : saved;
         string origin = overridden ? $"the override's image {drive.Path}" : $"its image {drive.Path}";
-        // A drive path may be a symlink (build/guest/rootfs.ext4 is one): its target's size is the drive's.
-        var info = new FileInfo(drive.Path);
-        if (info.LinkTarget is not null && info.ResolveLinkTarget(returnFinalTarget: true) is FileInfo target) info = target;
-        if (!info.Exists)
-            throw new DeviceRestoreException(overridden ? DeviceRestoreProblem.Mismatch : DeviceRestoreProblem.NotFound,
-                $"drive '{descriptor.Id}': {origin} does not exist");
-        if ((ulong)info.Length != size)
+        // A jailed worker was handed its drives open (PreopenedFiles): their paths are not in its root.
+        long length;
+        if (PreopenedFiles.Length(drive.Path, drive.ReadOnly) is { } given)
+        {
+            length = given;
+        }
+        else
+        {
+            // A drive path may be a symlink (build/guest/rootfs.ext4 is one): its target's size is the drive's.
+            var info = new FileInfo(drive.Path);
+            if (info.LinkTarget is not null && info.ResolveLinkTarget(returnFinalTarget: true) is FileInfo target) info = target;
+            if (!info.Exists)
+                throw new DeviceRestoreException(overridden ? DeviceRestoreProblem.Mismatch : DeviceRestoreProblem.NotFound,
+                    $"drive '{descriptor.Id}': {origin} does not exist");
+            length = info.Length;
+        }
+        if ((ulong)length != size)
             throw new DeviceRestoreException(DeviceRestoreProblem.Mismatch,
-                $"drive '{descriptor.Id}' was {size} bytes, but {origin} is {info.Length} bytes: a restored drive must have the snapshot's size");
+                $"drive '{descriptor.Id}' was {size} bytes, but {origin} is {length} bytes: a restored drive must have the snapshot's size");
         return drive;
     }
 

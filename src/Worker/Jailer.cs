@@ -1,0 +1,148 @@
+using FireSharp.Kvm.Interop;
+using FireSharp.Proto.Worker;
+using Microsoft.Win32.SafeHandles;
+
+namespace FireSharp.Worker;
+
+/// <summary>
+/// The worker's two jail stages (docs/isolation.md). A .NET process is multi-threaded from its first instruction,
+/// and unshare(2) moves only the calling thread (CLONE_NEWPID only its children), so the namespaces are made by
+/// util-linux unshare(1) before this runtime starts again:
+/// <list type="number">
+/// <item><c>--jail PLAN</c> (<see cref="Prepare"/>, root, host namespaces): builds the jail's skeleton, opens the
+///   VM's drives, joins a given network namespace, points stdio at the log, marks every other fd close-on-exec and
+///   execve()s <c>unshare --fork --pid --mount --ipc --uts [--net] --kill-child -- firesharp-vmm --jailed ...</c>.</item>
+/// <item><c>--jailed PLAN</c> (<see cref="Enter"/>, root, new namespaces, the VM's pid 1): bind-mounts what the VM
+///   uses at the same paths, makes <c>/dev</c>, pivot_roots into the jail, sets rlimits and drops every privilege;
+///   then the ordinary worker runs.</item>
+/// </list>
+/// </summary>
+internal static class Jailer
+{
+    /// <summary>The fd numbers handed from stage 1 to stage 2: the ready pipe, then one per <see cref="JailPlan.Files"/> entry (-1: not opened).</summary>
+    public static int Prepare(WorkerArgs args)
+    {
+        var plan = ReadPlan(args.Jail!);
+        BuildSkeleton(plan);
+        var keep = new List<SafeFileHandle>();
+        var fds = new List<int>();
+        foreach (var f in plan.Files)
+        {
+            try
+            {
+                var h = File.OpenHandle(f.Path, FileMode.Open, f.ReadOnly ? FileAccess.Read : FileAccess.ReadWrite, FileShare.ReadWrite);
+                keep.Add(h);
+                fds.Add((int)h.DangerousGetHandle());
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                fds.Add(-1); // the worker then reports the drive by path, as an unjailed one would
+            }
+        }
+        ProcInfo.NewSession();
+        var ready = ProcInfo.DuplicateStdout();
+        if (args.Log is not null) ProcInfo.RedirectStdio(args.Log);
+        if (plan.NetnsPath.Length > 0)
+        {
+            using var ns = File.OpenHandle(plan.NetnsPath, FileMode.Open, FileAccess.Read);
+            // This (the main) thread is the one that execve()s: the new process starts in that namespace.
+            Exec.EnterNamespace((int)ns.DangerousGetHandle(), Exec.CLONE_NEWNET, plan.NetnsPath);
+        }
+        Exec.CloseAllOnExec(3);
+        int readyFd = ready is null ? -1 : (int)ready.DangerousGetHandle();
+        if (readyFd >= 0) Exec.KeepAcrossExec(readyFd);
+        foreach (int fd in fds.Where(fd => fd >= 0)) Exec.KeepAcrossExec(fd);
+        var argv = JailCommand.UnshareArgv(plan, Environment.ProcessPath ?? "/proc/self/exe", args, readyFd, fds);
+        Exec.Execve(plan.UnsharePath, argv, []);
+        GC.KeepAlive(keep);
+        return 1; // not reached: Execve throws when it fails
+    }
+
+    /// <summary>Stage 2: jails this process (see the class remarks); returns the ready pipe, if any.</summary>
+    public static SafeFileHandle? Enter(WorkerArgs args)
+    {
+        var plan = ReadPlan(args.Jailed!);
+        string root = plan.Root;
+        Mounts.MakeAllPrivate();
+        Mounts.Mount(root, root, null, Mounts.MS_BIND | Mounts.MS_REC); // pivot_root needs a mount point
+        foreach (var m in plan.Mounts)
+        {
+            if (!Path.Exists(m.Path)) continue; // the worker reports what is missing, by path
+            ulong flags = Mounts.MS_NOSUID | Mounts.MS_NODEV | Mounts.MS_NOEXEC | (m.Writable ? 0 : Mounts.MS_RDONLY);
+            Mounts.Bind(m.Path, Inside(root, m.Path), flags);
+        }
+        string dev = Path.Combine(root, "dev");
+        Mounts.Mount("tmpfs", dev, "tmpfs", Mounts.MS_NOSUID | Mounts.MS_NOEXEC, "mode=0755,size=64k,nr_inodes=16");
+        Mounts.MakeCharDevice(Path.Combine(dev, "kvm"), 10, 232, 0b110_000_000, plan.Uid, plan.Gid);
+        Mounts.MakeCharDevice(Path.Combine(dev, "urandom"), 1, 9, 0b110_110_110, 0, 0);
+        // Host facts the VMM reads from /sys, latched while the host's tree is still in view.
+        _ = FireSharp.Kvm.KvmSystem.IsPvmHost;
+        Mounts.ChangeDirectory(root);
+        Mounts.PivotRoot(".", ".");
+        Mounts.Unmount(".", Mounts.MNT_DETACH); // the host's root, stacked under the jail's
+        Mounts.ChangeDirectory("/");
+        Mounts.Mount(null, "/", null, Mounts.MS_REMOUNT | Mounts.MS_BIND | Mounts.MS_RDONLY | Mounts.MS_NOSUID | Mounts.MS_NODEV);
+        Mounts.SetHostname("firesharp");
+
+        Privileges.SetLimit(Privileges.RLIMIT_CORE, 0);
+        Privileges.SetLimit(Privileges.RLIMIT_NOFILE, plan.OpenFilesLimit);
+        Privileges.SetLimit(Privileges.RLIMIT_FSIZE, plan.FileSizeLimit);
+        Privileges.DropBoundingSet(); // needs CAP_SETPCAP: before the uid changes
+        Privileges.BecomeUser(plan.Uid, plan.Gid);
+        Privileges.ClearCapabilities();
+        Privileges.SetNoNewPrivileges();
+
+        var fds = args.Fds;
+        for (int i = 0; i < plan.Files.Count && i < fds.Count; i++)
+            if (fds[i] >= 0) PreopenedFiles.Add(plan.Files[i].Path, plan.Files[i].ReadOnly, new SafeFileHandle(fds[i], ownsHandle: true));
+        return args.ReadyFd is int r and >= 0 ? new SafeFileHandle(r, ownsHandle: true) : null;
+    }
+
+    /// <summary>Stage 1 (root, host view): the root directory and an empty mount point for every bind mount.</summary>
+    internal static void BuildSkeleton(JailPlan plan)
+    {
+        Directory.CreateDirectory(plan.Root);
+        Directory.CreateDirectory(Path.Combine(plan.Root, "dev"));
+        foreach (var m in plan.Mounts)
+        {
+            string target = Inside(plan.Root, m.Path);
+            if (m.Directory)
+            {
+                Directory.CreateDirectory(target);
+                continue;
+            }
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            if (!File.Exists(target)) File.WriteAllBytes(target, []);
+        }
+    }
+
+    /// <summary>Where host path <paramref name="path"/> appears under the jail's root before the pivot.</summary>
+    internal static string Inside(string root, string path) => Path.Join(root, Path.GetFullPath(path));
+
+    private static JailPlan ReadPlan(string path) => JailPlan.Parser.ParseFrom(File.ReadAllBytes(path));
+}
+
+/// <summary>The command lines of the jail's stages (pure, so unit tests cover them).</summary>
+public static class JailCommand
+{
+    /// <summary>
+    /// unshare(1)'s argv for stage 2: new pid, mount, ipc and uts namespaces (and a new net namespace unless the plan
+    /// names one, which stage 1 has joined already); the worker is forked into them as their pid 1 and killed if
+    /// unshare dies. The environment is not passed on (execve gets an empty one).
+    /// </summary>
+    public static List<string> UnshareArgv(JailPlan plan, string self, WorkerArgs args, int readyFd, IReadOnlyList<int> fds)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentNullException.ThrowIfNull(args);
+        var argv = new List<string> { "unshare", "--fork", "--kill-child", "--pid", "--mount", "--ipc", "--uts", "--propagation", "private" };
+        if (plan.NetnsPath.Length == 0) argv.Add("--net");
+        argv.AddRange(["--", self, "--jailed", args.Jail!, "--socket", args.Socket!]);
+        if (args.Id is not null) argv.AddRange(["--id", args.Id]);
+        argv.AddRange(["--log-level", args.Level.ToString()]);
+        if (args.Seccomp) argv.Add("--seccomp");
+        if (args.SeccompTestTrigger is not null) argv.AddRange(["--seccomp-test-trigger", args.SeccompTestTrigger]);
+        if (readyFd >= 0) argv.AddRange(["--ready-fd", readyFd.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        if (fds.Count > 0) argv.AddRange(["--fds", string.Join(',', fds.Select(f => f.ToString(System.Globalization.CultureInfo.InvariantCulture)))]);
+        return argv;
+    }
+}
