@@ -77,6 +77,8 @@ internal static class Jailer
         Mounts.MakeCharDevice(Path.Combine(dev, "urandom"), 1, 9, 0b110_110_110, 0, 0);
         // Host facts the VMM reads from /sys, latched while the host's tree is still in view.
         _ = FireSharp.Kvm.KvmSystem.IsPvmHost;
+        // libseccomp is loaded from the host's /usr/lib now: after the pivot the worker installs its filter from it.
+        if (args.Seccomp && !Seccomp.IsAvailable()) throw new JailSetupException("libseccomp.so.2 cannot be loaded (install the Debian package libseccomp2)");
         Mounts.ChangeDirectory(root);
         Mounts.PivotRoot(".", ".");
         Mounts.Unmount(".", Mounts.MNT_DETACH); // the host's root, stacked under the jail's

@@ -131,7 +131,10 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
 
     private async Task<IFunctionVm> BootAsync(FunctionDefinition f, string id, long started, CancellationToken ct)
     {
-        await manager.CreateAsync(new CreateVmCommand(id, Spec(f)) { Labels = Labels(f), Start = true }, ct).ConfigureAwait(false);
+        // The boot runs at the VM's default CPU quota (its vCPUs), not the function's share: the kernel boot and the
+        // runtime's init are the platform's work, done once per snapshot (on a PVM host the emulated boot would
+        // take minutes at 7% of a CPU). The function's share applies from its first invocation (below).
+        await manager.CreateAsync(new CreateVmCommand(id, Spec(f) with { CpuQuotaMillicpus = 0 }) { Labels = Labels(f), Start = true }, ct).ConfigureAwait(false);
         await WaitForAgentReadyAsync(id, ct).ConfigureAwait(false);
 
         var client = await ConnectAsync(id, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
@@ -167,6 +170,15 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
 
         if (f.SnapshotStart && !Directory.Exists(SnapshotDir(f)))
             client = await TakeSnapshotAsync(f, id, client, ct).ConfigureAwait(false);
+        try
+        {
+            await manager.SetCpuQuotaAsync(id, LambdaResources.CpuQuotaMillicpus(f.MemoryMib), ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            await client.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
         return new AgentFunctionVm(this, f.Name, id, StartKind.BootCold, initDuration, client);
     }
 

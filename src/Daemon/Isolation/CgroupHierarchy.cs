@@ -35,6 +35,9 @@ internal abstract class CgroupHierarchy(string root, string parent)
     /// <summary>Makes (or reuses) the VM's cgroup and writes its limits. Limits a controller cannot take are skipped.</summary>
     public abstract void Create(string name, CgroupLimits limits);
 
+    /// <summary>Changes the CPU quota of cgroup <paramref name="name"/> (which exists) to <paramref name="quotaMicros"/> per period.</summary>
+    public abstract void SetCpuQuota(string name, long quotaMicros);
+
     /// <summary>Finds the hierarchy under <paramref name="root"/>: cgroup2 if the root is one, else the v1 controllers mounted under it; null when neither.</summary>
     public static CgroupHierarchy? Detect(string root, string parent)
     {

@@ -49,6 +49,12 @@ internal sealed class CgroupV1 : CgroupHierarchy
         foreach (var dir in ParentDirectories()) Directory.CreateDirectory(dir);
     }
 
+    public override void SetCpuQuota(string name, long quotaMicros)
+    {
+        foreach (var (controller, mount) in _mounts)
+            if (controller == "cpu") Write(Path.Combine(Root, mount, Parent, name), "cpu.cfs_quota_us", quotaMicros.ToString(CultureInfo.InvariantCulture));
+    }
+
     public override void Create(string name, CgroupLimits limits)
     {
         EnsureParent();

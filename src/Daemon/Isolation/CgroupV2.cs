@@ -44,6 +44,12 @@ internal sealed class CgroupV2 : CgroupHierarchy
         }
     }
 
+    public override void SetCpuQuota(string name, long quotaMicros)
+    {
+        if (Controllers.Contains("cpu"))
+            Write(Path.Combine(Root, Parent, name), "cpu.max", string.Create(CultureInfo.InvariantCulture, $"{quotaMicros} {CgroupLimits.CpuPeriodMicros}"));
+    }
+
     public override void Create(string name, CgroupLimits limits)
     {
         EnsureParent();

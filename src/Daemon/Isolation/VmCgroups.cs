@@ -98,6 +98,28 @@ internal sealed partial class VmCgroups(DaemonOptions options, ILogger logger)
         LogEntered(logger, vmId, pid, hierarchy.PrimaryDirectory(vmId), limits.MemoryBytes >> 20, limits.CpuQuotaMicros, limits.PidsMax);
     }
 
+    /// <summary>
+    /// Sets the CPU quota of a running VM's cgroup to what <paramref name="spec"/> says (a function VM's share after
+    /// its boot; see AgentFunctionVmFactory). Nothing to do while cgroups are off or for a worker inside the daemon.
+    /// </summary>
+    public void SetCpuQuota(string vmId, VmConfig spec)
+    {
+        if (Hierarchy is not { } hierarchy || !hierarchy.Exists(vmId)) return;
+        var limits = CgroupLimits.For(spec, options);
+        try
+        {
+            hierarchy.SetCpuQuota(vmId, limits.CpuQuotaMicros);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw VmApiException.Unavailable($"cannot set the CPU quota of {hierarchy.PrimaryDirectory(vmId)}: {e.Message}");
+        }
+        LogQuotaSet(logger, vmId, limits.CpuQuotaMicros);
+    }
+
+    [LoggerMessage(606, LogLevel.Debug, "VM {Id}: CPU quota now {QuotaMicros} us per 100 ms")]
+    private static partial void LogQuotaSet(ILogger logger, string id, long quotaMicros);
+
     /// <summary>Removes the VM's cgroup once its worker is gone (retrying while the kernel finishes the exit). Never throws.</summary>
     public async Task RemoveAsync(string vmId)
     {

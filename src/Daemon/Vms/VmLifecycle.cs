@@ -135,6 +135,22 @@ internal sealed class VmLifecycle(DaemonOptions options, HostLimits host, VmRegi
         }, ct).ConfigureAwait(false);
     }
 
+    /// <summary>Changes a live VM's CPU quota (its cgroup's) and records it in its spec; 0 means the default.</summary>
+    public async Task<VmInfo> SetCpuQuotaAsync(string id, int millicpus, CancellationToken ct)
+    {
+        SpecValidator.ValidateCpuQuota(millicpus, "cpu_quota_millicpus");
+        return await UnderOpAsync(id, entry =>
+        {
+            entry.RequireSession("set the CPU quota of", VmPhase.Created, VmPhase.Running, VmPhase.Paused);
+            VmConfig spec;
+            lock (entry.Gate) spec = entry.Vm.Spec with { CpuQuotaMillicpus = millicpus };
+            cgroups.SetCpuQuota(id, spec);
+            lock (entry.Gate) entry.Vm = entry.Vm with { Spec = spec };
+            registry.Save(entry);
+            return Task.CompletedTask;
+        }, ct).ConfigureAwait(false);
+    }
+
     /// <summary>
     /// Stops a running or paused VM: through its agent when ready (and not forced), then Ctrl-Alt-Del for the
     /// grace period, then by force. <paramref name="graceSeconds"/> 0 means the daemon's default.

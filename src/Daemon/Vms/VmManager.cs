@@ -111,6 +111,9 @@ public sealed class VmManager : IAsyncDisposable
 
     public Task DeleteAsync(string id, bool force, CancellationToken ct) => _lifecycle.DeleteAsync(id, force, ct);
 
+    /// <summary>Changes a live VM's CPU quota (its cgroup's); 0 means the default, vCPUs + 1.</summary>
+    public Task<VmInfo> SetCpuQuotaAsync(string id, int millicpus, CancellationToken ct) => _lifecycle.SetCpuQuotaAsync(id, millicpus, ct);
+
     /// <summary>Replaces rate limiters of a VM with a live worker (see UpdateRateLimiters in vm.proto).</summary>
     public Task<VmInfo> UpdateRateLimitersAsync(UpdateRateLimitersCommand command, CancellationToken ct) => _lifecycle.UpdateRateLimitersAsync(command, ct);
 

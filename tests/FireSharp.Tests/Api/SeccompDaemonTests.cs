@@ -27,7 +27,7 @@ public sealed class SeccompDaemonTests(ITestOutputHelper output)
         // line (the tiny guest has no driver, so nobody answers; the worker must live on).
         using (var host = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified))
         {
-            await host.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(Path.Combine(d.StateDir, "vms", "f", "v.sock"))).WaitAsync(TimeSpan.FromSeconds(10));
+            await host.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(Path.Combine(d.StateDir, "run", "f", "v.sock"))).WaitAsync(TimeSpan.FromSeconds(10));
             await host.SendAsync("CONNECT 52\n"u8.ToArray()).WaitAsync(TimeSpan.FromSeconds(10));
             await Task.Delay(200);
         }

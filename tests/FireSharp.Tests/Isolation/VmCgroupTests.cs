@@ -106,6 +106,33 @@ public sealed class VmCgroupTests : IAsyncLifetime
         foreach (var dir in hierarchy.Directories("cg1")) Assert.False(Directory.Exists(dir), dir);
     }
 
+    /// <summary>
+    /// A live VM's CPU quota changes in its cgroup and its recorded spec (how a function VM gets its Lambda share
+    /// after its boot); a quota below the kernel's smallest is refused and changes nothing.
+    /// </summary>
+    [SkippableFact]
+    public async Task A_live_VMs_CPU_quota_changes_in_its_cgroup_and_its_spec()
+    {
+        var manager = await StartDaemonAsync();
+        var hierarchy = manager.Cgroups!;
+        await CreateAsync(manager, "cq1");
+        string Quota() => hierarchy.Version == CgroupVersion.V1
+            ? ReadValue(Path.Combine(_root, "cpu", _parent, "cq1"), "cpu.cfs_quota_us")
+            : ReadValue(Path.Combine(_root, _parent, "cq1"), "cpu.max").Split(' ')[0];
+        Assert.Equal("200000", Quota()); // the default: vCPUs + 1
+
+        var info = await manager.SetCpuQuotaAsync("cq1", 72, CancellationToken.None).WaitAsync(Timeout);
+        Assert.Equal(72, info.Spec.CpuQuotaMillicpus);
+        Assert.Equal(72, manager.Get("cq1").Spec.CpuQuotaMillicpus);
+        Assert.Equal("7200", Quota());
+
+        var e = await Assert.ThrowsAsync<VmApiException>(() => manager.SetCpuQuotaAsync("cq1", 5, CancellationToken.None).WaitAsync(Timeout));
+        Assert.Equal("cpu_quota_millicpus", e.Field);
+        Assert.Equal("7200", Quota());
+        Assert.Equal(VmPhase.Running, manager.Get("cq1").Phase);
+        await manager.DeleteAsync("cq1", force: true, CancellationToken.None).WaitAsync(Timeout);
+    }
+
     [SkippableFact]
     public async Task A_restarted_daemon_reaps_the_cgroups_of_VMs_whose_workers_are_gone_and_keeps_the_live_ones()
     {
