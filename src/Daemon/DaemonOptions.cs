@@ -67,6 +67,14 @@ public sealed record DaemonOptions
     public bool Seccomp { get; init; } = true;
 
     /// <summary>
+    /// Function VMs get Lambda's CPU share as their cgroup's quota: one CPU per 1,769 MB of memory, so doubling the
+    /// memory doubles the CPU. False gives them their VM's default quota (vCPUs + 1), which a PVM host needs for
+    /// small functions: there every guest fork is emulated kernel work, and 72 millicpus make a shell invocation
+    /// take minutes.
+    /// </summary>
+    public bool FunctionCpuShare { get; init; } = true;
+
+    /// <summary>
     /// Tests only: each worker, once its filter is in, makes this forbidden call ("execve" or "socket", an AF_INET
     /// socket) when it receives SIGUSR2, so a test can see the filter kill it. Only the host's configuration can set
     /// it; no guest or API client can. Needs <see cref="Seccomp"/>.
@@ -195,6 +203,7 @@ public sealed record DaemonOptions
             DefaultStopGrace = Int(c, "DefaultStopGraceSeconds") is { } g ? TimeSpan.FromSeconds(g) : d.DefaultStopGrace,
             StopVmsOnShutdown = Bool(c, nameof(StopVmsOnShutdown)) ?? d.StopVmsOnShutdown,
             Seccomp = Bool(c, nameof(Seccomp)) ?? d.Seccomp,
+            FunctionCpuShare = Bool(c, nameof(FunctionCpuShare)) ?? d.FunctionCpuShare,
             SeccompTestTrigger = Str(c, nameof(SeccompTestTrigger)),
             LogLevel = Str(c, nameof(LogLevel)) ?? d.LogLevel,
             LogJsonFile = Str(c, nameof(LogJsonFile)),

@@ -172,7 +172,7 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
             client = await TakeSnapshotAsync(f, id, client, ct).ConfigureAwait(false);
         try
         {
-            await manager.SetCpuQuotaAsync(id, LambdaResources.CpuQuotaMillicpus(f.MemoryMib), ct).ConfigureAwait(false);
+            await manager.SetCpuQuotaAsync(id, CpuShare(f), ct).ConfigureAwait(false);
         }
         catch
         {
@@ -237,7 +237,7 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
 
     private async Task<IFunctionVm> RestoreAsync(FunctionDefinition f, string id, string snapshotDir, long started, CancellationToken ct)
     {
-        await manager.RestoreAsync(new RestoreVmCommand(id, snapshotDir) { Labels = Labels(f), CpuQuotaMillicpus = LambdaResources.CpuQuotaMillicpus(f.MemoryMib) }, ct).ConfigureAwait(false);
+        await manager.RestoreAsync(new RestoreVmCommand(id, snapshotDir) { Labels = Labels(f), CpuQuotaMillicpus = CpuShare(f) }, ct).ConfigureAwait(false);
         var client = await ConnectAsync(id, RestoreAgentTimeout, ct).ConfigureAwait(false);
         var initDuration = Stopwatch.GetElapsedTime(started);
         LogRestored(logger, f.Name, f.Version, id, initDuration.TotalMilliseconds);
@@ -245,6 +245,9 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
     }
 
     // ---------------------------------------------------------------- helpers
+
+    /// <summary>The function VM's CPU quota: Lambda's share of its memory, or 0 (the VM's default) with FunctionCpuShare off.</summary>
+    private int CpuShare(FunctionDefinition f) => options.FunctionCpuShare ? LambdaResources.CpuQuotaMillicpus(f.MemoryMib) : 0;
 
     /// <summary>The VM: kernel, root filesystem, layers and code as read-only drives; the agent; memory and vCPUs of the function.</summary>
     internal static VmConfig Spec(FunctionDefinition f)

@@ -53,11 +53,19 @@ public sealed class DaemonConfigTests
     [InlineData("WorkerStartTimeoutSeconds", "soon")]
     [InlineData("Seccomp", "sometimes")]
     [InlineData("SeccompTestTrigger", "reboot")]
+    [InlineData("FunctionCpuShare", "half")]
     public void An_invalid_setting_is_refused_naming_its_key(string key, string value)
     {
         var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { [key] = value }).Build();
         var e = Assert.Throws<ArgumentException>(() => DaemonOptions.FromConfiguration(config));
         Assert.Contains(key, e.Message);
+    }
+
+    [Fact]
+    public void Functions_get_Lambdas_CPU_share_unless_FunctionCpuShare_is_false()
+    {
+        Assert.True(DaemonOptions.FromConfiguration(new ConfigurationBuilder().Build()).FunctionCpuShare);
+        Assert.False(DaemonOptions.FromConfiguration(new ConfigurationBuilder().AddCommandLine(["--FunctionCpuShare=false"]).Build()).FunctionCpuShare);
     }
 
     [Fact]
