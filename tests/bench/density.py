@@ -14,6 +14,8 @@ settle, the bench reads from /proc:
   - the limits: the daemon's RLIMIT_NOFILE, kernel.pid_max, kernel.threads-max, and the per-user process limit.
 Restore rate = clones restored in the step / the step's wall time, with P RestoreVm calls in flight.
 The daemon is stopped (SIGTERM, StopVmsOnShutdown) and every worker it started is killed afterwards, always.
+As root the daemon jails, confines (seccomp) and cgroups every worker by default; BENCH_P9_SERVE_ARGS adds settings
+(for example "--Jail=false") to compare.
 """
 import json
 import os
@@ -122,6 +124,9 @@ class Density:
         argv = [self.fs, "serve", "--config", config, f"--Socket={self.sock}", f"--StateDir={self.state}",
                 "--StopVmsOnShutdown=true", "--LogLevel=Warning", f"--MaxVms={max(self.counts) + 16}",
                 f"--MemoryOvercommit={overcommit:.2f}"]
+        # BENCH_P9_SERVE_ARGS: more daemon settings, e.g. "--Jail=false" to measure the jail's share (as root the
+        # daemon jails every clone's worker by default).
+        argv += os.environ.get("BENCH_P9_SERVE_ARGS", "").split()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FIRESHARP_")}
         shutil.rmtree(self.state, ignore_errors=True)  # a fresh daemon: nothing to adopt
         self.daemon_log = os.path.join(self.work, "daemon.log")

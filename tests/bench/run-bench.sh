@@ -22,7 +22,7 @@
 # off and on, as root), BENCH_P6_ROUNDS (5),
 # BENCH_P6_SECONDS (1 s per measured run), BENCH_P6_IMG_MIB (256), BENCH_P6_BUDGET (45 s: no new
 # round after that), BENCH_P9_COUNTS (200,500,1000: the N to reach, in order), BENCH_P9_PARALLEL (8 restores in
-# flight), BENCH_P9_STEP_TIMEOUT (300 s per N), BENCH_ONLY (p1,p2,p3,p4,p5,p6,p9), BENCH_TIMEOUT (900 s for the
+# flight), BENCH_P9_STEP_TIMEOUT (300 s per N), BENCH_P9_SERVE_ARGS (more daemon settings for P9, e.g. --Jail=false), BENCH_ONLY (p1,p2,p3,p4,p5,p6,p9), BENCH_TIMEOUT (900 s for the
 # whole run), FIRESHARP_BIN, FIRESHARP_WORKER_BIN, PORTIO_RUNNER, GUEST_OUT, QEMU.
 set -euo pipefail
 
