@@ -7,7 +7,7 @@ snapshot's page cache, so the 128 MiB each are not resident). `firesharp snapsho
 command: one process, one gRPC channel) restores the clones with RestoreVm, P in flight, up to each N in turn
 (200, then 300 more for 500, ...), and stops at the first failed restore. After each step, once the clones
 settle, the bench reads from /proc:
-  - every worker (the daemon's firesharp-vmm children): Pss and Rss from smaps_rollup (PSS, because the
+  - every worker (the daemon's firesharp-vmm children, or a jail's unshare's child): Pss and Rss from smaps_rollup (PSS, because the
     snapshot's memory and the binary are page cache shared by all clones), VmPTE (page tables: kernel memory
     that PSS does not count), threads, fds, and CPU over BENCH_P9_CPU_S seconds (an idle clone should use none);
   - the daemon: VmRSS, VmHWM, Pss, threads, fds;
@@ -200,8 +200,13 @@ class Density:
         out = []
         for k in kids:
             try:
-                if os.path.basename(os.readlink(f"/proc/{k}/exe")) == "firesharp-vmm":
+                exe = os.path.basename(os.readlink(f"/proc/{k}/exe"))
+                if exe == "firesharp-vmm":
                     out.append(int(k))
+                elif exe == "unshare":  # a jailed worker is the child of its jail's unshare(1)
+                    for g in _read(f"/proc/{k}/task/{k}/children").split():
+                        if os.path.basename(os.readlink(f"/proc/{g}/exe")) == "firesharp-vmm":
+                            out.append(int(g))
             except OSError:
                 pass
         return out
