@@ -1,3 +1,5 @@
+// Over 400 lines: one VM's whole life in the worker (create, restore, start, pause, resume, stop, snapshot,
+// live limiter updates, confinement before the first run, the end); the socket side is WorkerServer.
 using System.Threading.Channels;
 using FireSharp.Kvm.Interop;
 using FireSharp.Proto.Worker;
