@@ -157,10 +157,7 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
     {
         using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
         await socket.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(socketPath), ct).ConfigureAwait(false);
-        const int SOL_SOCKET = 1, SO_PEERCRED = 17;
-        var cred = new byte[12]; // struct ucred { pid_t pid; uid_t uid; gid_t gid; }
-        int n = socket.GetRawSocketOption(SOL_SOCKET, SO_PEERCRED, cred);
-        int pid = n >= 4 ? BitConverter.ToInt32(cred, 0) : 0;
+        int pid = PeerCredentials.Of(socket)?.Pid ?? 0;
         if (pid <= 0) throw VmApiException.Unavailable($"cannot tell which process listens on {socketPath} (SO_PEERCRED gave {pid})");
         return pid;
     }
