@@ -109,7 +109,7 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
         var process = Process.Start(psi) ?? throw VmApiException.Unavailable("the worker process did not start");
         var ready = process.StandardOutput;
         var exit = new ChildExit(process);
-        var worker = new ChildWorker(exit, process.Id, socketPath);
+        var worker = new ChildWorker(exit, exit.ChildPid, socketPath);
         try
         {
             await WaitForReadyAsync(ready, socketPath, worker.Exited, ct).ConfigureAwait(false);
@@ -128,6 +128,7 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
         finally
         {
             ready.Dispose();
+            exit.StartEnded();
         }
     }
 
@@ -206,7 +207,15 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
             _process = process;
             ChildPid = process.Id;
             Exited = WaitAsync();
+            // Disposing the process closes its stdout; that waits until the start no longer reads the ready line,
+            // so a worker that ends at once cannot pull the pipe from under LaunchAsync.
+            _ = Task.WhenAll(Exited, _startEnded.Task).ContinueWith(_ => process.Dispose(), TaskScheduler.Default);
         }
+
+        private readonly TaskCompletionSource _startEnded = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>LaunchAsync no longer reads the child's stdout.</summary>
+        public void StartEnded() => _startEnded.TrySetResult();
 
         public int ChildPid { get; }
 
@@ -219,7 +228,6 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
         {
             await _process.WaitForExitAsync().ConfigureAwait(false);
             int code = _process.ExitCode;
-            _process.Dispose();
             int pid = JailedPid != 0 ? JailedPid : ChildPid;
             // .NET reports death by signal N as 128 + N. A jailed worker's end comes through unshare, which reports
             // a child killed by a signal as status 1: the kernel's seccomp record for the worker's pid tells then.
