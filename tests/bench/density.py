@@ -60,10 +60,11 @@ def pids_mentioning(text: str) -> list[int]:
 
 class Density:
     def __init__(self, fs: str, guests: str, work: str, counts: list[int], parallel: int, cpu_s: float,
-                 step_timeout: float, log):
+                 step_timeout: float, log, serve_args: list[str] | None = None, name: str = "p9"):
         self.fs = fs
         self.guest = os.path.join(guests, GUEST + ".elf")
-        self.work = os.path.join(work, "p9")
+        self.work = os.path.join(work, name)
+        self.serve_args = serve_args
         self.counts = counts
         self.parallel = parallel
         self.cpu_s = cpu_s
@@ -126,7 +127,7 @@ class Density:
                 f"--MemoryOvercommit={overcommit:.2f}"]
         # BENCH_P9_SERVE_ARGS: more daemon settings, e.g. "--Jail=false" to measure the jail's share (as root the
         # daemon jails every clone's worker by default).
-        argv += os.environ.get("BENCH_P9_SERVE_ARGS", "").split()
+        argv += self.serve_args if self.serve_args is not None else os.environ.get("BENCH_P9_SERVE_ARGS", "").split()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FIRESHARP_")}
         shutil.rmtree(self.state, ignore_errors=True)  # a fresh daemon: nothing to adopt
         self.daemon_log = os.path.join(self.work, "daemon.log")
