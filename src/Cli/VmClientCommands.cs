@@ -412,7 +412,7 @@ internal static class VmClientCommands
     {
         ExitKind.Reset => "reset", ExitKind.PowerOff => "power-off", ExitKind.Stopped => "stopped", ExitKind.Halt => "halt",
         ExitKind.TripleFault => "triple-fault", ExitKind.FailEntry => "fail-entry", ExitKind.InternalError => "internal-error",
-        ExitKind.GuestCrash => "guest-crash", ExitKind.VmmError => "vmm-error", ExitKind.WorkerDied => "worker-died", ExitKind.Seccomp => "seccomp", _ => "",
+        ExitKind.GuestCrash => "guest-crash", ExitKind.VmmError => "vmm-error", ExitKind.WorkerDied => "worker-died", ExitKind.Seccomp => "seccomp", ExitKind.OutOfMemory => "out-of-memory", _ => "",
     };
 
     private static VmState ParseState(string s) => s.ToLowerInvariant() switch

@@ -251,6 +251,7 @@ public static class VmApiMapping
             VmEndKind.GuestCrash => ExitKind.GuestCrash,
             VmEndKind.WorkerDied => ExitKind.WorkerDied,
             VmEndKind.Seccomp => ExitKind.Seccomp,
+            VmEndKind.OutOfMemory => ExitKind.OutOfMemory,
             _ => ExitKind.VmmError,
         },
         Reason = end.Reason,
@@ -345,6 +346,7 @@ public static class VmApiMapping
         ExitKind.GuestCrash => VmEndKind.GuestCrash,
         ExitKind.WorkerDied => VmEndKind.WorkerDied,
         ExitKind.Seccomp => VmEndKind.Seccomp,
+        ExitKind.OutOfMemory => VmEndKind.OutOfMemory,
         _ => VmEndKind.VmmError,
     };
 

@@ -6,7 +6,7 @@
 
 GUEST_OUT ?= build/guests
 GUEST_SRC_DIR := tests/guests
-GUEST_NAMES := hello ring3-compute portio-loop mmio-probe triple-fault counter boot-timer virtio-blk-bench inout-loop idle
+GUEST_NAMES := hello ring3-compute portio-loop mmio-probe triple-fault counter boot-timer virtio-blk-bench inout-loop idle memtouch
 GUEST_ELFS := $(addprefix $(GUEST_OUT)/,$(addsuffix .elf,$(GUEST_NAMES)))
 GUEST_COMMON := $(GUEST_SRC_DIR)/common.inc $(GUEST_SRC_DIR)/guest.ld $(GUEST_SRC_DIR)/guests.mk
 

@@ -38,6 +38,21 @@ internal abstract class CgroupHierarchy(string root, string parent)
     /// <summary>Changes the CPU quota of cgroup <paramref name="name"/> (which exists) to <paramref name="quotaMicros"/> per period.</summary>
     public abstract void SetCpuQuota(string name, long quotaMicros);
 
+    /// <summary>How many processes of cgroup <paramref name="name"/> the kernel's OOM killer has killed (0 when unknown).</summary>
+    public abstract long OomKills(string name);
+
+    /// <summary>The value of <paramref name="key"/> in a flat-keyed cgroup file (<c>key value</c> per line), or 0.</summary>
+    protected static long ReadKeyed(string file, string key)
+    {
+        if (!File.Exists(file)) return 0;
+        foreach (var line in File.ReadLines(file))
+        {
+            var parts = line.Split(' ', 2, StringSplitOptions.TrimEntries);
+            if (parts.Length == 2 && parts[0] == key && long.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out long v)) return v;
+        }
+        return 0;
+    }
+
     /// <summary>Finds the hierarchy under <paramref name="root"/>: cgroup2 if the root is one, else the v1 controllers mounted under it; null when neither.</summary>
     public static CgroupHierarchy? Detect(string root, string parent)
     {

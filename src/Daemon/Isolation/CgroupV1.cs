@@ -49,6 +49,14 @@ internal sealed class CgroupV1 : CgroupHierarchy
         foreach (var dir in ParentDirectories()) Directory.CreateDirectory(dir);
     }
 
+    /// <summary>v1: the <c>oom_kill</c> line of the memory controller's <c>memory.oom_control</c> (Linux 4.13 and later).</summary>
+    public override long OomKills(string name)
+    {
+        foreach (var (controller, mount) in _mounts)
+            if (controller == "memory") return ReadKeyed(Path.Combine(Root, mount, Parent, name, "memory.oom_control"), "oom_kill");
+        return 0;
+    }
+
     public override void SetCpuQuota(string name, long quotaMicros)
     {
         foreach (var (controller, mount) in _mounts)

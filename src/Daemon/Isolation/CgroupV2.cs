@@ -44,6 +44,9 @@ internal sealed class CgroupV2 : CgroupHierarchy
         }
     }
 
+    /// <summary>v2: the <c>oom_kill</c> line of <c>memory.events</c>.</summary>
+    public override long OomKills(string name) => ReadKeyed(Path.Combine(Root, Parent, name, "memory.events"), "oom_kill");
+
     public override void SetCpuQuota(string name, long quotaMicros)
     {
         if (Controllers.Contains("cpu"))

@@ -120,6 +120,14 @@ internal sealed partial class VmCgroups(DaemonOptions options, ILogger logger)
     [LoggerMessage(606, LogLevel.Debug, "VM {Id}: CPU quota now {QuotaMicros} us per 100 ms")]
     private static partial void LogQuotaSet(ILogger logger, string id, long quotaMicros);
 
+    /// <summary>How many of the VM's processes its memory cgroup's OOM killer has killed (0 without cgroups or when unreadable).</summary>
+    public long OomKills(string vmId)
+    {
+        if (Hierarchy is not { } hierarchy) return 0;
+        try { return hierarchy.OomKills(vmId); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return 0; }
+    }
+
     /// <summary>Removes the VM's cgroup once its worker is gone (retrying while the kernel finishes the exit). Never throws.</summary>
     public async Task RemoveAsync(string vmId)
     {

@@ -115,6 +115,9 @@ internal sealed class WorkerSession(WorkerProcess process, WorkerClient client)
     /// <summary>Watches the worker's events; ends with the worker.</summary>
     public Task? Monitor { get; set; }
 
+    /// <summary>The VM cgroup's OOM-kill count when this worker entered it (the cgroup outlives a worker restart).</summary>
+    public long OomKillsAtStart { get; set; }
+
     /// <summary>The daemon asked the worker to go: its end is not a death.</summary>
     public bool ExpectedExit { get; set; }
 

@@ -43,6 +43,8 @@ public enum VmEndKind
     WorkerDied,
     /// <summary>The worker's seccomp filter killed it (SIGSYS); <see cref="VmEnd.Syscall"/> names the call when known.</summary>
     Seccomp,
+    /// <summary>The VM's memory cgroup killed its worker: guest memory plus the VMM's allowance was used up.</summary>
+    OutOfMemory,
 }
 
 /// <summary>How a VM ended: the kind, one line for a human, whether it was a clean end, and when the daemon saw it.</summary>

@@ -36,6 +36,7 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
         // process.Pid is the worker itself (a jailed one's own pid, from SO_PEERCRED, not unshare's); the worker never
         // forks, and cgroup.procs moves all of its threads, so everything the VM runs is confined from here on.
         cgroups.Enter(entry.Id, entry.Snapshot().Spec, process.Pid);
+        session.OomKillsAtStart = cgroups.OomKills(entry.Id);
         WorkerRequest request;
         if (entry.RestoredFrom is { } restore) // made by RestoreVm: restore, don't boot
         {
@@ -115,7 +116,7 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
         var process = launcher.Adopt(record);
         if (process is not null)
         {
-            var session = new WorkerSession(process, new WorkerClient(record.Socket));
+            var session = new WorkerSession(process, new WorkerClient(record.Socket)) { OomKillsAtStart = cgroups.OomKills(entry.Id) };
             try
             {
                 using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -187,6 +188,10 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
     private void OnWorkerDied(VmEntry entry, WorkerSession session, WorkerExit exit)
     {
         string reason = exit.Reason;
+        // The kernel's OOM killer sends SIGKILL, which a jailed worker's unshare may report only as a status: the
+        // cgroup's own count says whether it was the OOM killer.
+        long oomKills = exit.KilledBySeccomp ? 0 : cgroups.OomKills(entry.Id) - session.OomKillsAtStart;
+        if (oomKills > 0) reason = $"{reason}: the VM's memory cgroup ran out (guest memory + {options.VmmMemoryAllowanceMib} MiB VmmMemoryAllowanceMib) and the kernel's OOM killer ended it";
         lock (entry.Gate)
         {
             if (entry.Session != session || entry.Deleted) return;
@@ -197,7 +202,7 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
             {
                 var end = exit.KilledBySeccomp
                     ? VmEntry.End(VmEndKind.Seccomp, reason, clean: false) with { Syscall = exit.Syscall }
-                    : VmEntry.End(VmEndKind.WorkerDied, reason, clean: false);
+                    : VmEntry.End(oomKills > 0 ? VmEndKind.OutOfMemory : VmEndKind.WorkerDied, reason, clean: false);
                 entry.Vm = entry.Vm with { Phase = VmPhase.Failed, End = end };
                 events.Publish(entry.Event(VmEventKind.Exited, reason));
                 events.Publish(entry.Event(VmEventKind.StateChanged, reason));

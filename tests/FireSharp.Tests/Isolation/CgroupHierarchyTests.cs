@@ -36,6 +36,23 @@ public sealed class CgroupHierarchyTests : IDisposable
     }
 
     [Fact]
+    public void OOM_kills_are_read_from_memory_oom_control_on_v1_and_memory_events_on_v2()
+    {
+        FakeV1("memory", "cpu");
+        var v1 = CgroupHierarchy.Detect(_root, "fs")!;
+        Assert.Equal(0, v1.OomKills("vm")); // no cgroup yet
+        Directory.CreateDirectory(Path.Combine(_root, "memory", "fs", "vm"));
+        File.WriteAllText(Path.Combine(_root, "memory", "fs", "vm", "memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
+        Assert.Equal(2, v1.OomKills("vm"));
+
+        string v2root = Path.Combine(_root, "v2");
+        Directory.CreateDirectory(Path.Combine(v2root, "fs", "vm"));
+        File.WriteAllText(Path.Combine(v2root, "cgroup.controllers"), "memory\n");
+        File.WriteAllText(Path.Combine(v2root, "fs", "vm", "memory.events"), "low 0\nhigh 0\nmax 7\noom 3\noom_kill 1\noom_group_kill 0\n");
+        Assert.Equal(1, CgroupHierarchy.Detect(v2root, "fs")!.OomKills("vm"));
+    }
+
+    [Fact]
     public void V2_enables_its_controllers_down_to_the_parent_and_writes_each_limit()
     {
         FakeV2("cpuset cpu io memory hugetlb pids rdma");

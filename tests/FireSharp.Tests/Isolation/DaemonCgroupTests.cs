@@ -45,4 +45,36 @@ public sealed class DaemonCgroupTests(ITestOutputHelper output)
         Assert.False(Directory.Exists(memory));
         d.AssertNothingLeft();
     }
+
+    [SkippableFact]
+    public async Task A_worker_killed_by_its_memory_cgroup_ends_the_VM_as_out_of_memory()
+    {
+        await using var d = await DaemonUnderTest.StartAsync(output);
+        // memtouch.elf writes to every page from 4 MiB to 256 MiB from ring 3, then resets.
+        var (code, _, stderr) = await DaemonUnderTest.RunCliAsync(["vm", "--socket", d.Socket, "create", "oom", "--kernel", TestPaths.Guest("memtouch"), "--mem-mib", "288"]);
+        Assert.True(code == 0, stderr);
+        string memory = Path.Combine(CgroupTestSupport.Root, "memory", d.CgroupParent, "oom");
+        Assert.True(Directory.Exists(memory), memory);
+        // The limit the daemon set (guest + allowance) lets the guest touch all of its memory; this one does not.
+        const string Limit = "100663296"; // 96 MiB
+        File.WriteAllText(Path.Combine(memory, "memory.limit_in_bytes"), Limit);
+        if (File.Exists(Path.Combine(memory, "memory.memsw.limit_in_bytes"))) File.WriteAllText(Path.Combine(memory, "memory.memsw.limit_in_bytes"), Limit);
+
+        await d.Client.StartVmAsync(new StartVmRequest { Id = "oom" });
+        FireSharp.Proto.V1.Vm vm;
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        do
+        {
+            await Task.Delay(200);
+            vm = await d.Client.GetVmAsync(new GetVmRequest { Id = "oom" });
+        }
+        while (vm.State != VmState.Failed && vm.State != VmState.Stopped && DateTime.UtcNow < deadline);
+        Assert.Equal(VmState.Failed, vm.State);
+        Assert.Equal(ExitKind.OutOfMemory, vm.Exit.Kind);
+        Assert.Contains("OOM killer", vm.Exit.Reason);
+        Assert.False(vm.Exit.Clean);
+
+        await d.Client.DeleteVmAsync(new DeleteVmRequest { Id = "oom", Force = true });
+        d.AssertNothingLeft();
+    }
 }
