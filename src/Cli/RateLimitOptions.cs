@@ -45,17 +45,18 @@ internal static class RateLimitOptions
         Ops = spec.Ops is { } o ? new ApiTokenBucket { Size = o.Size, OneTimeBurst = o.OneTimeBurst, RefillTimeMs = o.RefillTimeMs } : null,
     };
 
-    /// <summary><c>firesharp vm update ID --drive-id D [--bps N] [--iops N]</c> or <c>--net-id I [rates...]</c>; <c>--unlimited</c> removes the limit.</summary>
+    /// <summary><c>firesharp vm update ID --drive-id D [--bps N] [--iops N]</c>, <c>--net-id I [rates...]</c> or <c>--rng [--bps N] [--iops N]</c>; <c>--unlimited</c> removes the limit.</summary>
     public static Command UpdateCommand()
     {
         var id = new Argument<string>("id");
         var drive = new Option<string?>("--drive-id") { Description = "the drive whose limiter is replaced" };
         var net = new Option<string?>("--net-id") { Description = "the interface whose limiters are replaced (both directions, or those the rx-/tx- options name)" };
+        var rng = new Option<bool>("--rng") { Description = "replace the entropy device's limiter (--bps, --iops)" };
         var unlimited = new Option<bool>("--unlimited") { Description = "remove the limit" };
         var rates = NetKeys.Select(k => new Option<string?>("--" + k) { Description = $"{k}=N as in --drive/--net (K/M/G suffixes, 1K = 1024)" }).ToArray();
-        var command = new Command("update", "replace rate limiters of a running VM's drive or interface (fresh, full buckets; the rest keeps its limit)")
+        var command = new Command("update", "replace rate limiters of a running VM's drive, interface or entropy device (fresh, full buckets; the rest keeps its limit)")
         {
-            id, drive, net, unlimited,
+            id, drive, net, rng, unlimited,
         };
         foreach (var r in rates) command.Options.Add(r);
         command.SetAction((parse, ct) => VmClientCommands.CallAsync(parse, async (client, options) =>
@@ -85,7 +86,12 @@ internal static class RateLimitOptions
                 }
                 request.NetworkInterfaces.Add(update);
             }
-            else throw new ArgumentException("name a drive (--drive-id) or an interface (--net-id)");
+            else if (parse.GetValue(rng))
+            {
+                if (kv.Keys.Any(k => !DriveKeys.Contains(k))) throw new ArgumentException("the entropy device takes --bps and --iops only");
+                request.RngRateLimiter = none ? new ApiRateLimiter() : Drive(kv, "--rng");
+            }
+            else throw new ArgumentException("name a drive (--drive-id), an interface (--net-id) or the entropy device (--rng)");
             VmClientCommands.PrintVm(parse, await client.UpdateRateLimitersAsync(request, options));
         }, ct));
         return command;

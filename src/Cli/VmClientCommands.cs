@@ -78,9 +78,10 @@ internal static class VmClientCommands
         var vsock = new Option<uint?>("--vsock-cid") { Description = "add a vsock device with this guest CID" };
         var agent = new Option<bool>("--agent") { Description = "run the guest agent" };
         var rng = new Option<bool>("--rng") { Description = "add a virtio-rng entropy device (/dev/hwrng in the guest)" };
+        var rngLimit = new Option<string?>("--rng-limit") { Description = "limit the entropy device: bps=N[,iops=N] (N with K/M/G; implies --rng)" };
         var pvh = new Option<bool>("--pvh") { Description = "enter an ELF through PVH when it has both entries" };
         var start = new Option<bool>("--start") { Description = "start the VM once created" };
-        var command = new Command("create", "create a VM") { id, kernel, initrd, cmdline, vcpus, mem, cpuQuota, labels, drives, nets, vsock, agent, rng, pvh, start };
+        var command = new Command("create", "create a VM") { id, kernel, initrd, cmdline, vcpus, mem, cpuQuota, labels, drives, nets, vsock, agent, rng, rngLimit, pvh, start };
         command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             var spec = new VmSpec
@@ -96,6 +97,14 @@ internal static class VmClientCommands
                 Agent = parse.GetValue(agent),
                 Rng = parse.GetValue(rng),
             };
+            if (parse.GetValue(rngLimit) is { } limit)
+            {
+                var kv = ParseKv(limit, "--rng-limit");
+                foreach (var k in kv.Keys)
+                    if (!RateLimitOptions.DriveKeys.Contains(k)) throw new ArgumentException($"--rng-limit {limit}: unknown key '{k}' (bps, iops)");
+                spec.Rng = true;
+                spec.RngRateLimiter = RateLimitOptions.Drive(kv, "--rng-limit");
+            }
             foreach (var d in parse.GetValue(drives) ?? []) spec.Drives.Add(ParseDrive(d));
             foreach (var n in parse.GetValue(nets) ?? []) spec.NetworkInterfaces.Add(ParseNet(n));
             if (parse.GetValue(vsock) is { } cid) spec.Vsock = new VsockSpec { GuestCid = cid };

@@ -146,6 +146,9 @@ public static class SpecValidator
             ValidateRateLimiter(n.TxRateLimiter, f + ".tx_rate_limiter");
         }
 
+        if (spec.RngRateLimiter is not null && !spec.Rng) throw VmApiException.Invalid("spec.rng_rate_limiter", "needs an entropy device (spec.rng)");
+        ValidateRateLimiter(spec.RngRateLimiter, "spec.rng_rate_limiter");
+
         if (spec.Vsock is not null && spec.Vsock.GuestCid is < 3 or 0xFFFF_FFFF)
             throw VmApiException.Invalid("spec.vsock.guest_cid", $"is {spec.Vsock.GuestCid}; 0, 1, 2 and 4294967295 are reserved");
 
@@ -220,11 +223,11 @@ public static class SpecValidator
     public static void ValidateUpdate(UpdateRateLimitersCommand command)
     {
         ValidateId(command.Id);
-        if (command.Changes.Count == 0) throw VmApiException.Invalid("drives", "the request names no drive and no interface");
+        if (command.Changes.Count == 0) throw VmApiException.Invalid("drives", "the request names no drive, no interface and no entropy device");
         var seen = new HashSet<(RateLimiterTarget, string)>();
         foreach (var c in command.Changes)
         {
-            ValidateDeviceId(c.DeviceId, c.IdField);
+            if (c.Target != RateLimiterTarget.Entropy) ValidateDeviceId(c.DeviceId, c.IdField);
             if (!seen.Add((c.Target, c.DeviceId))) throw VmApiException.Invalid(c.IdField, $"'{c.DeviceId}' is named twice");
             ValidateRateLimiter(c.Limiter, c.LimiterField);
         }

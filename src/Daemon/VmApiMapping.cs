@@ -62,6 +62,7 @@ public static class VmApiMapping
             if (n.RxRateLimiter is null && n.TxRateLimiter is null)
                 throw VmApiException.Invalid(f, "names neither rx_rate_limiter nor tx_rate_limiter");
         }
+        if (request.RngRateLimiter is { } rng) changes.Add(new VmRateLimiterChange(RateLimiterTarget.Entropy, "", FromProto(rng), "rng_rate_limiter", "rng_rate_limiter"));
         return new UpdateRateLimitersCommand(request.Id, changes);
     }
 
@@ -128,6 +129,7 @@ public static class VmApiMapping
             Vsock = spec.Vsock is null ? null : new VsockConfig(spec.Vsock.GuestCid),
             Agent = spec.Agent,
             Rng = spec.Rng,
+            RngRateLimiter = FromProto(spec.RngRateLimiter),
         };
     }
 
@@ -178,6 +180,7 @@ public static class VmApiMapping
             Vsock = spec.Vsock is null ? null : new VsockSpec { GuestCid = spec.Vsock.GuestCid },
             Agent = spec.Agent,
             Rng = spec.Rng,
+            RngRateLimiter = ToProto(spec.RngRateLimiter),
         };
         foreach (var d in spec.Drives)
             proto.Drives.Add(new DriveSpec { Id = d.Id, Path = d.Path, ReadOnly = d.ReadOnly, Root = d.Root, RateLimiter = ToProto(d.RateLimiter) });

@@ -77,7 +77,7 @@ internal static class MachineSpecs
             RxRateLimiter = FromWire(n.RxRateLimiter),
             TxRateLimiter = FromWire(n.TxRateLimiter),
         }));
-        if (c.Rng) devices.Add(new RngSpec());
+        if (c.Rng) devices.Add(new RngSpec { RateLimiter = FromWire(c.RngRateLimiter) });
         return devices;
     }
 
@@ -110,6 +110,7 @@ internal static class MachineSpecs
                 WireTarget.Drive => Target.Drive,
                 WireTarget.NetworkRx => Target.NetworkRx,
                 WireTarget.NetworkTx => Target.NetworkTx,
+                WireTarget.Entropy => Target.Entropy,
                 _ => throw new WorkerFailure(WorkerErrorCode.WorkerErrorInvalidArgument, x.Field, $"unknown rate limiter target {x.Target}"),
             },
             x.DeviceId, FromWire(x.Limiter), x.LimiterField))];

@@ -33,7 +33,8 @@ internal static class RateLimiterUpdates
                     Target.Drive => WireTarget.Drive,
                     Target.NetworkRx => WireTarget.NetworkRx,
                     Target.NetworkTx => WireTarget.NetworkTx,
-                    _ => throw VmApiException.Invalid(c.IdField, "the entropy device's limiter is not part of the API"),
+                    Target.Entropy => WireTarget.Entropy,
+                    _ => throw VmApiException.Invalid(c.IdField, $"unknown rate limiter target {c.Target}"),
                 },
                 DeviceId = c.DeviceId,
                 Limiter = ToWire(c.Limiter),
@@ -44,7 +45,7 @@ internal static class RateLimiterUpdates
         return wire;
     }
 
-    /// <summary><paramref name="spec"/> with the changes applied to the drives and interfaces it lists.</summary>
+    /// <summary><paramref name="spec"/> with the changes applied to the drives, interfaces and entropy device it lists.</summary>
     public static VmConfig Apply(VmConfig spec, IReadOnlyList<VmRateLimiterChange> changes)
     {
         var drives = spec.Drives.Select(d =>
@@ -58,6 +59,7 @@ internal static class RateLimiterUpdates
             }
             return n;
         }).ToList();
-        return spec with { Drives = drives, NetworkInterfaces = nics };
+        var rng = changes.LastOrDefault(c => c.Target == Target.Entropy) is { } r ? r.Limiter : spec.RngRateLimiter;
+        return spec with { Drives = drives, NetworkInterfaces = nics, RngRateLimiter = rng };
     }
 }

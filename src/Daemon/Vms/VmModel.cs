@@ -119,6 +119,9 @@ public sealed record VmConfig
 
     /// <summary>A virtio-rng entropy device.</summary>
     public bool Rng { get; init; }
+
+    /// <summary>The entropy device's rate limiter (with <see cref="Rng"/>); null = unlimited.</summary>
+    public RateLimiterSpec? RngRateLimiter { get; init; }
 }
 
 /// <summary>A VM as the daemon knows it: an immutable copy, safe to keep.</summary>

@@ -73,6 +73,7 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
             Vcpus = spec.Vcpus,
             PreferPvh = spec.Kernel.PreferPvh,
             Rng = spec.Rng,
+            RngRateLimiter = RateLimiterUpdates.ToWire(spec.RngRateLimiter),
         };
         if (SpecValidator.EffectiveCmdline(spec) is { } cmdline) machine.Cmdline = cmdline;
         foreach (var d in spec.Drives)

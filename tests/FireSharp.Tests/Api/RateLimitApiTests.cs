@@ -73,6 +73,49 @@ public sealed class RateLimitApiTests(ITestOutputHelper output)
     }
 
     [SkippableFact]
+    public async Task Entropy_limiter_is_created_updated_live_and_kept_in_a_snapshot()
+    {
+        await using var s = await ApiTestServer.StartAsync(output);
+        var c = s.Client;
+        var spec = ApiTestServer.Spec("counter");
+        spec.Rng = true;
+        spec.RngRateLimiter = Limiter(4096, 1000, opsSize: 10);
+        var vm = await c.CreateVmAsync(new CreateVmRequest { Id = "rng", Spec = spec, Start = true });
+        Assert.Equal(Limiter(4096, 1000, opsSize: 10), vm.Spec.RngRateLimiter);
+        Assert.Equal(new RateLimiterSpec(new TokenBucketSpec(4096, 0, 1000), new TokenBucketSpec(10, 0, 1000)),
+            DeviceLimiter(s, "rng", RateLimiterTarget.Entropy, ""));
+
+        var updated = await c.UpdateRateLimitersAsync(new UpdateRateLimitersRequest { Id = "rng", RngRateLimiter = Limiter(1 << 20, 100) });
+        Assert.Equal(Limiter(1 << 20, 100), updated.Spec.RngRateLimiter);
+        var expected = new RateLimiterSpec(new TokenBucketSpec(1 << 20, 0, 100), null);
+        Assert.Equal(expected, DeviceLimiter(s, "rng", RateLimiterTarget.Entropy, ""));
+
+        string snap = Path.Combine(s.Options.StateDir, "snap");
+        await c.CreateSnapshotAsync(new CreateSnapshotRequest { Id = "rng", Dir = snap });
+        await c.DeleteVmAsync(new DeleteVmRequest { Id = "rng", Force = true });
+        await c.RestoreVmAsync(new RestoreVmRequest { Dir = snap, Id = "rng-clone" });
+        Assert.Equal(expected, DeviceLimiter(s, "rng-clone", RateLimiterTarget.Entropy, ""));
+
+        await c.UpdateRateLimitersAsync(new UpdateRateLimitersRequest { Id = "rng-clone", RngRateLimiter = new ApiRateLimiter() });
+        Assert.Null(DeviceLimiter(s, "rng-clone", RateLimiterTarget.Entropy, ""));
+
+        // Refused: a limiter without the device, a bad bucket, and an update of a VM without the device.
+        var noRng = ApiTestServer.Spec("counter");
+        noRng.RngRateLimiter = Limiter(4096, 1000);
+        await RpcAssert.FailsAsync(StatusCode.InvalidArgument, () => c.CreateVmAsync(new CreateVmRequest { Id = "bad", Spec = noRng }).ResponseAsync, "spec.rng_rate_limiter");
+        var badBucket = ApiTestServer.Spec("counter");
+        badBucket.Rng = true;
+        badBucket.RngRateLimiter = Limiter(0, 1000);
+        await RpcAssert.FailsAsync(StatusCode.InvalidArgument, () => c.CreateVmAsync(new CreateVmRequest { Id = "bad", Spec = badBucket }).ResponseAsync,
+            "spec.rng_rate_limiter.bandwidth.size");
+        await c.CreateVmAsync(new CreateVmRequest { Id = "plain", Spec = ApiTestServer.Spec("counter") });
+        await RpcAssert.FailsAsync(StatusCode.InvalidArgument,
+            () => c.UpdateRateLimitersAsync(new UpdateRateLimitersRequest { Id = "plain", RngRateLimiter = Limiter(4096, 1000) }).ResponseAsync, "rng_rate_limiter");
+        await c.DeleteVmAsync(new DeleteVmRequest { Id = "rng-clone", Force = true });
+        await c.DeleteVmAsync(new DeleteVmRequest { Id = "plain", Force = true });
+    }
+
+    [SkippableFact]
     public async Task Bad_limiters_are_invalid_arguments_naming_the_field_and_change_nothing()
     {
         await using var s = await ApiTestServer.StartAsync(output);
