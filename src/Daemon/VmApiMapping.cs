@@ -128,6 +128,7 @@ public static class VmApiMapping
             Vsock = spec.Vsock is null ? null : new VsockConfig(spec.Vsock.GuestCid),
             Agent = spec.Agent,
             Rng = spec.Rng,
+            NetnsPath = NullIfEmpty(spec.NetnsPath),
         };
     }
 
@@ -178,6 +179,7 @@ public static class VmApiMapping
             Vsock = spec.Vsock is null ? null : new VsockSpec { GuestCid = spec.Vsock.GuestCid },
             Agent = spec.Agent,
             Rng = spec.Rng,
+            NetnsPath = spec.NetnsPath ?? "",
         };
         foreach (var d in spec.Drives)
             proto.Drives.Add(new DriveSpec { Id = d.Id, Path = d.Path, ReadOnly = d.ReadOnly, Root = d.Root, RateLimiter = ToProto(d.RateLimiter) });

@@ -117,6 +117,9 @@ public sealed record VmConfig
 
     /// <summary>A virtio-rng entropy device.</summary>
     public bool Rng { get; init; }
+
+    /// <summary>The network namespace the VM's taps are attached in and its worker joins (a jailed VM), or null for the daemon's.</summary>
+    public string? NetnsPath { get; init; }
 }
 
 /// <summary>A VM as the daemon knows it: an immutable copy, safe to keep.</summary>
