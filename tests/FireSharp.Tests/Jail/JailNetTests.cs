@@ -100,6 +100,33 @@ public sealed class JailNetTests(ITestOutputHelper output) : IDisposable
         d.AssertNothingLeft();
     }
 
+    [SkippableFact]
+    public async Task A_restored_jailed_vm_gets_the_snapshots_interfaces_from_its_jailer()
+    {
+        RequireTun();
+        await using var d = await DaemonUnderTest.StartAsync(output);
+        var spec = ApiTestServer.Spec("counter");
+        spec.NetworkInterfaces.Add(new FireSharp.Proto.V1.NetworkInterfaceSpec { Id = "eth0", Auto = true });
+        var vm = await d.Client.CreateVmAsync(new CreateVmRequest { Id = "src", Spec = spec, Start = true }, deadline: Deadline);
+        Assert.Contains("COUNTING", await d.ReadConsoleUntilAsync("src", "COUNTING").WaitAsync(TimeSpan.FromMinutes(1)));
+        string source = Assert.Single(TapsHeldBy(vm.WorkerPid));
+        string snap = Path.Combine(d.StateDir, "snap");
+        await d.Client.CreateSnapshotAsync(new CreateSnapshotRequest { Id = "src", Dir = snap, Resume = true }, deadline: Deadline);
+
+        // An automatic tap: the restored VM gets a new one (the source still holds its own), attached by its jailer.
+        var restored = await d.Client.RestoreVmAsync(new RestoreVmRequest { Dir = snap, Id = "dst" }, deadline: Deadline);
+        Assert.Equal(VmState.Running, restored.State);
+        var nic = Assert.Single(restored.Spec.NetworkInterfaces);
+        Assert.Equal(("eth0", true), (nic.Id, nic.Auto));
+        string copy = Assert.Single(TapsHeldBy(restored.WorkerPid));
+        Assert.StartsWith("fstap", copy);
+        Assert.NotEqual(source, copy);
+
+        foreach (var id in (string[])["src", "dst"]) await d.Client.DeleteVmAsync(new DeleteVmRequest { Id = id, Force = true }, deadline: Deadline);
+        Assert.False(Directory.Exists("/sys/class/net/" + copy));
+        d.AssertNothingLeft();
+    }
+
     [SkippableTheory]
     [InlineData("relative/netns", "not an absolute path")]
     [InlineData("/nonexistent/netns/x", "does not exist")]
