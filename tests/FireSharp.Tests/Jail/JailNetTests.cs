@@ -97,6 +97,15 @@ public sealed class JailNetTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(0, code);
         Assert.DoesNotContain(tap + ":", links);
         Assert.DoesNotContain("fstap", links);
+
+        // The CLI's vm create --netns.
+        var (cli, json, stderr) = await DaemonUnderTest.RunCliAsync(["vm", "--socket", d.Socket, "--json", "create", "jc", "--kernel", TestPaths.Guest("counter"),
+            "--mem-mib", "16", "--net", "id=eth0,tap=auto", "--netns", nsPath]).WaitAsync(TimeSpan.FromMinutes(2));
+        Assert.True(cli == 0, stderr);
+        using (var doc = System.Text.Json.JsonDocument.Parse(json)) Assert.Equal("jc", doc.RootElement.GetProperty("id").GetString());
+        Assert.Equal(nsPath, (await d.Client.GetVmAsync(new GetVmRequest { Id = "jc" }, deadline: Deadline)).Spec.NetnsPath);
+        Assert.Contains("fstap0:", Capture("ip", $"-n {_ns} -o link show").Output);
+        await d.Client.DeleteVmAsync(new DeleteVmRequest { Id = "jc", Force = true }, deadline: Deadline);
         d.AssertNothingLeft();
     }
 
