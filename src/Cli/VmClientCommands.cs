@@ -80,8 +80,9 @@ internal static class VmClientCommands
         var rng = new Option<bool>("--rng") { Description = "add a virtio-rng entropy device (/dev/hwrng in the guest)" };
         var rngLimit = new Option<string?>("--rng-limit") { Description = "limit the entropy device: bps=N[,iops=N] (N with K/M/G; implies --rng)" };
         var pvh = new Option<bool>("--pvh") { Description = "enter an ELF through PVH when it has both entries" };
+        var netns = new Option<string?>("--netns") { Description = "a network namespace for the VM's taps (e.g. /run/netns/NAME; a jailing daemon)" };
         var start = new Option<bool>("--start") { Description = "start the VM once created" };
-        var command = new Command("create", "create a VM") { id, kernel, initrd, cmdline, vcpus, mem, cpuQuota, labels, drives, nets, vsock, agent, rng, rngLimit, pvh, start };
+        var command = new Command("create", "create a VM") { id, kernel, initrd, cmdline, vcpus, mem, cpuQuota, labels, drives, nets, netns, vsock, agent, rng, rngLimit, pvh, start };
         command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             var spec = new VmSpec
@@ -96,6 +97,7 @@ internal static class VmClientCommands
                 Machine = new MachineSpec { Vcpus = parse.GetValue(vcpus), MemMib = parse.GetValue(mem), CpuQuotaMillicpus = parse.GetValue(cpuQuota) },
                 Agent = parse.GetValue(agent),
                 Rng = parse.GetValue(rng),
+                NetnsPath = parse.GetValue(netns) is { } ns ? FullPath(ns) : "",
             };
             if (parse.GetValue(rngLimit) is { } limit)
             {

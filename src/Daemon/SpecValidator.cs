@@ -148,6 +148,7 @@ public static class SpecValidator
 
         if (spec.RngRateLimiter is not null && !spec.Rng) throw VmApiException.Invalid("spec.rng_rate_limiter", "needs an entropy device (spec.rng)");
         ValidateRateLimiter(spec.RngRateLimiter, "spec.rng_rate_limiter");
+        ValidateNetns(spec.NetnsPath ?? "", "spec.netns_path");
 
         if (spec.Vsock is not null && spec.Vsock.GuestCid is < 3 or 0xFFFF_FFFF)
             throw VmApiException.Invalid("spec.vsock.guest_cid", $"is {spec.Vsock.GuestCid}; 0, 1, 2 and 4294967295 are reserved");
@@ -197,6 +198,19 @@ public static class SpecValidator
         if (!Path.IsPathFullyQualified(path)) throw VmApiException.Invalid(field, $"'{Trim(path)}' is not an absolute path");
         if (Directory.Exists(path)) throw VmApiException.Invalid(field, $"'{path}' is a directory");
         if (!File.Exists(path)) throw VmApiException.Invalid(field, $"'{path}' does not exist (or is not readable by the daemon)");
+    }
+
+    /// <summary>An existing network namespace file (nsfs, of type net), by absolute path; empty: none.</summary>
+    public static void ValidateNetns(string path, string field)
+    {
+        if (path.Length == 0) return;
+        if (path.Contains('\0')) throw VmApiException.Invalid(field, "contains a NUL character");
+        if (!Path.IsPathFullyQualified(path)) throw VmApiException.Invalid(field, $"'{Trim(path)}' is not an absolute path");
+        if (Directory.Exists(path)) throw VmApiException.Invalid(field, $"'{path}' is a directory, not a network namespace");
+        if (!File.Exists(path)) throw VmApiException.Invalid(field, $"'{path}' does not exist (ip netns add NAME makes /run/netns/NAME)");
+        int? type = FireSharp.Kvm.Interop.Exec.NamespaceTypeAt(path, out string? problem);
+        if (type is null) throw VmApiException.Invalid(field, $"'{path}' {problem}");
+        if (type != FireSharp.Kvm.Interop.Exec.CLONE_NEWNET) throw VmApiException.Invalid(field, $"'{path}' is a namespace, but not a network namespace");
     }
 
     public static void ValidateCmdline(string cmdline, string field)

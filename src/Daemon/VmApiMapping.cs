@@ -130,6 +130,7 @@ public static class VmApiMapping
             Agent = spec.Agent,
             Rng = spec.Rng,
             RngRateLimiter = FromProto(spec.RngRateLimiter),
+            NetnsPath = NullIfEmpty(spec.NetnsPath),
         };
     }
 
@@ -181,6 +182,7 @@ public static class VmApiMapping
             Agent = spec.Agent,
             Rng = spec.Rng,
             RngRateLimiter = ToProto(spec.RngRateLimiter),
+            NetnsPath = spec.NetnsPath ?? "",
         };
         foreach (var d in spec.Drives)
             proto.Drives.Add(new DriveSpec { Id = d.Id, Path = d.Path, ReadOnly = d.ReadOnly, Root = d.Root, RateLimiter = ToProto(d.RateLimiter) });

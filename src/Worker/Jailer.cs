@@ -1,3 +1,4 @@
+using FireSharp.Devices.Virtio.Net;
 using FireSharp.Kvm.Interop;
 using FireSharp.Proto.Worker;
 using Microsoft.Win32.SafeHandles;
@@ -10,16 +11,16 @@ namespace FireSharp.Worker;
 /// util-linux unshare(1) before this runtime starts again:
 /// <list type="number">
 /// <item><c>--jail PLAN</c> (<see cref="Prepare"/>, root, host namespaces): builds the jail's skeleton, opens the
-///   VM's drives, joins a given network namespace, points stdio at the log, marks every other fd close-on-exec and
-///   execve()s <c>unshare --fork --pid --mount --ipc --uts [--net] --kill-child -- firesharp-vmm --jailed ...</c>.</item>
+///   VM's drives, joins a given network namespace, attaches the VM's taps there, points stdio at the log, marks
+///   every other fd close-on-exec and execve()s <c>unshare --fork --pid --mount --ipc --uts [--net] --kill-child -- firesharp-vmm --jailed ...</c>.</item>
 /// <item><c>--jailed PLAN</c> (<see cref="Enter"/>, root, new namespaces, the VM's pid 1): bind-mounts what the VM
-///   uses at the same paths, makes <c>/dev</c>, pivot_roots into the jail, sets rlimits and drops every privilege;
-///   then the ordinary worker runs.</item>
+///   uses at the same paths, makes <c>/dev</c>, pivot_roots into the jail, sets rlimits and drops every privilege,
+///   registers the drives and taps handed over; then the ordinary worker runs.</item>
 /// </list>
 /// </summary>
 internal static class Jailer
 {
-    /// <summary>The fd numbers handed from stage 1 to stage 2: the ready pipe, then one per <see cref="JailPlan.Files"/> entry (-1: not opened).</summary>
+    /// <summary>The fd numbers handed from stage 1 to stage 2: the ready pipe, then one per <see cref="JailPlan.Files"/> entry and one per <see cref="JailPlan.Taps"/> entry (-1: not opened).</summary>
     public static int Prepare(WorkerArgs args)
     {
         var plan = ReadPlan(args.Jail!);
@@ -48,15 +49,44 @@ internal static class Jailer
             // This (the main) thread is the one that execve()s: the new process starts in that namespace.
             Exec.EnterNamespace((int)ns.DangerousGetHandle(), Exec.CLONE_NEWNET, plan.NetnsPath);
         }
+        var tapErrors = OpenTaps(plan, keep, fds);
         Exec.CloseAllOnExec(3);
         int readyFd = ready is null ? -1 : (int)ready.DangerousGetHandle();
         if (readyFd >= 0) Exec.KeepAcrossExec(readyFd);
         foreach (int fd in fds.Where(fd => fd >= 0)) Exec.KeepAcrossExec(fd);
-        var argv = JailCommand.UnshareArgv(plan, Environment.ProcessPath ?? "/proc/self/exe", args, readyFd, fds);
+        var argv = JailCommand.UnshareArgv(plan, Environment.ProcessPath ?? "/proc/self/exe", args, readyFd, fds, tapErrors);
         Exec.Execve(plan.UnsharePath, argv, []);
         GC.KeepAlive(keep);
         return 1; // not reached: Execve throws when it fails
     }
+
+    /// <summary>
+    /// Stage 1: attaches the VM's taps on this (the main, execve()ing) thread, after it joined the plan's network
+    /// namespace, so they belong to that one (or the daemon's), before unshare gives the worker an empty one. A tap
+    /// that fails is fd -1 and its error goes to the worker (<see cref="TapError"/>), which reports it as an
+    /// unjailed worker would.
+    /// </summary>
+    private static List<TapError> OpenTaps(JailPlan plan, List<SafeFileHandle> keep, List<int> fds)
+    {
+        var errors = new List<TapError>();
+        for (int i = 0; i < plan.Taps.Count; i++)
+        {
+            try
+            {
+                var h = TapBackend.OpenForJail(TapName(plan.Taps[i]));
+                keep.Add(h);
+                fds.Add((int)h.DangerousGetHandle());
+            }
+            catch (NetConfigException e)
+            {
+                fds.Add(-1);
+                errors.Add(new TapError(i, e.Reason, e.Message));
+            }
+        }
+        return errors;
+    }
+
+    private static string? TapName(JailTap tap) => tap.Name.Length == 0 ? null : tap.Name;
 
     /// <summary>Stage 2: jails this process (see the class remarks); returns the ready pipe, if any.</summary>
     public static SafeFileHandle? Enter(WorkerArgs args)
@@ -78,6 +108,8 @@ internal static class Jailer
         // Host facts the VMM reads from /sys, latched while the host's tree is still in view.
         _ = FireSharp.Kvm.KvmSystem.IsPvmHost;
         // libseccomp is loaded from the host's /usr/lib now: after the pivot the worker installs its filter from it.
+        // OpenSSL too, for an interface's derived MAC (SHA-256, NetworkInterfaceSpec.DeriveMac): the jail has no libssl.
+        if (plan.Taps.Count > 0) _ = System.Security.Cryptography.SHA256.HashData(ReadOnlySpan<byte>.Empty);
         if (args.Seccomp && !Seccomp.IsAvailable()) throw new JailSetupException("libseccomp.so.2 cannot be loaded (install the Debian package libseccomp2)");
         Mounts.ChangeDirectory(root);
         Mounts.PivotRoot(".", ".");
@@ -97,6 +129,14 @@ internal static class Jailer
         var fds = args.Fds;
         for (int i = 0; i < plan.Files.Count && i < fds.Count; i++)
             if (fds[i] >= 0) PreopenedFiles.Add(plan.Files[i].Path, plan.Files[i].ReadOnly, new SafeFileHandle(fds[i], ownsHandle: true));
+        for (int i = 0; i < plan.Taps.Count; i++)
+        {
+            int k = plan.Files.Count + i;
+            string? name = TapName(plan.Taps[i]);
+            if (k < fds.Count && fds[k] >= 0) PreopenedTaps.Add(name, new SafeFileHandle(fds[k], ownsHandle: true));
+            else if (args.TapErrors.FirstOrDefault(e => e.Index == i) is { } e) PreopenedTaps.AddFailure(name, e.Reason, e.Message);
+            else PreopenedTaps.AddFailure(name, NetConfigError.TapUnusable, "the jailer did not hand over this tap");
+        }
         return args.ReadyFd is int r and >= 0 ? new SafeFileHandle(r, ownsHandle: true) : null;
     }
 
@@ -132,7 +172,7 @@ public static class JailCommand
     /// names one, which stage 1 has joined already); the worker is forked into them as their pid 1 and killed if
     /// unshare dies. The environment is not passed on (execve gets an empty one).
     /// </summary>
-    public static List<string> UnshareArgv(JailPlan plan, string self, WorkerArgs args, int readyFd, IReadOnlyList<int> fds)
+    public static List<string> UnshareArgv(JailPlan plan, string self, WorkerArgs args, int readyFd, IReadOnlyList<int> fds, IReadOnlyList<TapError>? tapErrors = null)
     {
         ArgumentNullException.ThrowIfNull(plan);
         ArgumentNullException.ThrowIfNull(args);
@@ -145,6 +185,32 @@ public static class JailCommand
         if (args.SeccompTestTrigger is not null) argv.AddRange(["--seccomp-test-trigger", args.SeccompTestTrigger]);
         if (readyFd >= 0) argv.AddRange(["--ready-fd", readyFd.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
         if (fds.Count > 0) argv.AddRange(["--fds", string.Join(',', fds.Select(f => f.ToString(System.Globalization.CultureInfo.InvariantCulture)))]);
+        if (tapErrors is { Count: > 0 }) argv.AddRange(["--tap-errors", TapError.Format(tapErrors)]);
         return argv;
+    }
+}
+
+/// <summary>A tap the jailer could not open: its index in <see cref="JailPlan.Taps"/>, why, and the message (one argv entry per list).</summary>
+public sealed record TapError(int Index, NetConfigError Reason, string Message)
+{
+    /// <summary>One <c>--tap-errors</c> value: <c>INDEX:REASON:MESSAGE</c> lines.</summary>
+    public static string Format(IEnumerable<TapError> errors) =>
+        string.Join('\n', errors.Select(e => string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"{e.Index}:{e.Reason}:{e.Message.ReplaceLineEndings(" ")}")));
+
+    /// <summary>The errors in a <c>--tap-errors</c> value, or null when it does not parse.</summary>
+    public static List<TapError>? Parse(string value)
+    {
+        var errors = new List<TapError>();
+        foreach (var line in value.Split('\n'))
+        {
+            var parts = line.Split(':', 3);
+            if (parts.Length != 3
+                || !int.TryParse(parts[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int index)
+                || !Enum.TryParse(parts[1], out NetConfigError reason) || !Enum.IsDefined(reason))
+                return null;
+            errors.Add(new TapError(index, reason, parts[2]));
+        }
+        return errors;
     }
 }

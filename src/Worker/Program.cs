@@ -97,7 +97,7 @@ public static class Program
 
 /// <summary>
 /// The worker's command line: <c>--socket PATH [--log PATH] [--id ID] [--log-level LEVEL] [--seccomp [--seccomp-test-trigger KIND]]</c>, or <c>--help</c>;
-/// with <c>--jail PLAN</c> the jail's first stage, with <c>--jailed PLAN [--ready-fd N] [--fds A,B,..]</c> its second.
+/// with <c>--jail PLAN</c> the jail's first stage, with <c>--jailed PLAN [--ready-fd N] [--fds A,B,..] [--tap-errors LINES]</c> its second.
 /// </summary>
 public sealed record WorkerArgs
 {
@@ -131,6 +131,8 @@ public sealed record WorkerArgs
     /// <summary>Stage 2: the ready pipe and the pre-opened files' fds (-1: not opened), inherited from stage 1.</summary>
     public int? ReadyFd { get; init; }
     public IReadOnlyList<int> Fds { get; init; } = [];
+    /// <summary>Stage 2: why the jailer could not open some of the VM's taps (their fds are -1).</summary>
+    public IReadOnlyList<TapError> TapErrors { get; init; } = [];
     /// <summary>What is wrong with the command line, or null.</summary>
     public string? Error { get; init; }
 
@@ -151,7 +153,7 @@ public sealed record WorkerArgs
             }
             int eq = a.IndexOf('=', StringComparison.Ordinal);
             string name = eq > 0 ? a[..eq] : a;
-            if (name is not ("--socket" or "--log" or "--id" or "--log-level" or "--seccomp-test-trigger" or "--jail" or "--jailed" or "--ready-fd" or "--fds")) return new WorkerArgs { Error = $"unknown argument '{a}'" };
+            if (name is not ("--socket" or "--log" or "--id" or "--log-level" or "--seccomp-test-trigger" or "--jail" or "--jailed" or "--ready-fd" or "--fds" or "--tap-errors")) return new WorkerArgs { Error = $"unknown argument '{a}'" };
             string? value = eq > 0 ? a[(eq + 1)..] : i + 1 < args.Count ? args[++i] : null;
             if (value is null) return new WorkerArgs { Error = $"{name} needs a value" };
             if (!values.TryAdd(name, value)) return new WorkerArgs { Error = $"{name} given twice" };
@@ -180,14 +182,20 @@ public sealed record WorkerArgs
                 fds.Add(fd);
             }
         }
+        List<TapError> tapErrors = [];
+        if (values.TryGetValue("--tap-errors", out var te))
+        {
+            if (TapError.Parse(te) is not { } parsed) return new WorkerArgs { Error = "--tap-errors: not INDEX:REASON:MESSAGE lines" };
+            tapErrors = parsed;
+        }
         string? jail = values.GetValueOrDefault("--jail"), jailed = values.GetValueOrDefault("--jailed");
         if (jail is not null && jailed is not null) return new WorkerArgs { Error = "--jail and --jailed exclude each other" };
-        if (jailed is null && (readyFd is not null || fds.Count > 0)) return new WorkerArgs { Error = "--ready-fd and --fds go with --jailed" };
+        if (jailed is null && (readyFd is not null || fds.Count > 0 || tapErrors.Count > 0)) return new WorkerArgs { Error = "--ready-fd, --fds and --tap-errors go with --jailed" };
         return new WorkerArgs
         {
             Socket = socket, Log = values.GetValueOrDefault("--log"), Id = values.GetValueOrDefault("--id"), Level = level,
             Seccomp = seccomp, SeccompTestTrigger = trigger,
-            Jail = jail, Jailed = jailed, ReadyFd = readyFd, Fds = fds,
+            Jail = jail, Jailed = jailed, ReadyFd = readyFd, Fds = fds, TapErrors = tapErrors,
         };
     }
 }

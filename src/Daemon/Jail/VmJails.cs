@@ -9,7 +9,8 @@ namespace FireSharp.Daemon.Jail;
 
 /// <summary>
 /// The daemon's side of the jail (docs/isolation.md): each VM's uid/gid (kept in its record for the VM's life),
-/// its plan (what is bind-mounted read-only, which drives are handed over as open fds, its rlimits), its run
+/// its plan (what is bind-mounted read-only, which drives and taps are handed over as open fds, its network
+/// namespace, its rlimits), its run
 /// directory (the sockets, owned by the VM's uid) and its jail directory (root/, outbox/, plan.pb), moving
 /// snapshots out of a jailed worker's outbox, and removing what VMs leave behind.
 /// </summary>
@@ -23,14 +24,14 @@ internal sealed class VmJails(DaemonOptions options, VmRegistry registry, ILogge
     {
         string run = options.RunDir(entry.Id);
         var launch = new WorkerLaunch(entry.Id, options.WorkerSocket(entry.Id), Path.Combine(entry.Dir, "worker.log"));
+        var spec = entry.Snapshot().Spec;
         if (!options.JailEnabled)
         {
+            if (spec.NetnsPath is not null)
+                throw VmApiException.Unimplemented("spec.netns_path", "this daemon does not jail its VMs (Jail=false): only a jailed VM joins a network namespace");
             CreateOwnedDirectory(run, null);
             return launch;
         }
-        var spec = entry.Snapshot().Spec;
-        if (spec.NetworkInterfaces.Count > 0)
-            throw VmApiException.Unimplemented("spec.network_interfaces", "this daemon jails its VMs (Jail=true), and a jailed VM cannot have network interfaces yet");
         if (entry.RestoredFrom?.VsockPath is { Length: > 0 } vsock && Path.GetDirectoryName(vsock) != run)
             throw VmApiException.Invalid("overrides.vsock_path", $"this daemon jails its VMs: a restored VM's vsock socket lives in its run directory {run}");
         var id = Identity(entry);
@@ -48,6 +49,7 @@ internal sealed class VmJails(DaemonOptions options, VmRegistry registry, ILogge
             FileSizeLimit = FileSizeLimit(spec),
             OpenFilesLimit = options.JailOpenFilesLimit,
             UnsharePath = options.JailUnshare,
+            NetnsPath = spec.NetnsPath ?? "",
         };
         plan.Mounts.Add(new JailMount { Path = spec.Kernel.Path });
         if (spec.Kernel.InitrdPath is { Length: > 0 } initrd) plan.Mounts.Add(new JailMount { Path = initrd });
@@ -56,6 +58,8 @@ internal sealed class VmJails(DaemonOptions options, VmRegistry registry, ILogge
         plan.Mounts.Add(new JailMount { Path = run, Writable = true, Directory = true });
         plan.Mounts.Add(new JailMount { Path = outbox, Writable = true, Directory = true });
         foreach (var d in spec.Drives) plan.Files.Add(new JailFile { Path = d.Path, ReadOnly = d.ReadOnly });
+        // The jailer attaches the taps (in NetnsPath, else the daemon's namespace) before the worker gets its own.
+        foreach (var n in spec.NetworkInterfaces) plan.Taps.Add(new JailTap { Name = n.Tap ?? "" });
         return launch with { Jail = plan, JailPlanPath = Path.Combine(jail, "plan.pb") };
     }
 

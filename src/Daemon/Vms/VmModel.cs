@@ -122,6 +122,8 @@ public sealed record VmConfig
 
     /// <summary>The entropy device's rate limiter (with <see cref="Rng"/>); null = unlimited.</summary>
     public RateLimiterSpec? RngRateLimiter { get; init; }
+    /// <summary>The network namespace the VM's taps are attached in and its worker joins (a jailed VM), or null for the daemon's.</summary>
+    public string? NetnsPath { get; init; }
 }
 
 /// <summary>A VM as the daemon knows it: an immutable copy, safe to keep.</summary>

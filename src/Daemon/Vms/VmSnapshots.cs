@@ -1,5 +1,6 @@
 using FireSharp.Devices;
 using FireSharp.Devices.Virtio;
+using FireSharp.Devices.Virtio.Net;
 using FireSharp.Devices.Virtio.Rng;
 using FireSharp.Devices.Virtio.Vsock;
 using FireSharp.Proto.Worker;
@@ -146,12 +147,27 @@ internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, Vm
             if (drivePaths.TryGetValue(d.Id, out var path)) drive = drive with { Path = path };
             drives.Add(drive);
         }
+        // Its interfaces, as the snapshot records them (the worker reattaches those taps; a jailer opens them for it).
+        var nics = new List<NicConfig>();
+        foreach (var d in config.Devices.Where(d => d.Kind == NetDeviceKind.Name))
+        {
+            try
+            {
+                var saved = NetDeviceKind.Instance.Parse(d);
+                nics.Add(new NicConfig(saved.Id) { Tap = saved.TapName, Mac = saved.Mac });
+            }
+            catch (DeviceRestoreException e)
+            {
+                throw VmApiException.Invalid("dir", $"the snapshot's network interface list is corrupt: {e.Message}");
+            }
+        }
         return new VmConfig
         {
             Kernel = new KernelConfig(config.KernelPath),
             Vcpus = config.VcpuCount,
             MemMib = (long)(config.MemoryBytes / (1024 * 1024)),
             Drives = drives,
+            NetworkInterfaces = nics,
             Vsock = vsock,
             // A guest agent, if the snapshotted guest ran one, still listens on port 52: it is probed after the
             // restore (GuestAgents.ProbeRestoredAgent) and the VM is agent_ready once it answers.

@@ -25,6 +25,12 @@ public static partial class Exec
     [LibraryImport("libc", EntryPoint = "setns", SetLastError = true)]
     private static partial int SetNsNative(int fd, int nsType);
 
+    /// <summary>NS_GET_NSTYPE, _IO(0xb7, 0x3): the CLONE_NEW* type of the namespace an nsfs fd stands for.</summary>
+    private const nuint NS_GET_NSTYPE = 0xb703;
+
+    [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
+    private static partial int IoctlNoArg(SafeHandle fd, nuint request);
+
     /// <summary>Replaces the process with <paramref name="path"/>; never returns unless it fails.</summary>
     public static void Execve(string path, IReadOnlyList<string> argv, IReadOnlyList<string> environment)
     {
@@ -50,4 +56,28 @@ public static partial class Exec
     /// <summary>Moves the calling thread into the namespace of <paramref name="nsFd"/> (CLONE_NEWNET: allowed in a multi-threaded process).</summary>
     public static void EnterNamespace(int nsFd, int nsType, string what) =>
         JailSetupException.Check(SetNsNative(nsFd, nsType), $"setns({what})");
+
+    private const int O_RDONLY = 0, O_NONBLOCK = 0x800, O_NOCTTY = 0x100, O_CLOEXEC = 0x80000;
+
+    [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int OpenNative(string path, int flags);
+
+    /// <summary>
+    /// The CLONE_NEW* type of the namespace file at <paramref name="path"/> (nsfs: /run/netns/NAME, /proc/PID/ns/net),
+    /// or null and why not: it cannot be opened (errno), or it is no namespace (NS_GET_NSTYPE on the opened fd fails).
+    /// Opened non-blocking, so a FIFO cannot hang the caller.
+    /// </summary>
+    public static int? NamespaceTypeAt(string path, out string? problem)
+    {
+        int fd = OpenNative(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+        if (fd < 0)
+        {
+            problem = $"cannot be opened: {Errno.Text(Marshal.GetLastPInvokeError())}";
+            return null;
+        }
+        using var file = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
+        int type = IoctlNoArg(file, NS_GET_NSTYPE);
+        problem = type < 0 ? "is not a namespace file (nsfs)" : null;
+        return type < 0 ? null : type;
+    }
 }

@@ -19,11 +19,12 @@ public static partial class NetInterop
     /// <summary>struct ifreq is 40 bytes on x86-64: ifr_name[16], then a 24-byte union whose ifr_flags is a short at offset 16.</summary>
     public const int IfReqSize = 40, IfReqFlagsOffset = 16;
 
-    public const short IFF_TAP = 0x0002, IFF_NO_PI = 0x1000, IFF_VNET_HDR = 0x4000;
+    public const short IFF_TAP = 0x0002, IFF_PERSIST = 0x0800, IFF_NO_PI = 0x1000, IFF_VNET_HDR = 0x4000;
     public const uint TUN_F_CSUM = 0x01, TUN_F_TSO4 = 0x02, TUN_F_TSO6 = 0x04;
 
     // _IOW('T', n, int) = 0x40000000 | (4 << 16) | ('T' << 8) | n; _IOR sets 0x80000000 instead.
     public const uint TUNSETIFF = 0x400454ca;        // ifreq* in/out
+    public const uint TUNGETIFF = 0x800454d2;        // ifreq* out: the attached device's name and flags
     public const uint TUNSETPERSIST = 0x400454cb;    // int value, not a pointer
     public const uint TUNGETFEATURES = 0x800454cf;   // unsigned int* out
     public const uint TUNSETOFFLOAD = 0x400454d0;    // unsigned int value (TUN_F_*), not a pointer

@@ -13,9 +13,9 @@ namespace FireSharp.Tests.Linux;
 /// writes with a flush (a data drive, checked on the host), virtio-net over a tap (the guest pings the host) and
 /// vsock (every step is an agent exec). Not virtio-rng: with it as a fifth device (GSI 9) the guest found no
 /// /sys/class/misc/hw_random, with the filter off too (left for a separate look; its host side is getrandom). A syscall missing from the allow-list kills the
-/// worker, and the VM fails as EXIT_KIND_SECCOMP. The daemon runs inside a network namespace of the test's own
-/// (<c>nsenter --net</c>, which leaves the mounts and so the cgroup tree alone) that holds the tap, so the host's
-/// network is not touched. A boot: minutes on this PVM host.
+/// worker, and the VM fails as EXIT_KIND_SECCOMP. The VM is jailed and its spec names a network namespace of the
+/// test's own (spec.netns_path) that holds the tap: the jailer attaches it there and the worker runs in it, so the
+/// host's network is not touched. A boot: minutes on this PVM host.
 /// </summary>
 [Collection("kvm")]
 [Trait("Category", "Slow")]
@@ -36,7 +36,7 @@ public sealed class SeccompLinuxTests(ITestOutputHelper output)
     {
         foreach (var f in new[] { LinuxGuestFixture.KernelPath, LinuxGuestFixture.RootfsPath })
             TestEnvironment.RequireFile(f, "make kernel rootfs");
-        TestEnvironment.Require(File.Exists("/dev/net/tun") && Run("ip", "-V") == 0 && Run("nsenter", "--version") == 0, "/dev/net/tun, iproute2 or nsenter is missing");
+        TestEnvironment.Require(File.Exists("/dev/net/tun") && Run("ip", "-V") == 0, "/dev/net/tun or iproute2 is missing");
         string rootfs = new FileInfo(LinuxGuestFixture.RootfsPath).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? Path.GetFullPath(LinuxGuestFixture.RootfsPath);
         string tag = (Environment.ProcessId % 100000).ToString(System.Globalization.CultureInfo.InvariantCulture);
         string ns = "fssc" + tag, tap = "fsst" + tag;
@@ -50,8 +50,8 @@ public sealed class SeccompLinuxTests(ITestOutputHelper output)
             Check("ip", $"netns exec {ns} ip link set {tap} up");
             using (var f = File.Create(data)) f.SetLength(DataSectors * 512L);
 
-            // Jail=false: a jailed VM cannot have network interfaces yet (docs/isolation.md, "What is still open").
-            await using var d = await DaemonUnderTest.StartWithPrefixAsync(output, ["nsenter", $"--net=/var/run/netns/{ns}"], "--Jail=false");
+            // Jailed (the default as root): the jailer attaches the tap in the namespace spec.netns_path names.
+            await using var d = await DaemonUnderTest.StartAsync(output);
             var spec = new VmSpec
             {
                 Kernel = new KernelSpec { Path = LinuxGuestFixture.KernelPath },
@@ -62,6 +62,7 @@ public sealed class SeccompLinuxTests(ITestOutputHelper output)
                     new DriveSpec { Id = "data", Path = data },
                 },
                 NetworkInterfaces = { new NetworkInterfaceSpec { Id = "eth0", Tap = tap, Ip = GuestIp + "/24" } },
+                NetnsPath = $"/var/run/netns/{ns}",
                 Agent = true,
             };
             var vm = await d.Client.CreateVmAsync(new CreateVmRequest { Id = "lx", Spec = spec, Start = true });
