@@ -33,6 +33,15 @@ public sealed record DaemonOptions
     /// <summary>Also listen on TCP at host:port (mutual TLS is then required); null for none.</summary>
     public string? TcpListen { get; init; }
 
+    /// <summary>
+    /// Where Prometheus scrapes <c>/metrics</c> (plain HTTP/1.1, no authentication; nothing else is served there):
+    /// "host:port", null (configured as "off", "none" or "false") for no metrics listener. Loopback by default:
+    /// the series name VM ids and function names, so bind elsewhere only on a network you trust (docs/observability.md).
+    /// </summary>
+    public string? MetricsListen { get; init; } = DefaultMetricsListen;
+
+    public const string DefaultMetricsListen = "127.0.0.1:9464";
+
     /// <summary>PEM files for TCP: the server's certificate and key, and the CA that client certificates must chain to.</summary>
     public string? TlsCertificate { get; init; }
     public string? TlsKey { get; init; }
@@ -186,6 +195,9 @@ public sealed record DaemonOptions
             SocketGroup = Str(c, nameof(SocketGroup)),
             SocketMode = Str(c, nameof(SocketMode)) is { } m ? ParseMode(m) : d.SocketMode,
             TcpListen = Str(c, nameof(TcpListen)),
+            MetricsListen = Str(c, nameof(MetricsListen)) is { } ml
+                ? ml.ToLowerInvariant() is "off" or "none" or "false" ? null : ml
+                : d.MetricsListen,
             TlsCertificate = Str(c, nameof(TlsCertificate)),
             TlsKey = Str(c, nameof(TlsKey)),
             TlsClientCa = Str(c, nameof(TlsClientCa)),
@@ -245,6 +257,13 @@ public sealed record DaemonOptions
         if (FunctionConcurrencyLimit < 1) throw Bad(nameof(FunctionConcurrencyLimit), FunctionConcurrencyLimit.ToString(CultureInfo.InvariantCulture), "must be at least 1");
         if (FunctionKernel is not null && !Path.IsPathFullyQualified(FunctionKernel)) throw Bad(nameof(FunctionKernel), FunctionKernel, "must be an absolute path");
         if (FunctionRootfs is not null && !Path.IsPathFullyQualified(FunctionRootfs)) throw Bad(nameof(FunctionRootfs), FunctionRootfs, "must be an absolute path");
+        if (MetricsListen is not null)
+        {
+            if (!Hosting.DaemonHost.TryParseEndpoint(MetricsListen, out var metrics))
+                throw Bad(nameof(MetricsListen), MetricsListen, "must be host:port (such as 127.0.0.1:9464) or off");
+            if (TcpListen is not null && Hosting.DaemonHost.TryParseEndpoint(TcpListen, out var api) && api.Port == metrics.Port)
+                throw Bad(nameof(MetricsListen), MetricsListen, "must not use TcpListen's port: the API and the metrics never share a listener");
+        }
         if (TcpListen is not null && (TlsCertificate is null || TlsKey is null || TlsClientCa is null))
             throw Bad(nameof(TcpListen), TcpListen, "TCP needs TlsCertificate, TlsKey and TlsClientCa (mutual TLS is mandatory)");
         if (TcpListen is not null && TlsClients.Count == 0)

@@ -115,3 +115,13 @@ public sealed class FunctionInitException(string errorType, string message, stri
     public string ErrorType { get; } = errorType;
     public string LogTail { get; } = logTail;
 }
+
+/// <summary>Sees the pool's invocations as they are counted (see <see cref="PoolOptions.Observer"/>).</summary>
+public interface IInvocationObserver
+{
+    /// <summary>An invocation of <paramref name="functionName"/> ran (or failed to initialize) with <paramref name="result"/>.</summary>
+    void Invoked(string functionName, InvokeResult result);
+
+    /// <summary>An invocation of <paramref name="functionName"/> was refused at a limit.</summary>
+    void Throttled(string functionName, ThrottleReason reason);
+}

@@ -63,7 +63,7 @@ internal sealed class EventQueue
             var work = new AsyncWork(requestId, name, payload.ToArray(), _pool.Time.GetUtcNow());
             if (!_queue.Writer.TryWrite(work))
             {
-                _pool.Totals.CountThrottle(fn);
+                _pool.Totals.CountThrottle(fn, ThrottleReason.AsyncQueueFull);
                 throw new FunctionThrottledException(name, ThrottleReason.AsyncQueueFull, Options.AsyncQueueCapacity, Options.ThrottleRetryAfter);
             }
             _async[requestId] = work;

@@ -30,7 +30,7 @@ internal sealed class Invoker(PoolContext pool, VmKeeper vms)
             fn = pool.GetLiveLocked(name);
             if (!pool.Ledger.TryAcquire(fn.Slot, out var reason, out int limit))
             {
-                pool.Totals.CountThrottle(fn);
+                pool.Totals.CountThrottle(fn, reason);
                 throw new FunctionThrottledException(name, reason, limit, Options.ThrottleRetryAfter);
             }
             ver = fn.Current;

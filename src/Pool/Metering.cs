@@ -20,7 +20,7 @@ internal static class Metering
 }
 
 /// <summary>The account's totals, mutated under the pool lock.</summary>
-internal sealed class Totals
+internal sealed class Totals(IInvocationObserver? observer = null)
 {
     public long Invocations, Errors, Throttles;
     public decimal GbSeconds;
@@ -36,12 +36,14 @@ internal sealed class Totals
         s.GbSeconds += r.GbSeconds;
         GbSeconds += r.GbSeconds;
         s.AddDuration(r.Duration);
+        observer?.Invoked(fn.Name, r);
     }
 
-    public void CountThrottle(FunctionEntry fn)
+    public void CountThrottle(FunctionEntry fn, ThrottleReason reason)
     {
         fn.Stats.Throttles++;
         Throttles++;
+        observer?.Throttled(fn.Name, reason);
     }
 }
 

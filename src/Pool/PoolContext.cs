@@ -17,6 +17,7 @@ internal sealed class PoolContext
     {
         Factory = factory;
         Options = options;
+        Totals = new Totals(options.Observer);
         Logger = logger;
         Time = options.TimeProvider;
         Ledger = new ConcurrencyLedger(options.AccountConcurrencyLimit, options.UnreservedMinimum);
@@ -32,7 +33,7 @@ internal sealed class PoolContext
     public Lock Lock { get; } = new();
     public ConcurrencyLedger Ledger { get; }
     public Dictionary<string, FunctionEntry> Functions { get; } = new(StringComparer.Ordinal);
-    public Totals Totals { get; } = new();
+    public Totals Totals { get; }
     /// <summary>Set once, under <see cref="Lock"/>, when disposal starts.</summary>
     public bool Disposed { get; set; }
 

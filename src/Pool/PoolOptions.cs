@@ -50,4 +50,10 @@ public sealed record PoolOptions
 
     /// <summary>Wait before the pool tries again to create a provisioned VM after a creation failed.</summary>
     public TimeSpan ProvisionRetryDelay { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// Told of every invocation that ran (Event attempts each) and every throttle, for metrics; called under the pool's
+    /// lock, so it must be quick and must not throw or call back into the pool. Null: nobody is told.
+    /// </summary>
+    public IInvocationObserver? Observer { get; init; }
 }

@@ -105,6 +105,10 @@ internal sealed class WorkerServer(string socketPath, WorkerMachine machine, Act
                         await WorkerFraming.WriteAsync(stream, new WorkerMessage { Status = machine.Status() }, CancellationToken.None).ConfigureAwait(false);
                         onShutdownRequested("requested by the daemon"); // the reply is out: the worker goes
                         return;
+                    case WorkerRequest.RequestOneofCase.Metrics:
+                        // Counters only: no turn in the machine's queue, so a slow stop or snapshot does not hold a scrape.
+                        await WorkerFraming.WriteAsync(stream, new WorkerMessage { MachineMetrics = WorkerMetrics.Read(machine.CurrentVm) }, ct).ConfigureAwait(false);
+                        break;
                     default:
                         var reply = await machine.ExclusiveAsync(() => HandleAsync(request)).ConfigureAwait(false);
                         await WorkerFraming.WriteAsync(stream, reply, ct).ConfigureAwait(false);

@@ -1,3 +1,4 @@
+using FireSharp.Daemon.Metrics;
 using FireSharp.Daemon.Vms;
 using FireSharp.Pool;
 using Microsoft.AspNetCore.Builder;
@@ -17,15 +18,22 @@ public static class FunctionServices
     /// <param name="factory">The VM factory; null = <see cref="AgentFunctionVmFactory"/> over the daemon's <see cref="VmManager"/>.</param>
     public static IServiceCollection AddFunctions(this IServiceCollection services, DaemonOptions options, Func<IServiceProvider, IFunctionVmFactory>? factory = null)
     {
-        services.AddSingleton(new PoolOptions
+        services.AddSingleton<FunctionMetrics>();
+        services.AddSingleton(sp => new PoolOptions
         {
             AccountConcurrencyLimit = options.FunctionConcurrencyLimit,
             UnreservedMinimum = Math.Min(100, options.FunctionConcurrencyLimit),
+            Observer = sp.GetRequiredService<FunctionMetrics>(),
         });
         services.AddSingleton(factory ?? (sp => new AgentFunctionVmFactory(sp.GetRequiredService<VmManager>(), options,
             sp.GetRequiredService<ILogger<AgentFunctionVmFactory>>())));
-        services.AddSingleton(sp => new FunctionPool(sp.GetRequiredService<IFunctionVmFactory>(), sp.GetRequiredService<PoolOptions>(),
-            sp.GetRequiredService<ILogger<FunctionPool>>()));
+        services.AddSingleton(sp =>
+        {
+            var pool = new FunctionPool(sp.GetRequiredService<IFunctionVmFactory>(), sp.GetRequiredService<PoolOptions>(),
+                sp.GetRequiredService<ILogger<FunctionPool>>());
+            sp.GetRequiredService<FunctionMetrics>().Observe(pool);
+            return pool;
+        });
         services.AddSingleton(sp => new FunctionStore(options.FunctionsDir, sp.GetRequiredService<ILogger<FunctionStore>>()));
         services.AddSingleton<FunctionRecords>();
         services.AddSingleton<FunctionManager>();

@@ -2,6 +2,7 @@ using System.Net;
 using System.Security.Cryptography.X509Certificates;
 using FireSharp.Daemon.Auth;
 using FireSharp.Daemon.Functions;
+using FireSharp.Daemon.Metrics;
 using FireSharp.Daemon.Vms;
 using FireSharp.Daemon.Workers;
 using FireSharp.Worker.Protocol;
@@ -24,7 +25,8 @@ using FireSharp.Kvm.Interop;
 namespace FireSharp.Daemon.Hosting;
 
 /// <summary>
-/// Builds the daemon: Kestrel (HTTP/2 only) on the Unix socket and optionally on TCP with mutual TLS, the
+/// Builds the daemon: Kestrel (HTTP/2 only) on the Unix socket and optionally on TCP with mutual TLS (and, apart,
+/// the Prometheus metrics listener: <see cref="MetricsEndpoint"/>), the
 /// VmService behind <see cref="ErrorInterceptor"/>, gRPC health and reflection, Serilog, and systemd
 /// integration. READY=1 reaches systemd only after <see cref="DaemonStartup"/> has probed KVM and loaded
 /// the state directory.
@@ -34,7 +36,9 @@ public static class DaemonHost
     /// <param name="options">Validated daemon options.</param>
     /// <param name="launcher">How workers start; null = <see cref="ProcessWorkerLauncher"/> on the configured binary.</param>
     /// <param name="serilog">The log pipeline; null = <see cref="DaemonLogging.Create"/>.</param>
-    public static WebApplication Build(DaemonOptions options, IWorkerLauncher? launcher = null, Serilog.ILogger? serilog = null)
+    /// <param name="functionVms">The functions' VM factory; null = the real one (see <see cref="FunctionServices.AddFunctions"/>).</param>
+    public static WebApplication Build(DaemonOptions options, IWorkerLauncher? launcher = null, Serilog.ILogger? serilog = null,
+        Func<IServiceProvider, FireSharp.Pool.IFunctionVmFactory>? functionVms = null)
     {
         options.Validate();
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
@@ -67,6 +71,7 @@ public static class DaemonHost
                     l.Protocols = HttpProtocols.Http2;
                     l.UseHttps(MutualTls(options, certificates!));
                 });
+            MetricsEndpoint.Listen(kestrel, options);
         });
 
         builder.Services.AddSingleton(options);
@@ -76,9 +81,10 @@ public static class DaemonHost
         builder.Services.AddSingleton(HostLimits.Detect());
         builder.Services.AddSingleton(launcher ?? new ProcessWorkerLauncher(options.WorkerBinary ?? ProcessWorkerLauncher.DefaultBinary(),
             startTimeout: options.WorkerStartTimeout, seccomp: options.Seccomp, seccompTestTrigger: options.SeccompTestTrigger));
+        builder.Services.AddDaemonMetrics(options);
         builder.Services.AddSingleton<VmManager>();
         builder.Services.AddHostedService<DaemonStartup>();
-        builder.Services.AddFunctions(options); // after DaemonStartup: functions load once the VMs have
+        builder.Services.AddFunctions(options, functionVms); // after DaemonStartup: functions load once the VMs have
         builder.Services.AddGrpc(o =>
         {
             o.Interceptors.Add<AuthorizationInterceptor>(); // first: a refused call reaches nothing else
@@ -93,6 +99,7 @@ public static class DaemonHost
                 : HealthCheckResult.Unhealthy(message));
 
         var app = builder.Build();
+        app.UseMetricsEndpoint(options);
         app.MapGrpcService<VmGrpcService>();
         app.MapFunctions();
         app.MapGrpcHealthChecksService();
@@ -101,14 +108,23 @@ public static class DaemonHost
     }
 
     /// <summary>"host:port", "[v6]:port" or "*:port" (every address).</summary>
-    public static IPEndPoint ParseEndpoint(string text)
+    public static IPEndPoint ParseEndpoint(string text) =>
+        TryParseEndpoint(text, out var ep) ? ep : throw new ArgumentException($"configuration TcpListen='{text}' is not host:port");
+
+    /// <summary>As <see cref="ParseEndpoint"/>; false for text that is not an endpoint.</summary>
+    public static bool TryParseEndpoint(string text, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out IPEndPoint? endpoint)
     {
-        if (text.StartsWith("*:", StringComparison.Ordinal) && int.TryParse(text.AsSpan(2), out int anyPort))
-            return new IPEndPoint(IPAddress.IPv6Any, anyPort);
-        if (IPEndPoint.TryParse(text, out var ep) && ep.Port != 0) return ep;
-        if (text == "localhost" || text.StartsWith("localhost:", StringComparison.Ordinal))
-            return new IPEndPoint(IPAddress.Loopback, int.Parse(text.AsSpan(10), System.Globalization.CultureInfo.InvariantCulture));
-        throw new ArgumentException($"configuration TcpListen='{text}' is not host:port");
+        ArgumentNullException.ThrowIfNull(text);
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        var ports = System.Globalization.NumberStyles.None;
+        endpoint = null;
+        if (text.StartsWith("*:", StringComparison.Ordinal) && int.TryParse(text.AsSpan(2), ports, inv, out int anyPort) && anyPort is > 0 and <= 65535)
+            endpoint = new IPEndPoint(IPAddress.IPv6Any, anyPort);
+        else if (IPEndPoint.TryParse(text, out var ep) && ep.Port != 0)
+            endpoint = ep;
+        else if (text.StartsWith("localhost:", StringComparison.Ordinal) && int.TryParse(text.AsSpan(10), ports, inv, out int port) && port is > 0 and <= 65535)
+            endpoint = new IPEndPoint(IPAddress.Loopback, port);
+        return endpoint is not null;
     }
 
     /// <summary>

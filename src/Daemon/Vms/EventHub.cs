@@ -16,8 +16,12 @@ public sealed class EventHub
     /// <summary>Watchers currently subscribed.</summary>
     public int WatcherCount { get { lock (_gate) return _watchers.Count; } }
 
+    /// <summary>Sees every event as it is published, before the watchers (metrics); must be quick and must not throw.</summary>
+    public Action<VmLifecycleEvent>? Observer { get; set; }
+
     public void Publish(VmLifecycleEvent ev)
     {
+        Observer?.Invoke(ev);
         lock (_gate)
             foreach (var w in _watchers)
                 if (w.Id is null || w.Id == ev.Id) w.Offer(ev);

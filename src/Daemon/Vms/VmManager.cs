@@ -37,8 +37,10 @@ public sealed class VmManager : IAsyncDisposable
     private readonly VmSnapshots _snapshots;
     private readonly VmJails _jails;
     private readonly VmCgroups _cgroups;
+    private readonly Metrics.VmMetrics? _metrics;
 
-    public VmManager(DaemonOptions options, IWorkerLauncher launcher, HostLimits host, ILogger<VmManager> logger)
+    /// <param name="metrics">Where creates, restores, failures and boot times are counted; null: nowhere.</param>
+    public VmManager(DaemonOptions options, IWorkerLauncher launcher, HostLimits host, ILogger<VmManager> logger, Metrics.VmMetrics? metrics = null)
     {
         _options = options;
         _logger = logger;
@@ -50,6 +52,12 @@ public sealed class VmManager : IAsyncDisposable
         _supervisor = new WorkerSupervisor(options, launcher, _cgroups, _registry, Events, _agents, _jails, logger);
         _lifecycle = new VmLifecycle(options, host, _registry, _admission, _supervisor, _cgroups, _agents, _jails, Events, logger);
         _snapshots = new VmSnapshots(options, _registry, _lifecycle, _supervisor, _agents, _jails);
+        _metrics = metrics;
+        if (metrics is not null)
+        {
+            Events.Observer = metrics.OnEvent;
+            metrics.Observe(this);
+        }
     }
 
     /// <summary>Every VM's lifecycle events.</summary>
@@ -98,7 +106,20 @@ public sealed class VmManager : IAsyncDisposable
 
     // ---------------------------------------------------------------- lifecycle
 
-    public Task<VmInfo> CreateAsync(CreateVmCommand command, CancellationToken ct) => _lifecycle.CreateAsync(command, ct);
+    public async Task<VmInfo> CreateAsync(CreateVmCommand command, CancellationToken ct)
+    {
+        try
+        {
+            var vm = await _lifecycle.CreateAsync(command, ct).ConfigureAwait(false);
+            _metrics?.Created();
+            return vm;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            _metrics?.Failed("create", e);
+            throw;
+        }
+    }
 
     public Task<VmInfo> StartAsync(string id, CancellationToken ct) => _lifecycle.StartAsync(id, ct);
 
@@ -123,7 +144,31 @@ public sealed class VmManager : IAsyncDisposable
     public Task<VmSnapshotInfo> CreateSnapshotAsync(SnapshotVmCommand command, CancellationToken ct) => _snapshots.CreateAsync(command, ct);
 
     /// <summary>Restores a snapshot as a new VM in a new worker (see RestoreVm in vm.proto).</summary>
-    public Task<VmInfo> RestoreAsync(RestoreVmCommand command, CancellationToken ct) => _snapshots.RestoreAsync(command, ct);
+    public async Task<VmInfo> RestoreAsync(RestoreVmCommand command, CancellationToken ct)
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        try
+        {
+            var vm = await _snapshots.RestoreAsync(command, ct).ConfigureAwait(false);
+            _metrics?.Restored(System.Diagnostics.Stopwatch.GetElapsedTime(start));
+            return vm;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            _metrics?.Failed("restore", e);
+            throw;
+        }
+    }
+
+    /// <summary>The VMs with a worker session now, and the client of each (for the device metrics).</summary>
+    internal List<(string Id, WorkerClient Client)> LiveWorkers()
+    {
+        var live = new List<(string, WorkerClient)>();
+        foreach (var entry in _registry.Entries)
+            lock (entry.Gate)
+                if (entry.Session is { } s && !entry.Deleted) live.Add((entry.Id, s.Client));
+        return live;
+    }
 
     /// <summary>Runs a command in the VM through its guest agent.</summary>
     public Task<ExecOutcome> ExecAsync(ExecCommand command, CancellationToken ct)

@@ -54,6 +54,20 @@ public sealed class WorkerClient(string socketPath) : IAsyncDisposable
             : throw new InvalidDataException($"worker replied with {reply.MessageCase}");
     }
 
+    /// <summary>
+    /// The machine's counters, on a connection of its own (so a long request on the shared one does not hold it),
+    /// closed afterwards. Throws <see cref="OperationCanceledException"/> on <paramref name="ct"/> and the usual
+    /// socket and framing exceptions when the worker is gone or garbles its reply.
+    /// </summary>
+    public async Task<MachineMetrics> MetricsAsync(CancellationToken ct)
+    {
+        await using var stream = await ConnectAsync(SocketPath, ct).ConfigureAwait(false);
+        await WorkerFraming.WriteAsync(stream, new WorkerRequest { Metrics = new Empty() }, ct).ConfigureAwait(false);
+        var reply = await WorkerFraming.ReadAsync(stream, WorkerMessage.Parser, ct).ConfigureAwait(false);
+        return reply?.MessageCase == WorkerMessage.MessageOneofCase.MachineMetrics ? reply.MachineMetrics
+            : throw new InvalidDataException($"worker replied with {reply?.MessageCase.ToString() ?? "nothing"}");
+    }
+
     /// <summary>Sends one request and returns the worker's reply, which is not an error (errors are thrown).</summary>
     private async Task<WorkerMessage> CallForMessageAsync(WorkerRequest request, CancellationToken ct)
     {

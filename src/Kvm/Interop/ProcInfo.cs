@@ -47,20 +47,26 @@ public static partial class ProcInfo
     private static partial int klogctl(int type, Span<byte> buffer, int length);
 
     /// <summary>The host's total memory (MemTotal of /proc/meminfo) in bytes; 0 when it cannot be read.</summary>
-    public static ulong HostMemoryBytes()
+    public static ulong HostMemoryBytes() => KibField("/proc/meminfo", "MemTotal:") ?? 0;
+
+    /// <summary>A process's resident set (VmRSS of /proc/&lt;pid&gt;/status) in bytes; null when it is gone or unreadable.</summary>
+    public static ulong? ResidentBytes(int pid) => KibField($"/proc/{pid}/status", "VmRSS:");
+
+    /// <summary>The "Key:   123 kB" line of a /proc file, in bytes; null when the file or the line is missing.</summary>
+    private static ulong? KibField(string path, string key)
     {
         try
         {
-            foreach (var line in File.ReadLines("/proc/meminfo"))
+            foreach (var line in File.ReadLines(path))
             {
-                if (!line.StartsWith("MemTotal:", StringComparison.Ordinal)) continue;
+                if (!line.StartsWith(key, StringComparison.Ordinal)) continue;
                 var parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
                 return parts.Length >= 2 && ulong.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out ulong kib)
-                    ? kib * 1024 : 0;
+                    ? kib * 1024 : null;
             }
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
-        return 0;
+        return null;
     }
 
     public static void SendSignal(int pid, int signal) => _ = kill(pid, signal);

@@ -13,11 +13,16 @@ internal sealed class VcpuRunner(VirtualMachine machine, KvmVcpu vcpu)
     private nuint _pthread;
     private int _int3Fixups, _fwaitFixups;
     private bool _entered;
+    private long _ioExits, _mmioExits, _interruptedExits, _otherExits;
 
     /// <summary>The last exit was I/O or MMIO: KVM finishes that instruction only on the next KVM_RUN.</summary>
     private bool _completionPending;
 
     public KvmVcpu Vcpu { get; } = vcpu;
+
+    /// <summary>KVM_RUN returns so far, by reason (read from any thread; each counter is written by this vCPU's thread only).</summary>
+    public VcpuExitCounts ExitCounts => new(Interlocked.Read(ref _ioExits), Interlocked.Read(ref _mmioExits),
+        Interlocked.Read(ref _interruptedExits), Interlocked.Read(ref _otherExits));
 
     public void Start()
     {
@@ -62,6 +67,7 @@ internal sealed class VcpuRunner(VirtualMachine machine, KvmVcpu vcpu)
                 _completionPending = false;
                 if (Vcpu.Run() == RunResult.Interrupted)
                 {
+                    Interlocked.Increment(ref _interruptedExits);
                     Vcpu.ImmediateExit = false;
                     // Full fence: the pause/stop flags must be read after immediate_exit is cleared, or a
                     // kick that lands in between could be lost (see Kick).
@@ -111,17 +117,21 @@ internal sealed class VcpuRunner(VirtualMachine machine, KvmVcpu vcpu)
     /// <summary>Handles the current exit; returns a reason when the VM must end.</summary>
     private VmExit? HandleExit()
     {
+        if (Vcpu.ExitReason is not (KVM_EXIT_IO or KVM_EXIT_MMIO or KVM_EXIT_INTR)) Interlocked.Increment(ref _otherExits);
         switch (Vcpu.ExitReason)
         {
             case KVM_EXIT_IO:
+                Interlocked.Increment(ref _ioExits);
                 HandleIo();
                 _completionPending = true;
                 return null;
             case KVM_EXIT_MMIO:
+                Interlocked.Increment(ref _mmioExits);
                 HandleMmio();
                 _completionPending = true;
                 return null;
             case KVM_EXIT_INTR:
+                Interlocked.Increment(ref _interruptedExits);
                 return null;
             case KVM_EXIT_HLT:
                 return new VmExit(VmExitKind.Halt, $"guest halted (HLT) at rip=0x{Vcpu.GetRegs().rip:x}", Vcpu.Id);

@@ -126,6 +126,17 @@ public sealed class VirtualMachine : IDisposable
     public bool IsPvm { get; }
     public DeviceBus PortBus { get; } = new("port I/O");
     public DeviceBus MmioBus { get; } = new("MMIO");
+    /// <summary>KVM exits of all vCPUs so far (see <see cref="VcpuExitCounts"/>).</summary>
+    public VcpuExitCounts ExitCounts
+    {
+        get
+        {
+            var sum = default(VcpuExitCounts);
+            foreach (var r in _runners) if (r is not null) sum = sum.Add(r.ExitCounts);
+            return sum;
+        }
+    }
+
     public IReadOnlyList<KvmVcpu> Vcpus => [.. _runners.Select(r => r.Vcpu)];
 
     /// <summary>The CPUID table given to vCPU <paramref name="index"/> (KVM_SET_CPUID2), for snapshots.</summary>

@@ -31,3 +31,12 @@ public sealed record VmExit(VmExitKind Kind, string Reason, int? VcpuId = null)
 
     public override string ToString() => VcpuId is { } id ? $"{Kind}: {Reason} (vcpu {id})" : $"{Kind}: {Reason}";
 }
+
+/// <summary>
+/// How often KVM_RUN returned to the VMM, by reason: port I/O, MMIO, interrupted (a signal or immediate_exit: pauses,
+/// stops, device kicks), and any other exit (halts, shutdowns, errors: the ones that end a VM).
+/// </summary>
+public readonly record struct VcpuExitCounts(long Io, long Mmio, long Interrupted, long Other)
+{
+    public VcpuExitCounts Add(VcpuExitCounts b) => new(Io + b.Io, Mmio + b.Mmio, Interrupted + b.Interrupted, Other + b.Other);
+}

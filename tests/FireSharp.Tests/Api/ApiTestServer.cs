@@ -33,6 +33,9 @@ internal sealed class ApiTestServer : IAsyncDisposable
     public DaemonOptions Options { get; }
     public InProcessWorkerLauncher Launcher { get; }
     public ITestOutputHelper? Output { get; }
+
+    /// <summary>The functions' VM factory; null: the daemon's real one.</summary>
+    public FireSharp.Pool.IFunctionVmFactory? FunctionVms { get; init; }
     public GrpcChannel Channel { get; private set; } = null!;
     public VmService.VmServiceClient Client { get; private set; } = null!;
     public VmManager Manager => _app!.Services.GetRequiredService<VmManager>();
@@ -46,18 +49,20 @@ internal sealed class ApiTestServer : IAsyncDisposable
     }
 
     public static async Task<ApiTestServer> StartAsync(ITestOutputHelper? output, Func<DaemonOptions, DaemonOptions>? configure = null,
-        InProcessWorkerLauncher? launcher = null, string? stateDir = null)
+        InProcessWorkerLauncher? launcher = null, string? stateDir = null, FireSharp.Pool.IFunctionVmFactory? functionVms = null)
     {
         KvmTestSupport.RequireKvm();
         stateDir ??= NewStateDir();
         // In-process workers cannot be jailed (the real daemon + worker tests run jailed), and they share the test's
         // pid, which is never put in a cgroup: the cgroup tests turn cgroups on themselves.
+        // No metrics listener unless a test asks for one: daemons of parallel tests cannot share its port.
         var options = new DaemonOptions
         {
             StateDir = stateDir, Socket = Path.Combine(stateDir, "api.sock"), LogLevel = "Debug", Jail = false, Cgroups = FireSharp.Daemon.Isolation.CgroupMode.Off,
+            MetricsListen = null,
         };
         if (configure is not null) options = configure(options);
-        var server = new ApiTestServer(options, launcher ?? new InProcessWorkerLauncher(), output);
+        var server = new ApiTestServer(options, launcher ?? new InProcessWorkerLauncher(), output) { FunctionVms = functionVms };
         await server.StartServerAsync();
         return server;
     }
@@ -65,7 +70,7 @@ internal sealed class ApiTestServer : IAsyncDisposable
     private async Task StartServerAsync()
     {
         var serilog = new LoggerConfiguration().MinimumLevel.Debug().MinimumLevel.Override("Microsoft", LogEventLevel.Warning).MinimumLevel.Override("Grpc", LogEventLevel.Warning).WriteTo.Sink(new TestOutputSink(Output)).CreateLogger();
-        _app = DaemonHost.Build(Options, Launcher, serilog);
+        _app = DaemonHost.Build(Options, Launcher, serilog, FunctionVms is { } f ? _ => f : null);
         await _app.StartAsync().WaitAsync(TimeSpan.FromSeconds(60));
         Channel = DaemonChannel.ForUnixSocket(Options.Socket);
         Client = new VmService.VmServiceClient(Channel);

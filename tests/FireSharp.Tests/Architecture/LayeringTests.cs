@@ -30,10 +30,10 @@ public sealed class LayeringTests
     /// <summary>Assembly-name prefixes each built assembly must not reference.</summary>
     private static readonly (Assembly Assembly, string[] Forbidden)[] s_forbiddenPackages =
     [
-        (typeof(FireSharp.Kvm.KvmSystem).Assembly, ["Grpc", "Google.Protobuf", "Microsoft.AspNetCore", "Serilog", "Spectre", "System.CommandLine"]),
-        (typeof(FireSharp.Vm.MicroVm).Assembly, ["Grpc", "Google.Protobuf", "Microsoft.AspNetCore", "Serilog", "Spectre", "System.CommandLine"]),
-        (typeof(FireSharp.Pool.FunctionPool).Assembly, ["Grpc", "Google.Protobuf", "Microsoft.AspNetCore", "Serilog", "Spectre", "FireSharp."]),
-        (typeof(FireSharp.Worker.VmWorker).Assembly, ["Grpc", "Microsoft.AspNetCore", "Serilog", "Spectre", "FireSharp.Daemon", "FireSharp.Pool"]),
+        (typeof(FireSharp.Kvm.KvmSystem).Assembly, ["OpenTelemetry", "Grpc", "Google.Protobuf", "Microsoft.AspNetCore", "Serilog", "Spectre", "System.CommandLine"]),
+        (typeof(FireSharp.Vm.MicroVm).Assembly, ["OpenTelemetry", "Grpc", "Google.Protobuf", "Microsoft.AspNetCore", "Serilog", "Spectre", "System.CommandLine"]),
+        (typeof(FireSharp.Pool.FunctionPool).Assembly, ["OpenTelemetry", "Grpc", "Google.Protobuf", "Microsoft.AspNetCore", "Serilog", "Spectre", "FireSharp."]),
+        (typeof(FireSharp.Worker.VmWorker).Assembly, ["OpenTelemetry", "Grpc", "Microsoft.AspNetCore", "Serilog", "Spectre", "FireSharp.Daemon", "FireSharp.Pool"]),
         (typeof(FireSharp.Framing.Frames).Assembly, ["Grpc", "Microsoft.AspNetCore", "FireSharp."]),
         (typeof(FireSharp.Agent.Protocol.AgentProtocol).Assembly, ["Grpc", "Microsoft.AspNetCore", "FireSharp.Daemon", "FireSharp.Vmm", "FireSharp.Kvm"]),
         (typeof(FireSharp.Worker.Protocol.WorkerFraming).Assembly, ["Grpc", "Microsoft.AspNetCore", "FireSharp.Daemon", "FireSharp.Vmm", "FireSharp.Kvm"]),

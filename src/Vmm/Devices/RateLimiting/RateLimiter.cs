@@ -28,6 +28,7 @@ public sealed class RateLimiter : IDisposable
     private bool _blocked;
     private volatile bool _unlimited;
     private long _deferred;
+    private long _throttledTicks;
 
     public RateLimiter(RateLimiterSpec? spec = null, TimeProvider? time = null)
     {
@@ -52,6 +53,12 @@ public sealed class RateLimiter : IDisposable
 
     /// <summary>Requests refused so far.</summary>
     public long Deferred => Interlocked.Read(ref _deferred);
+
+    /// <summary>How long the device has been held so far: the sum of the waits this limiter armed (its clock's ticks).</summary>
+    public TimeSpan ThrottledTime
+    {
+        get { lock (_gate) return TimeSpan.FromSeconds((double)_throttledTicks / _time.TimestampFrequency); }
+    }
 
     /// <summary>Whether a refused request waits for the timer.</summary>
     public bool IsBlocked
@@ -114,6 +121,7 @@ public sealed class RateLimiter : IDisposable
     {
         _blocked = true;
         _blockedUntil = now + ticks;
+        _throttledTicks += ticks;
         _timer ??= _time.CreateTimer(static s => ((RateLimiter)s!).OnTimer(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         _timer.Change(Delay(ticks), Timeout.InfiniteTimeSpan);
     }

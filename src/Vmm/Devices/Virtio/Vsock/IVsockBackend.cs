@@ -4,7 +4,8 @@ namespace FireSharp.Devices.Virtio.Vsock;
 /// What <see cref="VirtioVsock"/> (the virtio device: queues, config, reset, state) asks of the host side of vsock
 /// (<see cref="VsockMuxer"/>): it hands over every packet the guest sends, takes the packets owed to the guest while
 /// there are rx buffers, passes on the epoll events of descriptors the host side registered, and drops everything
-/// on a reset. All calls come from the device's event-loop thread, except <see cref="RstsSent"/>.
+/// on a reset. All calls come from the device's event-loop thread, except <see cref="RstsSent"/>, <see cref="ConnectionsOpened"/>
+/// and <see cref="ConnectionsOpen"/>.
 /// </summary>
 internal interface IVsockBackend : IDisposable
 {
@@ -16,6 +17,12 @@ internal interface IVsockBackend : IDisposable
 
     /// <summary>Connections refused at the connection limit or the buffer budget.</summary>
     long ConnectionsRefused { get; }
+
+    /// <summary>Connections entered into the table so far, either side's (any thread).</summary>
+    long ConnectionsOpened { get; }
+
+    /// <summary>Connections in the table now (any thread; host clients still sending CONNECT are not counted).</summary>
+    long ConnectionsOpen { get; }
 
     /// <summary>RSTs queued for the guest so far (any thread).</summary>
     long RstsSent { get; }

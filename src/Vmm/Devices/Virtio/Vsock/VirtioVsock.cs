@@ -114,6 +114,9 @@ public sealed class VirtioVsock : IVirtioLoopDevice, IStatefulDevice
     /// <summary>Connections refused at the connection limit or the buffer budget so far.</summary>
     public long ConnectionsRefused => _backend.ConnectionsRefused;
 
+    /// <summary>Connections opened so far and open now (any thread).</summary>
+    public (long Opened, long Open) Connections => (_backend.ConnectionsOpened, _backend.ConnectionsOpen);
+
     /// <summary>RSTs sent to the guest, packets taken from tx, packets put on rx.</summary>
     public (long Rsts, long PacketsIn, long PacketsOut) Counters =>
         (_backend.RstsSent, Interlocked.Read(ref _packetsIn), Interlocked.Read(ref _packetsOut));

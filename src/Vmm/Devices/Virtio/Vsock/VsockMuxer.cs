@@ -54,7 +54,7 @@ internal sealed class VsockMuxer : IVsockBackend
     private readonly List<Entry> _connecting = [];
     private ulong _nextTag = FirstConnectionTag;
     private uint _nextLocalPort = 1u << 30;
-    private long _rsts;
+    private long _rsts, _opened, _open;
 
     /// <summary>
     /// Creates the listening socket at <paramref name="udsPath"/> and watches it with <paramref name="poller"/>.
@@ -92,6 +92,10 @@ internal sealed class VsockMuxer : IVsockBackend
     public long ConnectionsRefused => _refusals.Occurrences;
 
     public long RstsSent => Interlocked.Read(ref _rsts);
+
+    public long ConnectionsOpened => Interlocked.Read(ref _opened);
+
+    public long ConnectionsOpen => Interlocked.Read(ref _open);
 
     public bool CanTakePacket => _control.Count < MaxQueuedControl;
 
@@ -276,6 +280,8 @@ internal sealed class VsockMuxer : IVsockBackend
         var e = new Entry(c, socket) { ConnectDeadline = connectDeadline, Buffers = buffers };
         _connections.Add(socket.Tag, e);
         _byPorts.Add((c.LocalPort, c.PeerPort), e);
+        Interlocked.Increment(ref _opened);
+        Interlocked.Increment(ref _open);
         return e;
     }
 
@@ -308,6 +314,7 @@ internal sealed class VsockMuxer : IVsockBackend
         e.Connection.Drop();
         _connections.Remove(e.Socket.Tag);
         _byPorts.Remove((e.Connection.LocalPort, e.Connection.PeerPort));
+        Interlocked.Decrement(ref _open);
         e.Socket.Close();
     }
 
