@@ -1,3 +1,4 @@
+using FireSharp.Kvm.Files;
 using FireSharp.Kvm.Interop;
 using FireSharp.Proto.Worker;
 using Microsoft.Win32.SafeHandles;
@@ -19,24 +20,50 @@ namespace FireSharp.Worker;
 /// </summary>
 internal static class Jailer
 {
-    /// <summary>The fd numbers handed from stage 1 to stage 2: the ready pipe, then one per <see cref="JailPlan.Files"/> entry (-1: not opened).</summary>
+    /// <summary>
+    /// The fd numbers handed from stage 1 to stage 2: the ready pipe, then one per <see cref="JailPlan.Files"/> entry,
+    /// then one per by-fd mount (kernel, initrd), each opened through the daemon's path policy (-1: not opened).
+    /// </summary>
     public static int Prepare(WorkerArgs args)
     {
         var plan = ReadPlan(args.Jail!);
         BuildSkeleton(plan);
         var keep = new List<SafeFileHandle>();
         var fds = new List<int>();
+        // The daemon's path policy: the fd handed over is the one that was checked (no second open by path).
+        var policy = plan.AllowedPathRoots.Count > 0 ? new PathPolicy(plan.AllowedPathRoots, plan.AllowBlockDevices) : null;
         foreach (var f in plan.Files)
         {
             try
             {
-                var h = File.OpenHandle(f.Path, FileMode.Open, f.ReadOnly ? FileAccess.Read : FileAccess.ReadWrite, FileShare.ReadWrite);
+                var h = policy is not null ? policy.Open(f.Path, PathKind.Drive, writable: !f.ReadOnly)
+                    : File.OpenHandle(f.Path, FileMode.Open, f.ReadOnly ? FileAccess.Read : FileAccess.ReadWrite, FileShare.ReadWrite);
                 keep.Add(h);
                 fds.Add((int)h.DangerousGetHandle());
+            }
+            catch (PathPolicyException e)
+            {
+                // Refused: nothing is handed over, and the jailed worker cannot reach the path itself (it is not in its root).
+                Console.Error.WriteLine($"jail: drive {f.Path} refused: {e.Message}");
+                fds.Add(-1);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
                 fds.Add(-1); // the worker then reports the drive by path, as an unjailed one would
+            }
+        }
+        // The kernel and initrd: bound into the jail from these fds (Enter), never by path.
+        foreach (var m in plan.Mounts.Where(m => m.ByFd))
+        {
+            try
+            {
+                var h = policy is not null ? policy.Open(m.Path, PathKind.File) : File.OpenHandle(m.Path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+                keep.Add(h);
+                fds.Add((int)h.DangerousGetHandle());
+            }
+            catch (Exception e) when (e is PathPolicyException or IOException or UnauthorizedAccessException)
+            {
+                fds.Add(-1); // not mounted: the worker reports the kernel missing, by path
             }
         }
         ProcInfo.NewSession();
@@ -65,10 +92,21 @@ internal static class Jailer
         string root = plan.Root;
         Mounts.MakeAllPrivate();
         Mounts.Mount(root, root, null, Mounts.MS_BIND | Mounts.MS_REC); // pivot_root needs a mount point
+        var fds = args.Fds;
+        int byFd = plan.Files.Count; // the by-fd mounts' fds follow the files'
         foreach (var m in plan.Mounts)
         {
-            if (!Path.Exists(m.Path)) continue; // the worker reports what is missing, by path
             ulong flags = Mounts.MS_NOSUID | Mounts.MS_NODEV | Mounts.MS_NOEXEC | (m.Writable ? 0 : Mounts.MS_RDONLY);
+            if (m.ByFd)
+            {
+                int fd = byFd < fds.Count ? fds[byFd] : -1;
+                byFd++;
+                if (fd < 0) continue; // refused or missing: the worker reports it, by path
+                using var file = new SafeFileHandle(fd, ownsHandle: true);
+                Mounts.Bind("/proc/self/fd/" + fd.ToString(System.Globalization.CultureInfo.InvariantCulture), Inside(root, m.Path), flags);
+                continue;
+            }
+            if (!Path.Exists(m.Path)) continue; // the worker reports what is missing, by path
             Mounts.Bind(m.Path, Inside(root, m.Path), flags);
         }
         string dev = Path.Combine(root, "dev");
@@ -94,7 +132,6 @@ internal static class Jailer
         Privileges.ClearCapabilities();
         Privileges.SetNoNewPrivileges();
 
-        var fds = args.Fds;
         for (int i = 0; i < plan.Files.Count && i < fds.Count; i++)
             if (fds[i] >= 0) PreopenedFiles.Add(plan.Files[i].Path, plan.Files[i].ReadOnly, new SafeFileHandle(fds[i], ownsHandle: true));
         return args.ReadyFd is int r and >= 0 ? new SafeFileHandle(r, ownsHandle: true) : null;

@@ -239,7 +239,7 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
             UseShellExecute = false,
         };
         foreach (var a in launch.Skip(1)) psi.ArgumentList.Add(a);
-        foreach (var a in (string[])["serve", $"--Socket={Socket}", $"--StateDir={StateDir}", "--LogLevel=Debug", "--DefaultStopGraceSeconds=2", $"--CgroupParent={CgroupParent}", .. Settings]) psi.ArgumentList.Add(a);
+        foreach (var a in (string[])["serve", $"--Socket={Socket}", $"--StateDir={StateDir}", "--LogLevel=Debug", "--DefaultStopGraceSeconds=2", $"--CgroupParent={CgroupParent}", "--AllowedPathRoots=/", .. Settings]) psi.ArgumentList.Add(a);
         psi.Environment["NOTIFY_SOCKET"] = NotifyPath;
         psi.Environment.Remove("INVOCATION_ID");
         psi.Environment.Remove("JOURNAL_STREAM");
