@@ -103,7 +103,7 @@ internal static class Jailer
                 byFd++;
                 if (fd < 0) continue; // refused or missing: the worker reports it, by path
                 using var file = new SafeFileHandle(fd, ownsHandle: true);
-                Mounts.Bind("/proc/self/fd/" + fd.ToString(System.Globalization.CultureInfo.InvariantCulture), Inside(root, m.Path), flags);
+                BindChecked(file, Inside(root, m.Path), flags);
                 continue;
             }
             if (!Path.Exists(m.Path)) continue; // the worker reports what is missing, by path
@@ -135,6 +135,25 @@ internal static class Jailer
         for (int i = 0; i < plan.Files.Count && i < fds.Count; i++)
             if (fds[i] >= 0) PreopenedFiles.Add(plan.Files[i].Path, plan.Files[i].ReadOnly, new SafeFileHandle(fds[i], ownsHandle: true));
         return args.ReadyFd is int r and >= 0 ? new SafeFileHandle(r, ownsHandle: true) : null;
+    }
+
+    /// <summary>
+    /// Bind-mounts the file stage 1 opened through the path policy. mount(2) cannot take it from the fd (the fd's
+    /// mount belongs to the host's mount namespace, and a bind source must be in the caller's: EINVAL), so the file
+    /// is bound by the path its fd has now, and the mount is then checked to be that very inode (device and inode
+    /// number): a path swapped in between is caught, not mounted.
+    /// </summary>
+    private static void BindChecked(SafeFileHandle file, string target, ulong flags)
+    {
+        string self = "/proc/self/fd/" + ((int)file.DangerousGetHandle()).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        string source = new FileInfo(self).LinkTarget ?? throw new JailSetupException($"{self} names no file");
+        var want = PathOpen.Status(file);
+        Mounts.Bind(source, target, flags);
+        using var mounted = PathOpen.Open(target, PathOpen.OPath | PathOpen.ONoFollow, out int errno);
+        if (mounted.IsInvalid) throw new JailSetupException($"open({target})", errno);
+        var got = PathOpen.Status(mounted);
+        if (got.Device != want.Device || got.Inode != want.Inode)
+            throw new JailSetupException($"{source} changed between the path policy's check and its bind mount into the jail; refused");
     }
 
     /// <summary>Stage 1 (root, host view): the root directory and an empty mount point for every bind mount.</summary>
