@@ -18,7 +18,7 @@ trap cleanup EXIT
 echo "FireSharp API latency, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 if [ -d /sys/module/kvm_pvm ]; then echo "Host: PVM (software virtualization); API latency is daemon-side cost, measured here."; fi
 echo "CPU: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1), $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
-"$BIN" serve --Socket="$SOCK" --StateDir="$WORK/state" --StopVmsOnShutdown=true --LogLevel=Warning --MaxVms=1000 &
+"$BIN" serve --Socket="$SOCK" --StateDir="$WORK/state" --StopVmsOnShutdown=true --LogLevel=Warning --MaxVms=1000 --AllowedPathRoots="$(dirname "$GUEST")" &
 DAEMON=$!
 for _ in $(seq 1 200); do [ -S "$SOCK" ] && break; sleep 0.05; done
 start=""

@@ -17,7 +17,8 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== starting: $BIN serve (socket $SOCK, state $WORK/state)"
-"$BIN" serve --Socket="$SOCK" --StateDir="$WORK/state" --StopVmsOnShutdown=true --LogLevel=Warning &
+# The daemon opens only files under AllowedPathRoots (docs/security.md): the guest's directory is one.
+"$BIN" serve --Socket="$SOCK" --StateDir="$WORK/state" --StopVmsOnShutdown=true --LogLevel=Warning --AllowedPathRoots="$(dirname "$GUEST")" &
 DAEMON=$!
 for _ in $(seq 1 200); do [ -S "$SOCK" ] && break; sleep 0.05; done
 [ -S "$SOCK" ] || { echo "daemon did not start" >&2; exit 1; }

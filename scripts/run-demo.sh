@@ -48,8 +48,13 @@ if [ -d /sys/module/kvm_pvm ]; then
   SHARE=(--FunctionCpuShare=false)
   echo "== (PVM host: functions run without Lambda's CPU share, --FunctionCpuShare=false)"
 fi
+# The daemon opens only files under AllowedPathRoots, and follows no symlink out of a root (docs/security.md):
+# build/guest's files are symlinks into the kernel cache, so the roots are their real directories (and the code).
+KERNEL=$(realpath "$GUEST_DIR/vmlinux")
+ROOTFS=$(realpath "$GUEST_DIR/rootfs.ext4")
+ROOTS="$(dirname "$KERNEL"),$(dirname "$ROOTFS"),$CODE"
 "$BIN" serve --Socket="$SOCK" --StateDir="$WORK/state" --StopVmsOnShutdown=true --LogLevel=Warning \
-  --FunctionKernel="$GUEST_DIR/vmlinux" --FunctionRootfs="$GUEST_DIR/rootfs.ext4" "${SHARE[@]}" &
+  --AllowedPathRoots="$ROOTS" --FunctionKernel="$KERNEL" --FunctionRootfs="$ROOTFS" "${SHARE[@]}" &
 DAEMON=$!
 for _ in $(seq 1 200); do [ -S "$SOCK" ] && break; sleep 0.05; done
 [ -S "$SOCK" ] || { echo "the daemon did not start" >&2; exit 1; }

@@ -34,7 +34,8 @@ internal static partial class RunJailed
         string suffix = Guid.NewGuid().ToString("N")[..8];
         string state = Path.Combine("/tmp", "firesharp-run-" + suffix);
         // A cgroup parent of its own: a daemon reaps every cgroup under its parent that it does not know.
-        var options = new DaemonOptions { StateDir = state, Socket = Path.Combine(state, "api.sock"), Jail = jail, CgroupParent = "firesharp-run-" + suffix };
+        // The paths come from the command line of the user running this (root, for a jail), not from an API client: any is allowed.
+        var options = new DaemonOptions { StateDir = state, Socket = Path.Combine(state, "api.sock"), Jail = jail, CgroupParent = "firesharp-run-" + suffix, AllowedPathRoots = ["/"] };
         using var stop = new CancellationTokenSource();
         using var intr = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.Cancel(); });
         using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });

@@ -59,6 +59,25 @@ public sealed record DaemonOptions
     /// <summary>Where VM records, worker sockets and worker logs live.</summary>
     public string StateDir { get; init; } = "/var/lib/firesharp";
 
+    /// <summary>
+    /// The directories under which a client (or a snapshot) may name host files: kernels, initrds, drives, snapshot
+    /// directories, function code and layers (docs/security.md). Null (the default): /var/lib/firesharp. The state
+    /// directory is always allowed as well (function code images and the VMs' sockets live there).
+    /// </summary>
+    public IReadOnlyList<string>? AllowedPathRoots { get; init; }
+
+    /// <summary>Whether a drive may be a block device (otherwise drives must be regular files).</summary>
+    public bool AllowBlockDevices { get; init; }
+
+    /// <summary>The roots in force: <see cref="AllowedPathRoots"/> (or its default) and the state directory.</summary>
+    public IReadOnlyList<string> PathRoots => [.. (AllowedPathRoots ?? [DefaultPathRoot]).Append(StateDir).Distinct(StringComparer.Ordinal)];
+
+    /// <summary>The default of <see cref="AllowedPathRoots"/>.</summary>
+    public const string DefaultPathRoot = "/var/lib/firesharp";
+
+    /// <summary>The path policy these options configure.</summary>
+    public FireSharp.Kvm.Files.PathPolicy PathPolicy() => new(PathRoots, AllowBlockDevices);
+
     /// <summary>The binary started as each VM's worker; null = the <c>firesharp-vmm</c> beside this executable.</summary>
     public string? WorkerBinary { get; init; }
 
@@ -206,6 +225,8 @@ public sealed record DaemonOptions
             SocketAllowedUids = [.. List(c, "SocketAllowedUsers").Select(u => (uint)(Kvm.Interop.ProcInfo.UserId(u) ?? throw Bad("SocketAllowedUsers", u, "is not a user in /etc/passwd or a uid")))],
             SocketAllowedGids = [.. List(c, "SocketAllowedGroups").Select(g => (uint)(Kvm.Interop.ProcInfo.GroupIdOf(g) ?? throw Bad("SocketAllowedGroups", g, "is not a group in /etc/group or a gid")))],
             StateDir = Str(c, nameof(StateDir)) ?? d.StateDir,
+            AllowedPathRoots = List(c, nameof(AllowedPathRoots)) is { Length: > 0 } roots ? roots : null,
+            AllowBlockDevices = Bool(c, nameof(AllowBlockDevices)) ?? d.AllowBlockDevices,
             WorkerBinary = Str(c, nameof(WorkerBinary)),
             WorkerStartTimeout = Int(c, "WorkerStartTimeoutSeconds") is { } w ? TimeSpan.FromSeconds(w) : d.WorkerStartTimeout,
             MaxVms = Int(c, nameof(MaxVms)) ?? d.MaxVms,
@@ -250,6 +271,8 @@ public sealed record DaemonOptions
     {
         if (!Path.IsPathFullyQualified(Socket)) throw Bad(nameof(Socket), Socket, "must be an absolute path");
         if (!Path.IsPathFullyQualified(StateDir)) throw Bad(nameof(StateDir), StateDir, "must be an absolute path");
+        foreach (var root in AllowedPathRoots ?? [])
+            if (FireSharp.Kvm.Files.PathPolicy.Normalize(root, out string? why) is null) throw Bad(nameof(AllowedPathRoots), root, why!);
         if (MaxIdLength < 16) throw Bad(nameof(StateDir), StateDir, "is too long: worker socket paths under it would not fit in 108 bytes");
         if (WorkerStartTimeout <= TimeSpan.Zero)
             throw Bad("WorkerStartTimeoutSeconds", WorkerStartTimeout.TotalSeconds.ToString(CultureInfo.InvariantCulture), "must be at least 1");

@@ -79,6 +79,7 @@ public sealed partial class ErrorInterceptor(ILogger<ErrorInterceptor> logger) :
         VmErrorKind.Unimplemented => StatusCode.Unimplemented,
         VmErrorKind.Unavailable => StatusCode.Unavailable,
         VmErrorKind.Timeout => StatusCode.DeadlineExceeded,
+        VmErrorKind.PermissionDenied => StatusCode.PermissionDenied,
         _ => StatusCode.Internal,
     };
 

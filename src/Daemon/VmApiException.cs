@@ -19,6 +19,8 @@ public enum VmErrorKind
     Unavailable,
     /// <summary>An operation did not finish within its time (DeadlineExceeded).</summary>
     Timeout,
+    /// <summary>A host path outside every allowed root (PermissionDenied; docs/security.md).</summary>
+    PermissionDenied,
 }
 
 /// <summary>

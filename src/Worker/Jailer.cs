@@ -1,4 +1,5 @@
 using FireSharp.Devices.Virtio.Net;
+using FireSharp.Kvm.Files;
 using FireSharp.Kvm.Interop;
 using FireSharp.Proto.Worker;
 using Microsoft.Win32.SafeHandles;
@@ -20,24 +21,51 @@ namespace FireSharp.Worker;
 /// </summary>
 internal static class Jailer
 {
-    /// <summary>The fd numbers handed from stage 1 to stage 2: the ready pipe, then one per <see cref="JailPlan.Files"/> entry and one per <see cref="JailPlan.Taps"/> entry (-1: not opened).</summary>
+    /// <summary>
+    /// The fd numbers handed from stage 1 to stage 2: the ready pipe, then one per <see cref="JailPlan.Files"/> entry,
+    /// then one per by-fd mount (kernel, initrd), each opened through the daemon's path policy, then one per
+    /// <see cref="JailPlan.Taps"/> entry (-1: not opened).
+    /// </summary>
     public static int Prepare(WorkerArgs args)
     {
         var plan = ReadPlan(args.Jail!);
         BuildSkeleton(plan);
         var keep = new List<SafeFileHandle>();
         var fds = new List<int>();
+        // The daemon's path policy: the fd handed over is the one that was checked (no second open by path).
+        var policy = plan.AllowedPathRoots.Count > 0 ? new PathPolicy(plan.AllowedPathRoots, plan.AllowBlockDevices) : null;
         foreach (var f in plan.Files)
         {
             try
             {
-                var h = File.OpenHandle(f.Path, FileMode.Open, f.ReadOnly ? FileAccess.Read : FileAccess.ReadWrite, FileShare.ReadWrite);
+                var h = policy is not null ? policy.Open(f.Path, PathKind.Drive, writable: !f.ReadOnly)
+                    : File.OpenHandle(f.Path, FileMode.Open, f.ReadOnly ? FileAccess.Read : FileAccess.ReadWrite, FileShare.ReadWrite);
                 keep.Add(h);
                 fds.Add((int)h.DangerousGetHandle());
+            }
+            catch (PathPolicyException e)
+            {
+                // Refused: nothing is handed over, and the jailed worker cannot reach the path itself (it is not in its root).
+                Console.Error.WriteLine($"jail: drive {f.Path} refused: {e.Message}");
+                fds.Add(-1);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
                 fds.Add(-1); // the worker then reports the drive by path, as an unjailed one would
+            }
+        }
+        // The kernel and initrd: bound into the jail from these fds (Enter), never by path.
+        foreach (var m in plan.Mounts.Where(m => m.ByFd))
+        {
+            try
+            {
+                var h = policy is not null ? policy.Open(m.Path, PathKind.File) : File.OpenHandle(m.Path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+                keep.Add(h);
+                fds.Add((int)h.DangerousGetHandle());
+            }
+            catch (Exception e) when (e is PathPolicyException or IOException or UnauthorizedAccessException)
+            {
+                fds.Add(-1); // not mounted: the worker reports the kernel missing, by path
             }
         }
         ProcInfo.NewSession();
@@ -95,10 +123,21 @@ internal static class Jailer
         string root = plan.Root;
         Mounts.MakeAllPrivate();
         Mounts.Mount(root, root, null, Mounts.MS_BIND | Mounts.MS_REC); // pivot_root needs a mount point
+        var fds = args.Fds;
+        int byFd = plan.Files.Count; // the by-fd mounts' fds follow the files'
         foreach (var m in plan.Mounts)
         {
-            if (!Path.Exists(m.Path)) continue; // the worker reports what is missing, by path
             ulong flags = Mounts.MS_NOSUID | Mounts.MS_NODEV | Mounts.MS_NOEXEC | (m.Writable ? 0 : Mounts.MS_RDONLY);
+            if (m.ByFd)
+            {
+                int fd = byFd < fds.Count ? fds[byFd] : -1;
+                byFd++;
+                if (fd < 0) continue; // refused or missing: the worker reports it, by path
+                using var file = new SafeFileHandle(fd, ownsHandle: true);
+                BindChecked(file, Inside(root, m.Path), flags);
+                continue;
+            }
+            if (!Path.Exists(m.Path)) continue; // the worker reports what is missing, by path
             Mounts.Bind(m.Path, Inside(root, m.Path), flags);
         }
         string dev = Path.Combine(root, "dev");
@@ -126,18 +165,36 @@ internal static class Jailer
         Privileges.ClearCapabilities();
         Privileges.SetNoNewPrivileges();
 
-        var fds = args.Fds;
         for (int i = 0; i < plan.Files.Count && i < fds.Count; i++)
             if (fds[i] >= 0) PreopenedFiles.Add(plan.Files[i].Path, plan.Files[i].ReadOnly, new SafeFileHandle(fds[i], ownsHandle: true));
         for (int i = 0; i < plan.Taps.Count; i++)
         {
-            int k = plan.Files.Count + i;
+            int k = plan.Files.Count + plan.Mounts.Count(m => m.ByFd) + i; // after the files' and the by-fd mounts' fds
             string? name = TapName(plan.Taps[i]);
             if (k < fds.Count && fds[k] >= 0) PreopenedTaps.Add(name, new SafeFileHandle(fds[k], ownsHandle: true));
             else if (args.TapErrors.FirstOrDefault(e => e.Index == i) is { } e) PreopenedTaps.AddFailure(name, e.Reason, e.Message);
             else PreopenedTaps.AddFailure(name, NetConfigError.TapUnusable, "the jailer did not hand over this tap");
         }
         return args.ReadyFd is int r and >= 0 ? new SafeFileHandle(r, ownsHandle: true) : null;
+    }
+
+    /// <summary>
+    /// Bind-mounts the file stage 1 opened through the path policy. mount(2) cannot take it from the fd (the fd's
+    /// mount belongs to the host's mount namespace, and a bind source must be in the caller's: EINVAL), so the file
+    /// is bound by the path its fd has now, and the mount is then checked to be that very inode (device and inode
+    /// number): a path swapped in between is caught, not mounted.
+    /// </summary>
+    private static void BindChecked(SafeFileHandle file, string target, ulong flags)
+    {
+        string self = "/proc/self/fd/" + ((int)file.DangerousGetHandle()).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        string source = new FileInfo(self).LinkTarget ?? throw new JailSetupException($"{self} names no file");
+        var want = PathOpen.Status(file);
+        Mounts.Bind(source, target, flags);
+        using var mounted = PathOpen.Open(target, PathOpen.OPath | PathOpen.ONoFollow, out int errno);
+        if (mounted.IsInvalid) throw new JailSetupException($"open({target})", errno);
+        var got = PathOpen.Status(mounted);
+        if (got.Device != want.Device || got.Inode != want.Inode)
+            throw new JailSetupException($"{source} changed between the path policy's check and its bind mount into the jail; refused");
     }
 
     /// <summary>Stage 1 (root, host view): the root directory and an empty mount point for every bind mount.</summary>

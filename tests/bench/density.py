@@ -124,7 +124,7 @@ class Density:
         overcommit = max(1.0, (max(self.counts) + 16) * MEM_MIB / mem_mib * 1.25)
         argv = [self.fs, "serve", "--config", config, f"--Socket={self.sock}", f"--StateDir={self.state}",
                 "--StopVmsOnShutdown=true", "--LogLevel=Warning", f"--MaxVms={max(self.counts) + 16}",
-                f"--MemoryOvercommit={overcommit:.2f}"]
+                f"--MemoryOvercommit={overcommit:.2f}", f"--AllowedPathRoots={self.work}"]  # the snapshot lives there (a restore loads no kernel)
         # BENCH_P9_SERVE_ARGS: more daemon settings, e.g. "--Jail=false" to measure the jail's share (as root the
         # daemon jails every clone's worker by default).
         argv += self.serve_args if self.serve_args is not None else os.environ.get("BENCH_P9_SERVE_ARGS", "").split()

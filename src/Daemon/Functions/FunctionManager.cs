@@ -1,3 +1,4 @@
+using FireSharp.Kvm.Files;
 using FireSharp.Pool;
 using FireSharp.Proto.V1;
 using Google.Protobuf.WellKnownTypes;
@@ -104,8 +105,8 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
             var spec = record.Spec.Clone();
             if (request.Image is { } image)
             {
-                if (image.KernelPath.Length > 0) { SpecValidator.ValidateFile(image.KernelPath, "image.kernel_path", required: true); spec.Image.KernelPath = image.KernelPath; }
-                if (image.RootfsPath.Length > 0) { SpecValidator.ValidateFile(image.RootfsPath, "image.rootfs_path", required: true); spec.Image.RootfsPath = image.RootfsPath; }
+                if (image.KernelPath.Length > 0) { SpecValidator.ValidateFile(image.KernelPath, "image.kernel_path", required: true); CheckPaths(image.KernelPath, "", null, null, "image"); spec.Image.KernelPath = image.KernelPath; }
+                if (image.RootfsPath.Length > 0) { SpecValidator.ValidateFile(image.RootfsPath, "image.rootfs_path", required: true); CheckPaths("", image.RootfsPath, null, null, "image"); spec.Image.RootfsPath = image.RootfsPath; }
             }
             if (request.Handler.Length > 0) { FunctionValidator.ValidateHandler(request.Handler, "handler"); spec.Handler = request.Handler; }
             if (request.ReplaceEnvironment) spec.Environment.Clear();
@@ -125,6 +126,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         FunctionValidator.ValidateName(request.Name, "name");
         FunctionValidator.ValidateCode(request.Code, "code");
         if (request.ReplaceLayers) FunctionValidator.ValidateLayers(request.Layers, "layers");
+        CheckPaths("", "", request.ReplaceLayers ? request.Layers : null, request.Code, null);
         using (var r = await records.LockAsync(ct).ConfigureAwait(false)) Find(r, request.Name);
 
         string? packedFrom = null, image = request.Code.ImagePath;
@@ -314,6 +316,24 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
     private static Function Find(FunctionRecords.Access records, string name) =>
         records.Find(name) ?? throw FunctionErrors.NotFound(name);
 
+    /// <summary>
+    /// The host paths a function names, under the path policy (docs/security.md): kernel, rootfs, layers, and the
+    /// code image or directory (a code directory is packed into an image its guest reads, so it must be allowed).
+    /// Empty paths are skipped; <paramref name="prefix"/> is the fields' parent ("spec", "image" or none).
+    /// </summary>
+    private void CheckPaths(string kernel, string rootfs, Google.Protobuf.Collections.RepeatedField<string>? layers, FunctionCode? code, string? prefix)
+    {
+        string F(string name) => prefix is null ? name : $"{prefix}.{name}";
+        string image = prefix == "image" ? "" : "image.";
+        if (kernel.Length > 0) _paths.Check(kernel, PathKind.File, F(image + "kernel_path"));
+        if (rootfs.Length > 0) _paths.Check(rootfs, PathKind.Drive, F(image + "rootfs_path"));
+        for (int i = 0; i < (layers?.Count ?? 0); i++) _paths.Check(layers![i], PathKind.Drive, F($"layers[{i}]"));
+        if (code?.SourceCase == FunctionCode.SourceOneofCase.ImagePath) _paths.Check(code.ImagePath, PathKind.Drive, F("code.image_path"));
+        if (code?.SourceCase == FunctionCode.SourceOneofCase.Directory) _paths.Check(code.Directory, PathKind.Directory, F("code.directory"));
+    }
+
+    private readonly HostPaths _paths = new(options);
+
     /// <summary>Checks a create spec and fills in the defaults (image, memory, vCPUs, timeout).</summary>
     private FunctionSpec Normalize(FunctionSpec spec, string prefix)
     {
@@ -327,6 +347,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         SpecValidator.ValidateFile(s.Image.RootfsPath, $"{prefix}.image.rootfs_path", required: true);
         FunctionValidator.ValidateLayers(s.Layers, $"{prefix}.layers");
         FunctionValidator.ValidateCode(s.Code, $"{prefix}.code");
+        CheckPaths(s.Image.KernelPath, s.Image.RootfsPath, s.Layers, s.Code, prefix);
         FunctionValidator.ValidateHandler(s.Handler, $"{prefix}.handler");
         FunctionValidator.ValidateEnvironment(s.Environment, $"{prefix}.environment");
         s.MemoryMib = FunctionValidator.ValidateMemory(s.MemoryMib, $"{prefix}.memory_mib");

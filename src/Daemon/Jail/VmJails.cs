@@ -50,9 +50,14 @@ internal sealed class VmJails(DaemonOptions options, VmRegistry registry, ILogge
             OpenFilesLimit = options.JailOpenFilesLimit,
             UnsharePath = options.JailUnshare,
             NetnsPath = spec.NetnsPath ?? "",
+            AllowBlockDevices = options.AllowBlockDevices,
         };
-        plan.Mounts.Add(new JailMount { Path = spec.Kernel.Path });
-        if (spec.Kernel.InitrdPath is { Length: > 0 } initrd) plan.Mounts.Add(new JailMount { Path = initrd });
+        plan.AllowedPathRoots.AddRange(options.PathRoots);
+        if (entry.RestoredFrom is null) // a restore loads no kernel: the snapshot's path (a hint) is not mounted
+        {
+            plan.Mounts.Add(new JailMount { Path = spec.Kernel.Path, ByFd = true });
+            if (spec.Kernel.InitrdPath is { Length: > 0 } initrd) plan.Mounts.Add(new JailMount { Path = initrd, ByFd = true });
+        }
         if (entry.RestoredFrom is { } restore)
             foreach (var dir in SnapshotChain(restore.Dir)) plan.Mounts.Add(new JailMount { Path = dir, Directory = true });
         plan.Mounts.Add(new JailMount { Path = run, Writable = true, Directory = true });

@@ -10,11 +10,12 @@ namespace FireSharp.Daemon.Vms;
 /// (<see cref="WorkerSupervisor.Apply"/>). Every failure leaves as a <see cref="VmApiException"/>.
 /// </summary>
 internal sealed class VmLifecycle(DaemonOptions options, HostLimits host, VmRegistry registry, VmAdmission admission,
-    WorkerSupervisor supervisor, VmCgroups cgroups, GuestAgents agents, Jail.VmJails jails, EventHub events, ILogger logger)
+    WorkerSupervisor supervisor, VmCgroups cgroups, GuestAgents agents, Jail.VmJails jails, EventHub events, HostPaths paths, DriveLocks locks, ILogger logger)
 {
     public async Task<VmInfo> CreateAsync(CreateVmCommand command, CancellationToken ct)
     {
         SpecValidator.ValidateCreate(command, host, options.MaxIdLength);
+        paths.CheckSpec(command.Spec, i => $"spec.drives[{i}].path");
         var vm = new VmInfo { Id = command.Id, Labels = command.Labels, Spec = command.Spec, Phase = VmPhase.Creating, CreatedAt = VmEntry.Now() };
         return await ProvisionAsync(registry.NewEntry(command.Id, vm), "created", command.Start, ct).ConfigureAwait(false);
     }
@@ -32,6 +33,9 @@ internal sealed class VmLifecycle(DaemonOptions options, HostLimits host, VmRegi
         {
             try
             {
+                var drives = entry.Snapshot().Spec;
+                locks.Acquire(entry.Id, drives, i => entry.RestoredFrom?.DrivePaths.ContainsKey(drives.Drives[i].Id) == true
+                    ? $"overrides.drive_paths[{drives.Drives[i].Id}]" : $"spec.drives[{i}].path");
                 if (Directory.Exists(entry.Dir)) Directory.Delete(entry.Dir, recursive: true); // leftover of a crashed create
                 Directory.CreateDirectory(entry.Dir);
                 registry.Save(entry);
@@ -217,6 +221,7 @@ internal sealed class VmLifecycle(DaemonOptions options, HostLimits host, VmRegi
         await supervisor.RetireAsync(entry).ConfigureAwait(false);
         await cgroups.RemoveAsync(entry.Id).ConfigureAwait(false); // the worker is gone, so the cgroup is empty
         lock (entry.Gate) entry.Deleted = true;
+        locks.Release(entry.Id); // the VM is gone: its images are free
         registry.Store.Remove(entry);
         registry.Remove(entry); // its jail uid is free again
         jails.Remove(entry.Id);

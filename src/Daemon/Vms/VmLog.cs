@@ -60,4 +60,7 @@ internal static partial class VmLog
 
     [LoggerMessage(61, LogLevel.Warning, "cannot remove {Dir}: {Error}")]
     public static partial void JailNotRemoved(ILogger logger, string dir, string error);
+
+    [LoggerMessage(63, LogLevel.Warning, "VM {Id}: its drives cannot be locked again ({Error}); it runs on without the lock")]
+    public static partial void DriveLockLost(ILogger logger, string id, string error);
 }

@@ -36,6 +36,7 @@ public sealed class VmManager : IAsyncDisposable
     private readonly VmLifecycle _lifecycle;
     private readonly VmSnapshots _snapshots;
     private readonly VmJails _jails;
+    private readonly DriveLocks _locks;
     private readonly VmCgroups _cgroups;
     private readonly Metrics.VmMetrics? _metrics;
 
@@ -50,8 +51,10 @@ public sealed class VmManager : IAsyncDisposable
         _jails = new VmJails(options, _registry, logger);
         _cgroups = new VmCgroups(options, logger);
         _supervisor = new WorkerSupervisor(options, launcher, _cgroups, _registry, Events, _agents, _jails, logger);
-        _lifecycle = new VmLifecycle(options, host, _registry, _admission, _supervisor, _cgroups, _agents, _jails, Events, logger);
-        _snapshots = new VmSnapshots(options, _registry, _lifecycle, _supervisor, _agents, _jails);
+        var paths = new HostPaths(options);
+        _locks = new DriveLocks(paths);
+        _lifecycle = new VmLifecycle(options, host, _registry, _admission, _supervisor, _cgroups, _agents, _jails, Events, paths, _locks, logger);
+        _snapshots = new VmSnapshots(options, _registry, _lifecycle, _supervisor, _agents, _jails, paths);
         _metrics = metrics;
         if (metrics is not null)
         {
@@ -91,6 +94,14 @@ public sealed class VmManager : IAsyncDisposable
             }
             var entry = new VmEntry(stored.Id, stored.Dir) { Vm = stored.Vm!, Worker = stored.Worker, RestoredFrom = stored.RestoredFrom, Jail = stored.Jail };
             _registry.Add(entry);
+            try
+            {
+                _locks.Acquire(entry.Id, entry.Vm.Spec, i => $"spec.drives[{i}].path"); // held again for as long as the VM exists
+            }
+            catch (VmApiException e)
+            {
+                VmLog.DriveLockLost(_logger, entry.Id, e.Message);
+            }
             await _supervisor.AdoptOrReapAsync(entry, ct).ConfigureAwait(false);
         }
         // Jail and run directories of VMs that are gone (deleted while the daemon was down, half-created).
@@ -231,6 +242,7 @@ public sealed class VmManager : IAsyncDisposable
             if (_options.StopVmsOnShutdown) await _supervisor.RetireAsync(entry).ConfigureAwait(false);
             else await WorkerSupervisor.DetachAsync(entry).ConfigureAwait(false);
         }
+        _locks.ReleaseAll();
         Events.CompleteAll();
     }
 }

@@ -12,13 +12,14 @@ namespace FireSharp.Daemon.Vms;
 /// Snapshots through the daemon: taken inside the VM's worker; restored into a new VM with a worker of its own.
 /// A restore reads and checks the snapshot here first, so a bad one starts no worker.
 /// </summary>
-internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, VmLifecycle lifecycle, WorkerSupervisor supervisor, GuestAgents agents, Jail.VmJails jails)
+internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, VmLifecycle lifecycle, WorkerSupervisor supervisor, GuestAgents agents, Jail.VmJails jails, HostPaths paths)
 {
     /// <summary>Snapshots a RUNNING or PAUSED VM into a directory that must not exist.</summary>
     public async Task<VmSnapshotInfo> CreateAsync(SnapshotVmCommand command, CancellationToken ct)
     {
         SpecValidator.ValidateId(command.Id);
         ValidateAbsolute(command.Dir, "dir", required: true);
+        paths.CheckCreatable(command.Dir, "dir");
         var entry = registry.Find(command.Id);
         await entry.Op.WaitAsync(ct).ConfigureAwait(false);
         try
@@ -85,6 +86,8 @@ internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, Vm
             ValidateAbsolute(path, $"overrides.drive_paths[{driveId}]", required: true);
         }
         ValidateAbsolute(command.VsockPath ?? "", "overrides.vsock_path", required: false);
+        if (command.VsockPath is { Length: > 0 } vsockPath) paths.CheckSocket(vsockPath, "overrides.vsock_path");
+        paths.Check(command.Dir, Kvm.Files.PathKind.Directory, "dir");
         SpecValidator.ValidateCpuQuota(command.CpuQuotaMillicpus, "overrides.cpu_quota_millicpus");
 
         LoadedSnapshot snapshot;
@@ -106,6 +109,10 @@ internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, Vm
             throw VmApiException.Invalid("overrides.vsock_path", "the snapshot has no vsock device");
 
         var spec = SpecOf(config, command.DrivePaths) with { CpuQuotaMillicpus = command.CpuQuotaMillicpus };
+        // The snapshot's host paths are hints: used only if they pass the policy, else an override is needed.
+        paths.CheckSpec(spec, i => command.DrivePaths.ContainsKey(spec.Drives[i].Id)
+            ? $"overrides.drive_paths[{spec.Drives[i].Id}]" : $"dir (the snapshot's drive '{spec.Drives[i].Id}'; give overrides.drive_paths[{spec.Drives[i].Id}])",
+            withKernel: false);
         var restoredFrom = command with
         {
             Dir = snapshot.Directory,

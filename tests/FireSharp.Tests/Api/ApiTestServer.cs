@@ -54,12 +54,15 @@ internal sealed class ApiTestServer : IAsyncDisposable
         KvmTestSupport.RequireKvm();
         stateDir ??= NewStateDir();
         // In-process workers cannot be jailed (the real daemon + worker tests run jailed), and they share the test's
-        // pid, which is never put in a cgroup: the cgroup tests turn cgroups on themselves.
+        // pid, which is never put in a cgroup: the cgroup tests turn cgroups on themselves. The tests' guests and
+        // images live in the repository, /tmp and the kernel cache (through absolute symlinks): every path is allowed
+        // ("/", PathPolicyDaemonTests narrows it).
         // No metrics listener unless a test asks for one: daemons of parallel tests cannot share its port.
         var options = new DaemonOptions
         {
             StateDir = stateDir, Socket = Path.Combine(stateDir, "api.sock"), LogLevel = "Debug", Jail = false, Cgroups = FireSharp.Daemon.Isolation.CgroupMode.Off,
             MetricsListen = null,
+            AllowedPathRoots = ["/"],
         };
         if (configure is not null) options = configure(options);
         var server = new ApiTestServer(options, launcher ?? new InProcessWorkerLauncher(), output) { FunctionVms = functionVms };

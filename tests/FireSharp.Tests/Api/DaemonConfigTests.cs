@@ -108,4 +108,20 @@ public sealed class DaemonConfigTests
         Assert.Equal(4, DaemonLogging.Priority(LogEventLevel.Warning));
         Assert.Equal(7, DaemonLogging.Priority(LogEventLevel.Debug));
     }
+
+    [Fact]
+    public void Path_roots_default_to_var_lib_firesharp_always_add_the_state_dir_and_refuse_relative_ones()
+    {
+        static DaemonOptions From(params string[] args) => DaemonOptions.FromConfiguration(new ConfigurationBuilder().AddCommandLine(args).Build());
+        var d = From("--StateDir=/srv/state");
+        Assert.Equal(["/var/lib/firesharp", "/srv/state"], d.PathRoots);
+        Assert.False(d.AllowBlockDevices);
+        var o = From("--StateDir=/srv/state", "--AllowedPathRoots=/srv/images, /data/vm", "--AllowBlockDevices=true");
+        Assert.Equal(["/srv/images", "/data/vm", "/srv/state"], o.PathRoots);
+        Assert.True(o.AllowBlockDevices);
+        Assert.Equal(o.PathRoots, o.PathPolicy().Roots);
+        var e = Assert.Throws<ArgumentException>(() => From("--AllowedPathRoots=/ok,relative/dir"));
+        Assert.Contains("AllowedPathRoots='relative/dir'", e.Message);
+        Assert.Throws<ArgumentException>(() => From("--AllowedPathRoots=/a/../b"));
+    }
 }

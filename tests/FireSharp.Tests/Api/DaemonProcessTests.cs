@@ -241,7 +241,7 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
         foreach (var a in launch.Skip(1)) psi.ArgumentList.Add(a);
         // No metrics listener unless the test sets MetricsListen: daemons of parallel tests cannot share its port.
         string[] metrics = Settings.Any(a => a.StartsWith("--MetricsListen=", StringComparison.Ordinal)) ? [] : ["--MetricsListen=off"];
-        foreach (var a in (string[])["serve", $"--Socket={Socket}", $"--StateDir={StateDir}", "--LogLevel=Debug", "--DefaultStopGraceSeconds=2", $"--CgroupParent={CgroupParent}", .. metrics, .. Settings]) psi.ArgumentList.Add(a);
+        foreach (var a in (string[])["serve", $"--Socket={Socket}", $"--StateDir={StateDir}", "--LogLevel=Debug", "--DefaultStopGraceSeconds=2", $"--CgroupParent={CgroupParent}", "--AllowedPathRoots=/", .. metrics, .. Settings]) psi.ArgumentList.Add(a);
         psi.Environment["NOTIFY_SOCKET"] = NotifyPath;
         psi.Environment.Remove("INVOCATION_ID");
         psi.Environment.Remove("JOURNAL_STREAM");

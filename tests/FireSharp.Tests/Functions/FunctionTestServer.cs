@@ -44,7 +44,7 @@ internal sealed class FunctionTestServer : IAsyncDisposable
     public static async Task<FunctionTestServer> StartAsync(Func<DaemonOptions, DaemonOptions>? configure = null, string? stateDir = null, FakeFunctionVmFactory? factory = null)
     {
         stateDir ??= ApiTestServerDir();
-        var options = new DaemonOptions { StateDir = stateDir, Socket = Path.Combine(stateDir, "api.sock"), FunctionConcurrencyLimit = 150, Cgroups = FireSharp.Daemon.Isolation.CgroupMode.Off };
+        var options = new DaemonOptions { StateDir = stateDir, Socket = Path.Combine(stateDir, "api.sock"), FunctionConcurrencyLimit = 150, Cgroups = FireSharp.Daemon.Isolation.CgroupMode.Off, AllowedPathRoots = ["/"] };
         if (configure is not null) options = configure(options);
         var server = new FunctionTestServer(options, factory ?? new FakeFunctionVmFactory());
         foreach (var f in (string[])[server.Kernel, server.Rootfs, server.Code, .. Enumerable.Range(0, 7).Select(server.Layer)])

@@ -49,7 +49,8 @@ public sealed class VmCgroupTests : IAsyncLifetime
     private async Task<VmManager> StartDaemonAsync(CgroupMode mode = CgroupMode.Required)
     {
         KvmTestSupport.RequireKvm();
-        var options = new DaemonOptions { StateDir = _stateDir, Socket = Path.Combine(_stateDir, "api.sock"), Cgroups = mode, CgroupRoot = _root, CgroupParent = _parent };
+        // The guests live in the repository: every path is allowed (as ApiTestServer does; PathPolicyDaemonTests narrows it).
+        var options = new DaemonOptions { StateDir = _stateDir, Socket = Path.Combine(_stateDir, "api.sock"), Cgroups = mode, CgroupRoot = _root, CgroupParent = _parent, AllowedPathRoots = ["/"] };
         var manager = new VmManager(options, new ProcessWorkerLauncher(WorkerBinary()), HostLimits.Detect(), NullLogger<VmManager>.Instance);
         _managers.Add(manager);
         await manager.InitializeAsync(CancellationToken.None).WaitAsync(Timeout);
