@@ -122,7 +122,9 @@ public static class SnapshotWriter
                 // (the catch below hands them back to the host bitmap if the snapshot fails).
                 diffInfo = new DiffInfo(machine.Memory.TotalSize, baseCrc, baseDir!, CollectDirtyPages(machine));
             }
-            System.IO.Directory.CreateDirectory(temp);
+            // 0700 before any file exists in it, whatever the umask: guest RAM and device state are the tenant's secrets.
+            if (!FileSystem.TryCreateDirectory(temp, PrivateDirectoryMode))
+                throw new IOException($"{temp} already exists");
             ulong written = diffInfo is null
                 ? WriteMemory(machine.Memory, Path.Combine(temp, MemoryFileName))
                 : WriteDiffMemory(machine.Memory, diffInfo.Pages, Path.Combine(temp, MemoryFileName));
@@ -352,11 +354,20 @@ public static class SnapshotWriter
         MakeReadOnly(path);
     }
 
-    /// <summary>Snapshot files are immutable once written: clones map the memory file, and a change would corrupt them.</summary>
+    /// <summary>
+    /// Snapshot files are immutable once written (clones map the memory file, and a change would corrupt them)
+    /// and private to the user that wrote them (0400): the memory file is all of guest RAM.
+    /// </summary>
     private static void MakeReadOnly(string path)
     {
-        if (OperatingSystem.IsLinux()) File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        if (OperatingSystem.IsLinux()) File.SetUnixFileMode(path, PrivateFileMode);
     }
+
+    /// <summary>The snapshot directory's mode: 0700 (owner only).</summary>
+    public const UnixFileMode PrivateDirectoryMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+
+    /// <summary>Every snapshot file's mode: 0400 (owner read-only).</summary>
+    public const UnixFileMode PrivateFileMode = UnixFileMode.UserRead;
 
     private static void TryDelete(string temp, ILogger log)
     {
