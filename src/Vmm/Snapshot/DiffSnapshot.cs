@@ -122,11 +122,9 @@ internal static class DiffRestore
             if (!seen.Add(baseDir) || chain.Count > MaxChain)
                 throw new SnapshotException(SnapshotErrorReason.Corrupt, $"{snapshot.Directory}: diff chain loops or is longer than {MaxChain}");
             LoadedSnapshot loaded;
-            byte[] state;
             try
             {
                 loaded = SnapshotReader.Load(baseDir);
-                state = File.ReadAllBytes(Path.Combine(baseDir, SnapshotWriter.StateFileName));
             }
             catch (SnapshotException e)
             {
@@ -137,7 +135,7 @@ internal static class DiffRestore
             {
                 throw new SnapshotException(SnapshotErrorReason.IoError, $"diff snapshot {from}: cannot read its base {baseDir}: {e.Message}", e);
             }
-            ulong crc = DiffInfo.StateCrc(state);
+            ulong crc = loaded.StateCrc;
             if (crc != current.BaseCrc)
                 throw new SnapshotException(SnapshotErrorReason.BaseMismatch,
                     $"diff snapshot {from} was taken on base 0x{current.BaseCrc:x16}, but {baseDir} is now snapshot 0x{crc:x16}: the base was replaced or changed");
