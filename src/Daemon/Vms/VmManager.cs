@@ -45,11 +45,12 @@ public sealed class VmManager : IAsyncDisposable
         _registry = new VmRegistry(options, new VmRecordStore(logger));
         _admission = new VmAdmission(options, host, _registry);
         _agents = new GuestAgents(options, _registry, Events, logger);
-        _jails = new VmJails(options, _registry, logger);
+        var keys = new DaemonSnapshotKeys(options);
+        _jails = new VmJails(options, _registry, keys, logger);
         _cgroups = new VmCgroups(options, logger);
-        _supervisor = new WorkerSupervisor(options, launcher, _cgroups, _registry, Events, _agents, _jails, logger);
+        _supervisor = new WorkerSupervisor(options, launcher, _cgroups, _registry, Events, _agents, _jails, keys, logger);
         _lifecycle = new VmLifecycle(options, host, _registry, _admission, _supervisor, _cgroups, _agents, _jails, Events, logger);
-        _snapshots = new VmSnapshots(options, _registry, _lifecycle, _supervisor, _agents, _jails);
+        _snapshots = new VmSnapshots(options, _registry, _lifecycle, _supervisor, _agents, _jails, keys);
     }
 
     /// <summary>Every VM's lifecycle events.</summary>
@@ -71,6 +72,8 @@ public sealed class VmManager : IAsyncDisposable
         // Worker sockets and logs live here: only the daemon's user gets in.
         if (OperatingSystem.IsWindows()) Directory.CreateDirectory(_options.VmsDir);
         else Directory.CreateDirectory(_options.VmsDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        // The daemon's snapshot key is made at its first start, in the state dir (see docs/security.md).
+        _ = new DaemonSnapshotKeys(_options).Current;
         foreach (var stored in await _registry.Store.LoadAllAsync(_options.VmsDir, ct).ConfigureAwait(false))
         {
             if (stored.HalfCreated)

@@ -82,8 +82,9 @@ public sealed record DiffInfo(ulong MemoryBytes, ulong BaseCrc, string BaseDirec
         byte[] bytes;
         try
         {
-            if (!File.Exists(path)) return null;
-            bytes = File.ReadAllBytes(path);
+            using var file = SnapshotFiles.OpenIfExists(path);
+            if (file is null) return null;
+            bytes = SnapshotReader.ReadCapped(file, path, SnapshotReader.MaxStateFileBytes, SnapshotErrorReason.Corrupt);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -159,7 +160,7 @@ internal static class DiffRestore
         foreach (var (dir, diff) in diffs)
         {
             string path = Path.Combine(dir, SnapshotWriter.MemoryFileName);
-            using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+            using var file = SnapshotFiles.Open(path);
             ulong regionOffset = 0;
             foreach (var region in memory.Regions)
             {
