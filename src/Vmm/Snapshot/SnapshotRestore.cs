@@ -92,6 +92,12 @@ public static class SnapshotRestore
             };
             throw new SnapshotException(reason, $"{snapshot.Directory}: cannot open the devices: {e.Message}", e);
         }
+        catch (KvmException e) when (!e.Operation.StartsWith("open ", StringComparison.Ordinal))
+        {
+            // The saved CPUID (or other per-vCPU set-up from the state file) that KVM refuses: a typed rejection, not a
+            // host failure (found by SnapshotMutationTests: a mutated CPUID leaf made KVM_SET_CPUID2 fail with EINVAL).
+            throw new SnapshotException(SnapshotErrorReason.KvmStateRejected, $"{snapshot.Directory}: KVM refused the saved vCPU set-up: {e.Message}", e);
+        }
         long created = Stopwatch.GetTimestamp();
         try
         {
