@@ -28,7 +28,8 @@ public static class SnapshotMac
 
     /// <summary>
     /// Computes one HMAC, so that the crypto library's one-time set-up (loading OpenSSL, which calls sysinfo and reads
-    /// its configuration) happens now: the worker calls this before it installs its seccomp filter.
+    /// its configuration) happens now: an unjailed worker (which verifies the snapshots it restores) calls this before
+    /// it installs its seccomp filter. A jailed worker never verifies, and could not load OpenSSL after its pivot_root.
     /// </summary>
     public static void WarmUp()
     {
