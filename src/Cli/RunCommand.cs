@@ -123,6 +123,17 @@ internal static class RunCommand
     {
         long start = Stopwatch.GetTimestamp();
         if (snap.Validate(kernelOption) is { } usage) return Fail(ExitBadInput, usage);
+        if (snap.SnapshotKeyPath is { } keyPath)
+        {
+            try
+            {
+                snap = snap with { Keys = SnapshotKeys.FromPath(keyPath) };
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException or ArgumentException)
+            {
+                return Fail(ExitBadInput, $"--snapshot-key {keyPath}: {e.Message}");
+            }
+        }
         if (snap.RestoreDir is not null && spec.Drives.Count > 0)
             return Fail(ExitBadInput, "--drive cannot be combined with --restore: a restored VM has its snapshot's devices");
         if (snap.RestoreDir is not null && spec.Rng is not null)
@@ -146,7 +157,7 @@ internal static class RunCommand
         try
         {
             vm = snap.RestoreDir is { } restoreDir
-                ? SnapshotRestore.Restore(restoreDir, new RestoreOverrides { Serial = sink, Logger = logger, TapNames = restoreTaps!, VsockUdsPath = spec.Vsock?.UdsPath })
+                ? SnapshotRestore.Restore(restoreDir, new RestoreOverrides { Serial = sink, Logger = logger, TapNames = restoreTaps!, VsockUdsPath = spec.Vsock?.UdsPath, Keys = snap.Keys })
                 : MicroVm.Create(spec with { Serial = sink, Logger = logger }, start);
         }
         catch (SnapshotException e) when (e.InnerException is KvmException k && k.Operation.StartsWith("open ", StringComparison.Ordinal)) { return Fail(ExitNoKvm, e.Message); }

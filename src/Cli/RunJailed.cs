@@ -25,17 +25,26 @@ internal static partial class RunJailed
         if (jail && !Environment.IsPrivilegedProcess) return Fail("--jail needs root (the jailer mounts, pivot_roots and changes uid)");
         if (snap.SnapshotDir is not null) return Fail("--jail/--worker take --restore and --exit-after-ms, not --snapshot-dir (snapshot through `firesharp serve`)");
         if (config is null && snap.RestoreDir is null) return Fail("--kernel or --restore is required");
-        return RunAsync(config, snap.RestoreDir is { } r ? Path.GetFullPath(r) : null, snap.ExitAfterMs, jail, level).GetAwaiter().GetResult();
+        // A worker restores only an authenticated snapshot (its jailer, or the worker itself, verifies it).
+        if (snap.RestoreDir is not null && snap.SnapshotKeyPath is null)
+            return Fail("--jail/--worker --restore needs --snapshot-key FILE|DIR (the key the snapshot was signed with; a daemon's are in <StateDir>/snapshot-keys): "
+                + "a worker never restores an unauthenticated snapshot, so --insecure-unauthenticated does not apply");
+        string? keys = snap.SnapshotKeyPath is { } k ? Path.GetFullPath(k) : null;
+        return RunAsync(config, snap.RestoreDir is { } r ? Path.GetFullPath(r) : null, keys, snap.ExitAfterMs, jail, level).GetAwaiter().GetResult();
     }
 
-    private static async Task<int> RunAsync(VmConfig? config, string? restoreDir, int? exitAfterMs, bool jail, LogLevel level)
+    private static async Task<int> RunAsync(VmConfig? config, string? restoreDir, string? snapshotKeys, int? exitAfterMs, bool jail, LogLevel level)
     {
         long started = System.Diagnostics.Stopwatch.GetTimestamp();
         string suffix = Guid.NewGuid().ToString("N")[..8];
         string state = Path.Combine("/tmp", "firesharp-run-" + suffix);
         // A cgroup parent of its own: a daemon reaps every cgroup under its parent that it does not know.
         // The paths come from the command line of the user running this (root, for a jail), not from an API client: any is allowed.
-        var options = new DaemonOptions { StateDir = state, Socket = Path.Combine(state, "api.sock"), Jail = jail, CgroupParent = "firesharp-run-" + suffix, AllowedPathRoots = ["/"] };
+        var options = new DaemonOptions
+        {
+            StateDir = state, Socket = Path.Combine(state, "api.sock"), Jail = jail, CgroupParent = "firesharp-run-" + suffix, SnapshotKeysPath = snapshotKeys,
+            AllowedPathRoots = ["/"],
+        };
         using var stop = new CancellationTokenSource();
         using var intr = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.Cancel(); });
         using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });

@@ -25,6 +25,8 @@ internal sealed class RunSnapshotOptions
     public Option<bool> SnapshotAtBootDone { get; } = new("--snapshot-at-boot-done") { Description = "take the snapshot when the guest signals boot done (byte 123 to MMIO 0xC0000000)" };
     public Option<bool> SnapshotExit { get; } = new("--snapshot-exit") { Description = "stop the VM after taking the snapshot (exit status 0) instead of resuming it" };
     public Option<int?> ExitAfterMs { get; } = new("--exit-after-ms") { Description = "stop the VM after this many ms of running (exit status 0)" };
+    public Option<string?> SnapshotKey { get; } = new("--snapshot-key") { Description = "HMAC key file (or a directory of *.key files, such as the daemon's <StateDir>/snapshot-keys): --restore verifies the snapshot with it, --snapshot-dir signs with it (the newest key)" };
+    public Option<bool> InsecureUnauthenticated { get; } = new("--insecure-unauthenticated") { Description = "restore without checking the snapshot's HMAC: only for a snapshot you trust completely (its state file names host paths that are opened)" };
 
     /// <summary>
     /// One-time process set-up that would otherwise land inside the first restore: the console's
@@ -38,7 +40,7 @@ internal sealed class RunSnapshotOptions
         FireSharp.Kvm.Interop.Signals.EnsureKickHandler();
     }
 
-    public IEnumerable<Option> All => [Restore, SnapshotDir, SnapshotAfterMs, SnapshotAtBootDone, SnapshotExit, ExitAfterMs];
+    public IEnumerable<Option> All => [Restore, SnapshotDir, SnapshotAfterMs, SnapshotAtBootDone, SnapshotExit, ExitAfterMs, SnapshotKey, InsecureUnauthenticated];
 
     public Settings Parse(ParseResult parse) => new()
     {
@@ -48,6 +50,8 @@ internal sealed class RunSnapshotOptions
         SnapshotAtBootDone = parse.GetValue(SnapshotAtBootDone),
         SnapshotExit = parse.GetValue(SnapshotExit),
         ExitAfterMs = parse.GetValue(ExitAfterMs),
+        SnapshotKeyPath = parse.GetValue(SnapshotKey),
+        InsecureUnauthenticated = parse.GetValue(InsecureUnauthenticated),
     };
 
     public sealed record Settings
@@ -58,12 +62,22 @@ internal sealed class RunSnapshotOptions
         public bool SnapshotAtBootDone { get; init; }
         public bool SnapshotExit { get; init; }
         public int? ExitAfterMs { get; init; }
+        public string? SnapshotKeyPath { get; init; }
+        public bool InsecureUnauthenticated { get; init; }
+
+        /// <summary>The keys of <see cref="SnapshotKeyPath"/>, once loaded: they verify a restore; the newest signs a snapshot.</summary>
+        public SnapshotKeys? Keys { get; init; }
 
         /// <summary>A usage error, or null when the combination is valid.</summary>
         public string? Validate(string? kernel)
         {
             if (RestoreDir is null && kernel is null) return "either --kernel or --restore is required";
             if (RestoreDir is not null && kernel is not null) return "--kernel and --restore exclude each other (a restored VM is already booted)";
+            if (SnapshotKeyPath is not null && InsecureUnauthenticated) return "--snapshot-key and --insecure-unauthenticated exclude each other";
+            if (RestoreDir is not null && SnapshotKeyPath is null && !InsecureUnauthenticated)
+                return "--restore needs --snapshot-key FILE (the key the snapshot was signed with; a daemon's keys are in <StateDir>/snapshot-keys) "
+                    + "or --insecure-unauthenticated (a forged snapshot can make this process open any host path it names)";
+            if (InsecureUnauthenticated && RestoreDir is null) return "--insecure-unauthenticated only applies to --restore";
             int triggers = (SnapshotAfterMs is not null ? 1 : 0) + (SnapshotAtBootDone ? 1 : 0);
             if (SnapshotDir is null && (triggers > 0 || SnapshotExit)) return "--snapshot-after-ms, --snapshot-at-boot-done and --snapshot-exit need --snapshot-dir";
             if (SnapshotDir is not null && triggers != 1) return "--snapshot-dir needs exactly one of --snapshot-after-ms and --snapshot-at-boot-done";
@@ -116,7 +130,7 @@ internal sealed class RunSnapshotOptions
                 }
                 try
                 {
-                    var r = SnapshotWriter.Create(vm, dir, resume: !SnapshotExit);
+                    var r = SnapshotWriter.Create(vm, dir, resume: !SnapshotExit, signingKey: Keys?.Signing);
                     RunLog.SnapshotWritten(logger, r.Directory, r.MemoryBytesWritten / 1024, r.MemoryBytes >> 20, r.PausedFor.TotalMilliseconds);
                     if (SnapshotExit) machine.RequestExit(new VmExit(VmExitKind.Stopped, $"snapshot written to {r.Directory}"));
                 }

@@ -199,6 +199,16 @@ public sealed record DaemonOptions
 
     public string VmsDir => Path.Combine(StateDir, "vms");
 
+    /// <summary>The HMAC keys that sign and verify snapshots (0700; one 0600 file per key; the newest signs).</summary>
+    public string SnapshotKeysDir => Path.Combine(StateDir, "snapshot-keys");
+
+    /// <summary>
+    /// A key file or a directory of <c>*.key</c> files to sign and verify snapshots with instead of
+    /// <see cref="SnapshotKeysDir"/> (which is then neither made nor read): <c>firesharp run --jail --restore
+    /// --snapshot-key</c> uses it for the daemon core it runs on a temporary state directory.
+    /// </summary>
+    public string? SnapshotKeysPath { get; init; }
+
     public string VmDir(string id) => Path.Combine(VmsDir, id);
 
     /// <summary>The longest VM id whose worker socket path still fits in sun_path (108 bytes with the NUL).</summary>

@@ -18,6 +18,7 @@ public static class SnapshotErrors
         SnapshotErrorReason.Corrupt or SnapshotErrorReason.Truncated or SnapshotErrorReason.UnsupportedVersion
             or SnapshotErrorReason.ChecksumMismatch or SnapshotErrorReason.MemoryFileSizeMismatch
             or SnapshotErrorReason.DeviceSetMismatch or SnapshotErrorReason.KvmStateRejected or SnapshotErrorReason.BaseMismatch
+            or SnapshotErrorReason.Unauthenticated
             => new VmApiException(VmErrorKind.InvalidArgument, dirField, e.Message),
         SnapshotErrorReason.InvalidVmState => new VmApiException(VmErrorKind.WrongState, null, e.Message),
         SnapshotErrorReason.DiskFull => new VmApiException(VmErrorKind.ResourceExhausted, dirField, e.Message),

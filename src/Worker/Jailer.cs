@@ -2,6 +2,7 @@ using FireSharp.Devices.Virtio.Net;
 using FireSharp.Kvm.Files;
 using FireSharp.Kvm.Interop;
 using FireSharp.Proto.Worker;
+using FireSharp.Snapshot;
 using Microsoft.Win32.SafeHandles;
 
 namespace FireSharp.Worker;
@@ -53,6 +54,13 @@ internal static class Jailer
             {
                 fds.Add(-1); // the worker then reports the drive by path, as an unjailed one would
             }
+        }
+        // The verified snapshot files follow the drives, as plan entries of their own (OpenSnapshot adds them), so
+        // stage 2 finds them among the files; the by-fd mounts' fds come after all the files'.
+        foreach (var f in OpenSnapshot(plan, args.Jail!))
+        {
+            keep.Add(f.Handle);
+            fds.Add((int)f.Handle.DangerousGetHandle());
         }
         // The kernel and initrd: bound into the jail from these fds (Enter), never by path.
         foreach (var m in plan.Mounts.Where(m => m.ByFd))
@@ -195,6 +203,54 @@ internal static class Jailer
         var got = PathOpen.Status(mounted);
         if (got.Device != want.Device || got.Inode != want.Inode)
             throw new JailSetupException($"{source} changed between the path policy's check and its bind mount into the jail; refused");
+    }
+
+    /// <summary>
+    /// Stage 1 of a restore (root, host view, no guest code yet): opens the snapshot chain's files and verifies them
+    /// with the daemon's keys from the plan (<see cref="SnapshotFiles.OpenVerifiedChain"/>; a refusal is a
+    /// <see cref="SnapshotException"/>, reported to the daemon on the ready pipe). Then rewrites the plan file for
+    /// stage 2 without the keys and with one read-only <see cref="JailFile"/> per verified file, in the order the fds
+    /// follow the drives': the jailed worker gets the files it is to read already open, and no key.
+    /// </summary>
+    private static List<OpenedSnapshotFile> OpenSnapshot(JailPlan plan, string planPath)
+    {
+        if (plan.SnapshotDir.Length == 0) return [];
+        SnapshotKeys keys;
+        try
+        {
+            keys = new SnapshotKeys(plan.SnapshotKeys.Select(k => new FireSharp.Snapshot.SnapshotKey(k.Id, k.Key.ToByteArray())));
+        }
+        catch (ArgumentException e)
+        {
+            throw new SnapshotException(SnapshotErrorReason.Unauthenticated, $"cannot restore {plan.SnapshotDir}: the jail plan has no usable snapshot key: {e.Message}", e);
+        }
+        var files = SnapshotFiles.OpenVerifiedChain(plan.SnapshotDir, keys);
+        try
+        {
+            plan.SnapshotKeys.Clear();
+            foreach (var f in files) plan.Files.Add(new JailFile { Path = f.Path, ReadOnly = true });
+            WritePlan(planPath, plan);
+            return files;
+        }
+        catch
+        {
+            foreach (var f in files) f.Handle.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Replaces the plan file (root, 0600, outside the jail's root) atomically.</summary>
+    private static void WritePlan(string path, JailPlan plan)
+    {
+        string temp = path + ".stage1";
+        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        using (var stream = new FileStream(temp, options))
+        {
+            Google.Protobuf.MessageExtensions.WriteTo(plan, stream);
+            stream.Flush(flushToDisk: true);
+        }
+        File.Move(temp, path, overwrite: true);
     }
 
     /// <summary>Stage 1 (root, host view): the root directory and an empty mount point for every bind mount.</summary>

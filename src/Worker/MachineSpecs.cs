@@ -44,7 +44,29 @@ internal static class MachineSpecs
         Logger = logger,
         DrivePaths = r.DrivePaths.ToDictionary(kv => kv.Key, kv => kv.Value),
         VsockUdsPath = r.VsockPath.Length == 0 ? null : r.VsockPath,
+        Keys = KeysFor(r),
     };
+
+    /// <summary>
+    /// The daemon's snapshot keys from a restore request: an unjailed worker verifies the snapshot with them itself.
+    /// A jailed worker gets none (it must not be able to forge a MAC): its jailer verified the files and handed them
+    /// over open (null here). A worker never restores an unauthenticated snapshot: neither keys nor verified files,
+    /// or a malformed key, is Unauthenticated before anything is read.
+    /// </summary>
+    public static SnapshotKeys? KeysFor(RestoreMachine r)
+    {
+        if (r.Keys.Count == 0 && SnapshotFiles.IsPreopened(r.Dir)) return null;
+        if (r.Keys.Count == 0)
+            throw new SnapshotException(SnapshotErrorReason.Unauthenticated, $"cannot restore {r.Dir}: the daemon sent no snapshot keys and the jailer handed over no verified snapshot");
+        try
+        {
+            return new SnapshotKeys(r.Keys.Select(k => new FireSharp.Snapshot.SnapshotKey(k.Id, k.Key.ToByteArray())));
+        }
+        catch (ArgumentException e)
+        {
+            throw new SnapshotException(SnapshotErrorReason.Unauthenticated, $"cannot restore {r.Dir}: bad snapshot key: {e.Message}", e);
+        }
+    }
 
     /// <summary>What a snapshot wrote, as the reply to <c>TakeSnapshot</c>, with the status after it.</summary>
     public static SnapshotTaken ToWire(SnapshotResult result, WorkerStatus status) => new()

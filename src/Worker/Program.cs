@@ -49,6 +49,10 @@ public static class Program
             }
             return Run(parsed, ready);
         }
+        // An unjailed worker verifies the snapshots it restores (HMAC-SHA256): OpenSSL's one-time set-up makes calls its
+        // seccomp filter forbids, so it happens now. A jailed worker never verifies (its jailer did) and could not load
+        // OpenSSL after its pivot_root anyway.
+        if (parsed.Seccomp) FireSharp.Snapshot.SnapshotMac.WarmUp();
         // A session of our own: the terminal's Ctrl-C and the daemon's process group do not reach the VM.
         ProcInfo.NewSession();
         var readyPipe = parsed.Log is not null ? ProcInfo.DuplicateStdout() : null; // kept past the redirect
@@ -62,6 +66,14 @@ public static class Program
         try
         {
             return Jailer.Prepare(parsed);
+        }
+        catch (FireSharp.Snapshot.SnapshotException e)
+        {
+            // Still on the ready pipe (stdout): the daemon turns this into the API's typed snapshot error.
+            Console.Error.WriteLine($"firesharp-vmm: the snapshot to restore is refused: {e.Message}");
+            Console.Out.WriteLine(FireSharp.Worker.Protocol.WorkerStartup.SnapshotRefused(e.Reason.ToString(), e.Message));
+            Console.Out.Flush();
+            return 1;
         }
         catch (Exception e) when (e is JailSetupException or IOException or UnauthorizedAccessException or Google.Protobuf.InvalidProtocolBufferException)
         {

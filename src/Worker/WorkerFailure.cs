@@ -75,6 +75,7 @@ internal static class WorkerFailures
             SnapshotErrorReason.Corrupt or SnapshotErrorReason.Truncated or SnapshotErrorReason.UnsupportedVersion
                 or SnapshotErrorReason.ChecksumMismatch or SnapshotErrorReason.MemoryFileSizeMismatch
                 or SnapshotErrorReason.DeviceSetMismatch or SnapshotErrorReason.KvmStateRejected or SnapshotErrorReason.BaseMismatch
+            or SnapshotErrorReason.Unauthenticated
                 => (WorkerErrorCode.WorkerErrorInvalidArgument, "dir"),
             SnapshotErrorReason.InvalidVmState => (WorkerErrorCode.WorkerErrorWrongState, ""),
             SnapshotErrorReason.DiskFull => (WorkerErrorCode.WorkerErrorResourceExhausted, "dir"),

@@ -247,6 +247,10 @@ internal sealed class WorkerMachine(ILogger logger)
         {
             throw WorkerFailures.ForSnapshot(e);
         }
+        catch (ArgumentException e)
+        {
+            throw new WorkerFailure(WorkerErrorCode.WorkerErrorInvalidArgument, "", $"bad snapshot signing key: {e.Message}");
+        }
         lock (_gate)
         {
             if (_state is MachineState.Running or MachineState.Paused)

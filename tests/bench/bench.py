@@ -748,7 +748,7 @@ class Bench:
         return snap
 
     def p45_restore_cmd(self, snap: str, run_ms: int) -> list[str]:
-        return [self.fs, "run", "--restore", snap, "--exit-after-ms", str(run_ms), "--log-level", "Information"]
+        return [self.fs, "run", "--insecure-unauthenticated", "--restore", snap, "--exit-after-ms", str(run_ms), "--log-level", "Information"]
 
     def p4(self) -> None:
         n = self.a.p4_runs

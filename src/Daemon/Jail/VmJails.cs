@@ -14,7 +14,7 @@ namespace FireSharp.Daemon.Jail;
 /// directory (the sockets, owned by the VM's uid) and its jail directory (root/, outbox/, plan.pb), moving
 /// snapshots out of a jailed worker's outbox, and removing what VMs leave behind.
 /// </summary>
-internal sealed class VmJails(DaemonOptions options, VmRegistry registry, ILogger logger)
+internal sealed class VmJails(DaemonOptions options, VmRegistry registry, DaemonSnapshotKeys snapshotKeys, ILogger logger)
 {
     private const UnixFileMode OwnerOnly = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
     private readonly Lock _ids = new();
@@ -59,7 +59,14 @@ internal sealed class VmJails(DaemonOptions options, VmRegistry registry, ILogge
             if (spec.Kernel.InitrdPath is { Length: > 0 } initrd) plan.Mounts.Add(new JailMount { Path = initrd, ByFd = true });
         }
         if (entry.RestoredFrom is { } restore)
+        {
+            // Stage 1 opens and verifies the chain's files with these keys and hands them over as fds; the worker
+            // gets no key (docs/security.md). The directories are still mounted (0700, the daemon's): the worker
+            // sees that they exist, and can read nothing in them.
+            plan.SnapshotDir = restore.Dir;
+            plan.SnapshotKeys.AddRange(snapshotKeys.Current.All.Select(VmSnapshots.ToWire));
             foreach (var dir in SnapshotChain(restore.Dir)) plan.Mounts.Add(new JailMount { Path = dir, Directory = true });
+        }
         plan.Mounts.Add(new JailMount { Path = run, Writable = true, Directory = true });
         plan.Mounts.Add(new JailMount { Path = outbox, Writable = true, Directory = true });
         foreach (var d in spec.Drives) plan.Files.Add(new JailFile { Path = d.Path, ReadOnly = d.ReadOnly });
@@ -192,9 +199,22 @@ internal sealed class VmJails(DaemonOptions options, VmRegistry registry, ILogge
         if (owner is not null) Mounts.ChangeOwner(dir, owner.Uid, owner.Gid);
     }
 
+    /// <summary>
+    /// Makes a snapshot the worker wrote the daemon's (root's): 0700 directories, 0400 files, whatever the worker set.
+    /// The worker is not trusted: a symbolic link (or anything but a file or directory) in it is refused, never followed.
+    /// </summary>
     private static void ChownTree(string dir)
     {
-        Mounts.ChangeOwner(dir, 0, 0);
-        foreach (var entry in Directory.EnumerateFileSystemEntries(dir, "*", SearchOption.AllDirectories)) Mounts.ChangeOwner(entry, 0, 0);
+        MakePrivate(new DirectoryInfo(dir));
+        foreach (var entry in new DirectoryInfo(dir).EnumerateFileSystemInfos("*", SearchOption.AllDirectories)) MakePrivate(entry);
+    }
+
+    private static void MakePrivate(FileSystemInfo entry)
+    {
+        bool isDirectory = entry.Attributes.HasFlag(FileAttributes.Directory);
+        if (entry.LinkTarget is not null || (!isDirectory && entry is not FileInfo))
+            throw new SnapshotException(SnapshotErrorReason.Corrupt, $"the VM's snapshot holds {entry.FullName}, which is not a regular file or directory: refused");
+        Mounts.ChangeOwner(entry.FullName, 0, 0);
+        if (!OperatingSystem.IsWindows()) entry.UnixFileMode = isDirectory ? SnapshotWriter.PrivateDirectoryMode : SnapshotWriter.PrivateFileMode;
     }
 }

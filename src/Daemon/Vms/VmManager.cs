@@ -48,13 +48,14 @@ public sealed class VmManager : IAsyncDisposable
         _registry = new VmRegistry(options, new VmRecordStore(logger));
         _admission = new VmAdmission(options, host, _registry);
         _agents = new GuestAgents(options, _registry, Events, logger);
-        _jails = new VmJails(options, _registry, logger);
+        var keys = new DaemonSnapshotKeys(options);
+        _jails = new VmJails(options, _registry, keys, logger);
         _cgroups = new VmCgroups(options, logger);
-        _supervisor = new WorkerSupervisor(options, launcher, _cgroups, _registry, Events, _agents, _jails, logger);
+        _supervisor = new WorkerSupervisor(options, launcher, _cgroups, _registry, Events, _agents, _jails, keys, logger);
         var paths = new HostPaths(options);
         _locks = new DriveLocks(paths);
         _lifecycle = new VmLifecycle(options, host, _registry, _admission, _supervisor, _cgroups, _agents, _jails, Events, paths, _locks, logger);
-        _snapshots = new VmSnapshots(options, _registry, _lifecycle, _supervisor, _agents, _jails, paths);
+        _snapshots = new VmSnapshots(options, _registry, _lifecycle, _supervisor, _agents, _jails, paths, keys);
         _metrics = metrics;
         if (metrics is not null)
         {
@@ -82,6 +83,8 @@ public sealed class VmManager : IAsyncDisposable
         // Worker sockets and logs live here: only the daemon's user gets in.
         if (OperatingSystem.IsWindows()) Directory.CreateDirectory(_options.VmsDir);
         else Directory.CreateDirectory(_options.VmsDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        // The daemon's snapshot key is made at its first start, in the state dir (see docs/security.md).
+        _ = new DaemonSnapshotKeys(_options).Current;
         foreach (var stored in await _registry.Store.LoadAllAsync(_options.VmsDir, ct).ConfigureAwait(false))
         {
             if (stored.HalfCreated)

@@ -12,8 +12,13 @@ namespace FireSharp.Daemon.Vms;
 /// Snapshots through the daemon: taken inside the VM's worker; restored into a new VM with a worker of its own.
 /// A restore reads and checks the snapshot here first, so a bad one starts no worker.
 /// </summary>
-internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, VmLifecycle lifecycle, WorkerSupervisor supervisor, GuestAgents agents, Jail.VmJails jails, HostPaths paths)
+internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, VmLifecycle lifecycle, WorkerSupervisor supervisor, GuestAgents agents, Jail.VmJails jails,
+    HostPaths paths, DaemonSnapshotKeys daemonKeys)
 {
+    /// <summary>A snapshot key as the worker protocol carries it (over the worker's socket, never a command line).</summary>
+    internal static Proto.Worker.SnapshotKey ToWire(FireSharp.Snapshot.SnapshotKey key) =>
+        new() { Id = key.Id, Key = Google.Protobuf.ByteString.CopyFrom(key.Key) };
+
     /// <summary>Snapshots a RUNNING or PAUSED VM into a directory that must not exist.</summary>
     public async Task<VmSnapshotInfo> CreateAsync(SnapshotVmCommand command, CancellationToken ct)
     {
@@ -43,19 +48,31 @@ internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, Vm
             {
                 try
                 {
-                    Jail.VmJails.MoveOut(taken.Dir, target);
+                    // request.Dir, not the worker's reply: the daemon moves only what it chose (the worker is not trusted).
+                    Jail.VmJails.MoveOut(request.Dir, target);
                 }
                 catch (Exception e) when (e is SnapshotException or IOException or FireSharp.Kvm.Interop.JailSetupException or UnauthorizedAccessException)
                 {
-                    try { Directory.Delete(taken.Dir, recursive: true); }
+                    try { Directory.Delete(request.Dir, recursive: true); }
                     catch (Exception e2) when (e2 is IOException or UnauthorizedAccessException) { }
                     throw e is SnapshotException se ? SnapshotErrors.ToApi(se)
                         : VmApiException.Unavailable($"cannot move the snapshot from the VM's outbox to {target}: {e.Message}");
                 }
             }
+            string written = jailed ? target : taken.Dir;
+            try
+            {
+                // Signed here, by the daemon, once the snapshot is in its final 0700 directory and the daemon's own:
+                // the worker never holds a key, so a compromised worker cannot forge a MAC (docs/security.md).
+                SnapshotMac.Sign(written, daemonKeys.Current.Signing);
+            }
+            catch (SnapshotException e)
+            {
+                throw SnapshotErrors.ToApi(e);
+            }
             return new VmSnapshotInfo
             {
-                Dir = jailed ? target : taken.Dir,
+                Dir = written,
                 MemoryBytes = taken.MemoryBytes,
                 MemoryBytesWritten = taken.MemoryBytesWritten,
                 StateFileBytes = taken.StateFileBytes,
@@ -93,6 +110,11 @@ internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, Vm
         LoadedSnapshot snapshot;
         try
         {
+            // Authenticated first: a state file that is not signed with one of the daemon's keys is refused
+            // before it is parsed, and before any path it names is looked at.
+            // This is an early check, so a bad snapshot starts no worker; the one that counts is made again on the
+            // files the worker reads: by its jailer (jailed) or by the worker itself (unjailed).
+            SnapshotFiles.Verify(command.Dir, daemonKeys.Current);
             snapshot = SnapshotReader.Load(command.Dir);
             SnapshotReader.CheckBases(snapshot); // a diff snapshot's base must be in place and unchanged
         }

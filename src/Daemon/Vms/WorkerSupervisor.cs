@@ -11,7 +11,8 @@ namespace FireSharp.Daemon.Vms;
 /// a daemon restart, watches each worker's events and death, and retires workers. A VM's state comes from its
 /// worker: every worker status, from an event or a call's reply, is applied once, in the worker's order.
 /// </summary>
-internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher launcher, VmCgroups cgroups, VmRegistry registry, EventHub events, GuestAgents agents, VmJails jails, ILogger logger)
+internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher launcher, VmCgroups cgroups, VmRegistry registry, EventHub events, GuestAgents agents, VmJails jails,
+    DaemonSnapshotKeys snapshotKeys, ILogger logger)
 {
     private static readonly TimeSpan ShutdownTimeout = TimeSpan.FromSeconds(15);
     private static readonly TimeSpan ExitWait = TimeSpan.FromSeconds(5);
@@ -41,7 +42,8 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
         if (entry.RestoredFrom is { } restore) // made by RestoreVm: restore, don't boot
         {
             agents.PrepareRestoredVsock(entry);
-            request = new WorkerRequest { Restore = RestoreMachineFor(entry.Id, restore, restart) };
+            // Unjailed, the worker verifies the snapshot with the daemon's keys; a jailed one gets none (its jailer verified).
+            request = new WorkerRequest { Restore = RestoreMachineFor(entry.Id, restore, restart, launch.Jail is null ? snapshotKeys.Current : null) };
         }
         else
         {
@@ -95,7 +97,7 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
     }
 
     /// <summary>The worker request that restores a VM made by RestoreVm; a restart (StartVm after it ended) always runs it.</summary>
-    private static RestoreMachine RestoreMachineFor(string id, RestoreVmCommand restore, bool restart)
+    private static RestoreMachine RestoreMachineFor(string id, RestoreVmCommand restore, bool restart, FireSharp.Snapshot.SnapshotKeys? keys)
     {
         var machine = new RestoreMachine
         {
@@ -105,6 +107,8 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
             Paused = restore.Paused && !restart,
         };
         foreach (var (driveId, path) in restore.DrivePaths) machine.DrivePaths[driveId] = path;
+        // Over the worker's socket, never its command line: an unjailed worker checks the snapshot's HMAC with them.
+        if (keys is not null) machine.Keys.AddRange(keys.All.Select(VmSnapshots.ToWire));
         return machine;
     }
 

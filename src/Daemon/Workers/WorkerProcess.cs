@@ -145,6 +145,10 @@ public sealed class ProcessWorkerLauncher(string binaryPath, string? logLevel = 
             throw VmApiException.Unavailable($"the worker did not open {socketPath} within {StartTimeout.TotalSeconds:F0} s (WorkerStartTimeoutSeconds)");
         }
         if (line == ReadyLine) return;
+        // A jailed worker's stage 1 refused the snapshot to restore: the same typed error as the daemon's own refusal.
+        if (line is not null && WorkerStartup.TryParseSnapshotRefused(line, out var reason, out var message)
+            && Enum.TryParse<FireSharp.Snapshot.SnapshotErrorReason>(reason, out var parsed))
+            throw SnapshotErrors.ToApi(new FireSharp.Snapshot.SnapshotException(parsed, message));
         if (line is not null) throw VmApiException.Unavailable($"the worker said '{line}' instead of '{ReadyLine}' while starting");
         // End of file: the worker ended, or closed its stdout without saying it was ready.
         string why = await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(5), ct)).ConfigureAwait(false) == exited

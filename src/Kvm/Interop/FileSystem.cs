@@ -82,9 +82,28 @@ public static partial class FileSystem
         }
     }
 
+    /// <summary>
+    /// fstat(2) of an open file: its device, inode, size and mtime (ns since the epoch). A snapshot records these
+    /// for its memory file, so a file replaced or changed after the snapshot is noticed.
+    /// </summary>
+    public static unsafe FileIdentity Identify(SafeFileHandle file, string path)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        Tmds.Linux.stat st;
+        if (Tmds.Linux.LibC.fstat((int)file.DangerousGetHandle(), &st) != 0)
+        {
+            int err = Tmds.Linux.LibC.errno;
+            throw new IOException($"fstat {path}: {Marshal.GetPInvokeErrorMessage(err)}", err);
+        }
+        return new FileIdentity((ulong)st.st_dev, (ulong)st.st_ino, (long)st.st_size, ((long)st.st_mtim.tv_sec * 1_000_000_000L) + (long)st.st_mtim.tv_nsec);
+    }
+
     /// <summary>True for "no space left" (ENOSPC, or EDQUOT: a quota is a full disk too).</summary>
     public static bool IsDiskFull(IOException e) =>
         e.HResult is ENOSPC or EDQUOT || (e.HResult & 0xffff) is ENOSPC or EDQUOT
         || e.Message.Contains("No space left on device", StringComparison.OrdinalIgnoreCase)
         || e.Message.Contains("quota exceeded", StringComparison.OrdinalIgnoreCase);
 }
+
+/// <summary>What fstat says identifies a file's content: device and inode (which file), size and mtime in ns (which version).</summary>
+public readonly record struct FileIdentity(ulong Device, ulong Inode, long Size, long MtimeNs);

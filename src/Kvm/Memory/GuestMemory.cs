@@ -105,11 +105,18 @@ public sealed unsafe class GuestMemory : IDisposable
     /// </summary>
     /// <exception cref="InvalidDataException">The file's size is not <paramref name="totalBytes"/>.</exception>
     /// <exception cref="GuestMemoryMapException">mmap failed.</exception>
-    public static GuestMemory CreateFromFile(string path, ulong totalBytes)
+    public static GuestMemory CreateFromFile(string path, ulong totalBytes) =>
+        CreateFromFile(File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read), path, totalBytes);
+
+    /// <summary>As <see cref="CreateFromFile(string, ulong)"/>, over a file already open (the memory then owns <paramref name="file"/>; disposed on failure).</summary>
+    public static GuestMemory CreateFromFile(SafeFileHandle file, string path, ulong totalBytes)
     {
+        ArgumentNullException.ThrowIfNull(file);
         if (totalBytes == 0 || totalBytes % MemoryLayout.PageSize != 0)
+        {
+            file.Dispose();
             throw new ArgumentOutOfRangeException(nameof(totalBytes), totalBytes, "guest memory size must be a non-zero multiple of 4 KiB");
-        var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        }
         var regions = new List<GuestRegion>(2);
         try
         {

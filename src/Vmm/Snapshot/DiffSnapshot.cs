@@ -82,8 +82,9 @@ public sealed record DiffInfo(ulong MemoryBytes, ulong BaseCrc, string BaseDirec
         byte[] bytes;
         try
         {
-            if (!File.Exists(path)) return null;
-            bytes = File.ReadAllBytes(path);
+            using var file = SnapshotFiles.OpenIfExists(path);
+            if (file is null) return null;
+            bytes = SnapshotReader.ReadCapped(file, path, SnapshotReader.MaxStateFileBytes, SnapshotErrorReason.Corrupt);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -122,11 +123,9 @@ internal static class DiffRestore
             if (!seen.Add(baseDir) || chain.Count > MaxChain)
                 throw new SnapshotException(SnapshotErrorReason.Corrupt, $"{snapshot.Directory}: diff chain loops or is longer than {MaxChain}");
             LoadedSnapshot loaded;
-            byte[] state;
             try
             {
                 loaded = SnapshotReader.Load(baseDir);
-                state = File.ReadAllBytes(Path.Combine(baseDir, SnapshotWriter.StateFileName));
             }
             catch (SnapshotException e)
             {
@@ -137,7 +136,7 @@ internal static class DiffRestore
             {
                 throw new SnapshotException(SnapshotErrorReason.IoError, $"diff snapshot {from}: cannot read its base {baseDir}: {e.Message}", e);
             }
-            ulong crc = DiffInfo.StateCrc(state);
+            ulong crc = loaded.StateCrc;
             if (crc != current.BaseCrc)
                 throw new SnapshotException(SnapshotErrorReason.BaseMismatch,
                     $"diff snapshot {from} was taken on base 0x{current.BaseCrc:x16}, but {baseDir} is now snapshot 0x{crc:x16}: the base was replaced or changed");
@@ -161,7 +160,7 @@ internal static class DiffRestore
         foreach (var (dir, diff) in diffs)
         {
             string path = Path.Combine(dir, SnapshotWriter.MemoryFileName);
-            using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+            using var file = SnapshotFiles.Open(path);
             ulong regionOffset = 0;
             foreach (var region in memory.Regions)
             {

@@ -44,6 +44,13 @@ public sealed record RestoreOverrides
     /// </summary>
     public string? VsockUdsPath { get; init; }
 
+    /// <summary>
+    /// The keys the snapshot (and each base of a diff) must be signed with; checked on the handles the restore then
+    /// reads, before anything is parsed (<see cref="SnapshotFiles.OpenVerifiedChain"/>). Null: this process verifies
+    /// nothing (a jailed worker, whose jailer verified the files it handed over; or an unauthenticated restore).
+    /// </summary>
+    public SnapshotKeys? Keys { get; init; }
+
     /// <summary>Network interface id → the tap device this clone uses instead.</summary>
     public IReadOnlyDictionary<string, string> TapNames { get; init; } = new Dictionary<string, string>();
 

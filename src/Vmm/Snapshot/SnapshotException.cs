@@ -29,6 +29,11 @@ public enum SnapshotErrorReason
     KvmStateRejected,
     /// <summary>A diff snapshot's base is not the snapshot it was taken on (replaced, changed or damaged).</summary>
     BaseMismatch,
+    /// <summary>
+    /// The snapshot's HMAC (<see cref="SnapshotMac"/>) is missing, names a key this host does not have, or does
+    /// not match its state file; or its memory file changed since. Nothing the snapshot names was opened.
+    /// </summary>
+    Unauthenticated,
 }
 
 /// <summary>A snapshot error with a machine-readable reason and a one-line message that names the file.</summary>

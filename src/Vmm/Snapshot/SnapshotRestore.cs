@@ -24,10 +24,21 @@ public static class SnapshotRestore
 {
     public static MicroVm Restore(string directory, RestoreOverrides overrides) => Restore(directory, overrides, out _);
 
+    /// <remarks>
+    /// With <see cref="RestoreOverrides.Keys"/> the snapshot chain is opened and verified first
+    /// (<see cref="SnapshotFiles.VerifiedScope"/>) and the restore reads only those handles; without, it reads what
+    /// this process was handed already verified (a jailed worker) or, else, the files as they are.
+    /// </remarks>
     public static MicroVm Restore(string directory, RestoreOverrides overrides, out RestoreTimings timings)
     {
         ArgumentNullException.ThrowIfNull(overrides);
         long start = Stopwatch.GetTimestamp();
+        using var verified = overrides.Keys is { } keys ? SnapshotFiles.VerifiedScope(directory, keys) : null;
+        return RestoreOpened(directory, overrides, start, out timings);
+    }
+
+    private static MicroVm RestoreOpened(string directory, RestoreOverrides overrides, long start, out RestoreTimings timings)
+    {
         var snapshot = SnapshotReader.Load(directory);
         var state = snapshot.State;
         // A diff snapshot: check every base of its chain before anything is created.
@@ -40,7 +51,8 @@ public static class SnapshotRestore
         try
         {
             // A diff maps its root full snapshot's memory (MAP_PRIVATE as always) and copies its pages over it.
-            memory = GuestMemory.CreateFromFile(chain?.Root.MemoryPath ?? snapshot.MemoryPath, state.Config.MemoryBytes);
+            string memoryPath = chain?.Root.MemoryPath ?? snapshot.MemoryPath;
+            memory = GuestMemory.CreateFromFile(SnapshotFiles.Open(memoryPath), memoryPath, state.Config.MemoryBytes);
             if (chain is { } c)
             {
                 try
@@ -79,6 +91,12 @@ public static class SnapshotRestore
                 _ => SnapshotErrorReason.DeviceSetMismatch,
             };
             throw new SnapshotException(reason, $"{snapshot.Directory}: cannot open the devices: {e.Message}", e);
+        }
+        catch (KvmException e) when (!e.Operation.StartsWith("open ", StringComparison.Ordinal))
+        {
+            // The saved CPUID (or other per-vCPU set-up from the state file) that KVM refuses: a typed rejection, not a
+            // host failure (found by SnapshotMutationTests: a mutated CPUID leaf made KVM_SET_CPUID2 fail with EINVAL).
+            throw new SnapshotException(SnapshotErrorReason.KvmStateRejected, $"{snapshot.Directory}: KVM refused the saved vCPU set-up: {e.Message}", e);
         }
         long created = Stopwatch.GetTimestamp();
         try

@@ -64,14 +64,19 @@ public static class SnapshotWriter
     /// </remarks>
     /// <param name="recordAs">Where the snapshot will be moved to by its caller (a jailed worker writes into an outbox):
     /// the path a later diff names as its base. Null: <paramref name="directory"/>.</param>
-    public static SnapshotResult Create(MicroVm vm, string directory, bool resume, TimeSpan? pauseTimeout = null, bool diff = false, bool trackDirty = false, string? recordAs = null)
+    /// <param name="signingKey">Signs the snapshot (<see cref="SnapshotMac"/>, <c>vmstate.mac</c>) before it is renamed
+    /// into place: for <c>firesharp run --snapshot-dir --snapshot-key</c>, which signs its own snapshots. The daemon never
+    /// gives its worker a key: it signs after the snapshot is in its final directory (<see cref="SnapshotMac.Sign"/>).</param>
+    public static SnapshotResult Create(MicroVm vm, string directory, bool resume, TimeSpan? pauseTimeout = null, bool diff = false, bool trackDirty = false,
+        string? recordAs = null, SnapshotKey? signingKey = null)
     {
         ArgumentNullException.ThrowIfNull(vm);
         // One snapshot at a time per VM: a second one would resume the VM under the first.
-        lock (vm.CaptureLock) return CreateLocked(vm, directory, resume, pauseTimeout, diff, trackDirty, recordAs);
+        lock (vm.CaptureLock) return CreateLocked(vm, directory, resume, pauseTimeout, diff, trackDirty, recordAs, signingKey);
     }
 
-    private static SnapshotResult CreateLocked(MicroVm vm, string directory, bool resume, TimeSpan? pauseTimeout, bool diff, bool trackDirty, string? recordAs)
+    private static SnapshotResult CreateLocked(MicroVm vm, string directory, bool resume, TimeSpan? pauseTimeout, bool diff, bool trackDirty, string? recordAs,
+        SnapshotKey? signingKey)
     {
         long start = Stopwatch.GetTimestamp();
         string target = Path.GetFullPath(directory.TrimEnd('/') is { Length: > 0 } d ? d : directory);
@@ -122,13 +127,18 @@ public static class SnapshotWriter
                 // (the catch below hands them back to the host bitmap if the snapshot fails).
                 diffInfo = new DiffInfo(machine.Memory.TotalSize, baseCrc, baseDir!, CollectDirtyPages(machine));
             }
-            System.IO.Directory.CreateDirectory(temp);
+            // 0700 before any file exists in it, whatever the umask: guest RAM and device state are the tenant's secrets.
+            if (!FileSystem.TryCreateDirectory(temp, PrivateDirectoryMode))
+                throw new IOException($"{temp} already exists");
             ulong written = diffInfo is null
                 ? WriteMemory(machine.Memory, Path.Combine(temp, MemoryFileName))
                 : WriteDiffMemory(machine.Memory, diffInfo.Pages, Path.Combine(temp, MemoryFileName));
             var bytes = SnapshotFormat.Encode(state);
             WriteFileDurably(Path.Combine(temp, StateFileName), bytes);
-            if (diffInfo is not null) WriteFileDurably(Path.Combine(temp, DiffInfo.FileName), diffInfo.Encode());
+            byte[] diffBytes = diffInfo?.Encode() ?? [];
+            if (diffInfo is not null) WriteFileDurably(Path.Combine(temp, DiffInfo.FileName), diffBytes);
+            if (signingKey is not null)
+                WriteFileDurably(Path.Combine(temp, SnapshotMac.FileName), SnapshotMac.Encode(temp, bytes, diffBytes, diffInfo is not null, signingKey));
             FileSystem.SyncDirectory(temp);
             if (!FileSystem.TryRenameNoReplace(temp, target))
                 throw new SnapshotException(SnapshotErrorReason.DirectoryExists, $"snapshot directory {target} already exists");
@@ -342,7 +352,7 @@ public static class SnapshotWriter
         return written;
     }
 
-    private static void WriteFileDurably(string path, byte[] bytes)
+    internal static void WriteFileDurably(string path, byte[] bytes)
     {
         using (var file = File.OpenHandle(path, FileMode.CreateNew, FileAccess.Write, FileShare.None))
         {
@@ -352,11 +362,20 @@ public static class SnapshotWriter
         MakeReadOnly(path);
     }
 
-    /// <summary>Snapshot files are immutable once written: clones map the memory file, and a change would corrupt them.</summary>
+    /// <summary>
+    /// Snapshot files are immutable once written (clones map the memory file, and a change would corrupt them)
+    /// and private to the user that wrote them (0400): the memory file is all of guest RAM.
+    /// </summary>
     private static void MakeReadOnly(string path)
     {
-        if (OperatingSystem.IsLinux()) File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        if (OperatingSystem.IsLinux()) File.SetUnixFileMode(path, PrivateFileMode);
     }
+
+    /// <summary>The snapshot directory's mode: 0700 (owner only).</summary>
+    public const UnixFileMode PrivateDirectoryMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+
+    /// <summary>Every snapshot file's mode: 0400 (owner read-only).</summary>
+    public const UnixFileMode PrivateFileMode = UnixFileMode.UserRead;
 
     private static void TryDelete(string temp, ILogger log)
     {

@@ -29,7 +29,7 @@ public class AgentExecLinuxTests(Xunit.Abstractions.ITestOutputHelper output)
         {
             using var cts = new CancellationTokenSource(Timeout);
             string uds = Path.Combine(dir, "vm.sock"), console = Path.Combine(dir, "console.txt");
-            string[] args = ["run", "--restore", fixture.SnapshotDir, "--vsock", uds, "--serial", console];
+            string[] args = ["run", "--snapshot-key", fixture.KeysDir, "--restore", fixture.SnapshotDir, "--vsock", uds, "--serial", console];
             var run = Task.Factory.StartNew(() => CliApp.Run(args), TaskCreationOptions.LongRunning);
             try
             {

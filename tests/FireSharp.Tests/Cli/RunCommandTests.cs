@@ -44,7 +44,7 @@ public class RunCommandTests
     public void AgentWithRestoreIsBadInput()
     {
         string dir = TestPaths.TempDir();
-        var (code, _) = Run("run", "--restore", Path.Combine(dir, "snap"), "--vsock", Path.Combine(dir, "v.sock"), "--agent");
+        var (code, _) = Run("run", "--insecure-unauthenticated", "--restore", Path.Combine(dir, "snap"), "--vsock", Path.Combine(dir, "v.sock"), "--agent");
         Assert.Equal(2, code);
     }
 
@@ -64,8 +64,8 @@ public class RunCommandTests
         try
         {
             // The snapshot decides the devices: asking for one is refused, and the same restore without it runs.
-            Assert.Equal(2, Run("run", "--restore", snap, "--rng", "--exit-after-ms", "50").Code);
-            Assert.Equal(0, Run("run", "--restore", snap, "--exit-after-ms", "50").Code);
+            Assert.Equal(2, Run("run", "--insecure-unauthenticated", "--restore", snap, "--rng", "--exit-after-ms", "50").Code);
+            Assert.Equal(0, Run("run", "--insecure-unauthenticated", "--restore", snap, "--exit-after-ms", "50").Code);
         }
         finally
         {

@@ -191,19 +191,33 @@ public sealed class RunJailCliTests
     {
         KvmTestSupport.RequireKvm();
         string snap = Path.Combine("/tmp", "fs-runjail-" + Guid.NewGuid().ToString("N")[..8]);
+        string keys = snap + "-keys";
         try
         {
+            FireSharp.Snapshot.SnapshotKeys.OpenOrCreate(keys);
             var (code, _, stderr) = await DaemonUnderTest.RunCliAsync(["run", "--kernel", TestPaths.Guest("counter"), "--mem-mib", "16",
-                "--snapshot-dir", snap, "--snapshot-after-ms", "50", "--snapshot-exit"]);
+                "--snapshot-dir", snap, "--snapshot-after-ms", "50", "--snapshot-exit", "--snapshot-key", keys]);
             Assert.True(code == 0, stderr);
-            (code, _, stderr) = await DaemonUnderTest.RunCliAsync(["run", "--jail", "--restore", snap, "--exit-after-ms", "100", "--log-level", "Information"]);
+            // A worker restores only an authenticated snapshot: --jail --restore needs the key.
+            (code, _, stderr) = await DaemonUnderTest.RunCliAsync(["run", "--jail", "--restore", snap, "--exit-after-ms", "100"]);
+            Assert.NotEqual(0, code);
+            Assert.Contains("--snapshot-key", stderr, StringComparison.Ordinal);
+            (code, _, stderr) = await DaemonUnderTest.RunCliAsync(["run", "--jail", "--restore", snap, "--snapshot-key", keys, "--exit-after-ms", "100", "--log-level", "Information"]);
             Assert.True(code == 0, stderr);
             Assert.Contains("jailed True", stderr, StringComparison.Ordinal);
             Assert.Contains("restored ", stderr, StringComparison.Ordinal); // the jailed worker's own log, copied to stderr
+            // Another key: refused with the typed error, by the private daemon core before a worker starts.
+            string other = snap + "-other";
+            FireSharp.Snapshot.SnapshotKeys.OpenOrCreate(other);
+            (code, _, stderr) = await DaemonUnderTest.RunCliAsync(["run", "--jail", "--restore", snap, "--snapshot-key", other, "--exit-after-ms", "100"]);
+            if (Directory.Exists(other)) Directory.Delete(other, recursive: true);
+            Assert.NotEqual(0, code);
+            Assert.Contains("not one of this host's snapshot keys", stderr, StringComparison.Ordinal);
         }
         finally
         {
             if (Directory.Exists(snap)) Directory.Delete(snap, recursive: true);
+            if (Directory.Exists(keys)) Directory.Delete(keys, recursive: true);
         }
     }
 

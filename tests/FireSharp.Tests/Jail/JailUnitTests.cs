@@ -89,7 +89,7 @@ public sealed class JailUnitTests : IDisposable
             Directory.CreateDirectory(Path.Combine(d, "root", "dev"));
             File.WriteAllText(Path.Combine(d, "root", "kernel"), "");
         }
-        var jails = new VmJails(options, new VmRegistry(options, new VmRecordStore(NullLogger.Instance)), NullLogger.Instance);
+        var jails = new VmJails(options, new VmRegistry(options, new VmRecordStore(NullLogger.Instance)), new DaemonSnapshotKeys(options), NullLogger.Instance);
         jails.ReapOrphans(new HashSet<string> { "live" });
         Assert.True(Directory.Exists(options.JailDir("live")));
         Assert.True(Directory.Exists(options.RunDir("live")));

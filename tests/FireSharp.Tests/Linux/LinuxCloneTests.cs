@@ -124,7 +124,7 @@ public class LinuxCloneTests(Xunit.Abstractions.ITestOutputHelper output)
     public async Task RestoreVm_clones_get_their_own_vsock_and_answer_exec_through_the_daemon()
     {
         var fixture = LinuxGuestFixture.Get(output.WriteLine);
-        await using var s = await ApiTestServer.StartAsync(output);
+        await using var s = await ApiTestServer.StartAsync(output, stateDir: fixture.NewDaemonStateDir());
         var c = s.Client;
         string[] ids = ["ca", "cb"];
         var sw = Stopwatch.StartNew();
@@ -164,7 +164,7 @@ public class LinuxCloneTests(Xunit.Abstractions.ITestOutputHelper output)
     public async Task RestoreVm_clones_run_in_their_own_worker_processes_and_answer_exec()
     {
         var fixture = LinuxGuestFixture.Get(output.WriteLine);
-        await using var d = await DaemonUnderTest.StartAsync(output);
+        await using var d = await DaemonUnderTest.StartAsync(output, stateDir: fixture.NewDaemonStateDir());
         string[] ids = ["pa", "pb"];
         var sw = Stopwatch.StartNew();
         var restored = await Task.WhenAll(ids.Select(id => d.Client.RestoreVmAsync(new RestoreVmRequest { Dir = fixture.SnapshotDir, Id = id }).ResponseAsync));

@@ -28,7 +28,7 @@ namespace FireSharp.Tests.Linux;
 public sealed class LinuxGuestFixture
 {
     /// <summary>Bump when the fixture's content changes in a way the hash does not see.</summary>
-    private const string FixtureVersion = "linux-agent-fixture-1";
+    private const string FixtureVersion = "linux-agent-fixture-2";
 
     public const ulong GuestCid = 3;
     public const ulong MemoryMib = 256;
@@ -57,6 +57,20 @@ public sealed class LinuxGuestFixture
 
     /// <summary>The snapshot every clone restores from.</summary>
     public string SnapshotDir => Path.Combine(Directory, "snapshot");
+
+    /// <summary>The key ring the fixture's snapshot is signed with (restore it with these, or copy them to a daemon's state dir).</summary>
+    public string KeysDir => Path.Combine(Directory, "keys");
+
+    /// <summary>A new daemon state directory whose <c>snapshot-keys</c> holds the fixture's keys, so that daemon's RestoreVm accepts the fixture.</summary>
+    public string NewDaemonStateDir()
+    {
+        string stateDir = Path.Combine("/tmp", "fsd-" + Guid.NewGuid().ToString("N")[..10]);
+        string keys = Path.Combine(stateDir, "snapshot-keys");
+        System.IO.Directory.CreateDirectory(keys);
+        foreach (var key in System.IO.Directory.GetFiles(KeysDir, "*" + SnapshotKeys.KeyFileExtension))
+            File.Copy(key, Path.Combine(keys, Path.GetFileName(key)));
+        return stateDir;
+    }
 
     /// <summary>Whether this process booted the guest (false: the cached snapshot was reused).</summary>
     public bool Built { get; }
@@ -166,6 +180,7 @@ public sealed class LinuxGuestFixture
         if (!System.IO.Directory.Exists(dir)) return false;
         try
         {
+            SnapshotFiles.Verify(Path.Combine(dir, "snapshot"), SnapshotKeys.FromPath(Path.Combine(dir, "keys")));
             var snapshot = SnapshotReader.Load(Path.Combine(dir, "snapshot"));
             var devices = snapshot.State.Config.Devices;
             var root = devices.Single(d => d.Kind == BlockDeviceKind.Name);
@@ -173,7 +188,8 @@ public sealed class LinuxGuestFixture
             if (!devices.Any(d => d.Kind == VsockDeviceKind.Name)) throw new InvalidDataException("no vsock device");
             return true;
         }
-        catch (Exception e) when (e is SnapshotException or InvalidDataException or InvalidOperationException or KeyNotFoundException)
+        catch (Exception e) when (e is SnapshotException or InvalidDataException or InvalidOperationException or KeyNotFoundException
+            or IOException or ArgumentException)
         {
             log($"fixture {dir} rejected ({e.Message}); rebuilding it");
             try { System.IO.Directory.Delete(dir, recursive: true); }
@@ -203,7 +219,8 @@ public sealed class LinuxGuestFixture
                 if (System.IO.Directory.Exists(partial)) System.IO.Directory.Delete(partial, recursive: true);
                 System.IO.Directory.CreateDirectory(partial);
                 var sw = Stopwatch.StartNew();
-                BootAndSnapshot(work, Path.Combine(partial, "snapshot"), console);
+                var keys = SnapshotKeys.OpenOrCreate(Path.Combine(partial, "keys"));
+                BootAndSnapshot(work, Path.Combine(partial, "snapshot"), console, keys.Signing);
                 File.WriteAllText(Path.Combine(partial, "boot-console.txt"), console.GetText());
                 File.WriteAllText(Path.Combine(partial, "README"),
                     $"FireSharp test fixture ({FixtureVersion}): {KernelPath} + {RealPath(RootfsPath)} (read-only root) + guest agent, "
@@ -231,7 +248,7 @@ public sealed class LinuxGuestFixture
     public static bool ShowsKnownPvmSegfault(string console) =>
         console.Contains("segfault at", StringComparison.Ordinal) || console.Contains("Segmentation fault", StringComparison.Ordinal);
 
-    private static void BootAndSnapshot(string work, string snapshotDir, MemorySerialSink console)
+    private static void BootAndSnapshot(string work, string snapshotDir, MemorySerialSink console, SnapshotKey key)
     {
         string uds = Path.Combine(work, "v.sock");
         using var ready = AgentReadyListener.Bind(HybridVsock.GuestInitiatedPath(uds, AgentProtocol.DefaultReadyPort));
@@ -277,7 +294,7 @@ public sealed class LinuxGuestFixture
             }
             if (ShowsKnownPvmSegfault(console.GetText()))
                 throw new InvalidOperationException("a guest process died of SIGSEGV before the snapshot");
-            SnapshotWriter.Create(vm, snapshotDir, resume: false);
+            SnapshotWriter.Create(vm, snapshotDir, resume: false, signingKey: key);
         }
         finally
         {
@@ -301,7 +318,7 @@ public sealed class LinuxGuestFixture
         MicroVm vm;
         try
         {
-            vm = SnapshotRestore.Restore(SnapshotDir, new RestoreOverrides { Serial = console, VsockUdsPath = uds });
+            vm = SnapshotRestore.Restore(SnapshotDir, new RestoreOverrides { Serial = console, VsockUdsPath = uds, Keys = SnapshotKeys.FromPath(KeysDir) });
         }
         catch (SnapshotException e) when (e.Reason is not (SnapshotErrorReason.IoError or SnapshotErrorReason.DiskFull))
         {

@@ -51,7 +51,7 @@ public sealed class DiffSnapshotTests(Xunit.Abstractions.ITestOutputHelper outpu
 
         // Restore the diff in a new process; the child snapshots (fully) what it ran to.
         string after = Path.Combine(work, "after"), console = Path.Combine(work, "console.txt");
-        var (code, _, stderr) = RunFiresharp("run", "--restore", diff, "--snapshot-dir", after, "--snapshot-after-ms", "100",
+        var (code, _, stderr) = RunFiresharp("run", "--insecure-unauthenticated", "--restore", diff, "--snapshot-dir", after, "--snapshot-after-ms", "100",
             "--snapshot-exit", "--serial", console, "--log-level", "Information");
         Assert.True(code == 0, $"firesharp run --restore (diff) exited {code}: {stderr}");
         Assert.InRange(CounterInFile(after), Sentinel2 + 1, Sentinel2 + (1UL << 50));

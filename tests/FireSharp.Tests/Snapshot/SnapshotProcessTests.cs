@@ -15,7 +15,7 @@ public sealed class SnapshotProcessTests : IDisposable
     public void Dispose() => SnapshotTestSupport.CleanUp();
 
     private static string[] RestoreArgs(string from, string to, string console) =>
-        ["run", "--restore", from, "--snapshot-dir", to, "--snapshot-after-ms", "100", "--snapshot-exit", "--serial", console, "--log-level", "Information"];
+        ["run", "--insecure-unauthenticated", "--restore", from, "--snapshot-dir", to, "--snapshot-after-ms", "100", "--snapshot-exit", "--serial", console, "--log-level", "Information"];
 
     [SkippableFact]
     public void GuestContinuesInANewProcessExactlyFromTheSnapshot()
@@ -74,7 +74,7 @@ public sealed class SnapshotProcessTests : IDisposable
     {
         KvmTestSupport.RequireKvm();
         string missing = Path.Combine(SnapshotTestSupport.TempDir(), "none");
-        var (code, _, stderr) = RunFiresharp("run", "--restore", missing);
+        var (code, _, stderr) = RunFiresharp("run", "--insecure-unauthenticated", "--restore", missing);
         Assert.Equal(2, code);
         Assert.Contains("NotFound", stderr);
 
@@ -83,14 +83,14 @@ public sealed class SnapshotProcessTests : IDisposable
         string state = Path.Combine(damaged, SnapshotWriter.StateFileName);
         var bytes = File.ReadAllBytes(state);
         File.WriteAllBytes(state, bytes[..^10]);
-        (code, _, stderr) = RunFiresharp("run", "--restore", damaged);
+        (code, _, stderr) = RunFiresharp("run", "--insecure-unauthenticated", "--restore", damaged);
         Assert.Equal(2, code);
         Assert.Contains("Truncated", stderr);
 
-        (code, _, stderr) = RunFiresharp("run", "--restore", snapshot, "--kernel", TestPaths.Guest("hello"));
+        (code, _, stderr) = RunFiresharp("run", "--insecure-unauthenticated", "--restore", snapshot, "--kernel", TestPaths.Guest("hello"));
         Assert.Equal(2, code);
         Assert.Contains("exclude each other", stderr);
-        (code, _, stderr) = RunFiresharp("run", "--restore", snapshot, "--snapshot-dir", snapshot, "--snapshot-after-ms", "1");
+        (code, _, stderr) = RunFiresharp("run", "--insecure-unauthenticated", "--restore", snapshot, "--snapshot-dir", snapshot, "--snapshot-after-ms", "1");
         Assert.Equal(2, code);
         Assert.Contains("already exists", stderr);
     }
@@ -99,7 +99,7 @@ public sealed class SnapshotProcessTests : IDisposable
     public void ExitAfterMsStopsARestoredGuestCleanly()
     {
         string snapshot = TakeCounterSnapshot(16);
-        var (code, _, stderr) = RunFiresharp("run", "--restore", snapshot, "--exit-after-ms", "50", "--log-level", "Information");
+        var (code, _, stderr) = RunFiresharp("run", "--insecure-unauthenticated", "--restore", snapshot, "--exit-after-ms", "50", "--log-level", "Information");
         Assert.True(code == 0, stderr);
         Assert.Contains("--exit-after-ms 50 elapsed", stderr);
     }

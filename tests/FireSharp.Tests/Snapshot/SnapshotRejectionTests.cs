@@ -30,6 +30,22 @@ public sealed class SnapshotRejectionTests : IDisposable
     }
 
     [SkippableFact]
+    public void AStateFileOverTheCapIsRefusedWithoutBeingReadIn()
+    {
+        string dir = CopySnapshot(TakeCounterSnapshot(16));
+        // A valid state file followed by a sparse tail: one byte over 16 MiB (no disk space, but 16 MiB if read).
+        using (var f = new FileStream(State(dir), FileMode.Open, FileAccess.Write))
+            f.SetLength(SnapshotReader.MaxStateFileBytes + 1);
+        var e = AssertRefused(dir, SnapshotErrorReason.Corrupt);
+        Assert.Contains("16 MiB cap", e.Message);
+        Assert.Contains(State(dir), e.Message);
+        // Exactly at the cap it is read (and then refused for what it holds, not for its size).
+        using (var f = new FileStream(State(dir), FileMode.Open, FileAccess.Write))
+            f.SetLength(SnapshotReader.MaxStateFileBytes);
+        Assert.DoesNotContain("cap", AssertRefused(dir, SnapshotErrorReason.Corrupt).Message);
+    }
+
+    [SkippableFact]
     public void DamagedStateFilesAreRefused()
     {
         string good = TakeCounterSnapshot(16);

@@ -67,7 +67,7 @@ internal static class SnapshotTestSupport
     /// A counter guest snapshot whose counter continues from <see cref="Sentinel"/> (or a little above).
     /// The VM is left paused (and then disposed). Returns the snapshot directory.
     /// </summary>
-    public static string TakeCounterSnapshot(ulong memMib = 32)
+    public static string TakeCounterSnapshot(ulong memMib = 32, SnapshotKey? key = null)
     {
         var (vm, console) = StartCounter(memMib);
         using (vm)
@@ -75,13 +75,26 @@ internal static class SnapshotTestSupport
             Assert.True(vm.Pause(TestTimeout));
             vm.Machine.Memory.Write(CounterGpa, Sentinel);
             string dir = Path.Combine(TempDir(), "snap");
-            var result = SnapshotWriter.Create(vm, dir, resume: false);
+            var result = SnapshotWriter.Create(vm, dir, resume: false, signingKey: key);
             Assert.Equal(VmState.Paused, vm.Machine.State);
             Assert.Equal(Sentinel, CounterInFile(dir));
             Assert.Equal("COUNTING\n", console.GetText());
             Assert.True(result.MemoryBytesWritten < result.MemoryBytes / 4, $"memory file not sparse: {result.MemoryBytesWritten} bytes written");
             return dir;
         }
+    }
+
+    /// <summary>
+    /// Flips one bit of a state file's content and recomputes its CRC-64, as an attacker would: the file is still
+    /// a valid FireSharp state file as far as the CRC can tell.
+    /// </summary>
+    public static byte[] FlipContentByteWithValidCrc(byte[] state, int offsetInContent)
+    {
+        var bytes = (byte[])state.Clone();
+        bytes[SnapshotFormat.HeaderLength + offsetInContent] ^= 0x01;
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(bytes.AsSpan(24),
+            System.IO.Hashing.Crc64.HashToUInt64(bytes.AsSpan(SnapshotFormat.HeaderLength)));
+        return bytes;
     }
 
     /// <summary>Copies a snapshot directory (its files are read-only) so a test can damage the copy.</summary>

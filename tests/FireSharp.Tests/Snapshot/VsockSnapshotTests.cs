@@ -127,10 +127,10 @@ public sealed class VsockSnapshotTests : IDisposable
         string tmp = SnapshotTestSupport.TempDir();
         string uds = Path.Combine(tmp, "run.sock"), console = Path.Combine(tmp, "console.txt");
         // The CID is the snapshot's: asking for another is bad input (exit 2), and nothing is created.
-        Assert.Equal(2, FireSharp.Cli.CliApp.Run(["run", "--restore", dir, "--vsock", uds, "--vsock-cid", "5", "--serial", console]));
+        Assert.Equal(2, FireSharp.Cli.CliApp.Run(["run", "--insecure-unauthenticated", "--restore", dir, "--vsock", uds, "--vsock-cid", "5", "--serial", console]));
         Assert.False(File.Exists(uds));
         // --vsock PATH is this clone's socket; the run ends after 50 ms (exit 0) and removes it.
-        Assert.Equal(0, FireSharp.Cli.CliApp.Run(["run", "--restore", dir, "--vsock", uds, "--exit-after-ms", "50", "--serial", console]));
+        Assert.Equal(0, FireSharp.Cli.CliApp.Run(["run", "--insecure-unauthenticated", "--restore", dir, "--vsock", uds, "--exit-after-ms", "50", "--serial", console]));
         Assert.False(File.Exists(uds));
     }
 

@@ -57,7 +57,7 @@ public sealed class NetDaemonAndCliTests(ITestOutputHelper output)
         Console.SetError(err);
         try
         {
-            Assert.Equal(RunCommand.ExitBadInput, CliApp.Run(["run", "--restore", "/nonexistent-snapshot", "--net", net]));
+            Assert.Equal(RunCommand.ExitBadInput, CliApp.Run(["run", "--insecure-unauthenticated", "--restore", "/nonexistent-snapshot", "--net", net]));
         }
         finally
         {
