@@ -195,6 +195,9 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
     public string Socket { get; }
     public string NotifyPath { get; }
     public VmService.VmServiceClient Client { get; private set; } = null!;
+
+    /// <summary>The channel to the daemon's socket, for the other services (functions).</summary>
+    public GrpcChannel Channel => _channel ?? throw new InvalidOperationException("the daemon is not running");
     public IReadOnlyList<string> Notifications { get { lock (_notifications) return [.. _notifications]; } }
 
     private string VmsDir => Path.Combine(StateDir, "vms");

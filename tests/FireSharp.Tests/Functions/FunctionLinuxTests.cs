@@ -9,8 +9,10 @@ using Xunit.Abstractions;
 namespace FireSharp.Tests.Functions;
 
 /// <summary>
-/// Functions on real VMs: the daemon (in-process workers) with the real VM factory runs the busybox shell runtime
-/// (examples/shell/bootstrap) on the Linux guest. One scenario shares its VMs: a boot cold start (which also takes
+/// Functions on real VMs: the real daemon (`build/firesharp serve`, as root, so every function VM's worker is
+/// jailed, seccomp-filtered and in its cgroup) runs the busybox shell runtime (examples/shell/bootstrap) on the
+/// Linux guest. FunctionCpuShare is off: Lambda's share for 128 MB (72 millicpus) would stretch each PVM-emulated
+/// shell invocation to minutes (docs/isolation.md). One scenario shares its VMs: a boot cold start (which also takes
 /// the version's snapshot), a warm start, a handler error (a function error, not a call error), a handler that
 /// overruns its timeout (killed; its VM is recycled), and the next invocation on a fresh VM restored from the
 /// snapshot. The root filesystem must carry an agent with function support (protocol 2): build/guest/rootfs.ext4
@@ -38,10 +40,10 @@ public sealed class FunctionLinuxTests(ITestOutputHelper output)
         string kernel = Path.Combine(TestPaths.RepoRoot, "build", "guest", "vmlinux");
         string rootfs = Environment.GetEnvironmentVariable("FIRESHARP_FN_ROOTFS") is { Length: > 0 } r ? r : Path.Combine(TestPaths.RepoRoot, "build", "guest", "rootfs.ext4");
         foreach (var f in new[] { kernel, rootfs }) TestEnvironment.RequireFile(f, "make kernel rootfs");
-        await using var s = await ApiTestServer.StartAsync(output);
-        var client = new FunctionService.FunctionServiceClient(s.Channel);
+        await using var d = await DaemonUnderTest.StartAsync(output, ["--FunctionCpuShare=false"]);
+        var client = new FunctionService.FunctionServiceClient(d.Channel);
 
-        string task = Path.Combine(s.Options.StateDir, "task");
+        string task = Path.Combine(d.StateDir, "task");
         Directory.CreateDirectory(task);
         File.Copy(Path.Combine(TestPaths.RepoRoot, "examples", "shell", "bootstrap"), Path.Combine(task, "bootstrap"));
         if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(Path.Combine(task, "bootstrap"), (UnixFileMode)0x1ed); // 0755
@@ -83,6 +85,12 @@ public sealed class FunctionLinuxTests(ITestOutputHelper output)
         Assert.Contains("\"echo\":{\"n\":2}", warm.Payload.ToStringUtf8(), StringComparison.Ordinal);
         Assert.Contains($"handling {warm.RequestId}", warm.LogTail, StringComparison.Ordinal);
 
+        // The function's VM runs confined, as every VM of a root daemon does: its own uid, the seccomp filter.
+        var fnVm = (await d.Client.ListVmsAsync(new ListVmsRequest())).Vms.First(vm => vm.Labels.ContainsKey("firesharp.function"));
+        string status = await File.ReadAllTextAsync($"/proc/{fnVm.WorkerPid}/status");
+        Assert.True(int.Parse(System.Text.RegularExpressions.Regex.Match(status, @"Uid:\s+(\d+)").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) > 0, status);
+        Assert.Matches(@"Seccomp:\s+2", status);
+
         var failed = await Invoke("""{"fail":true}""");
         Assert.Equal(200, failed.StatusCode);
         Assert.Equal("Handled", failed.FunctionError);
@@ -104,6 +112,6 @@ public sealed class FunctionLinuxTests(ITestOutputHelper output)
         Assert.Equal(1, stats.BootColdStarts);
         Assert.Equal(1, stats.SnapshotColdStarts);
         await client.DeleteFunctionAsync(new DeleteFunctionRequest { Name = "shell" });
-        Assert.DoesNotContain(s.Manager.List(), vm => vm.Labels.ContainsKey("firesharp.function"));
+        Assert.DoesNotContain((await d.Client.ListVmsAsync(new ListVmsRequest())).Vms, vm => vm.Labels.ContainsKey("firesharp.function"));
     }
 }
