@@ -90,6 +90,7 @@ public static class Program
         using var stop = new CancellationTokenSource();
         using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
         using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.Cancel(); });
+        WorkerMachine.OwnsProcess = true;
         var worker = new VmWorker(socketPath, logger) { Confine = args.Seccomp ? () => ConfineWorker.Install(logger, args.SeccompTestTrigger) : null };
         try
         {

@@ -1,6 +1,7 @@
 // Over 400 lines: one VM's whole life in the worker (create, restore, start, pause, resume, stop, snapshot,
 // live limiter updates, confinement before the first run, the end); the socket side is WorkerServer.
 using System.Threading.Channels;
+using FireSharp.Kvm.Files;
 using FireSharp.Kvm.Interop;
 using FireSharp.Proto.Worker;
 using FireSharp.Snapshot;
@@ -85,6 +86,7 @@ internal sealed class WorkerMachine(ILogger logger)
     public void Create(CreateMachine c)
     {
         RequireEmpty("create");
+        UsePathPolicy(c.PathPolicy);
         MicroVm vm;
         try
         {
@@ -102,6 +104,7 @@ internal sealed class WorkerMachine(ILogger logger)
     public void Restore(RestoreMachine r)
     {
         RequireEmpty("restore into");
+        UsePathPolicy(r.PathPolicy);
         MicroVm vm;
         try
         {
@@ -114,6 +117,26 @@ internal sealed class WorkerMachine(ILogger logger)
         Adopt(r.Id, vm, r.Paused ? MachineState.Paused : MachineState.Running);
         _ = WatchBootDoneAsync(vm);
         WorkerLog.Restored(logger, r.Id, r.Dir, r.Paused ? "paused" : "running");
+    }
+
+    /// <summary>
+    /// This machine is the process's only one (the firesharp-vmm worker), so process-wide settings such as the path
+    /// policy may be set for it; false for machines hosted in another process (tests' in-process workers).
+    /// </summary>
+    public static bool OwnsProcess { get; set; }
+
+    /// <summary>The daemon's path policy for the drives this (unjailed) worker opens by path; none: by path (firesharp run).</summary>
+    private static void UsePathPolicy(WorkerPathPolicy? policy)
+    {
+        if (!OwnsProcess || policy is null || policy.Roots.Count == 0) return;
+        try
+        {
+            PathPolicy.ForThisProcess = new PathPolicy(policy.Roots, policy.AllowBlockDevices);
+        }
+        catch (ArgumentException e)
+        {
+            throw new WorkerFailure(WorkerErrorCode.WorkerErrorInvalidArgument, "spec", $"the daemon's path policy is unusable: {e.Message}");
+        }
     }
 
     private void Adopt(string id, MicroVm vm, MachineState state)

@@ -49,6 +49,15 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
         {
             request = new WorkerRequest { Create = CreateMachineFor(entry, session) };
         }
+        // Unjailed, the worker opens its drives by path: through the daemon's path policy, on the fds it then uses
+        // (a jailed worker is handed fds its jailer opened through the same policy).
+        if (launch.Jail is null)
+        {
+            var policy = new WorkerPathPolicy { AllowBlockDevices = options.AllowBlockDevices };
+            policy.Roots.AddRange(options.PathRoots);
+            if (request.Restore is { } r) r.PathPolicy = policy;
+            else request.Create.PathPolicy = policy;
+        }
         await CallAsync(entry, session, request, ct).ConfigureAwait(false);
         if (entry.RestoredFrom is not null) agents.ProbeRestoredAgent(entry, session);
         StartMonitor(entry, session);

@@ -51,6 +51,13 @@ public sealed class PathPolicyException(PathRefusal reason, string message) : Ex
 /// </summary>
 public sealed class PathPolicy
 {
+    /// <summary>
+    /// The daemon's policy in an unjailed worker process: a drive that was not handed over open is opened through it
+    /// (the same check, on the fd then used, as a jailer's), not by plain path. Null: by path (a local `firesharp run`,
+    /// and processes that host machines for others, such as tests).
+    /// </summary>
+    public static PathPolicy? ForThisProcess { get; set; }
+
     /// <summary>A policy over <paramref name="roots"/> (absolute directories; "/" allows everything).</summary>
     public PathPolicy(IEnumerable<string> roots, bool allowBlockDevices)
     {

@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
+using FireSharp.Kvm.Files;
 using FireSharp.Kvm.Interop;
 
 namespace FireSharp.Devices.Virtio;
@@ -50,6 +51,18 @@ public sealed class RawImageBackend : IBlockBackend
     {
         ArgumentNullException.ThrowIfNull(path);
         if (PreopenedFiles.Take(path, readOnly) is { } given) return FromHandle(path, given, readOnly, field); // a jailed worker's drive
+        if (PathPolicy.ForThisProcess is { } policy) // an unjailed worker of a daemon: the daemon's rule, on the fd that is used
+        {
+            try
+            {
+                return FromHandle(path, policy.Open(path, PathKind.Drive, writable: !readOnly), readOnly, field);
+            }
+            catch (PathPolicyException e)
+            {
+                throw new VirtioConfigException(field, e.Reason == PathRefusal.NotFound ? VirtioConfigError.ImageNotFound : VirtioConfigError.NotARegularFile,
+                    $"drive image {path} refused by the daemon's path policy: {e.Message}");
+            }
+        }
         if (Directory.Exists(path))
             throw new VirtioConfigException(field, VirtioConfigError.NotARegularFile, $"drive image {path} is a directory");
         if (!File.Exists(path))
