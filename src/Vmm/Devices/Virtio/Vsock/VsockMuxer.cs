@@ -1,3 +1,5 @@
+// Just over 400 lines: the connection table, routing and the host listener share one lock and one epoll set
+// (see the summary below); the connection state machine, credit and buffers are already split out.
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 
