@@ -741,14 +741,16 @@ class Bench:
         snap = os.path.join(self.a.work, "p45-snapshot")
         if not os.path.isdir(snap):
             self.run("p45-snap", [self.fs, "run", "--kernel", self.g("counter"), "--mem-mib", str(self.P45_MEM_MIB),
-                                  "--snapshot-dir", snap, "--snapshot-after-ms", "100", "--snapshot-exit"], 30
+                                  "--snapshot-dir", snap, "--snapshot-key", density.bench_key(self.a.work),
+                                  "--snapshot-after-ms", "100", "--snapshot-exit"], 30
                      ).check("P4/P5 taking the counter.elf snapshot", "COUNTING")
             if not os.path.isfile(os.path.join(snap, "vmstate")):
                 raise RunError(f"P4/P5: firesharp reported success but wrote no snapshot in {snap}")
         return snap
 
     def p45_restore_cmd(self, snap: str, run_ms: int) -> list[str]:
-        return [self.fs, "run", "--insecure-unauthenticated", "--restore", snap, "--exit-after-ms", str(run_ms), "--log-level", "Information"]
+        return [self.fs, "run", "--snapshot-key", density.bench_key(self.a.work), "--restore", snap, "--exit-after-ms", str(run_ms),
+                "--log-level", "Information"]
 
     def p4(self) -> None:
         n = self.a.p4_runs

@@ -52,6 +52,18 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def bench_key(directory: str) -> str:
+    """A snapshot HMAC key for the bench (32 random bytes, 0600, made once per work directory): `firesharp run
+    --snapshot-dir` signs with it and restores verify with it, as a daemon's own keys do."""
+    path = os.path.join(directory, "bench.key")
+    if not os.path.isfile(path):
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32))
+    return path
+
+
 def pids_mentioning(text: str) -> list[int]:
     """Processes whose command line contains `text` (a unique temporary path), this one excluded."""
     me = os.getpid()
@@ -109,7 +121,7 @@ class Density:
         if os.path.isdir(snap):
             return snap
         p = subprocess.run([self.fs, "run", "--kernel", self.guest, "--mem-mib", str(MEM_MIB), "--snapshot-dir", snap,
-                            "--snapshot-after-ms", "50", "--snapshot-exit"], stdin=subprocess.DEVNULL,
+                            "--snapshot-key", bench_key(self.work), "--snapshot-after-ms", "50", "--snapshot-exit"], stdin=subprocess.DEVNULL,
                            capture_output=True, timeout=60)
         if p.returncode != 0 or b"IDLE" not in p.stdout or not os.path.isfile(os.path.join(snap, "vmstate")):
             raise DensityError(f"taking the {GUEST}.elf snapshot failed (status {p.returncode}): "
@@ -130,6 +142,12 @@ class Density:
         argv += self.serve_args if self.serve_args is not None else os.environ.get("BENCH_P9_SERVE_ARGS", "").split()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FIRESHARP_")}
         shutil.rmtree(self.state, ignore_errors=True)  # a fresh daemon: nothing to adopt
+        # The daemon's key ring holds the bench key that signed the snapshot (a daemon verifies every restore).
+        keys = os.path.join(self.state, "snapshot-keys")
+        os.makedirs(keys, mode=0o700)
+        os.chmod(self.state, 0o700)
+        shutil.copyfile(bench_key(self.work), os.path.join(keys, "bench.key"))
+        os.chmod(os.path.join(keys, "bench.key"), 0o600)
         self.daemon_log = os.path.join(self.work, "daemon.log")
         with open(self.daemon_log, "wb") as lf:
             self.daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT, env=env)
