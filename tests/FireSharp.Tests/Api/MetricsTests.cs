@@ -46,7 +46,7 @@ public sealed class MetricsTests(ITestOutputHelper output)
         await functions.PutFunctionConcurrencyAsync(new PutFunctionConcurrencyRequest { Name = "echo", ReservedConcurrentExecutions = 0 });
         await RpcAssert.FailsAsync(StatusCode.ResourceExhausted, () => functions.InvokeAsync(new InvokeRequest { Name = "echo", Payload = ByteString.CopyFromUtf8("{}") }).ResponseAsync, null);
 
-        string body = await Prometheus.ScrapeAsync(port);
+        string body = await Prometheus.ScrapeWithDevicesOfAsync(port, "live");
         output.WriteLine(body);
         await Prometheus.CheckAsync(body);
 
@@ -96,7 +96,7 @@ public sealed class MetricsTests(ITestOutputHelper output)
         await d.Client.CreateVmAsync(new CreateVmRequest { Id = "one", Spec = ApiTestServer.Spec("counter"), Start = true });
         await d.ReadConsoleUntilAsync("one", "COUNTING");
 
-        string body = await Prometheus.ScrapeAsync(port);
+        string body = await Prometheus.ScrapeWithDevicesOfAsync(port, "one");
         output.WriteLine(body);
         await Prometheus.CheckAsync(body);
         Assert.Equal(1, Prometheus.One(body, "firesharp_vm_creates_total"));

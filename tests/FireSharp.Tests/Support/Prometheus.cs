@@ -38,6 +38,22 @@ public static class Prometheus
     }
 
     /// <summary>
+    /// Scrapes until <paramref name="vmId"/>'s device series are in (at most 30 s): they come from the VM's worker,
+    /// which the daemon asks at scrape time with a short timeout, so on a loaded host the first scrapes may not have
+    /// them yet (a Prometheus server scrapes again; so does this).
+    /// </summary>
+    public static async Task<string> ScrapeWithDevicesOfAsync(int port, string vmId)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (true)
+        {
+            string body = await ScrapeAsync(port);
+            if (Samples(body, "firesharp_vm_kvm_exits_total", $"vm_id=\"{vmId}\"").Count > 0 || DateTime.UtcNow > deadline) return body;
+            await Task.Delay(250);
+        }
+    }
+
+    /// <summary>
     /// Runs promtool check metrics on <paramref name="exposition"/> and asserts it found no problem (exit 0, no output).
     /// Without promtool: skipped, or a failure under FIRESHARP_REQUIRE_KVM=1 (CI installs it with `make deps`).
     /// </summary>
