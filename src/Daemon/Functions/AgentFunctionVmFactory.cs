@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Security.Cryptography;
-using System.Text;
 using FireSharp.Agent.Protocol;
 using FireSharp.Daemon.Agent;
 using FireSharp.Daemon.Vms;
@@ -31,8 +30,8 @@ using StartKind = FireSharp.Pool.StartKind;
 /// </summary>
 public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions options, ILogger<AgentFunctionVmFactory> logger) : IFunctionVmFactory
 {
-    public const string FunctionLabel = "firesharp.function";
-    public const string VersionLabel = "firesharp.function.version";
+    public const string FunctionLabel = FunctionVmSpec.FunctionLabel;
+    public const string VersionLabel = FunctionVmSpec.VersionLabel;
 
     /// <summary>Until the agent reports ready after a boot (Linux on PVM takes ~40 s).</summary>
     public TimeSpan BootTimeout { get; init; } = TimeSpan.FromMinutes(4);
@@ -75,10 +74,10 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
     public async Task<IFunctionVm> CreateAsync(FunctionDefinition definition, CancellationToken cancellationToken)
     {
         long started = Stopwatch.GetTimestamp();
-        string snapshotDir = SnapshotDir(definition);
+        string snapshotDir = FunctionVmSpec.SnapshotDir(definition, options.FunctionsDir);
         if (definition.SnapshotStart && Directory.Exists(snapshotDir))
         {
-            string id = NewVmId(definition.Name);
+            string id = FunctionVmSpec.NewVmId(definition.Name, options.MaxIdLength);
             try
             {
                 return await RestoreAsync(definition, id, snapshotDir, started, cancellationToken).ConfigureAwait(false);
@@ -91,7 +90,7 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
         }
         for (int attempt = 0; ; attempt++)
         {
-            string id = NewVmId(definition.Name);
+            string id = FunctionVmSpec.NewVmId(definition.Name, options.MaxIdLength);
             try
             {
                 return await BootAsync(definition, id, started, cancellationToken).ConfigureAwait(false);
@@ -134,7 +133,7 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
         // The boot runs at the VM's default CPU quota (its vCPUs), not the function's share: the kernel boot and the
         // runtime's init are the platform's work, done once per snapshot (on a PVM host the emulated boot would
         // take minutes at 7% of a CPU). The function's share applies from its first invocation (below).
-        await manager.CreateAsync(new CreateVmCommand(id, Spec(f) with { CpuQuotaMillicpus = 0 }) { Labels = Labels(f), Start = true }, ct).ConfigureAwait(false);
+        await manager.CreateAsync(new CreateVmCommand(id, FunctionVmSpec.Config(f) with { CpuQuotaMillicpus = 0 }) { Labels = FunctionVmSpec.Labels(f), Start = true }, ct).ConfigureAwait(false);
         await WaitForAgentReadyAsync(id, ct).ConfigureAwait(false);
 
         var client = await ConnectAsync(id, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
@@ -168,7 +167,7 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
         var initDuration = Stopwatch.GetElapsedTime(started);
         LogBooted(logger, f.Name, f.Version, id, initDuration.TotalMilliseconds, init.InitDurationUs / 1000.0);
 
-        if (f.SnapshotStart && !Directory.Exists(SnapshotDir(f)))
+        if (f.SnapshotStart && !Directory.Exists(FunctionVmSpec.SnapshotDir(f, options.FunctionsDir)))
             client = await TakeSnapshotAsync(f, id, client, ct).ConfigureAwait(false);
         try
         {
@@ -188,7 +187,7 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
     /// </summary>
     private async Task<AgentClient> TakeSnapshotAsync(FunctionDefinition f, string id, AgentClient client, CancellationToken ct)
     {
-        string final = SnapshotDir(f);
+        string final = FunctionVmSpec.SnapshotDir(f, options.FunctionsDir);
         var gate = _snapshotLocks.GetOrAdd(final, _ => new SemaphoreSlim(1, 1));
         if (!await gate.WaitAsync(0, ct).ConfigureAwait(false)) return client; // another VM of this version is taking it
         try
@@ -237,7 +236,7 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
 
     private async Task<IFunctionVm> RestoreAsync(FunctionDefinition f, string id, string snapshotDir, long started, CancellationToken ct)
     {
-        await manager.RestoreAsync(new RestoreVmCommand(id, snapshotDir) { Labels = Labels(f), CpuQuotaMillicpus = CpuShare(f) }, ct).ConfigureAwait(false);
+        await manager.RestoreAsync(new RestoreVmCommand(id, snapshotDir) { Labels = FunctionVmSpec.Labels(f), CpuQuotaMillicpus = CpuShare(f) }, ct).ConfigureAwait(false);
         var client = await ConnectAsync(id, RestoreAgentTimeout, ct).ConfigureAwait(false);
         var initDuration = Stopwatch.GetElapsedTime(started);
         LogRestored(logger, f.Name, f.Version, id, initDuration.TotalMilliseconds);
@@ -248,65 +247,6 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
 
     /// <summary>The function VM's CPU quota: Lambda's share of its memory, or 0 (the VM's default) with FunctionCpuShare off.</summary>
     private int CpuShare(FunctionDefinition f) => options.FunctionCpuShare ? LambdaResources.CpuQuotaMillicpus(f.MemoryMib) : 0;
-
-    /// <summary>The VM: kernel, root filesystem, layers and code as read-only drives; the agent; memory and vCPUs of the function.</summary>
-    internal static VmConfig Spec(FunctionDefinition f)
-    {
-        f = Resolved(f);
-        var drives = new List<DriveConfig> { new("rootfs", f.RootfsPath) { ReadOnly = true, Root = true } };
-        var mounts = new List<AgentMount>();
-        if (f.LayerPaths.Count > 1) mounts.Add(new AgentMount("/dev/null", "/opt", ReadOnly: false, FsType: "tmpfs"));
-        for (int i = 0; i < f.LayerPaths.Count; i++)
-        {
-            drives.Add(new DriveConfig($"layer{i + 1}", f.LayerPaths[i]) { ReadOnly = true });
-            mounts.Add(new AgentMount(DevicePath(i + 1), f.LayerPaths.Count == 1 ? "/opt" : $"/opt/layer{i + 1}"));
-        }
-        drives.Add(new DriveConfig("code", f.CodeImagePath) { ReadOnly = true });
-        mounts.Add(new AgentMount(DevicePath(f.LayerPaths.Count + 1), "/var/task"));
-        return new VmConfig
-        {
-            Kernel = new KernelConfig(f.KernelPath)
-            {
-                Cmdline = FireSharp.Vm.MicroVm.DefaultLinuxCmdline + " " + new AgentBootConfig { Start = false, Mounts = mounts }.ToCmdline(),
-            },
-            Vcpus = f.Vcpus,
-            MemMib = f.MemoryMib,
-            CpuQuotaMillicpus = LambdaResources.CpuQuotaMillicpus(f.MemoryMib),
-            Drives = drives,
-            Agent = true,
-        };
-    }
-
-    /// <summary>The labels of a function's VM: the function and its version.</summary>
-    private static Dictionary<string, string> Labels(FunctionDefinition f) =>
-        new(StringComparer.Ordinal) { [FunctionLabel] = f.Name, [VersionLabel] = f.Version };
-
-    /// <summary>
-    /// The definition with symbolic links in its image paths resolved (build/guest/rootfs.ext4 is a link into the
-    /// cache): a snapshot records drive paths and sizes, and a link would be checked instead of its target.
-    /// </summary>
-    internal static FunctionDefinition Resolved(FunctionDefinition f) => f with
-    {
-        KernelPath = RealPath(f.KernelPath),
-        RootfsPath = RealPath(f.RootfsPath),
-        CodeImagePath = RealPath(f.CodeImagePath),
-        LayerPaths = [.. f.LayerPaths.Select(RealPath)],
-    };
-
-    private static string RealPath(string path)
-    {
-        try
-        {
-            return new FileInfo(path).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? path;
-        }
-        catch (IOException)
-        {
-            return path;
-        }
-    }
-
-    /// <summary>The n-th virtio-blk drive (0-based, in spec order) is /dev/vda, vdb, ...</summary>
-    private static string DevicePath(int index) => "/dev/vd" + (char)('a' + index);
 
     private FunctionInitRequest InitRequest(FunctionDefinition f)
     {
@@ -380,36 +320,6 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
         {
             LogDeleteFailed(logger, id, e.Message);
         }
-    }
-
-    /// <summary>
-    /// Where this version's snapshot lives. The key includes a hash of everything that shapes the initialized VM,
-    /// so a snapshot of an earlier daemon's version with the same number is never used for different code.
-    /// </summary>
-    internal string SnapshotDir(FunctionDefinition f)
-    {
-        var sb = new StringBuilder();
-        sb.Append(f.KernelPath).Append('\0').Append(f.RootfsPath).Append('\0').Append(f.CodeImagePath).Append('\0').Append(f.Handler).Append('\0')
-          .Append(f.MemoryMib).Append('\0').Append(f.Vcpus).Append('\0');
-        foreach (var l in f.LayerPaths) sb.Append(l).Append('\0');
-        foreach (var (k, v) in f.Environment.OrderBy(e => e.Key, StringComparer.Ordinal)) sb.Append(k).Append('=').Append(v).Append('\0');
-        foreach (var p in (string[])[f.KernelPath, f.RootfsPath, f.CodeImagePath, .. f.LayerPaths])
-        {
-            try { sb.Append(File.GetLastWriteTimeUtc(p).Ticks).Append('\0'); }
-            catch (IOException) { }
-        }
-        string hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(sb.ToString())))[..12];
-        return Path.Combine(options.FunctionsDir, f.Name, "snapshots", $"{f.Version}-{hash}");
-    }
-
-    /// <summary>fn-&lt;name, lowercased&gt;-&lt;random&gt;, within the daemon's id length.</summary>
-    private string NewVmId(string name)
-    {
-        string suffix = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
-        var clean = new string([.. name.ToLowerInvariant().Select(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '-' or '_' ? c : '-')]);
-        int room = Math.Max(0, options.MaxIdLength - 3 - 1 - suffix.Length);
-        if (clean.Length > room) clean = clean[..room];
-        return clean.Length == 0 ? $"fn-{suffix}" : $"fn-{clean}-{suffix}";
     }
 
     /// <summary>The VM stopped or failed before it was usable (a boot is retried for it).</summary>

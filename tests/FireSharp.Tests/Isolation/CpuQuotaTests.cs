@@ -40,8 +40,8 @@ public sealed class CpuQuotaTests
         {
             Name = "f", Version = "1", KernelPath = "/k", RootfsPath = "/r", CodeImagePath = "/c", Handler = "h", MemoryMib = 3538, Vcpus = 2,
         };
-        Assert.Equal(2000, AgentFunctionVmFactory.Spec(f).CpuQuotaMillicpus);
-        Assert.Equal(72, AgentFunctionVmFactory.Spec(f with { MemoryMib = 128, Vcpus = 1 }).CpuQuotaMillicpus);
+        Assert.Equal(2000, FunctionVmSpec.Config(f).CpuQuotaMillicpus);
+        Assert.Equal(72, FunctionVmSpec.Config(f with { MemoryMib = 128, Vcpus = 1 }).CpuQuotaMillicpus);
     }
 
     [Theory]
