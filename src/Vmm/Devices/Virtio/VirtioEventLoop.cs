@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using FireSharp.Devices.Virtio.Vsock;
 
 using FireSharp.Kvm.Interop;
 
