@@ -1,5 +1,5 @@
 using System.Runtime.InteropServices;
-using static Tmds.Linux.LibC;
+using FireSharp.Kvm.Interop;
 
 namespace FireSharp.Kvm;
 
@@ -16,7 +16,7 @@ public abstract class KvmFd : SafeHandle
     /// <summary>The raw descriptor. Callers must keep this object alive while they use it.</summary>
     public int Fd => (int)handle;
 
-    protected override bool ReleaseHandle() => close((int)handle) == 0;
+    protected override bool ReleaseHandle() => Descriptors.Close((int)handle) == 0;
 }
 
 /// <summary>The /dev/kvm system descriptor.</summary>
@@ -27,9 +27,6 @@ public sealed class VmHandle(int fd) : KvmFd(fd);
 
 /// <summary>A vCPU descriptor from KVM_CREATE_VCPU.</summary>
 public sealed class VcpuHandle(int fd) : KvmFd(fd);
-
-/// <summary>Any other descriptor (eventfds and the like).</summary>
-public sealed class FdHandle(int fd) : KvmFd(fd);
 
 internal static unsafe class Sys
 {
@@ -45,10 +42,10 @@ internal static unsafe class Sys
             fd.DangerousAddRef(ref added);
             while (true)
             {
-                int rc = ioctl(fd.Fd, unchecked((int)request), arg);
+                int rc = Interop.Ioctl.Invoke(fd.Fd, request, arg);
                 if (rc >= 0) return rc;
-                int err = errno;
-                if (err != EINTR) throw new KvmException(name, err);
+                int err = Errno.Last;
+                if (err != Errno.EINTR) throw new KvmException(name, err);
             }
         }
         finally

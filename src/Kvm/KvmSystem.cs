@@ -1,6 +1,5 @@
 using FireSharp.Kvm.Interop;
 using static FireSharp.Kvm.Interop.KvmIoctls;
-using static Tmds.Linux.LibC;
 
 namespace FireSharp.Kvm;
 
@@ -21,12 +20,10 @@ public sealed unsafe class KvmSystem : IDisposable
     /// <summary>Opens /dev/kvm and checks the API version.</summary>
     public static KvmSystem Open(string path = DevicePath)
     {
-        int fd;
-        fixed (byte* p = System.Text.Encoding.UTF8.GetBytes(path + "\0"))
-            fd = open(p, O_RDWR | O_CLOEXEC, 0);
+        int fd = Descriptors.Open(path, Descriptors.ORdWr | Descriptors.OCloexec);
         if (fd < 0)
         {
-            int err = errno;
+            int err = Errno.Last;
             throw new KvmException($"open {path}", err, err switch
             {
                 Errno.ENOENT => "this host has no KVM: load kvm_intel/kvm_amd (or kvm_pvm) or enable virtualization in the firmware",
@@ -101,8 +98,8 @@ public sealed unsafe class KvmSystem : IDisposable
     {
         kvm_msr_list probe = default;
         // The first call with nmsrs = 0 fails with E2BIG and reports the count.
-        if (ioctl(_handle.Fd, unchecked((int)KVM_GET_MSR_INDEX_LIST), &probe) < 0 && errno != E2BIG)
-            throw new KvmException(nameof(KVM_GET_MSR_INDEX_LIST), errno);
+        if (Ioctl.Invoke(_handle.Fd, KVM_GET_MSR_INDEX_LIST, &probe) < 0 && Errno.Last is var err && err != Errno.E2BIG)
+            throw new KvmException(nameof(KVM_GET_MSR_INDEX_LIST), err);
         int count = (int)probe.nmsrs;
         var buf = new uint[count + 1];
         fixed (uint* p = buf)

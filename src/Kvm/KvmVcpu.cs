@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using FireSharp.Kvm.Interop;
 using static FireSharp.Kvm.Interop.KvmIoctls;
-using static Tmds.Linux.LibC;
 
 namespace FireSharp.Kvm;
 
@@ -27,8 +26,8 @@ public sealed unsafe class KvmVcpu : IDisposable
         Id = id;
         _handle = handle;
         _runSize = mmapSize;
-        void* p = mmap(null, (Tmds.Linux.size_t)mmapSize, PROT_READ | PROT_WRITE, MAP_SHARED, handle.Fd, 0);
-        if (p == (void*)-1) throw new KvmException("mmap(kvm_run)", errno);
+        nint p = Mman.Map(0, (nuint)mmapSize, Mman.ProtRead | Mman.ProtWrite, Mman.MapShared, handle.Fd, 0);
+        if (p == Mman.MapFailed) throw new KvmException("mmap(kvm_run)", Errno.Last);
         _run = (byte*)p;
     }
 
@@ -40,10 +39,10 @@ public sealed unsafe class KvmVcpu : IDisposable
     /// </summary>
     public RunResult Run()
     {
-        int rc = ioctl(_handle.Fd, unchecked((int)KVM_RUN), 0);
+        int rc = Ioctl.Invoke(_handle.Fd, KVM_RUN, null);
         if (rc >= 0) return RunResult.Exit;
-        int err = errno;
-        if (err == EINTR || err == EAGAIN) return RunResult.Interrupted;
+        int err = Errno.Last;
+        if (err is Errno.EINTR or Errno.EAGAIN) return RunResult.Interrupted;
         throw new KvmException(nameof(KVM_RUN), err);
     }
 
@@ -162,7 +161,7 @@ public sealed unsafe class KvmVcpu : IDisposable
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        _ = munmap(_run, (Tmds.Linux.size_t)_runSize); // fails only on a bug (EINVAL); nothing to do in Dispose
+        _ = Mman.Unmap((nint)_run, (nuint)_runSize); // fails only on a bug (EINVAL); nothing to do in Dispose
         _handle.Dispose();
     }
 }

@@ -1,6 +1,5 @@
 using FireSharp.Kvm.Interop;
 using static FireSharp.Kvm.Interop.KvmIoctls;
-using static Tmds.Linux.LibC;
 
 namespace FireSharp.Kvm;
 
@@ -146,14 +145,6 @@ public sealed unsafe class KvmVm : IDisposable
             handle.Dispose();
             throw;
         }
-    }
-
-    /// <summary>Creates a non-blocking, close-on-exec eventfd.</summary>
-    public static FdHandle CreateEventFd()
-    {
-        int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (fd < 0) throw new KvmException("eventfd", errno);
-        return new FdHandle(fd);
     }
 
     public void Dispose() => _handle.Dispose();

@@ -1,8 +1,9 @@
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 
 namespace FireSharp.Kvm.Interop;
 
-/// <summary>epoll(7), declared without unsafe code (struct by span), for the vsock event loop.</summary>
+/// <summary>epoll(7), declared without unsafe code (struct by span), for the virtio event loop.</summary>
 public static partial class Epoll
 {
     public const int EPOLL_CLOEXEC = 0x80000;
@@ -18,16 +19,21 @@ public static partial class Epoll
         public ulong Data;
     }
 
+    /// <summary>epoll_create1; an invalid handle and <see cref="Errno.Last"/> on failure.</summary>
     [LibraryImport("libc", EntryPoint = "epoll_create1", SetLastError = true)]
-    public static partial int Create(int flags);
+    public static partial EpollHandle Create(int flags);
 
     [LibraryImport("libc", EntryPoint = "epoll_ctl", SetLastError = true)]
-    public static partial int Ctl(int epfd, int op, int fd, ref EpollEvent ev);
+    public static partial int Ctl(EpollHandle epfd, int op, int fd, ref EpollEvent ev);
 
     [LibraryImport("libc", EntryPoint = "epoll_wait", SetLastError = true)]
-    public static partial int Wait(int epfd, Span<EpollEvent> events, int maxEvents, int timeoutMs);
+    public static partial int Wait(EpollHandle epfd, Span<EpollEvent> events, int maxEvents, int timeoutMs);
+}
 
-    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
-    public static partial int Close(int fd);
+/// <summary>An epoll instance: closed once, and never while an epoll_ctl or epoll_wait on it is in flight.</summary>
+public sealed class EpollHandle : SafeHandleMinusOneIsInvalid
+{
+    public EpollHandle() : base(ownsHandle: true) { }
 
+    protected override bool ReleaseHandle() => Descriptors.Close((int)handle) == 0;
 }

@@ -72,7 +72,7 @@ public static partial class Exec
         int fd = OpenNative(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
         if (fd < 0)
         {
-            problem = $"cannot be opened: {Errno.Text(Marshal.GetLastPInvokeError())}";
+            problem = $"cannot be opened: {Errno.Text(Errno.Last)}";
             return null;
         }
         using var file = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);

@@ -1,5 +1,3 @@
-using System.Runtime.InteropServices;
-
 namespace FireSharp.Kvm.Interop;
 
 /// <summary>A jail set-up step (a mount, an id change, a capability drop...) that the kernel refused.</summary>
@@ -27,6 +25,6 @@ public sealed class JailSetupException : Exception
     /// <summary>Throws for a -1 return of a P/Invoke made with SetLastError.</summary>
     internal static void Check(int result, string step)
     {
-        if (result == -1) throw new JailSetupException(step, Marshal.GetLastPInvokeError());
+        if (result == -1) throw new JailSetupException(step, Errno.Last);
     }
 }

@@ -5,7 +5,7 @@ namespace FireSharp.Kvm.Interop;
 /// <summary>
 /// The few syscalls the virtio devices need (eventfd, poll, fdatasync), declared with by-ref and span
 /// parameters so that no unsafe code is needed outside Kvm/ and Memory/. errno comes back through
-/// <see cref="Marshal.GetLastPInvokeError"/>.
+/// <see cref="Errno.Last"/>.
 /// </summary>
 public static partial class Libc
 {

@@ -4,7 +4,7 @@ namespace FireSharp.Kvm.Interop;
 
 /// <summary>
 /// The syscalls of the tap backend, declared with spans and values so that no unsafe code is needed:
-/// open, close, read, write, ioctl, socketpair. errno comes back through <see cref="Marshal.GetLastPInvokeError"/>.
+/// read, write, ioctl, socketpair (open and close are <see cref="Descriptors"/>'s). errno comes back through <see cref="Errno.Last"/>.
 /// </summary>
 public static partial class NetInterop
 {
@@ -29,12 +29,6 @@ public static partial class NetInterop
     public const uint TUNGETFEATURES = 0x800454cf;   // unsigned int* out
     public const uint TUNSETOFFLOAD = 0x400454d0;    // unsigned int value (TUN_F_*), not a pointer
     public const uint TUNSETVNETHDRSZ = 0x400454d8;  // int* in
-
-    [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
-    public static partial int Open(string path, int flags);
-
-    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
-    public static partial int Close(int fd);
 
     [LibraryImport("libc", EntryPoint = "read", SetLastError = true)]
     public static partial nint Read(int fd, Span<byte> buffer, nint count);

@@ -28,25 +28,6 @@ public static partial class PathOpen
         public ulong Resolve;
     }
 
-    /// <summary>struct stat on x86_64 (144 bytes); only the fields read here are named.</summary>
-    [StructLayout(LayoutKind.Sequential)]
-    private struct StatBuf
-    {
-        public ulong Dev;
-        public ulong Ino;
-        public ulong NLink;
-        public uint Mode;
-        public uint Uid;
-        public uint Gid;
-        public uint Pad0;
-        public ulong RDev;
-        public long Size;
-        public long BlkSize;
-        public long Blocks;
-        public long ATime, ATimeNs, MTime, MTimeNs, CTime, CTimeNs;
-        public long Reserved0, Reserved1, Reserved2;
-    }
-
     [StructLayout(LayoutKind.Sequential)]
     private struct FLock
     {
@@ -60,12 +41,6 @@ public static partial class PathOpen
     [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial long OpenAt2Native(long number, int dirfd, string path, ref OpenHow how, nuint size);
 
-    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int OpenNative(string path, int flags);
-
-    [LibraryImport("libc", EntryPoint = "fstat", SetLastError = true)]
-    private static partial int FstatNative(int fd, out StatBuf buf);
-
     [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
     private static partial int FcntlLock(int fd, int cmd, ref FLock lk);
 
@@ -75,7 +50,7 @@ public static partial class PathOpen
     /// <summary>open(2) of an absolute path with <paramref name="flags"/> (O_CLOEXEC added); the errno on failure.</summary>
     public static SafeFileHandle Open(string path, int flags, out int errno)
     {
-        int fd = OpenNative(path, flags | OCloexec);
+        int fd = Descriptors.Open(path, flags | OCloexec);
         errno = fd < 0 ? Marshal.GetLastPInvokeError() : 0;
         return new SafeFileHandle(fd, ownsHandle: true);
     }
@@ -110,7 +85,7 @@ public static partial class PathOpen
         try
         {
             file.DangerousAddRef(ref added);
-            if (FstatNative((int)file.DangerousGetHandle(), out var st) != 0)
+            if (Descriptors.FStat((int)file.DangerousGetHandle(), out var st) != 0)
             {
                 int err = Marshal.GetLastPInvokeError();
                 throw new IOException("fstat: " + Errno.Text(err), err);

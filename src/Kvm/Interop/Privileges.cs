@@ -70,7 +70,7 @@ public static partial class Privileges
         {
             if (PrctlNative(PR_CAPBSET_DROP, (nuint)cap, 0, 0, 0) == -1)
             {
-                int errno = Marshal.GetLastPInvokeError();
+                int errno = Errno.Last;
                 if (errno == Errno.EINVAL) break; // past the kernel's last capability
                 throw new JailSetupException($"prctl(PR_CAPBSET_DROP, {cap})", errno);
             }

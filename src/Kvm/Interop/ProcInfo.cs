@@ -128,7 +128,7 @@ public static partial class ProcInfo
         int gid = int.TryParse(group, NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n : GroupId(group)
             ?? throw new ArgumentException($"no group named '{group}' in /etc/group");
         if (chown(path, -1, gid) != 0)
-            throw new IOException($"chown {path} to group {group}: errno {Marshal.GetLastPInvokeError()}");
+            throw Errno.LastIOError($"chown {path} to group {group}");
     }
 
     /// <summary>The process's effective user and group ids.</summary>

@@ -97,7 +97,7 @@ public static partial class Seccomp
     /// worker's filter the process is killed; without one, the process is replaced. Returns -errno if it fails.
     /// </summary>
     public static int ExecveForTest(string path) =>
-        Execve(path, [path, null], [null]) < 0 ? -Marshal.GetLastPInvokeError() : 0;
+        Execve(path, [path, null], [null]) < 0 ? -Errno.Last : 0;
 
     [LibraryImport("libc", EntryPoint = "socket", SetLastError = true)]
     private static partial int Socket(int domain, int type, int protocol);
@@ -109,7 +109,7 @@ public static partial class Seccomp
     public static int InetSocketForTest()
     {
         int fd = Socket(2 /* AF_INET */, 1 /* SOCK_STREAM */, 0);
-        if (fd < 0) return -Marshal.GetLastPInvokeError();
+        if (fd < 0) return -Errno.Last;
         _ = Close(fd);
         return 0;
     }

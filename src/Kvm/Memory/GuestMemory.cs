@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
-using static Tmds.Linux.LibC;
 
 using FireSharp.Kvm.Interop;
 
@@ -43,7 +42,6 @@ public sealed class GuestRegion
 /// </summary>
 public sealed unsafe class GuestMemory : IDisposable
 {
-    private const int SEEK_DATA = 3, SEEK_HOLE = 4; // <unistd.h> (Linux), not in Tmds.LibC
 
     private readonly GuestRegion[] _regions;
     private readonly SafeFileHandle? _backingFile;
@@ -83,10 +81,10 @@ public sealed unsafe class GuestMemory : IDisposable
         {
             foreach (var (gpa, size) in ranges)
             {
-                void* p = mmap(null, (Tmds.Linux.size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-                if (p == (void*)-1)
-                    throw new GuestMemoryMapException(errno, $"{size} bytes of guest memory");
-                regions.Add(new GuestRegion(regions.Count, gpa, size, (nint)p));
+                nint p = Mman.Map(0, (nuint)size, Mman.ProtRead | Mman.ProtWrite, Mman.MapPrivate | Mman.MapAnonymous | Mman.MapNoReserve, -1, 0);
+                if (p == Mman.MapFailed)
+                    throw new GuestMemoryMapException(Errno.Last, $"{size} bytes of guest memory");
+                regions.Add(new GuestRegion(regions.Count, gpa, size, p));
             }
         }
         catch
@@ -126,11 +124,11 @@ public sealed unsafe class GuestMemory : IDisposable
             ulong offset = 0;
             foreach (var (gpa, size) in MemoryLayout.RamRanges(totalBytes))
             {
-                void* p = mmap(null, (Tmds.Linux.size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE,
-                    (int)file.DangerousGetHandle(), (Tmds.Linux.off_t)(long)offset);
-                if (p == (void*)-1)
-                    throw new GuestMemoryMapException(errno, $"{size} bytes of {path}");
-                regions.Add(new GuestRegion(regions.Count, gpa, size, (nint)p) { FileOffset = offset });
+                nint p = Mman.Map(0, (nuint)size, Mman.ProtRead | Mman.ProtWrite, Mman.MapPrivate | Mman.MapNoReserve,
+                    (int)file.DangerousGetHandle(), (long)offset);
+                if (p == Mman.MapFailed)
+                    throw new GuestMemoryMapException(Errno.Last, $"{size} bytes of {path}");
+                regions.Add(new GuestRegion(regions.Count, gpa, size, p) { FileOffset = offset });
                 offset += size;
             }
         }
@@ -220,14 +218,14 @@ public sealed unsafe class GuestMemory : IDisposable
         long pos = (long)offset, end = (long)(offset + length);
         while (pos < end)
         {
-            long data = lseek(fd, pos, SEEK_DATA);
+            long data = Descriptors.Seek(fd, pos, Descriptors.SeekData);
             if (data < 0)
             {
-                if (errno == ENXIO) break; // no data after pos
+                if (Errno.Last == Errno.ENXIO) break; // no data after pos
                 return [(0, length)]; // SEEK_DATA unsupported: treat all as data
             }
             if (data >= end) break;
-            long hole = lseek(fd, data, SEEK_HOLE);
+            long hole = Descriptors.Seek(fd, data, Descriptors.SeekHole);
             if (hole < 0) return [(0, length)];
             result.Add(((ulong)(data - (long)offset), (ulong)(Math.Min(hole, end) - (long)offset)));
             pos = hole;
@@ -351,7 +349,7 @@ public sealed unsafe class GuestMemory : IDisposable
     /// Unmaps a region this class mapped. munmap of a whole mapping we made fails only on a bug (EINVAL); there is
     /// nothing a dispose or cleanup path could do about it, so its result is not checked.
     /// </summary>
-    private static void Unmap(GuestRegion r) => _ = munmap((void*)r.HostAddress, (Tmds.Linux.size_t)r.Size);
+    private static void Unmap(GuestRegion r) => _ = Mman.Unmap(r.HostAddress, (nuint)r.Size);
 
     public void Dispose()
     {

@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
 using FireSharp.Kvm.Files;
@@ -137,7 +136,7 @@ public sealed class RawImageBackend : IBlockBackend
         {
             _handle.DangerousAddRef(ref added);
             if (Libc.FdataSync((int)_handle.DangerousGetHandle()) != 0)
-                throw new IOException($"fdatasync {Path}: " + Errno.Text(Marshal.GetLastPInvokeError()));
+                throw Errno.LastIOError($"fdatasync {Path}");
         }
         finally
         {

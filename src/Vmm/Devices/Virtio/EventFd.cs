@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
 using FireSharp.Kvm.Interop;
@@ -19,7 +18,7 @@ public sealed class EventFd : IDisposable
     public static EventFd Create()
     {
         int fd = Libc.EventFd(0, Libc.EFD_NONBLOCK | Libc.EFD_CLOEXEC);
-        if (fd < 0) throw new IOException("eventfd: " + Errno.Text(Marshal.GetLastPInvokeError()));
+        if (fd < 0) throw Errno.LastIOError("eventfd");
         return new EventFd(new SafeFileHandle(fd, ownsHandle: true));
     }
 
@@ -36,10 +35,10 @@ public sealed class EventFd : IDisposable
             ulong one = 1;
             while (Libc.Write(Fd, ref one, sizeof(ulong)) < 0)
             {
-                int err = Marshal.GetLastPInvokeError();
-                if (err == Libc.EINTR) continue;
-                if (err == Libc.EAGAIN) return; // already signalled as far as it goes
-                throw new IOException("eventfd write: " + Errno.Text(err));
+                int err = Errno.Last;
+                if (err == Errno.EINTR) continue;
+                if (err == Errno.EAGAIN) return; // already signalled as far as it goes
+                throw Errno.IOError("eventfd write", err);
             }
         }
         finally
@@ -58,10 +57,10 @@ public sealed class EventFd : IDisposable
             ulong value = 0;
             while (Libc.Read(Fd, ref value, sizeof(ulong)) < 0)
             {
-                int err = Marshal.GetLastPInvokeError();
-                if (err == Libc.EINTR) continue;
-                if (err == Libc.EAGAIN) return 0;
-                throw new IOException("eventfd read: " + Errno.Text(err));
+                int err = Errno.Last;
+                if (err == Errno.EINTR) continue;
+                if (err == Errno.EAGAIN) return 0;
+                throw Errno.IOError("eventfd read", err);
             }
             return value;
         }

@@ -1,5 +1,3 @@
-using System.Runtime.InteropServices;
-
 using FireSharp.Kvm.Interop;
 
 namespace FireSharp.Devices.Virtio;
@@ -16,7 +14,7 @@ namespace FireSharp.Devices.Virtio;
 /// </summary>
 internal sealed class VirtioEventLoop : IDisposable
 {
-    private readonly int _epfd = -1;
+    private readonly EpollHandle _epfd;
     private readonly EventFd[] _queueEvents;
     private readonly EventFd _wake;
     private readonly Epoll.EpollEvent[] _events;
@@ -39,7 +37,7 @@ internal sealed class VirtioEventLoop : IDisposable
         _queueEvents = new EventFd[queueCount];
         _events = new Epoll.EpollEvent[maxEvents];
         _epfd = Epoll.Create(Epoll.EPOLL_CLOEXEC);
-        if (_epfd < 0) throw new IOException("epoll_create1: " + Errno.Text(Marshal.GetLastPInvokeError()));
+        if (_epfd.IsInvalid) throw Errno.LastIOError("epoll_create1");
         try
         {
             for (int i = 0; i < _queueEvents.Length; i++)
@@ -138,7 +136,7 @@ internal sealed class VirtioEventLoop : IDisposable
     {
         var ev = new Epoll.EpollEvent { Events = events, Data = tag };
         if (Epoll.Ctl(_epfd, op, fd, ref ev) < 0)
-            throw new IOException("epoll_ctl: " + Errno.Text(Marshal.GetLastPInvokeError()));
+            throw Errno.LastIOError("epoll_ctl");
     }
 
     /// <summary>Stops watching <paramref name="fd"/>, ignoring failure (a descriptor about to be closed).</summary>
@@ -160,10 +158,10 @@ internal sealed class VirtioEventLoop : IDisposable
         signalled = 0;
         if (n < 0)
         {
-            int err = Marshal.GetLastPInvokeError();
+            int err = Errno.Last;
             ready = default;
-            if (err == Epoll.EINTR) return false;
-            throw new IOException("epoll_wait: " + Errno.Text(err));
+            if (err == Errno.EINTR) return false;
+            throw Errno.IOError("epoll_wait", err);
         }
         ready = _events.AsSpan(0, n);
         foreach (var e in ready)
@@ -196,7 +194,7 @@ internal sealed class VirtioEventLoop : IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         if (_thread is not null) Stop();
-        if (_epfd > 0) Epoll.Close(_epfd);
+        _epfd?.Dispose();
         foreach (var e in _queueEvents) e?.Dispose();
         _wake?.Dispose();
     }

@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
 using FireSharp.Kvm.Interop;
@@ -67,10 +66,10 @@ public abstract class FdNetBackend : INetBackend
         {
             nint n = NetInterop.Read(Fd, buffer, buffer.Length);
             if (n >= 0) return (int)n;
-            int err = Marshal.GetLastPInvokeError();
+            int err = Errno.Last;
             if (err == NetInterop.EINTR) continue;
             if (err == NetInterop.EAGAIN) return 0;
-            throw new IOException($"{Name}: read: {Errno.Text(err)}");
+            throw Errno.IOError($"{Name}: read", err);
         }
     }
 
@@ -81,7 +80,7 @@ public abstract class FdNetBackend : INetBackend
         {
             nint n = NetInterop.Write(Fd, frame, frame.Length);
             if (n >= 0) return NetWriteResult.Sent;
-            int err = Marshal.GetLastPInvokeError();
+            int err = Errno.Last;
             if (err == NetInterop.EINTR) continue;
             // ENOBUFS: a socket's send buffer is full; EAGAIN: the same without blocking.
             return err is NetInterop.EAGAIN or NetInterop.ENOBUFS ? NetWriteResult.WouldBlock : NetWriteResult.Rejected;

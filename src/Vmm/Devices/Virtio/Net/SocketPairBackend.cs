@@ -1,5 +1,4 @@
 using System.Net.Sockets;
-using System.Runtime.InteropServices;
 
 using FireSharp.Kvm.Interop;
 
@@ -27,7 +26,7 @@ public sealed class SocketPairBackend : FdNetBackend
     {
         Span<int> fds = stackalloc int[2];
         if (NetInterop.SocketPair(NetInterop.AF_UNIX, NetInterop.SOCK_SEQPACKET | NetInterop.SOCK_NONBLOCK | NetInterop.SOCK_CLOEXEC, 0, fds) < 0)
-            throw new IOException("socketpair: " + Errno.Text(Marshal.GetLastPInvokeError()));
+            throw Errno.LastIOError("socketpair");
         var backend = new SocketPairBackend(fds[0], supported);
         var peer = new Socket(new SafeSocketHandle(fds[1], ownsHandle: true)) { Blocking = true };
         // Room for a few maximum-size frames each way.

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Runtime.InteropServices;
 using System.Text;
 
 using FireSharp.Kvm.Interop;
@@ -51,7 +50,7 @@ public sealed class TapBackend : FdNetBackend
         if ((offloads & NetOffloads.Csum) == 0) offloads = NetOffloads.None; // TSO without checksum offload is not a thing
         if (offloads == _receive) return;
         if (NetInterop.IoctlValue(Fd, NetInterop.TUNSETOFFLOAD, ToTunFlags(offloads)) < 0)
-            throw new IOException($"{Name}: TUNSETOFFLOAD: {Errno.Text(Marshal.GetLastPInvokeError())}");
+            throw Errno.LastIOError($"{Name}: TUNSETOFFLOAD");
         _receive = offloads;
     }
 
@@ -95,7 +94,7 @@ public sealed class TapBackend : FdNetBackend
         }
         catch
         {
-            NetInterop.Close(fd);
+            Descriptors.Close(fd);
             throw;
         }
     }
@@ -125,13 +124,13 @@ public sealed class TapBackend : FdNetBackend
             Span<byte> ifr = stackalloc byte[NetInterop.IfReqSize];
             ifr.Clear();
             if (NetInterop.IoctlBuffer(fd, NetInterop.TUNGETIFF, ifr) < 0)
-                throw new NetConfigException(field, NetConfigError.TapUnusable, $"the tap handed over: TUNGETIFF: {Errno.Text(Marshal.GetLastPInvokeError())}");
+                throw new NetConfigException(field, NetConfigError.TapUnusable, $"the tap handed over: TUNGETIFF: {Errno.Text(Errno.Last)}");
             bool persistent = (BinaryPrimitives.ReadInt16LittleEndian(ifr[NetInterop.IfReqFlagsOffset..]) & NetInterop.IFF_PERSIST) != 0;
             return Configure(fd, NameIn(ifr), created: !persistent, field);
         }
         catch
         {
-            NetInterop.Close(fd);
+            Descriptors.Close(fd);
             throw;
         }
     }
@@ -139,10 +138,10 @@ public sealed class TapBackend : FdNetBackend
     /// <summary>Opens /dev/net/tun and TUNSETIFF: the tap's descriptor (non-blocking, close-on-exec) and its real name.</summary>
     private static int Attach(string? name, string field, bool existed, out string actual)
     {
-        int fd = NetInterop.Open(TunPath, NetInterop.O_RDWR | NetInterop.O_NONBLOCK | NetInterop.O_CLOEXEC);
+        int fd = Descriptors.Open(TunPath, NetInterop.O_RDWR | NetInterop.O_NONBLOCK | NetInterop.O_CLOEXEC);
         if (fd < 0)
         {
-            int err = Marshal.GetLastPInvokeError();
+            int err = Errno.Last;
             throw err switch
             {
                 NetInterop.ENOENT or NetInterop.ENODEV or NetInterop.ENXIO => new NetConfigException(field, NetConfigError.TunUnavailable,
@@ -158,8 +157,8 @@ public sealed class TapBackend : FdNetBackend
         BinaryPrimitives.WriteInt16LittleEndian(ifr[NetInterop.IfReqFlagsOffset..], NetInterop.IFF_TAP | NetInterop.IFF_NO_PI | NetInterop.IFF_VNET_HDR);
         if (NetInterop.IoctlBuffer(fd, NetInterop.TUNSETIFF, ifr) < 0)
         {
-            int err = Marshal.GetLastPInvokeError();
-            NetInterop.Close(fd);
+            int err = Errno.Last;
+            Descriptors.Close(fd);
             string what = name is null ? "create a tap device" : existed ? $"attach to tap '{name}'" : $"create tap '{name}'";
             throw err switch
             {
@@ -190,7 +189,7 @@ public sealed class TapBackend : FdNetBackend
         BinaryPrimitives.WriteInt32LittleEndian(size, NetProtocol.HeaderSize);
         if (NetInterop.IoctlBuffer(fd, NetInterop.TUNSETVNETHDRSZ, size) < 0)
             throw new NetConfigException(field, NetConfigError.TapUnusable,
-                $"tap '{actual}': TUNSETVNETHDRSZ {NetProtocol.HeaderSize}: {Errno.Text(Marshal.GetLastPInvokeError())}");
+                $"tap '{actual}': TUNSETVNETHDRSZ {NetProtocol.HeaderSize}: {Errno.Text(Errno.Last)}");
 
         // Which offloads this kernel's tap takes: ask for all, then less; leave none set until a guest asks.
         NetOffloads supported = NetOffloads.None;
