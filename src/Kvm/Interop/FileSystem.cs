@@ -82,11 +82,16 @@ public static partial class FileSystem
         return new FileIdentity(st.Dev, st.Ino, st.Size, (st.MTime * 1_000_000_000L) + st.MTimeNs);
     }
 
-    /// <summary>True for "no space left" (ENOSPC, or EDQUOT: a quota is a full disk too).</summary>
-    public static bool IsDiskFull(IOException e) =>
-        e.HResult is ENOSPC or EDQUOT || (e.HResult & 0xffff) is ENOSPC or EDQUOT
-        || e.Message.Contains("No space left on device", StringComparison.OrdinalIgnoreCase)
-        || e.Message.Contains("quota exceeded", StringComparison.OrdinalIgnoreCase);
+    /// <summary>
+    /// True for "no space left" (ENOSPC, or EDQUOT: a quota is a full disk too), decided by the errno alone: on
+    /// Linux the IOException .NET throws for a failed read or write carries the errno as its HResult, and so does
+    /// every <see cref="Errno.IOError"/>. The message is never read (it is localizable text).
+    /// </summary>
+    public static bool IsDiskFull(IOException e)
+    {
+        ArgumentNullException.ThrowIfNull(e);
+        return e.HResult is ENOSPC or EDQUOT;
+    }
 }
 
 /// <summary>What fstat says identifies a file's content: device and inode (which file), size and mtime in ns (which version).</summary>
