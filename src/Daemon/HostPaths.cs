@@ -63,6 +63,22 @@ public sealed class HostPaths(DaemonOptions options)
         }
     }
 
+    /// <summary>
+    /// As <see cref="CheckCreatable"/>, keeping the parent: its O_PATH fd (opened beneath a root) and the name to create
+    /// in it, for a caller that then creates relative to that fd (mkdirat, renameat), never by the path again.
+    /// </summary>
+    public SafeFileHandle OpenParentForCreate(string path, string field, out string name)
+    {
+        try
+        {
+            return _policy.CheckCreatable(path, out name);
+        }
+        catch (PathPolicyException e)
+        {
+            throw ToApi(e, field, missingIsNotFound: true);
+        }
+    }
+
     /// <summary>A socket path the daemon lets a worker create (a restore's vsock_path): new, and under the state directory.</summary>
     public void CheckSocket(string path, string field)
     {

@@ -23,58 +23,66 @@ namespace FireSharp.Worker;
 internal static class Jailer
 {
     /// <summary>
-    /// The fd numbers handed from stage 1 to stage 2: the ready pipe, then one per <see cref="JailPlan.Files"/> entry,
-    /// then one per by-fd mount (kernel, initrd), each opened through the daemon's path policy, then one per
-    /// <see cref="JailPlan.Taps"/> entry (-1: not opened).
+    /// Stage 1: opens what the worker is handed (drives and kernel/initrd through the daemon's path policy, the
+    /// verified snapshot files, the taps) and execs stage 2 with their fds after the ready pipe, in the order
+    /// <see cref="JailFdLayout"/> states.
     /// </summary>
     public static int Prepare(WorkerArgs args)
     {
         var plan = ReadPlan(args.Jail!);
         BuildSkeleton(plan);
         var keep = new List<SafeFileHandle>();
-        var fds = new List<int>();
         // The daemon's path policy: the fd handed over is the one that was checked (no second open by path).
         var policy = plan.AllowedPathRoots.Count > 0 ? new PathPolicy(plan.AllowedPathRoots, plan.AllowBlockDevices) : null;
-        foreach (var f in plan.Files)
+        int drives = plan.Files.Count;
+        var driveFds = new int[drives];
+        for (int i = 0; i < drives; i++)
         {
+            var f = plan.Files[i];
             try
             {
                 var h = policy is not null ? policy.Open(f.Path, PathKind.Drive, writable: !f.ReadOnly)
                     : File.OpenHandle(f.Path, FileMode.Open, f.ReadOnly ? FileAccess.Read : FileAccess.ReadWrite, FileShare.ReadWrite);
                 keep.Add(h);
-                fds.Add((int)h.DangerousGetHandle());
+                driveFds[i] = (int)h.DangerousGetHandle();
             }
             catch (PathPolicyException e)
             {
                 // Refused: nothing is handed over, and the jailed worker cannot reach the path itself (it is not in its root).
                 Console.Error.WriteLine($"jail: drive {f.Path} refused: {e.Message}");
-                fds.Add(-1);
+                driveFds[i] = -1;
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                fds.Add(-1); // the worker then reports the drive by path, as an unjailed one would
+                driveFds[i] = -1; // the worker then reports the drive by path, as an unjailed one would
             }
         }
         // The verified snapshot files follow the drives, as plan entries of their own (OpenSnapshot adds them), so
-        // stage 2 finds them among the files; the by-fd mounts' fds come after all the files'.
-        foreach (var f in OpenSnapshot(plan, args.Jail!))
+        // stage 2 finds them among the files. From here the plan is final, and so is the fd layout.
+        var snapshot = OpenSnapshot(plan, args.Jail!);
+        var layout = JailFdLayout.Of(plan);
+        var fds = layout.NewList();
+        for (int i = 0; i < drives; i++) fds[layout.File(i)] = driveFds[i];
+        for (int k = 0; k < snapshot.Count; k++)
         {
-            keep.Add(f.Handle);
-            fds.Add((int)f.Handle.DangerousGetHandle());
+            keep.Add(snapshot[k].Handle);
+            fds[layout.File(drives + k)] = (int)snapshot[k].Handle.DangerousGetHandle();
         }
         // The kernel and initrd: bound into the jail from these fds (Enter), never by path.
+        int j = 0;
         foreach (var m in plan.Mounts.Where(m => m.ByFd))
         {
             try
             {
                 var h = policy is not null ? policy.Open(m.Path, PathKind.File) : File.OpenHandle(m.Path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
                 keep.Add(h);
-                fds.Add((int)h.DangerousGetHandle());
+                fds[layout.ByFdMount(j)] = (int)h.DangerousGetHandle();
             }
             catch (Exception e) when (e is PathPolicyException or IOException or UnauthorizedAccessException)
             {
-                fds.Add(-1); // not mounted: the worker reports the kernel missing, by path
+                // not mounted (stays -1): the worker reports the kernel missing, by path
             }
+            j++;
         }
         ProcInfo.NewSession();
         var ready = ProcInfo.DuplicateStdout();
@@ -85,7 +93,7 @@ internal static class Jailer
             // This (the main) thread is the one that execve()s: the new process starts in that namespace.
             Exec.EnterNamespace((int)ns.DangerousGetHandle(), Exec.CLONE_NEWNET, plan.NetnsPath);
         }
-        var tapErrors = OpenTaps(plan, keep, fds);
+        var tapErrors = OpenTaps(plan, layout, keep, fds);
         Exec.CloseAllOnExec(3);
         int readyFd = ready is null ? -1 : (int)ready.DangerousGetHandle();
         if (readyFd >= 0) Exec.KeepAcrossExec(readyFd);
@@ -102,7 +110,7 @@ internal static class Jailer
     /// that fails is fd -1 and its error goes to the worker (<see cref="TapError"/>), which reports it as an
     /// unjailed worker would.
     /// </summary>
-    private static List<TapError> OpenTaps(JailPlan plan, List<SafeFileHandle> keep, List<int> fds)
+    private static List<TapError> OpenTaps(JailPlan plan, JailFdLayout layout, List<SafeFileHandle> keep, int[] fds)
     {
         var errors = new List<TapError>();
         for (int i = 0; i < plan.Taps.Count; i++)
@@ -111,11 +119,10 @@ internal static class Jailer
             {
                 var h = TapBackend.OpenForJail(TapName(plan.Taps[i]));
                 keep.Add(h);
-                fds.Add((int)h.DangerousGetHandle());
+                fds[layout.Tap(i)] = (int)h.DangerousGetHandle();
             }
             catch (NetConfigException e)
             {
-                fds.Add(-1);
                 errors.Add(new TapError(i, e.Reason, e.Message));
             }
         }
@@ -132,14 +139,14 @@ internal static class Jailer
         Mounts.MakeAllPrivate();
         Mounts.Mount(root, root, null, Mounts.MS_BIND | Mounts.MS_REC); // pivot_root needs a mount point
         var fds = args.Fds;
-        int byFd = plan.Files.Count; // the by-fd mounts' fds follow the files'
+        var layout = JailFdLayout.Of(plan);
+        int byFd = 0;
         foreach (var m in plan.Mounts)
         {
             ulong flags = Mounts.MS_NOSUID | Mounts.MS_NODEV | Mounts.MS_NOEXEC | (m.Writable ? 0 : Mounts.MS_RDONLY);
             if (m.ByFd)
             {
-                int fd = byFd < fds.Count ? fds[byFd] : -1;
-                byFd++;
+                int fd = JailFdLayout.At(fds, layout.ByFdMount(byFd++));
                 if (fd < 0) continue; // refused or missing: the worker reports it, by path
                 using var file = new SafeFileHandle(fd, ownsHandle: true);
                 BindChecked(file, Inside(root, m.Path), flags);
@@ -173,13 +180,12 @@ internal static class Jailer
         Privileges.ClearCapabilities();
         Privileges.SetNoNewPrivileges();
 
-        for (int i = 0; i < plan.Files.Count && i < fds.Count; i++)
-            if (fds[i] >= 0) PreopenedFiles.Add(plan.Files[i].Path, plan.Files[i].ReadOnly, new SafeFileHandle(fds[i], ownsHandle: true));
+        for (int i = 0; i < plan.Files.Count; i++)
+            if (JailFdLayout.At(fds, layout.File(i)) is var f and >= 0) PreopenedFiles.Add(plan.Files[i].Path, plan.Files[i].ReadOnly, new SafeFileHandle(f, ownsHandle: true));
         for (int i = 0; i < plan.Taps.Count; i++)
         {
-            int k = plan.Files.Count + plan.Mounts.Count(m => m.ByFd) + i; // after the files' and the by-fd mounts' fds
             string? name = TapName(plan.Taps[i]);
-            if (k < fds.Count && fds[k] >= 0) PreopenedTaps.Add(name, new SafeFileHandle(fds[k], ownsHandle: true));
+            if (JailFdLayout.At(fds, layout.Tap(i)) is var k and >= 0) PreopenedTaps.Add(name, new SafeFileHandle(k, ownsHandle: true));
             else if (args.TapErrors.FirstOrDefault(e => e.Index == i) is { } e) PreopenedTaps.AddFailure(name, e.Reason, e.Message);
             else PreopenedTaps.AddFailure(name, NetConfigError.TapUnusable, "the jailer did not hand over this tap");
         }

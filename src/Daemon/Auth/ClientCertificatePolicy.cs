@@ -44,8 +44,15 @@ public sealed class ClientCertificatePolicy : IDisposable
         return new ClientCertificatePolicy(options.TlsClientCa ?? throw new ArgumentException("TlsClientCa is not set"), options.TlsClientCrl, options.TlsClients);
     }
 
-    /// <summary>Whether the certificate may complete the handshake; <paramref name="reason"/> says why not.</summary>
-    public bool Accepts(X509Certificate2 certificate, out string reason)
+    /// <summary>The longest chain accepted: the client's certificate, up to two intermediate CAs, and TlsClientCa.</summary>
+    public const int MaxChainLength = 4;
+
+    /// <summary>
+    /// Whether the certificate may complete the handshake; <paramref name="reason"/> says why not.
+    /// <paramref name="presented"/>: the other certificates the client sent in the handshake, from which intermediate
+    /// CAs between its certificate and TlsClientCa are taken (TlsClientCa stays the only trust anchor).
+    /// </summary>
+    public bool Accepts(X509Certificate2 certificate, out string reason, X509Certificate2Collection? presented = null)
     {
         ArgumentNullException.ThrowIfNull(certificate);
         if (!HasClientAuth(certificate))
@@ -53,22 +60,28 @@ public sealed class ClientCertificatePolicy : IDisposable
             reason = "the certificate does not carry the clientAuth extended key usage";
             return false;
         }
+        byte[] issuedByCa;
         using (var chain = new X509Chain())
         {
             chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
             chain.ChainPolicy.CustomTrustStore.Add(_ca);
             chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck; // the CRL is checked below, from the file
             chain.ChainPolicy.ApplicationPolicy.Add(new Oid(ClientAuthOid));
+            if (presented is not null) chain.ChainPolicy.ExtraStore.AddRange(presented);
             if (!chain.Build(certificate))
             {
                 reason = "the certificate does not chain to TlsClientCa: " + string.Join("; ", chain.ChainStatus.Select(s => s.StatusInformation.Trim()));
                 return false;
             }
-            if (chain.ChainElements.Count != 2)
+            int length = chain.ChainElements.Count;
+            if (length < 2 || length > MaxChainLength || !chain.ChainElements[length - 1].Certificate.RawDataMemory.Span.SequenceEqual(_ca.RawDataMemory.Span))
             {
-                reason = "the certificate is not issued directly by TlsClientCa";
+                reason = $"the certificate's chain to TlsClientCa has {length} certificates (at most {MaxChainLength}: the client's, two intermediate CAs, TlsClientCa)";
                 return false;
             }
+            // The CRL is TlsClientCa's: it revokes what the CA issued itself, which is the certificate directly
+            // under it in the chain (the client's own, or the top intermediate CA, revoking everything below it).
+            issuedByCa = chain.ChainElements[length - 2].Certificate.RawData;
         }
         if (_crlPath is not null)
         {
@@ -78,9 +91,12 @@ public sealed class ClientCertificatePolicy : IDisposable
                 reason = $"the CRL {_crlPath} is not usable ({error}): every client is refused";
                 return false;
             }
-            if (crl.IsRevoked(DotNetUtilities.FromX509Certificate(certificate)))
+            var revocable = new X509CertificateParser().ReadCertificate(issuedByCa);
+            if (crl.IsRevoked(revocable))
             {
-                reason = $"the certificate (serial {certificate.SerialNumber}) is revoked by {_crlPath}";
+                reason = issuedByCa.AsSpan().SequenceEqual(certificate.RawDataMemory.Span)
+                    ? $"the certificate (serial {certificate.SerialNumber}) is revoked by {_crlPath}"
+                    : $"the certificate's intermediate CA {revocable.SubjectDN} (serial {revocable.SerialNumber.ToString(16)}) is revoked by {_crlPath}";
                 return false;
             }
         }

@@ -64,7 +64,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         if (spec.Code.SourceCase == FunctionCode.SourceOneofCase.Directory)
         {
             packedFrom = spec.Code.Directory;
-            normalized.Code = new FunctionCode { ImagePath = await store.PackCodeAsync(spec.Name, NewToken(), packedFrom, "spec.code.directory", ct).ConfigureAwait(false) };
+            normalized.Code = new FunctionCode { ImagePath = await PackAsync(spec.Name, packedFrom, "spec.code.directory", ct).ConfigureAwait(false) };
         }
         using (var r = await records.LockAsync(CancellationToken.None).ConfigureAwait(false))
         {
@@ -133,7 +133,7 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
         if (request.Code.SourceCase == FunctionCode.SourceOneofCase.Directory)
         {
             packedFrom = request.Code.Directory;
-            image = await store.PackCodeAsync(request.Name, NewToken(), packedFrom, "code.directory", ct).ConfigureAwait(false);
+            image = await PackAsync(request.Name, packedFrom, "code.directory", ct).ConfigureAwait(false);
         }
         using (var r = await records.LockAsync(CancellationToken.None).ConfigureAwait(false))
         {
@@ -333,6 +333,13 @@ public sealed partial class FunctionManager(FunctionPool pool, FunctionStore sto
     }
 
     private readonly HostPaths _paths = new(options);
+
+    /// <summary>Packs a code directory, read through the fd the path policy opened (never again by its path).</summary>
+    private async Task<string> PackAsync(string name, string directory, string field, CancellationToken ct)
+    {
+        using var source = _paths.Open(directory, PathKind.Directory, field);
+        return await store.PackCodeAsync(name, NewToken(), source, directory, field, ct).ConfigureAwait(false);
+    }
 
     /// <summary>Checks a create spec and fills in the defaults (image, memory, vCPUs, timeout).</summary>
     private FunctionSpec Normalize(FunctionSpec spec, string prefix)

@@ -1,8 +1,10 @@
 using System.Diagnostics;
 using System.Globalization;
 using FireSharp.Proto.V1;
+using FireSharp.Kvm.Interop;
 using Google.Protobuf;
 using Microsoft.Extensions.Logging;
+using Microsoft.Win32.SafeHandles;
 
 namespace FireSharp.Daemon.Functions;
 
@@ -87,29 +89,44 @@ public sealed partial class FunctionStore(string root, ILogger logger)
     }
 
     /// <summary>
-    /// Packs <paramref name="directory"/> into a new ext4 image with <c>mke2fs -d</c> (no root needed) and
-    /// returns its path. InvalidArgument (field) when the directory is over 250 MiB or cannot be packed.
+    /// Packs the code directory <paramref name="directory"/> into a new ext4 image with <c>mke2fs -d</c> (no root
+    /// needed) and returns its path. <paramref name="source"/> is that directory as the path policy opened it: the
+    /// tree is copied from it, entry by entry through fds (<see cref="CodeTree"/>), into a private staging directory
+    /// in the state dir, and that copy is what mke2fs reads, so mke2fs never walks a client's directory by name.
+    /// InvalidArgument (field) when the directory is over 250 MiB, holds something that is not packed (a FIFO, a
+    /// device, a socket, a symlink leading out) or cannot be packed.
     /// </summary>
-    public async Task<string> PackCodeAsync(string name, string version, string directory, string field, CancellationToken ct)
+    public async Task<string> PackCodeAsync(string name, string version, SafeFileHandle source, string directory, string field, CancellationToken ct)
     {
-        long bytes = 0;
-        int entries = 0;
-        try
-        {
-            foreach (var f in new DirectoryInfo(directory).EnumerateFileSystemInfos("*", SearchOption.AllDirectories))
-            {
-                entries++;
-                if (f is FileInfo fi) bytes += fi.Length;
-                if (bytes > MaxCodeBytes) throw VmApiException.Invalid(field, $"'{directory}' holds more than {MaxCodeBytes / (1024 * 1024)} MiB");
-            }
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw VmApiException.Invalid(field, $"'{directory}' cannot be read: {e.Message}");
-        }
         string dir = FunctionDir(name);
         Directory.CreateDirectory(dir);
-        string image = Path.Combine(dir, $"code-{version}.ext4"), tmp = image + ".tmp";
+        string image = Path.Combine(dir, $"code-{version}.ext4"), tmp = image + ".tmp", staging = Path.Combine(dir, $".code-{version}.src");
+        RemoveStaging(staging);
+        if (!FileSystem.TryCreateDirectory(staging, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute))
+            throw new IOException($"{staging} already exists");
+        try
+        {
+            var tree = new CodeTree(field, directory, MaxCodeBytes);
+            try
+            {
+                tree.CopyTo(source, staging);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw VmApiException.Invalid(field, $"'{directory}' cannot be read: {e.Message}");
+            }
+            await PackStagingAsync(staging, tmp, tree.Bytes, tree.Entries, directory, field, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            RemoveStaging(staging);
+        }
+        File.Move(tmp, image, overwrite: true);
+        return image;
+    }
+
+    private static async Task PackStagingAsync(string staging, string tmp, long bytes, int entries, string directory, string field, CancellationToken ct)
+    {
         // Room for the files, their metadata and the journal-less ext4's own structures.
         long sizeKib = Math.Max(4096, (bytes * 5 / 4 + entries * 8192L) / 1024 + 2048);
         TryDelete(tmp);
@@ -119,7 +136,7 @@ public sealed partial class FunctionStore(string root, ILogger logger)
             RedirectStandardOutput = true,
             UseShellExecute = false,
         };
-        foreach (var a in (string[])["-q", "-F", "-t", "ext4", "-O", "^has_journal", "-L", "task", "-E", "root_owner=0:0", "-d", directory, tmp, sizeKib.ToString(CultureInfo.InvariantCulture) + "k"])
+        foreach (var a in (string[])["-q", "-F", "-t", "ext4", "-O", "^has_journal", "-L", "task", "-E", "root_owner=0:0", "-d", staging, tmp, sizeKib.ToString(CultureInfo.InvariantCulture) + "k"])
             psi.ArgumentList.Add(a);
         string stderr;
         int exit;
@@ -141,8 +158,19 @@ public sealed partial class FunctionStore(string root, ILogger logger)
             TryDelete(tmp);
             throw VmApiException.Invalid(field, $"mke2fs could not pack '{directory}' (exit {exit}): {stderr.Trim()}");
         }
-        File.Move(tmp, image, overwrite: true);
-        return image;
+    }
+
+    /// <summary>Removes a staging copy (its directories made writable first: a copied 0555 directory would not empty otherwise).</summary>
+    private static void RemoveStaging(string staging)
+    {
+        if (!Directory.Exists(staging) || OperatingSystem.IsWindows()) return;
+        try
+        {
+            foreach (var d in Directory.EnumerateDirectories(staging, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.ReparsePoint }).Prepend(staging))
+                File.SetUnixFileMode(d, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            Directory.Delete(staging, recursive: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
     }
 
     private static void TryDelete(string path)

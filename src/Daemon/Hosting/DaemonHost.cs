@@ -129,13 +129,14 @@ public static class DaemonHost
 
     /// <summary>
     /// Server certificate from PEM; a client certificate is required and must pass <paramref name="certificates"/>
-    /// (issued by TlsClientCa, clientAuth EKU, not revoked); a refused one fails the handshake.
+    /// (issued by TlsClientCa, directly or through intermediate CAs the client sends; clientAuth EKU; not revoked); a refused one fails the handshake.
     /// </summary>
     private static HttpsConnectionAdapterOptions MutualTls(DaemonOptions options, ClientCertificatePolicy certificates) => new()
     {
         ServerCertificate = X509Certificate2.CreateFromPemFile(options.TlsCertificate!, options.TlsKey!),
         ClientCertificateMode = ClientCertificateMode.RequireCertificate,
-        ClientCertificateValidation = (cert, _, _) => certificates.Accepts(cert, out _),
+        // The chain's extra store holds what the client sent besides its certificate: intermediate CAs under TlsClientCa.
+        ClientCertificateValidation = (cert, chain, errors) => certificates.Accepts(cert, out _, chain?.ChainPolicy.ExtraStore),
     };
 
     /// <summary>True if the certificate chains to <paramref name="root"/> alone (the system store is not consulted).</summary>

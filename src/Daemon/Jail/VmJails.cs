@@ -97,14 +97,17 @@ internal sealed class VmJails(DaemonOptions options, VmRegistry registry, Daemon
     public string Outbox(string id) => Path.Combine(options.JailDir(id), "outbox");
 
     /// <summary>
-    /// After a jailed worker wrote a snapshot into its outbox: moves it to <paramref name="target"/> (a rename, or a
-    /// copy across file systems) and gives it to the daemon's user, so the VM cannot change it afterwards.
+    /// Where the VM's worker writes a snapshot before the daemon moves it into place (<see cref="SnapshotPlacement"/>):
+    /// a jailed worker's outbox; an unjailed worker's is in the VM's own state directory (0700, the daemon's).
     /// </summary>
-    public static void MoveOut(string written, string target)
+    public string Outbox(VmEntry entry)
     {
-        ChownTree(written);
-        if (FileSystem.TryRenameNoReplace(written, target)) return;
-        throw new SnapshotException(SnapshotErrorReason.DirectoryExists, $"snapshot directory {target} already exists");
+        bool jailed;
+        lock (entry.Gate) jailed = entry.Worker is { Jailed: true };
+        if (jailed) return Outbox(entry.Id);
+        string outbox = Path.Combine(entry.Dir, "outbox");
+        CreateOwnedDirectory(outbox, null);
+        return outbox;
     }
 
     /// <summary>A snapshot directory and the bases of its diff chain (what a restore reads).</summary>
@@ -197,24 +200,5 @@ internal sealed class VmJails(DaemonOptions options, VmRegistry registry, Daemon
         if (OperatingSystem.IsWindows()) Directory.CreateDirectory(dir);
         else Directory.CreateDirectory(dir, OwnerOnly);
         if (owner is not null) Mounts.ChangeOwner(dir, owner.Uid, owner.Gid);
-    }
-
-    /// <summary>
-    /// Makes a snapshot the worker wrote the daemon's (root's): 0700 directories, 0400 files, whatever the worker set.
-    /// The worker is not trusted: a symbolic link (or anything but a file or directory) in it is refused, never followed.
-    /// </summary>
-    private static void ChownTree(string dir)
-    {
-        MakePrivate(new DirectoryInfo(dir));
-        foreach (var entry in new DirectoryInfo(dir).EnumerateFileSystemInfos("*", SearchOption.AllDirectories)) MakePrivate(entry);
-    }
-
-    private static void MakePrivate(FileSystemInfo entry)
-    {
-        bool isDirectory = entry.Attributes.HasFlag(FileAttributes.Directory);
-        if (entry.LinkTarget is not null || (!isDirectory && entry is not FileInfo))
-            throw new SnapshotException(SnapshotErrorReason.Corrupt, $"the VM's snapshot holds {entry.FullName}, which is not a regular file or directory: refused");
-        Mounts.ChangeOwner(entry.FullName, 0, 0);
-        if (!OperatingSystem.IsWindows()) entry.UnixFileMode = isDirectory ? SnapshotWriter.PrivateDirectoryMode : SnapshotWriter.PrivateFileMode;
     }
 }

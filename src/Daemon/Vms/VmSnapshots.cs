@@ -24,52 +24,43 @@ internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, Vm
     {
         SpecValidator.ValidateId(command.Id);
         ValidateAbsolute(command.Dir, "dir", required: true);
-        paths.CheckCreatable(command.Dir, "dir");
+        // The target's parent, opened beneath an allowed root: the snapshot is put there through this fd, by name,
+        // never by the path again (a parent swapped for a symlink meanwhile changes nothing).
+        using var parent = paths.OpenParentForCreate(command.Dir, "dir", out string name);
         var entry = registry.Find(command.Id);
         await entry.Op.WaitAsync(ct).ConfigureAwait(false);
         try
         {
             entry.ThrowIfDeleted();
             var session = entry.RequireSession("snapshot", VmPhase.Running, VmPhase.Paused);
-            var request = new TakeSnapshot { Dir = command.Dir, Resume = command.Resume, Diff = command.Diff, TrackDirty = command.TrackDirty };
-            bool jailed;
-            lock (entry.Gate) jailed = entry.Worker is { Jailed: true };
             string target = Path.GetFullPath(command.Dir.TrimEnd('/') is { Length: > 0 } d ? d : command.Dir);
-            if (jailed)
+            // Every worker, jailed or not, writes into a staging directory the daemon chose (a jailed one can write
+            // only into its outbox); the daemon then moves the snapshot into place through the fds above.
+            var request = new TakeSnapshot
             {
-                // A jailed worker can write only into its outbox; the daemon moves the snapshot to where it was asked for.
-                CheckTarget(target);
-                request.Dir = Path.Combine(jails.Outbox(entry.Id), Guid.NewGuid().ToString("N"));
-                request.RecordedDir = target;
-            }
+                Dir = Path.Combine(jails.Outbox(entry), Guid.NewGuid().ToString("N")),
+                RecordedDir = target,
+                Resume = command.Resume,
+                Diff = command.Diff,
+                TrackDirty = command.TrackDirty,
+            };
             var taken = await session.Client.SnapshotAsync(request, ct).ConfigureAwait(false);
             supervisor.Apply(entry, session, taken.Status);
-            if (jailed)
-            {
-                try
-                {
-                    // request.Dir, not the worker's reply: the daemon moves only what it chose (the worker is not trusted).
-                    Jail.VmJails.MoveOut(request.Dir, target);
-                }
-                catch (Exception e) when (e is SnapshotException or IOException or FireSharp.Kvm.Interop.JailSetupException or UnauthorizedAccessException)
-                {
-                    try { Directory.Delete(request.Dir, recursive: true); }
-                    catch (Exception e2) when (e2 is IOException or UnauthorizedAccessException) { }
-                    throw e is SnapshotException se ? SnapshotErrors.ToApi(se)
-                        : VmApiException.Unavailable($"cannot move the snapshot from the VM's outbox to {target}: {e.Message}");
-                }
-            }
-            string written = jailed ? target : taken.Dir;
             try
             {
-                // Signed here, by the daemon, once the snapshot is in its final 0700 directory and the daemon's own:
-                // the worker never holds a key, so a compromised worker cannot forge a MAC (docs/security.md).
-                SnapshotMac.Sign(written, daemonKeys.Current.Signing);
+                // request.Dir, not the worker's reply: the daemon moves only what it chose (the worker is not trusted).
+                // Signed by the daemon through its fd of the directory it checked: the worker never holds a key, so a
+                // compromised worker cannot forge a MAC (docs/security.md).
+                SnapshotPlacement.Place(request.Dir, parent, name, target, daemonKeys.Current.Signing);
             }
-            catch (SnapshotException e)
+            catch (Exception e) when (e is SnapshotException or IOException or UnauthorizedAccessException)
             {
-                throw SnapshotErrors.ToApi(e);
+                try { Directory.Delete(request.Dir, recursive: true); }
+                catch (Exception e2) when (e2 is IOException or UnauthorizedAccessException) { }
+                throw e is SnapshotException se ? SnapshotErrors.ToApi(se)
+                    : VmApiException.Unavailable($"cannot move the snapshot from the VM's outbox to {target}: {e.Message}");
             }
+            string written = target;
             return new VmSnapshotInfo
             {
                 Dir = written,
@@ -114,9 +105,13 @@ internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, Vm
             // before it is parsed, and before any path it names is looked at.
             // This is an early check, so a bad snapshot starts no worker; the one that counts is made again on the
             // files the worker reads: by its jailer (jailed) or by the worker itself (unjailed).
-            SnapshotFiles.Verify(command.Dir, daemonKeys.Current);
-            snapshot = SnapshotReader.Load(command.Dir);
-            SnapshotReader.CheckBases(snapshot); // a diff snapshot's base must be in place and unchanged
+            // One verified read: inside the scope the reader takes the very handles the MAC was checked on (this
+            // thread's, no await in between), so what is loaded here is exactly what was verified.
+            using (SnapshotFiles.VerifiedScope(command.Dir, daemonKeys.Current))
+            {
+                snapshot = SnapshotReader.Load(command.Dir);
+                SnapshotReader.CheckBases(snapshot); // a diff snapshot's base must be in place and unchanged
+            }
         }
         catch (SnapshotException e)
         {
@@ -203,16 +198,6 @@ internal sealed class VmSnapshots(DaemonOptions options, VmRegistry registry, Vm
             Agent = vsock is not null,
             Rng = config.Devices.Any(d => d.Kind == RngDeviceKind.Name),
         };
-    }
-
-    /// <summary>What the worker checks of a snapshot's directory, for one that writes into its outbox instead.</summary>
-    private static void CheckTarget(string target)
-    {
-        if (Directory.Exists(target) || File.Exists(target))
-            throw SnapshotErrors.ToApi(new SnapshotException(SnapshotErrorReason.DirectoryExists, $"snapshot directory {target} already exists"));
-        string parent = Path.GetDirectoryName(target) ?? "/";
-        if (!Directory.Exists(parent))
-            throw SnapshotErrors.ToApi(new SnapshotException(SnapshotErrorReason.NotFound, $"cannot create snapshot {target}: directory {parent} does not exist"));
     }
 
     private static void ValidateAbsolute(string path, string field, bool required)

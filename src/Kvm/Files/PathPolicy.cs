@@ -45,7 +45,9 @@ public sealed class PathPolicyException(PathRefusal reason, string message) : Ex
 /// lies lexically under one of the configured roots, and it is opened from that root's directory fd with
 /// openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS), so a symlink that stays inside the root is followed and one
 /// that leads out fails. The opened fd is then fstat'ed for its type, and that same fd is what gets used (the
-/// daemon's lock fd, the jailer's fd handed to the worker): there is no check-then-open-again window. Files are
+/// daemon's lock fd, the jailer's fd handed to the worker): there is no check-then-open-again window. Without
+/// openat2 (Linux before 5.6) the path is walked component by component with O_NOFOLLOW instead
+/// (<see cref="NoFollowResolver"/>), which follows no symlink at all. Files are
 /// first opened O_PATH and only reopened for I/O (through /proc/self/fd) once their type is known, so a FIFO or a
 /// device is never opened for real.
 /// </summary>
@@ -74,6 +76,18 @@ public sealed class PathPolicy
 
     public IReadOnlyList<string> Roots { get; }
     public bool AllowBlockDevices { get; }
+
+    /// <summary>
+    /// Resolve by the O_NOFOLLOW walk (<see cref="NoFollowResolver"/>) instead of openat2: what happens by itself on a
+    /// kernel without openat2 (ENOSYS), forced here for tests. The walk follows no symlink at all.
+    /// </summary>
+    public bool NoFollowWalk { get; init; }
+
+    /// <summary>Set once openat2 gave ENOSYS: every later resolution walks.</summary>
+    private static volatile bool s_noOpenat2;
+
+    /// <summary>Whether this policy resolves by the walk (forced, or openat2 missing).</summary>
+    public bool Walks => NoFollowWalk || s_noOpenat2;
 
     /// <summary>
     /// <paramref name="path"/> with repeated and trailing slashes removed, or null (and why) if it is not absolute,
@@ -146,15 +160,19 @@ public sealed class PathPolicy
     /// directory reached under a root without leaving it, and the name itself must not be taken. Returns the parent
     /// (O_PATH) for callers that can create relative to it.
     /// </summary>
-    public SafeFileHandle CheckCreatable(string path)
+    public SafeFileHandle CheckCreatable(string path) => CheckCreatable(path, out _);
+
+    /// <summary>As <see cref="CheckCreatable(string)"/>, with the name to create relative to the returned parent (mkdirat, renameat).</summary>
+    public SafeFileHandle CheckCreatable(string path, out string name)
     {
         var (root, relative) = Resolve(path);
         if (relative == ".") throw new PathPolicyException(PathRefusal.WrongType, $"{path} is an allowed root itself, not a new name under one");
         int slash = relative.LastIndexOf('/');
         string parentRelative = slash < 0 ? "." : relative[..slash];
-        string name = relative[(slash + 1)..];
+        name = relative[(slash + 1)..];
         var parent = OpenBeneath(root, parentRelative, PathOpen.OPath | PathOpen.ODirectory, path);
-        using var existing = PathOpen.OpenBeneath(parent, name, PathOpen.OPath | PathOpen.ONoFollow, ResolutionFor(root), out _);
+        // One component relative to the checked parent, not followed: no resolution left to escape by.
+        using var existing = DirFd.OpenAt(parent, name, PathOpen.OPath | PathOpen.ONoFollow, out _);
         if (!existing.IsInvalid)
         {
             parent.Dispose();
@@ -176,12 +194,20 @@ public sealed class PathPolicy
             $"{normal} is outside the allowed roots (AllowedPathRoots: {Describe()})");
     }
 
-    private static SafeFileHandle OpenBeneath(string root, string relative, int flags, string path)
+    private SafeFileHandle OpenBeneath(string root, string relative, int flags, string path)
     {
         using var rootFd = RootHandle(root, path);
-        var fd = PathOpen.OpenBeneath(rootFd, relative, flags, ResolutionFor(root), out int errno);
-        if (fd.IsInvalid) throw Refused(path, root, errno);
-        return fd;
+        if (!Walks)
+        {
+            var fd = PathOpen.OpenBeneath(rootFd, relative, flags, ResolutionFor(root), out int errno);
+            if (!fd.IsInvalid) return fd;
+            if (errno != PathOpen.ENOSYS) throw Refused(path, root, errno, walked: false);
+            fd.Dispose();
+            s_noOpenat2 = true; // Linux before 5.6: walk from now on
+        }
+        var walked = NoFollowResolver.Open(rootFd, relative, flags, out int walkErrno);
+        if (walked.IsInvalid) throw Refused(path, root, walkErrno, walked: true);
+        return walked;
     }
 
     private static SafeFileHandle RootHandle(string root, string path)
@@ -193,12 +219,13 @@ public sealed class PathPolicy
         return fd;
     }
 
-    private static PathPolicyException Refused(string path, string root, int errno) => errno switch
+    private static PathPolicyException Refused(string path, string root, int errno, bool walked) => errno switch
     {
+        PathOpen.EXDEV or PathOpen.ELOOP when walked => new(PathRefusal.Escapes,
+            $"{path} is reached through a symlink under its allowed root {root}, and without openat2(2) (Linux 5.6+) no symlink is followed"),
         PathOpen.EXDEV or PathOpen.ELOOP => new(PathRefusal.Escapes, $"{path} leads out of its allowed root {root} (through a symlink: only relative ones that stay inside are followed)"),
         PathOpen.ENOENT => new(PathRefusal.NotFound, $"{path} does not exist"),
         PathOpen.ENOTDIR => new(PathRefusal.WrongType, $"{path}: a component of it is not a directory"),
-        PathOpen.ENOSYS => new(PathRefusal.Unopenable, $"{path}: this kernel has no openat2(2) (Linux 5.6+), which the path policy needs"),
         _ => new(PathRefusal.Unopenable, $"{path} cannot be opened: {Errno.Text(errno)}"),
     };
 

@@ -44,8 +44,8 @@ public static partial class PathOpen
     [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
     private static partial int FcntlLock(int fd, int cmd, ref FLock lk);
 
-    /// <summary>What fstat says of an open file: its type bits (<see cref="SIfMt"/>), identity and size.</summary>
-    public readonly record struct FileStatus(uint Type, ulong Device, ulong Inode, long Size);
+    /// <summary>What fstat says of an open file: its type bits (<see cref="SIfMt"/>), identity, size, permission bits (07777) and owner.</summary>
+    public readonly record struct FileStatus(uint Type, ulong Device, ulong Inode, long Size, uint Permissions = 0, uint Uid = 0, uint Gid = 0);
 
     /// <summary>open(2) of an absolute path with <paramref name="flags"/> (O_CLOEXEC added); the errno on failure.</summary>
     public static SafeFileHandle Open(string path, int flags, out int errno)
@@ -90,7 +90,7 @@ public static partial class PathOpen
                 int err = Marshal.GetLastPInvokeError();
                 throw new IOException("fstat: " + Errno.Text(err), err);
             }
-            return new FileStatus(st.Mode & SIfMt, st.Dev, st.Ino, st.Size);
+            return new FileStatus(st.Mode & SIfMt, st.Dev, st.Ino, st.Size, st.Mode & 0xFFF, st.Uid, st.Gid);
         }
         finally
         {

@@ -95,6 +95,7 @@ public sealed class MicroVm : IDisposable
                 Cmdline = spec.Cmdline ?? "",
                 VcpuCount = spec.Vcpus,
                 PreferPvh = spec.PreferPvh,
+                ScanVirtioMmioCmdline = devices.Plan.Count > 0,
             });
             if (plan.Kernel.IsLinux)
             {
@@ -218,19 +219,8 @@ public sealed class MicroVm : IDisposable
             VmLog.CompressedKernelNotChecked(logger);
             return;
         }
-        ReadOnlySpan<byte> marker = "virtio_mmio.device\0"u8;
-        using var stream = File.OpenRead(kernelPath);
-        var buffer = new byte[1 << 20];
-        int carry = 0;
-        while (true)
-        {
-            int n = stream.Read(buffer, carry, buffer.Length - carry);
-            if (n == 0) break;
-            int length = carry + n;
-            if (buffer.AsSpan(0, length).IndexOf(marker) >= 0) return;
-            carry = Math.Min(marker.Length - 1, length);
-            buffer.AsSpan(length - carry, carry).CopyTo(buffer);
-        }
+        // Searched by the loader in the file it loaded (no second open by path).
+        if (kernel.HasVirtioMmioCmdline != false) return;
         throw new BootException(BootErrorReason.KernelLacksVirtioMmioCmdline,
             $"{kernelPath}: drives were given, but this kernel was built without CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES, so it would ignore virtio_mmio.device= and boot without them");
     }

@@ -99,6 +99,42 @@ public sealed class ClientAuthorizationTests : IDisposable
     }
 
     [Fact]
+    public void Certificates_issued_by_an_intermediate_under_the_ca_chain_when_the_client_sends_the_intermediate()
+    {
+        using var pki = new TestCertificates(_dir);
+        var ca = pki.NewCa("root-ca");
+        var intermediate = pki.IssueCa(ca, "team-ca");
+        var deeper = pki.IssueCa(intermediate, "sub-ca");
+        var tooDeep = pki.IssueCa(deeper, "sub-sub-ca");
+        var leaf = pki.Issue(intermediate, "alice", "alice", [TestCertificates.ClientAuth]).Cert;
+        var leaf2 = pki.Issue(deeper, "bob", "bob", [TestCertificates.ClientAuth]).Cert;
+        var leaf3 = pki.Issue(tooDeep, "carol", "carol", [TestCertificates.ClientAuth]).Cert;
+        var clients = new Dictionary<string, ApiRole> { ["alice"] = ApiRole.Viewer };
+        using (var policy = new ClientCertificatePolicy(pki.PemOf(ca), null, clients))
+        {
+            Assert.True(policy.Accepts(leaf, out string why, [intermediate]), why);
+            Assert.True(policy.Accepts(leaf2, out why, [deeper, intermediate]), why);
+            Assert.Equal(("alice", ApiRole.Viewer), policy.RoleOf(leaf));
+            // Without the intermediate there is no chain; the system store is never asked.
+            Assert.False(policy.Accepts(leaf, out why));
+            Assert.Contains("TlsClientCa", why);
+            // A chain longer than the limit is refused.
+            Assert.False(policy.Accepts(leaf3, out why, [tooDeep, deeper, intermediate]));
+            Assert.Contains("at most", why);
+            // The intermediate sent as a client certificate itself has no clientAuth usage of its own: refused.
+            Assert.False(policy.Accepts(intermediate, out _));
+        }
+        // The CA's CRL revokes the intermediate, and with it everything it issued.
+        string crl = pki.WriteCrl(ca, "root.crl", 1, intermediate);
+        using (var policy = new ClientCertificatePolicy(pki.PemOf(ca), crl, clients))
+        {
+            Assert.False(policy.Accepts(leaf, out string why, [intermediate]));
+            Assert.Contains("intermediate CA", why);
+            Assert.Contains("revoked", why);
+        }
+    }
+
+    [Fact]
     public void Certificates_need_the_ca_the_clientAuth_usage_and_no_revocation_and_names_come_from_cn_and_sans()
     {
         using var pki = new TestCertificates(_dir);

@@ -87,6 +87,31 @@ public sealed class MutualTlsTests(ITestOutputHelper output) : IDisposable
     }
 
     [SkippableFact]
+    public async Task A_client_certificate_from_an_intermediate_ca_chains_when_the_client_sends_the_intermediate()
+    {
+        var (s, _, port, ca) = await StartAsync(["alice=viewer"]);
+        await using var _ = s;
+        var pki = _pki!;
+        string caPem = pki.PemOf(ca);
+        var intermediate = pki.IssueCa(ca, "team-ca");
+        var (_, leafPem, leafKey) = pki.Issue(intermediate, "alice", "alice", [TestCertificates.ClientAuth]);
+        string chainPem = Path.Combine(_dir, "alice-chain.pem");
+        File.WriteAllText(chainPem, File.ReadAllText(leafPem).TrimEnd() + "\n" + File.ReadAllText(pki.PemOf(intermediate)).TrimEnd() + "\n");
+        string[] tls(string cert) => ["--http2", "--cacert", caPem, "--cert", cert, "--key", leafKey];
+        // curl sends the certificate and the intermediate: the chain ends at TlsClientCa, and alice is a viewer.
+        var curl = await ExternalClients.CurlGrpcAsync($"https://localhost:{port}", "/firesharp.v1.VmService/ListVms", tls(chainPem));
+        output.WriteLine(curl.Output);
+        Assert.Equal(0, curl.GrpcStatus);
+        curl = await ExternalClients.CurlGrpcAsync($"https://localhost:{port}", "/firesharp.v1.VmService/DeleteVm", tls(chainPem));
+        Assert.Equal((int)StatusCode.PermissionDenied, curl.GrpcStatus);
+        // The certificate alone does not chain (the daemon has no copy of the intermediate): the handshake fails.
+        curl = await ExternalClients.CurlGrpcAsync($"https://localhost:{port}", "/firesharp.v1.VmService/ListVms", tls(leafPem));
+        output.WriteLine(curl.Output);
+        Assert.Null(curl.GrpcStatus);
+        Assert.NotEqual(0, curl.ExitCode);
+    }
+
+    [SkippableFact]
     public async Task A_certificate_without_the_clientAuth_usage_fails_the_handshake()
     {
         var (s, address, port, ca) = await StartAsync(["localhost=admin", "client-1=viewer", "plain=admin"]);

@@ -14,6 +14,7 @@ namespace FireSharp.Tests.Api;
 /// daemon + jailed worker, where the jailer opens the drive through the same policy.
 /// </summary>
 [Collection("kvm")]
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed class PathPolicyDaemonTests(ITestOutputHelper output) : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("fs-pathroots-").FullName;
@@ -89,6 +90,17 @@ public sealed class PathPolicyDaemonTests(ITestOutputHelper output) : IDisposabl
         var vm = await c.CreateVmAsync(new CreateVmRequest { Id = "ok", Spec = WithDrive(spec, Path.Combine(Root, "disk.img")), Start = true });
         Assert.Equal(VmState.Running, vm.State);
         Assert.Equal(["ok"], (await c.ListVmsAsync(new ListVmsRequest())).Vms.Select(v => v.Id));
+
+        // A snapshot directory whose parent is a symlink out of the root is refused, and nothing is written outside;
+        // one inside is written through the parent's fd (SnapshotPlacementTests swap the parent after the check).
+        Directory.CreateSymbolicLink(Path.Combine(Root, "out"), Path.Combine(_dir, "elsewhere"));
+        e = await Assert.ThrowsAsync<RpcException>(() => c.CreateSnapshotAsync(new CreateSnapshotRequest { Id = "ok", Dir = Path.Combine(Root, "out", "snap"), Resume = true }).ResponseAsync);
+        AssertRefused(e, "dir", StatusCode.InvalidArgument);
+        Assert.False(Directory.Exists(Path.Combine(_dir, "elsewhere", "snap")));
+        var snap = await c.CreateSnapshotAsync(new CreateSnapshotRequest { Id = "ok", Dir = Path.Combine(Root, "snap"), Resume = true });
+        Assert.Equal(Path.Combine(Root, "snap"), snap.Dir);
+        Assert.True(File.Exists(Path.Combine(Root, "snap", "vmstate.mac")));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(Path.Combine(Root, "snap")));
     }
 
     [SkippableFact]

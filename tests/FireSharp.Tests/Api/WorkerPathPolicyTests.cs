@@ -40,12 +40,45 @@ public sealed class WorkerPathPolicyTests : IAsyncLifetime
         Directory.Delete(_dir, recursive: true);
     }
 
-    private CreateMachine Create(string drive)
+    private CreateMachine Create(string? drive)
     {
-        var c = new CreateMachine { Id = "p", KernelPath = TestPaths.Guest("hello"), MemMib = 16, Vcpus = 1 };
-        c.Drives.Add(new Drive { Id = "data", Path = drive });
+        var c = new CreateMachine { Id = "p", KernelPath = Kernel(), MemMib = 16, Vcpus = 1 };
+        if (drive is not null) c.Drives.Add(new Drive { Id = "data", Path = drive });
         c.PathPolicy = new WorkerPathPolicy { Roots = { Root } };
         return c;
+    }
+
+    /// <summary>The hello guest, copied under the root (the worker reads its kernel through the policy too).</summary>
+    private string Kernel()
+    {
+        string kernel = Path.Combine(Root, "hello.elf");
+        if (!File.Exists(kernel)) File.Copy(TestPaths.Guest("hello"), kernel);
+        return kernel;
+    }
+
+    [SkippableFact]
+    public async Task The_kernel_and_initrd_are_read_through_the_policy_so_a_symlink_leading_out_is_refused()
+    {
+        string outside = Path.Combine(_dir, "outside.elf");
+        File.Copy(TestPaths.Guest("hello"), outside);
+        string link = Path.Combine(Root, "escape.elf");
+        File.CreateSymbolicLink(link, outside);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var create = Create(null);
+        create.KernelPath = link;
+        var e = await Assert.ThrowsAsync<VmApiException>(() => _client.CallAsync(new WorkerRequest { Create = create }, timeout.Token));
+        Assert.Equal(VmErrorKind.InvalidArgument, e.Kind);
+        Assert.Equal("spec.kernel.path", e.Field);
+        Assert.Contains("path policy", e.Message, StringComparison.Ordinal);
+        // An initrd outside the roots, by name: refused on its own field.
+        create = Create(null);
+        create.InitrdPath = outside;
+        e = await Assert.ThrowsAsync<VmApiException>(() => _client.CallAsync(new WorkerRequest { Create = create }, timeout.Token));
+        Assert.Equal("spec.kernel.initrd_path", e.Field);
+        Assert.Contains("outside the allowed roots", e.Message, StringComparison.Ordinal);
+        // The kernel inside the root is used.
+        var status = await _client.CallAsync(new WorkerRequest { Create = Create(null) }, timeout.Token);
+        Assert.Equal(MachineState.Created, status.State);
     }
 
     [SkippableFact]

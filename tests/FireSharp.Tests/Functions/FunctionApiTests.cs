@@ -316,6 +316,58 @@ public sealed class FunctionApiTests : IAsyncLifetime
         Assert.Equal(0xEF53, BitConverter.ToUInt16(bytes, 1024 + 56));
     }
 
+    [SkippableFact]
+    public async Task A_code_directory_is_packed_through_fds_refusing_links_out_fifos_and_sockets_but_keeping_links_inside()
+    {
+        TestEnvironment.Require(File.Exists("/usr/sbin/mke2fs") || File.Exists("/sbin/mke2fs") || File.Exists("/usr/bin/mke2fs"), "mke2fs (e2fsprogs) is not installed");
+        string task = Path.Combine(_server.Dir, "task-links");
+        Directory.CreateDirectory(Path.Combine(task, "lib"));
+        await File.WriteAllTextAsync(Path.Combine(task, "lib", "real.txt"), "inside\n");
+        await File.WriteAllTextAsync(Path.Combine(task, "bootstrap"), "#!/bin/sh\n");
+        // Each of these, one at a time, makes the directory refused, naming the field and the entry.
+        var bad = new (string Entry, Action Make, string Says)[]
+        {
+            ("lib/shadow", () => File.CreateSymbolicLink(Path.Combine(task, "lib", "shadow"), "/etc/shadow"), "leads out of the code directory"),
+            ("up", () => File.CreateSymbolicLink(Path.Combine(task, "up"), "../../.."), "leads out of the code directory"),
+            ("etc", () => Directory.CreateSymbolicLink(Path.Combine(task, "etc"), "/etc"), "leads out of the code directory"),
+            ("lib/fifo", () => FireSharp.Tests.Kvm.PathPolicyTests.MakeFifo(Path.Combine(task, "lib", "fifo")), "is a FIFO"),
+        };
+        foreach (var (entry, make, says) in bad)
+        {
+            make();
+            var e = await RpcAssert.FailsAsync(StatusCode.InvalidArgument, () => CreateAsync(change: s => s.Code = new FunctionCode { Directory = task }), "spec.code.directory");
+            Assert.Contains(entry, e.Status.Detail, StringComparison.Ordinal);
+            Assert.Contains(says, e.Status.Detail, StringComparison.Ordinal);
+            File.Delete(Path.Combine(task, entry));
+        }
+        // Nothing is left behind by the refusals: no image, no staging copy.
+        Assert.Empty(Directory.Exists(_server.Options.FunctionsDir) ? Directory.GetFileSystemEntries(_server.Options.FunctionsDir, "*code-*", SearchOption.AllDirectories) : []);
+
+        // A relative link that stays inside is packed as a link (the guest resolves it; the host never follows one).
+        File.CreateSymbolicLink(Path.Combine(task, "handler.txt"), "lib/real.txt");
+        var f = await CreateAsync(change: s => s.Code = new FunctionCode { Directory = task });
+        string listing = Debugfs(f.Spec.Code.ImagePath, "stat /handler.txt");
+        Assert.Contains("Type: symlink", listing, StringComparison.Ordinal);
+        Assert.Contains("lib/real.txt", listing, StringComparison.Ordinal);
+        Assert.Contains("Type: regular", Debugfs(f.Spec.Code.ImagePath, "stat /lib/real.txt"), StringComparison.Ordinal);
+        // And through UpdateFunctionCode too, under its own field name.
+        File.CreateSymbolicLink(Path.Combine(task, "passwd"), "/etc/passwd");
+        var u = await RpcAssert.FailsAsync(StatusCode.InvalidArgument,
+            () => Client.UpdateFunctionCodeAsync(new UpdateFunctionCodeRequest { Name = "echo", Code = new FunctionCode { Directory = task } }).ResponseAsync, "code.directory");
+        Assert.Contains("passwd", u.Status.Detail, StringComparison.Ordinal);
+    }
+
+    /// <summary>debugfs -R (e2fsprogs) on an image: what the guest would see.</summary>
+    private static string Debugfs(string image, string request)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo("debugfs", ["-R", request, image]) { RedirectStandardOutput = true, RedirectStandardError = true };
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        string output = p.StandardOutput.ReadToEnd();
+        p.StandardError.ReadToEnd();
+        Assert.True(p.WaitForExit(30_000), "debugfs did not finish");
+        return output;
+    }
+
     [Fact]
     public async Task Functions_and_their_concurrency_survive_a_daemon_restart()
     {

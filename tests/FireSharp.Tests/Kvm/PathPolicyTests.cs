@@ -3,9 +3,16 @@ using FireSharp.Kvm.Files;
 
 namespace FireSharp.Tests.Kvm;
 
-/// <summary>PathPolicy: lexical root matching (properties) and openat2-beneath opening of real files, FIFOs, devices and symlinks.</summary>
-public sealed class PathPolicyTests : IDisposable
+/// <summary>
+/// PathPolicy: lexical root matching (properties) and openat2-beneath opening of real files, FIFOs, devices and
+/// symlinks. <see cref="PathPolicyWalkTests"/> runs the same cases with the O_NOFOLLOW walk forced (the fallback
+/// for kernels without openat2).
+/// </summary>
+public class PathPolicyTests : IDisposable
 {
+    /// <summary>Whether the policies under test resolve by the O_NOFOLLOW walk instead of openat2.</summary>
+    protected virtual bool Walk => false;
+
     private readonly string _dir = Directory.CreateTempSubdirectory("fs-pathpolicy-").FullName;
     private readonly string _root;
     private readonly string _outside;
@@ -20,9 +27,18 @@ public sealed class PathPolicyTests : IDisposable
         File.WriteAllBytes(Path.Combine(_outside, "secret.img"), new byte[4096]);
     }
 
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
+    public void Dispose()
+    {
+        Dispose(true);
+        GC.SuppressFinalize(this);
+    }
 
-    private PathPolicy Policy(bool blocks = false) => new([_root], blocks);
+    protected virtual void Dispose(bool disposing)
+    {
+        if (disposing) Directory.Delete(_dir, recursive: true);
+    }
+
+    private PathPolicy Policy(bool blocks = false) => new([_root], blocks) { NoFollowWalk = Walk };
 
     [Fact]
     public void A_regular_file_inside_the_root_opens_read_write_and_read_only()
@@ -64,6 +80,14 @@ public sealed class PathPolicyTests : IDisposable
             var e = Assert.Throws<PathPolicyException>(() => Policy().Open(Path.Combine(_root, name), PathKind.Drive, writable: true));
             Assert.Equal(PathRefusal.Escapes, e.Reason);
         }
+        if (Walk)
+        {
+            // The walk follows no symlink, not even one that stays inside; and says why.
+            var e = Assert.Throws<PathPolicyException>(() => Policy().Open(Path.Combine(_root, "inside.img"), PathKind.Drive, writable: true));
+            Assert.Equal(PathRefusal.Escapes, e.Reason);
+            Assert.Contains("no symlink is followed", e.Message);
+            return;
+        }
         using var ok = Policy().Open(Path.Combine(_root, "inside.img"), PathKind.Drive, writable: true);
         Assert.Equal(4096, RandomAccess.GetLength(ok));
     }
@@ -76,7 +100,7 @@ public sealed class PathPolicyTests : IDisposable
         Assert.Equal(PathRefusal.WrongType, Assert.Throws<PathPolicyException>(() => Policy().Open(fifo, PathKind.Drive, writable: true)).Reason);
         Assert.Equal(PathRefusal.WrongType, Assert.Throws<PathPolicyException>(() => Policy().Open(Path.Combine(_root, "sub"), PathKind.Drive)).Reason);
         Assert.Equal(PathRefusal.WrongType, Assert.Throws<PathPolicyException>(() => Policy().Open(Path.Combine(_root, "sub", "disk.img"), PathKind.Directory)).Reason);
-        var dev = new PathPolicy(["/dev"], allowBlockDevices: true);
+        var dev = new PathPolicy(["/dev"], allowBlockDevices: true) { NoFollowWalk = Walk };
         var e = Assert.Throws<PathPolicyException>(() => dev.Open("/dev/null", PathKind.Drive));
         Assert.Equal(PathRefusal.WrongType, e.Reason);
         Assert.Contains("character device", e.Message);
@@ -100,6 +124,21 @@ public sealed class PathPolicyTests : IDisposable
         Assert.Equal(PathRefusal.OutsideRoots, Assert.Throws<PathPolicyException>(() => Policy().CheckCreatable(Path.Combine(_outside, "snap"))).Reason);
         Directory.CreateSymbolicLink(Path.Combine(_root, "out"), _outside);
         Assert.Equal(PathRefusal.Escapes, Assert.Throws<PathPolicyException>(() => Policy().CheckCreatable(Path.Combine(_root, "out", "snap"))).Reason);
+    }
+
+    [Fact]
+    public void A_symlinked_directory_on_the_way_is_followed_only_by_openat2_and_a_proc_magic_link_never()
+    {
+        Directory.CreateSymbolicLink(Path.Combine(_root, "linkdir"), "sub");
+        string viaLink = Path.Combine(_root, "linkdir", "disk.img");
+        if (Walk) Assert.Equal(PathRefusal.Escapes, Assert.Throws<PathPolicyException>(() => Policy().Open(viaLink, PathKind.Drive)).Reason);
+        else
+        {
+            using var followed = Policy().Open(viaLink, PathKind.Drive); // openat2 follows a relative symlink that stays inside
+            Assert.Equal(4096, RandomAccess.GetLength(followed));
+        }
+        var proc = new PathPolicy(["/proc"], allowBlockDevices: false) { NoFollowWalk = Walk };
+        Assert.Equal(PathRefusal.Escapes, Assert.Throws<PathPolicyException>(() => proc.Open("/proc/self/root/etc/hostname", PathKind.File)).Reason);
     }
 
     /// <summary>mkfifo(1) (the test project has no P/Invoke of its own).</summary>
@@ -138,4 +177,10 @@ public sealed class PathPolicyTests : IDisposable
             Assert.Equal(deeper, policy.Locate(deeper + "/" + b)!.Value.Root);
         });
     }
+}
+
+/// <summary>The same cases as <see cref="PathPolicyTests"/>, resolved by the O_NOFOLLOW walk (the fallback without openat2).</summary>
+public sealed class PathPolicyWalkTests : PathPolicyTests
+{
+    protected override bool Walk => true;
 }

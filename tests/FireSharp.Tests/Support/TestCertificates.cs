@@ -29,6 +29,21 @@ internal sealed class TestCertificates(string dir) : IDisposable
         return ca;
     }
 
+    /// <summary>An intermediate CA issued by <paramref name="parent"/> (kept for issuing; written to name.pem).</summary>
+    public X509Certificate2 IssueCa(X509Certificate2 parent, string name)
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var req = new CertificateRequest($"CN={name}", key, HashAlgorithmName.SHA256);
+        req.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+        req.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign | X509KeyUsageFlags.DigitalSignature, true));
+        req.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(req.PublicKey, false));
+        using var cert = req.Create(parent, DateTimeOffset.UtcNow.AddMinutes(-2), DateTimeOffset.UtcNow.AddHours(20), RandomNumberGenerator.GetBytes(8));
+        var ca = cert.CopyWithPrivateKey(key);
+        _cas[name] = ca;
+        Write(name + ".pem", ca.ExportCertificatePem());
+        return ca;
+    }
+
     public string PemOf(X509Certificate2 ca) => Path.Combine(dir, ca.GetNameInfo(X509NameType.SimpleName, false) + ".pem");
 
     /// <summary>

@@ -20,6 +20,8 @@ public sealed record BootRequest
     public int VcpuCount { get; init; } = 1;
     /// <summary>When the ELF kernel has both a PVH note and a 64-bit entry, use PVH.</summary>
     public bool PreferPvh { get; init; }
+    /// <summary>Look in an ELF kernel for the virtio_mmio.device parameter (<see cref="KernelImage.HasVirtioMmioCmdline"/>).</summary>
+    public bool ScanVirtioMmioCmdline { get; init; }
 }
 
 /// <summary>The result of <see cref="BootLoader.Prepare"/>: guest memory is ready; the vCPU setup uses these values.</summary>
@@ -60,7 +62,7 @@ public static class BootLoader
         MpTable.ValidateVcpuCount(req.VcpuCount);
         Cmdline.Encode(req.Cmdline);
 
-        var kernel = KernelLoader.Load(mem, req.KernelPath);
+        var kernel = KernelLoader.Load(mem, req.KernelPath, req.ScanVirtioMmioCmdline);
         var (mode, entry) = ChooseEntry(kernel, req.PreferPvh, req.KernelPath);
 
         int cmdlineLen = Cmdline.Write(mem, BootLayout.CmdlineGpa, req.Cmdline, kernel.MaxCmdlineBytes);

@@ -1,3 +1,4 @@
+using FireSharp.Kvm.Files;
 using FireSharp.Memory;
 using Microsoft.Win32.SafeHandles;
 
@@ -43,9 +44,55 @@ internal abstract class ImageSource : IDisposable
 
     public virtual void Dispose() { }
 
+    /// <summary>Whether <paramref name="marker"/> occurs anywhere in the image (read in 1 MiB chunks).</summary>
+    public bool Contains(ReadOnlySpan<byte> marker)
+    {
+        var buffer = new byte[1 << 20];
+        long offset = 0;
+        int carry = 0;
+        while (offset < Length)
+        {
+            int n = (int)Math.Min(buffer.Length - carry, Length - offset);
+            ReadExactly(offset, buffer.AsSpan(carry, n));
+            offset += n;
+            int length = carry + n;
+            if (buffer.AsSpan(0, length).IndexOf(marker) >= 0) return true;
+            carry = Math.Min(marker.Length - 1, length);
+            buffer.AsSpan(length - carry, carry).CopyTo(buffer);
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Opens a kernel or initrd. In an unjailed worker of a daemon (<see cref="PathPolicy.ForThisProcess"/>) through
+    /// the daemon's path policy, so the file read is the one the policy checked (the fd is the one used); otherwise
+    /// by path (a local <c>firesharp run</c>; a jailed worker, whose kernel its jailer bound in from a checked fd).
+    /// </summary>
     public static ImageSource OpenFile(string path, BootFile file)
     {
         string what = file == BootFile.Initrd ? "initrd" : "kernel";
+        if (PathPolicy.ForThisProcess is { } policy)
+        {
+            SafeFileHandle checkedHandle;
+            try
+            {
+                checkedHandle = policy.Open(path, PathKind.File);
+            }
+            catch (PathPolicyException e)
+            {
+                throw new BootException(e.Reason == PathRefusal.NotFound ? BootErrorReason.FileNotFound : BootErrorReason.FileUnreadable,
+                    $"{what} file {path} refused by the daemon's path policy: {e.Message}", e) { File = file };
+            }
+            try
+            {
+                return new FileImageSource(checkedHandle, path, file, RandomAccess.GetLength(checkedHandle));
+            }
+            catch
+            {
+                checkedHandle.Dispose();
+                throw;
+            }
+        }
         try
         {
             var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);

@@ -14,6 +14,12 @@ public sealed class KernelImage
     public required KernelFormat Format { get; init; }
 
     /// <summary>
+    /// Whether an ELF kernel names the "virtio_mmio.device" parameter (built with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES),
+    /// read from the file the kernel was loaded from; null when not looked for (a bzImage's payload is compressed).
+    /// </summary>
+    public bool? HasVirtioMmioCmdline { get; internal set; }
+
+    /// <summary>
     /// Physical address of the Linux 64-bit boot-protocol entry (startup_64), entered in long mode with
     /// RSI = boot_params; null when the image has none (a non-Linux ELF).
     /// ELF: e_entry when it lies in a PT_LOAD's physical range (x86_64 vmlinux links ENTRY(phys_startup_64), which

@@ -5,13 +5,19 @@ namespace FireSharp.Boot;
 /// <summary>Loads a kernel image into guest memory, telling ELF and bzImage apart by their magic numbers.</summary>
 public static class KernelLoader
 {
-    /// <summary>Reads and loads the kernel at <paramref name="path"/>; a missing file is <see cref="BootErrorReason.FileNotFound"/>.</summary>
-    public static KernelImage Load(GuestMemory mem, string path)
+    /// <summary>
+    /// Reads and loads the kernel at <paramref name="path"/>; a missing file is <see cref="BootErrorReason.FileNotFound"/>.
+    /// With <paramref name="scanVirtioMmioCmdline"/>, an ELF kernel is also searched (through the same open file) for
+    /// the "virtio_mmio.device" parameter name (<see cref="KernelImage.HasVirtioMmioCmdline"/>).
+    /// </summary>
+    public static KernelImage Load(GuestMemory mem, string path, bool scanVirtioMmioCmdline = false)
     {
         ArgumentNullException.ThrowIfNull(mem);
         ArgumentNullException.ThrowIfNull(path);
         using var src = ImageSource.OpenFile(path, BootFile.Kernel);
-        return Load(mem, src);
+        var kernel = Load(mem, src);
+        if (scanVirtioMmioCmdline && kernel.Format == KernelFormat.Elf) kernel.HasVirtioMmioCmdline = src.Contains("virtio_mmio.device\0"u8);
+        return kernel;
     }
 
     /// <summary>Loads a kernel image held in memory (the bytes are copied once).</summary>
