@@ -151,8 +151,15 @@ public sealed class CliBinaryOutputTests(ITestOutputHelper output)
     /// <summary>jq, a JSON tool the project did not write, on <paramref name="json"/> (raw output, trimmed).</summary>
     internal static string Jq(string filter, string json)
     {
+        // Leading options ("-S -c .items[0]") go before the filter.
         var args = new List<string> { "-r" };
-        args.AddRange(filter.StartsWith('-') ? filter.Split(' ', 2) : [filter]);
+        while (filter.StartsWith('-'))
+        {
+            var parts = filter.Split(' ', 2);
+            args.Add(parts[0]);
+            filter = parts[1];
+        }
+        args.Add(filter);
         return Tool("jq", args, json).Trim();
     }
 
