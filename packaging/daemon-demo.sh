@@ -24,7 +24,7 @@ for _ in $(seq 1 200); do [ -S "$SOCK" ] && break; sleep 0.05; done
 [ -S "$SOCK" ] || { echo "daemon did not start" >&2; exit 1; }
 
 echo "== firesharp vm create demo --kernel $GUEST --start"
-"$BIN" vm create demo --kernel "$GUEST" --mem-mib "${MEM_MIB:-32}" ${CMDLINE:+--cmdline "$CMDLINE"} --label demo=yes --start
+"$BIN" vm create demo --kernel "$GUEST" --mem "${MEM_MIB:-32}M" ${CMDLINE:+--cmdline "$CMDLINE"} --label demo=yes --start
 echo "== firesharp vm console demo (3 s)"
 timeout -s INT 3 "$BIN" vm console demo --no-input || true
 echo
@@ -34,4 +34,4 @@ echo "== firesharp vm stop demo --grace 1"
 "$BIN" vm stop demo --grace 1
 echo "== firesharp vm rm demo"
 "$BIN" vm rm demo
-"$BIN" vm ls --json
+"$BIN" vm ls -o json

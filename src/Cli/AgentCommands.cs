@@ -10,12 +10,21 @@ namespace FireSharp.Cli;
 /// <summary>
 /// <c>firesharp agent ...</c>: talks straight to the guest agent through a VM's hybrid vsock socket
 /// (the <c>--vsock PATH</c> of <c>firesharp run</c>, or <c>v.sock</c> in a daemon VM's directory),
-/// without the daemon. <c>exec</c> exits with the command's exit code (128+N for signal N);
-/// 124 when <c>--timeout</c> passed; 125 when the agent cannot be reached or refuses the request.
+/// without the daemon. <c>exec</c> exits with the command's exit code (128+N for signal N); its own failures use
+/// the table of <see cref="ExitCodes"/>: 1 when the command ran longer than <c>--timeout</c> (killed) or the agent
+/// refused the request, 2 bad input, 3 when the agent cannot be reached. A command's own exit code can be any of
+/// these too; the line <c>firesharp agent exec: ...</c> on stderr marks the agent's own failures.
 /// </summary>
 internal static class AgentCommands
 {
-    public const int ExitTimedOut = 124, ExitAgentError = 125;
+    /// <summary>The command ran longer than --timeout (it was killed), or the agent did not answer in time.</summary>
+    public const int ExitTimedOut = ExitCodes.Failed;
+
+    /// <summary>The agent refused the request.</summary>
+    public const int ExitAgentError = ExitCodes.Failed;
+
+    /// <summary>The agent cannot be reached (no socket, no VM, the agent not running).</summary>
+    public const int ExitAgentUnreachable = ExitCodes.Unreachable;
 
     /// <summary>How long connecting (the hybrid handshake and Hello) may take.</summary>
     private static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
@@ -32,21 +41,22 @@ internal static class AgentCommands
 
     private static Command ExecCommand(Option<string> vsock, Option<uint> port)
     {
-        var timeout = new Option<double?>("--timeout") { Description = "seconds the command may run; the agent kills it afterwards (exit 124)" };
+        var timeout = new Option<double?>("--timeout") { Description = "seconds the command may run; the agent kills it afterwards (exit 1)" };
         var stdin = new Option<bool>("--stdin", "-i") { Description = "send this process's standard input (read to its end first) to the command" };
         var env = new Option<string[]>("--env", "-e") { Description = "an environment variable NAME=VALUE for the command (repeatable)" };
         var argv = new Argument<string[]>("command") { Description = "the program and its arguments (after --)", Arity = ArgumentArity.OneOrMore };
-        var command = new Command("exec", "run a command in the guest; prints its output and exits with its exit code") { timeout, stdin, env, argv };
+        var command = new Command("exec", "run a command in the guest; prints its output and exits with the command's own exit code "
+            + "(128+N for signal N; its own failures: 1 timed out or refused, 2 bad input, 3 agent unreachable)") { timeout, stdin, env, argv };
         command.SetAction(async (parse, ct) =>
         {
             double? seconds = parse.GetValue(timeout);
             if (seconds is { } s && (s <= 0 || s > 49 * 86400))
-                return Fail(VmClientCommands.ExitRefused, $"--timeout {s.ToString(CultureInfo.InvariantCulture)}: must be positive (seconds)");
+                return Fail(ExitCodes.Usage, $"--timeout {s.ToString(CultureInfo.InvariantCulture)}: must be positive (seconds)");
             var variables = new Dictionary<string, string>(StringComparer.Ordinal);
             foreach (var e in parse.GetValue(env) ?? [])
             {
                 int eq = e.IndexOf('=');
-                if (eq <= 0) return Fail(VmClientCommands.ExitRefused, $"--env {e}: expected NAME=VALUE");
+                if (eq <= 0) return Fail(ExitCodes.Usage, $"--env {e}: expected NAME=VALUE");
                 variables[e[..eq]] = e[(eq + 1)..];
             }
             byte[] input = [];
@@ -87,9 +97,20 @@ internal static class AgentCommands
             Environment = env,
             MaxCapturedBytes = 0, // streamed, not kept
         };
+        AgentClient? connected;
         try
         {
-            await using var client = await ConnectAsync(vsock, port, ct).ConfigureAwait(false);
+            connected = await ConnectAsync(vsock, port, ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is AgentException or IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException
+                                   || (e is OperationCanceledException && !ct.IsCancellationRequested))
+        {
+            await diagnostics.WriteLineAsync($"firesharp agent exec: cannot reach the agent at {vsock} port {port}: {e.Message}").ConfigureAwait(false);
+            return ExitAgentUnreachable;
+        }
+        try
+        {
+            await using var client = connected;
             // The agent enforces the timeout; the client gives up a little later should the guest not answer at all.
             using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
             if (timeout is { } t) deadline.CancelAfter(t + TimeSpan.FromSeconds(10));
@@ -120,7 +141,7 @@ internal static class AgentCommands
         }
     }
 
-    /// <summary><c>agent ping</c>: 0 when the agent answered, <see cref="ExitAgentError"/> otherwise.</summary>
+    /// <summary><c>agent ping</c>: 0 when the agent answered, <see cref="ExitAgentUnreachable"/> otherwise.</summary>
     internal static async Task<int> PingAsync(string vsock, uint port, TextWriter output, TextWriter diagnostics, CancellationToken ct)
     {
         try
@@ -137,12 +158,12 @@ internal static class AgentCommands
         catch (AgentException e)
         {
             await diagnostics.WriteLineAsync($"firesharp agent ping: {e.Message}").ConfigureAwait(false);
-            return ExitAgentError;
+            return ExitAgentUnreachable;
         }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested)
         {
             await diagnostics.WriteLineAsync("firesharp agent ping: the agent did not answer").ConfigureAwait(false);
-            return ExitAgentError;
+            return ExitAgentUnreachable;
         }
     }
 

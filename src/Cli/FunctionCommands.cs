@@ -1,15 +1,15 @@
-// Over 400 lines: one System.CommandLine definition per `fn` subcommand; to be split per subcommand with
-// the CLI conventions of the observability/CLI issue (13).
+// Over 400 lines: one System.CommandLine definition per `fn` subcommand (and the hidden bench); to be split
+// per subcommand.
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using FireSharp.Daemon;
 using FireSharp.Daemon.Functions;
 using FireSharp.Proto.V1;
+using FireSharp.Cli.Args;
+using FireSharp.Cli.Output;
 using Google.Protobuf;
 using Grpc.Core;
-using Grpc.Net.Client;
-using Spectre.Console;
 
 namespace FireSharp.Cli;
 
@@ -23,7 +23,7 @@ internal static class FunctionCommands
     public static Command Create()
     {
         var fn = new Command("fn", "manage and invoke functions (Lambda-style, on a warm pool of microVMs) through the FireSharp daemon");
-        foreach (var o in VmClientCommands.ConnectionOptions) fn.Options.Add(o);
+        foreach (var o in DaemonClient.All) fn.Options.Add(o);
         fn.Subcommands.Add(CreateCommand());
         fn.Subcommands.Add(UpdateCommand());
         fn.Subcommands.Add(InvokeCommand());
@@ -47,11 +47,12 @@ internal static class FunctionCommands
         var rootfs = new Option<string?>("--rootfs") { Description = "guest root filesystem with the agent (default: the daemon's FunctionRootfs)" };
         var layers = new Option<string[]>("--layer") { Description = "an ext4 layer image, mounted under /opt (repeatable, at most 5)" };
         var env = new Option<string[]>("--env") { Description = "an environment variable KEY=VALUE (repeatable)" };
-        var memory = new Option<int>("--memory") { Description = "memory in MiB (128-10240)", DefaultValueFactory = _ => 128 };
+        var memory = new MemoryOption(128, "memory, 128M to 10G (a bare number is MiB)");
         var vcpus = new Option<int>("--vcpus") { Description = "vCPUs (default: 1 per 1769 MiB)" };
         var timeout = new Option<int>("--fn-timeout") { Description = "seconds an invocation may run (1-900)", DefaultValueFactory = _ => 3 };
         var snap = new Option<bool>("--snapshot-start") { Description = "snapshot the VM after init and start later VMs from it" };
-        var command = new Command("create", "create a function") { name, code, handler, kernel, rootfs, layers, env, memory, vcpus, timeout, snap };
+        var command = new Command("create", "create a function") { name, code, handler, kernel, rootfs, layers, env, vcpus, timeout, snap };
+        foreach (var o in memory.All) command.Options.Add(o);
         command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             var spec = new FunctionSpec
@@ -59,7 +60,7 @@ internal static class FunctionCommands
                 Name = parse.GetValue(name)!,
                 Code = Code(parse.GetValue(code)!),
                 Handler = parse.GetValue(handler)!,
-                MemoryMib = parse.GetValue(memory),
+                MemoryMib = checked((int)memory.GetMib(parse)),
                 Vcpus = parse.GetValue(vcpus),
                 TimeoutSeconds = parse.GetValue(timeout),
                 SnapshotStart = parse.GetValue(snap),
@@ -83,11 +84,12 @@ internal static class FunctionCommands
         var layers = new Option<string[]>("--layer") { Description = "replace the layers (repeatable)" };
         var handler = new Option<string?>("--handler");
         var env = new Option<string[]>("--env") { Description = "set an environment variable KEY=VALUE (repeatable; merged)" };
-        var memory = new Option<int>("--memory") { Description = "memory in MiB" };
+        var memory = new MemoryOption(0, "new memory: 512M, 1G, ... (a bare number is MiB)");
         var vcpus = new Option<int>("--vcpus");
         var timeout = new Option<int>("--fn-timeout") { Description = "seconds an invocation may run" };
         var snap = new Option<bool?>("--snapshot-start") { Description = "true or false" };
-        var command = new Command("update", "change a function's code or configuration (a new version)") { name, code, layers, handler, env, memory, vcpus, timeout, snap };
+        var command = new Command("update", "change a function's code or configuration (a new version)") { name, code, layers, handler, env, vcpus, timeout, snap };
+        foreach (var o in memory.All) command.Options.Add(o);
         command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             string fnName = parse.GetValue(name)!;
@@ -101,13 +103,13 @@ internal static class FunctionCommands
             }
             else if (newLayers.Length > 0)
             {
-                throw new ArgumentException("--layer needs --code (layers change with the code)");
+                throw new UsageException("--layer needs --code (layers change with the code)", "firesharp fn update NAME --code DIR --layer IMAGE");
             }
             var config = new UpdateFunctionConfigurationRequest
             {
                 Name = fnName,
                 Handler = parse.GetValue(handler) ?? "",
-                MemoryMib = parse.GetValue(memory),
+                MemoryMib = checked((int)memory.GetMib(parse)),
                 Vcpus = parse.GetValue(vcpus),
                 TimeoutSeconds = parse.GetValue(timeout),
             };
@@ -116,7 +118,7 @@ internal static class FunctionCommands
             bool anyConfig = config.Handler.Length > 0 || config.MemoryMib != 0 || config.Vcpus != 0 || config.TimeoutSeconds != 0
                 || config.SetSnapshotStart || config.Environment.Count > 0;
             if (anyConfig) result = await client.UpdateFunctionConfigurationAsync(config, options);
-            if (result is null) throw new ArgumentException("nothing to update: give --code or a configuration option");
+            if (result is null) throw new UsageException("nothing to update: give --code or a configuration option", "firesharp fn update --help");
             PrintFunction(parse, result);
         }, ct));
         return command;
@@ -141,9 +143,9 @@ internal static class FunctionCommands
             long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
             var reply = await client.InvokeAsync(request, options);
             double roundTripMs = System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
-            if (parse.GetValue(VmClientCommands.Json))
+            if (Printer.For(parse) is { IsStructured: true } printer)
             {
-                Console.WriteLine(JsonFormatter.Default.Format(reply));
+                printer.Message(reply, reply.RequestId, "");
             }
             else
             {
@@ -158,7 +160,7 @@ internal static class FunctionCommands
                 err.Write(reply.LogTail);
                 if (!reply.LogTail.EndsWith('\n')) err.WriteLine();
             }
-            if (reply.FunctionError.Length > 0) Environment.ExitCode = VmClientCommands.ExitFailed;
+            if (reply.FunctionError.Length > 0) Environment.ExitCode = ExitCodes.Failed;
         }, ct));
         return command;
     }
@@ -177,19 +179,7 @@ internal static class FunctionCommands
         command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             var list = (await client.ListFunctionsAsync(new ListFunctionsRequest(), options)).Functions;
-            if (parse.GetValue(VmClientCommands.Json))
-            {
-                Console.WriteLine(JsonFormatter.Default.Format(new ListFunctionsResponse { Functions = { list } }));
-                return;
-            }
-            var table = new Table().Border(TableBorder.Simple);
-            foreach (var h in (string[])["NAME", "STATE", "MEM", "TIMEOUT", "VER", "RESERVED", "PROV", "BUSY", "IDLE", "CALLS", "SNAP"]) table.AddColumn(h);
-            foreach (var f in list)
-                table.AddRow(Markup.Escape(f.Spec.Name), Name(f.State), $"{f.Spec.MemoryMib}M", $"{f.Spec.TimeoutSeconds}s",
-                    Markup.Escape(f.Version), f.HasReservedConcurrency ? Num(f.ReservedConcurrency) : "-", Num(f.ProvisionedConcurrency),
-                    Num(f.Stats?.ConcurrentExecutions ?? 0), Num(f.Stats?.IdleVms ?? 0), (f.Stats?.Invocations ?? 0).ToString(CultureInfo.InvariantCulture),
-                    f.Spec.SnapshotStart ? "yes" : "no");
-            AnsiConsole.Write(table);
+            Printer.For(parse).List(list, f => f.Spec.Name, Columns);
         }, ct));
         return command;
     }
@@ -211,7 +201,7 @@ internal static class FunctionCommands
         command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             var reply = await client.DeleteFunctionAsync(new DeleteFunctionRequest { Name = parse.GetValue(name)! }, options);
-            Console.WriteLine($"deleted {reply.Name}");
+            Printer.For(parse).Message(reply, reply.Name, $"deleted {reply.Name}");
         }, ct));
         return command;
     }
@@ -245,12 +235,7 @@ internal static class FunctionCommands
         command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             var a = await client.GetAccountSettingsAsync(new GetAccountSettingsRequest(), options);
-            if (parse.GetValue(VmClientCommands.Json))
-            {
-                Console.WriteLine(JsonFormatter.Default.Format(a));
-                return;
-            }
-            Console.WriteLine(string.Format(CultureInfo.InvariantCulture,
+            Printer.For(parse).Message(a, "account", string.Format(CultureInfo.InvariantCulture,
                 "concurrency limit {0}, unreserved {1}, running {2}; {3} functions, {4} VMs",
                 a.ConcurrentExecutionsLimit, a.UnreservedConcurrentExecutions, a.ConcurrentExecutions, a.FunctionCount, a.TotalVms));
         }, ct));
@@ -355,91 +340,51 @@ internal static class FunctionCommands
 
     // ------------------------------------------------------------------ plumbing
 
-    private static T Opt<T>(ParseResult parse, string name) =>
-        parse.GetValue((Option<T>)VmClientCommands.ConnectionOptions.First(o => o.Name == name))!;
+    /// <summary>As <c>firesharp vm</c>'s (<see cref="DaemonClient.CallAsync"/>), with a throttle's retry-after in the message.</summary>
+    private static Task<int> CallAsync(ParseResult parse, Func<FunctionService.FunctionServiceClient, CallOptions, Task> body, CancellationToken ct) =>
+        DaemonClient.CallAsync(parse, invoker => new FunctionService.FunctionServiceClient(invoker), body, ct,
+            retryAfter: e => e.Trailers.GetValue(FunctionErrors.RetryAfterTrailer));
 
-    /// <summary>As <c>firesharp vm</c>'s: connect (socket or mutual TLS), run, map failures to exit codes.</summary>
-    private static async Task<int> CallAsync(ParseResult parse, Func<FunctionService.FunctionServiceClient, CallOptions, Task> body, CancellationToken ct)
-    {
-        GrpcChannel channel;
-        try
-        {
-            channel = Opt<string?>(parse, "--host") is { } host
-                ? DaemonChannel.ForTcp(host,
-                    Opt<string?>(parse, "--cert") ?? throw new ArgumentException("--host needs --cert"),
-                    Opt<string?>(parse, "--key") ?? throw new ArgumentException("--host needs --key"),
-                    Opt<string?>(parse, "--ca") ?? throw new ArgumentException("--host needs --ca"))
-                : DaemonChannel.ForUnixSocket(Opt<string>(parse, "--socket"));
-        }
-        catch (Exception e) when (e is ArgumentException or IOException or System.Security.Cryptography.CryptographicException)
-        {
-            Console.Error.WriteLine($"firesharp: {e.Message}");
-            return VmClientCommands.ExitRefused;
-        }
-        using (channel)
-        {
-            int timeout = Opt<int>(parse, "--timeout");
-            var options = new CallOptions(cancellationToken: ct, deadline: timeout > 0 ? DateTime.UtcNow.AddSeconds(timeout) : null);
-            try
-            {
-                Environment.ExitCode = 0;
-                await body(new FunctionService.FunctionServiceClient(channel), options);
-                int code = Environment.ExitCode; // set by a body whose call worked but whose function failed
-                Environment.ExitCode = 0;
-                return code != 0 ? code : VmClientCommands.ExitOk;
-            }
-            catch (OperationCanceledException) when (ct.IsCancellationRequested)
-            {
-                return VmClientCommands.ExitOk;
-            }
-            catch (RpcException e)
-            {
-                string retry = e.Trailers.GetValue(FunctionErrors.RetryAfterTrailer) is { } ra ? $" (retry after {ra} s)" : "";
-                Console.Error.WriteLine($"firesharp: {e.StatusCode}: {e.Status.Detail}{retry}");
-                return e.StatusCode switch
-                {
-                    StatusCode.InvalidArgument or StatusCode.NotFound or StatusCode.AlreadyExists or StatusCode.FailedPrecondition
-                        or StatusCode.Unimplemented or StatusCode.OutOfRange or StatusCode.ResourceExhausted => VmClientCommands.ExitRefused,
-                    StatusCode.Unavailable => VmClientCommands.ExitUnreachable,
-                    _ => VmClientCommands.ExitFailed,
-                };
-            }
-            catch (Exception e) when (e is ArgumentException or IOException)
-            {
-                Console.Error.WriteLine($"firesharp: {e.Message}");
-                return VmClientCommands.ExitRefused;
-            }
-        }
-    }
+    /// <summary>The columns of <c>fn ls</c> (WideOnly: <c>-o wide</c>).</summary>
+    private static readonly Column<Function>[] Columns =
+    [
+        new("NAME", f => f.Spec.Name),
+        new("STATE", f => Name(f.State)),
+        new("MEM", f => $"{f.Spec.MemoryMib}M"),
+        new("TIMEOUT", f => $"{f.Spec.TimeoutSeconds}s"),
+        new("VERSION", f => f.Version),
+        new("RESERVED", f => f.HasReservedConcurrency ? Num(f.ReservedConcurrency) : "-"),
+        new("PROVISIONED", f => Num(f.ProvisionedConcurrency)),
+        new("BUSY", f => Num(f.Stats?.ConcurrentExecutions ?? 0)),
+        new("IDLE", f => Num(f.Stats?.IdleVms ?? 0)),
+        new("CALLS", f => (f.Stats?.Invocations ?? 0).ToString(CultureInfo.InvariantCulture)),
+        new("ERRORS", f => (f.Stats?.Errors ?? 0).ToString(CultureInfo.InvariantCulture), WideOnly: true),
+        new("THROTTLES", f => (f.Stats?.Throttles ?? 0).ToString(CultureInfo.InvariantCulture), WideOnly: true),
+        new("VCPUS", f => Num(f.Spec.Vcpus), WideOnly: true),
+        new("HANDLER", f => f.Spec.Handler, WideOnly: true),
+        new("SNAPSTART", f => f.Spec.SnapshotStart ? "yes" : "no"),
+    ];
 
-    private static void PrintFunction(ParseResult parse, Function f)
+    private static void PrintFunction(ParseResult parse, Function f) => Printer.For(parse).Item(f, f.Spec.Name, d =>
     {
-        if (parse.GetValue(VmClientCommands.Json))
-        {
-            Console.WriteLine(JsonFormatter.Default.Format(f));
-            return;
-        }
         var s = f.Spec;
-        var grid = new Grid().AddColumn().AddColumn();
-        void Row(string k, string v) => grid.AddRow(new Markup($"[bold]{k}[/]"), new Markup(Markup.Escape(v)));
-        Row("name", s.Name);
-        Row("arn", f.Arn);
-        Row("state", Name(f.State));
-        Row("version", f.Version);
-        Row("handler", s.Handler);
-        Row("machine", $"{s.MemoryMib} MiB, {s.Vcpus} vCPU, timeout {s.TimeoutSeconds} s");
-        Row("image", $"{s.Image?.KernelPath} + {s.Image?.RootfsPath}");
-        Row("code", s.Code?.ImagePath + (f.CodeSourceDirectory.Length > 0 ? $" (packed from {f.CodeSourceDirectory})" : ""));
-        if (s.Layers.Count > 0) Row("layers", string.Join(", ", s.Layers));
-        if (s.Environment.Count > 0) Row("environment", string.Join(" ", s.Environment.OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => $"{e.Key}={e.Value}")));
-        Row("snapshot start", s.SnapshotStart ? "yes" : "no");
-        Row("concurrency", $"reserved {(f.HasReservedConcurrency ? Num(f.ReservedConcurrency) : "-")}, provisioned {f.ProvisionedConcurrency}");
+        d.Row("name", s.Name);
+        d.Row("arn", f.Arn);
+        d.Row("state", Name(f.State));
+        d.Row("version", f.Version);
+        d.Row("handler", s.Handler);
+        d.Row("machine", $"{s.MemoryMib} MiB, {s.Vcpus} vCPU, timeout {s.TimeoutSeconds} s");
+        d.Row("image", $"{s.Image?.KernelPath} + {s.Image?.RootfsPath}");
+        d.Row("code", s.Code?.ImagePath + (f.CodeSourceDirectory.Length > 0 ? $" (packed from {f.CodeSourceDirectory})" : ""));
+        if (s.Layers.Count > 0) d.Row("layers", string.Join(", ", s.Layers));
+        if (s.Environment.Count > 0) d.Row("environment", string.Join(" ", s.Environment.OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => $"{e.Key}={e.Value}")));
+        d.Row("snapshot start", s.SnapshotStart ? "yes" : "no");
+        d.Row("concurrency", $"reserved {(f.HasReservedConcurrency ? Num(f.ReservedConcurrency) : "-")}, provisioned {f.ProvisionedConcurrency}");
         if (f.Stats is { } st)
-            Row("stats", string.Format(CultureInfo.InvariantCulture,
+            d.Row("stats", string.Format(CultureInfo.InvariantCulture,
                 "{0} running, {1} idle, {2} VMs; {3} invocations ({4} errors, {5} throttled); starts: {6} warm, {7} snapshot, {8} boot; {9:F4} GB-s",
                 st.ConcurrentExecutions, st.IdleVms, st.TotalVms, st.Invocations, st.Errors, st.Throttles, st.WarmStarts, st.SnapshotColdStarts, st.BootColdStarts, st.GbSeconds));
-        AnsiConsole.Write(grid);
-    }
+    });
 
     private static FunctionCode Code(string path)
     {
@@ -452,7 +397,7 @@ internal static class FunctionCommands
         foreach (var e in env ?? [])
         {
             int eq = e.IndexOf('=', StringComparison.Ordinal);
-            if (eq <= 0) throw new ArgumentException($"--env {e}: expected KEY=VALUE");
+            if (eq <= 0) throw new UsageException($"--env {e}: expected KEY=VALUE", "--env KEY=VALUE");
             yield return (e[..eq], e[(eq + 1)..]);
         }
     }
@@ -462,7 +407,7 @@ internal static class FunctionCommands
         "requestresponse" or "request-response" or "sync" => InvocationType.RequestResponse,
         "event" or "async" => InvocationType.Event,
         "dryrun" or "dry-run" => InvocationType.DryRun,
-        _ => throw new ArgumentException($"--type {s}: expected RequestResponse, Event or DryRun"),
+        _ => throw new UsageException($"--type {s}: not an invocation type", "--type RequestResponse|Event|DryRun"),
     };
 
     private static async Task<byte[]> ReadStdinAsync(CancellationToken ct)

@@ -26,18 +26,16 @@ internal static class RateLimitOptions
         ToProto(RateLimiterSpec.PerSecond(Amount(kv, "rx-bps", what) ?? Amount(kv, "bps", what), Amount(kv, "rx-iops", what) ?? Amount(kv, "iops", what))),
         ToProto(RateLimiterSpec.PerSecond(Amount(kv, "tx-bps", what) ?? Amount(kv, "bps", what), Amount(kv, "tx-iops", what) ?? Amount(kv, "iops", what))));
 
-    private static long? Amount(IReadOnlyDictionary<string, string> kv, string key, string what)
-    {
-        if (!kv.TryGetValue(key, out var text)) return null;
-        try
-        {
-            return RateLimiterSpec.ParseAmount(text, $"{what} {key}");
-        }
-        catch (RateLimiterConfigException e)
-        {
-            throw new ArgumentException(e.Message, e);
-        }
-    }
+    /// <summary>A drive's (or the entropy device's) limiter of bytes and operations per second; null for none.</summary>
+    public static ApiRateLimiter? Drive(long? bps, long? iops) => ToProto(RateLimiterSpec.PerSecond(bps, iops));
+
+    /// <summary>The receive and transmit limiters of a <c>--net</c> value.</summary>
+    public static (ApiRateLimiter? Rx, ApiRateLimiter? Tx) Net(Args.NetArg n) => (
+        ToProto(RateLimiterSpec.PerSecond(n.Rate("rx-bps", "bps"), n.Rate("rx-iops", "iops"))),
+        ToProto(RateLimiterSpec.PerSecond(n.Rate("tx-bps", "bps"), n.Rate("tx-iops", "iops"))));
+
+    private static long? Amount(IReadOnlyDictionary<string, string> kv, string key, string what) =>
+        kv.TryGetValue(key, out var text) ? Args.Size.Parse(text, 1, $"{what} {key}") : null;
 
     private static ApiRateLimiter? ToProto(RateLimiterSpec? spec) => spec is null ? null : new ApiRateLimiter
     {
@@ -53,7 +51,7 @@ internal static class RateLimitOptions
         var net = new Option<string?>("--net-id") { Description = "the interface whose limiters are replaced (both directions, or those the rx-/tx- options name)" };
         var rng = new Option<bool>("--rng") { Description = "replace the entropy device's limiter (--bps, --iops)" };
         var unlimited = new Option<bool>("--unlimited") { Description = "remove the limit" };
-        var rates = NetKeys.Select(k => new Option<string?>("--" + k) { Description = $"{k}=N as in --drive/--net (K/M/G suffixes, 1K = 1024)" }).ToArray();
+        var rates = NetKeys.Select(k => new Option<string?>("--" + k) { Description = $"{k}=N as in --drive/--net (a size: 64M, 1G, ...; 1K = 1024)" }).ToArray();
         var command = new Command("update", "replace rate limiters of a running VM's drive, interface or entropy device (fresh, full buckets; the rest keeps its limit)")
         {
             id, drive, net, rng, unlimited,
@@ -65,7 +63,7 @@ internal static class RateLimitOptions
             for (int i = 0; i < NetKeys.Length; i++)
                 if (parse.GetValue(rates[i]) is { } v) kv[NetKeys[i]] = v;
             bool none = parse.GetValue(unlimited);
-            if (none == (kv.Count > 0)) throw new ArgumentException("give either rates (--bps, --iops, ...) or --unlimited");
+            if (none == (kv.Count > 0)) throw new UsageException("give either rates (--bps, --iops, ...) or --unlimited");
             var request = new UpdateRateLimitersRequest { Id = parse.GetValue(id)! };
             if (parse.GetValue(drive) is { } driveId)
             {
@@ -91,7 +89,7 @@ internal static class RateLimitOptions
                 if (kv.Keys.Any(k => !DriveKeys.Contains(k))) throw new ArgumentException("the entropy device takes --bps and --iops only");
                 request.RngRateLimiter = none ? new ApiRateLimiter() : Drive(kv, "--rng");
             }
-            else throw new ArgumentException("name a drive (--drive-id), an interface (--net-id) or the entropy device (--rng)");
+            else throw new UsageException("name a drive (--drive-id), an interface (--net-id) or the entropy device (--rng)");
             VmClientCommands.PrintVm(parse, await client.UpdateRateLimitersAsync(request, options));
         }, ct));
         return command;

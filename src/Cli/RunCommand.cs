@@ -17,34 +17,39 @@ using FireSharp.Vm;
 using Microsoft.Extensions.Logging;
 
 using FireSharp.Logging;
+using FireSharp.Cli.Args;
+using FireSharp.Daemon.Hosting;
 
 namespace FireSharp.Cli;
 
 /// <summary>
 /// <c>firesharp run</c>: boots one guest in the foreground with its console on stdout (or a file).
-/// Exit codes: 0 the guest reset or powered off; 1 it ended abnormally (triple fault, emulation
-/// failure, ...); 2 invalid input (missing or malformed kernel, bad sizes, a snapshot that cannot be
-/// restored); 3 KVM is unusable; 4 the snapshot requested with --snapshot-dir failed. The snapshot
-/// options (--restore, --snapshot-dir, ...) are described in <see cref="RunSnapshotOptions"/>.
+/// Exit codes (<see cref="ExitCodes"/>): 0 the guest reset or powered off; 1 it ended abnormally (triple fault,
+/// emulation failure, ...) or the snapshot requested with --snapshot-dir failed; 2 invalid input (missing or
+/// malformed kernel, bad sizes, a snapshot that cannot be restored); 5 KVM is unusable. <c>--drive</c>, <c>--net</c>
+/// and <c>--mem</c> are <see cref="DriveArg"/>'s, <see cref="NetArg"/>'s and <see cref="MemoryOption"/>'s grammars.
+/// The snapshot options (--restore, --snapshot-dir, ...) are described in <see cref="RunSnapshotOptions"/>.
 /// </summary>
 internal static class RunCommand
 {
-    public const int ExitClean = 0, ExitGuestFailed = 1, ExitBadInput = 2, ExitNoKvm = 3, ExitSnapshotFailed = 4;
+    public const int ExitClean = ExitCodes.Ok, ExitGuestFailed = ExitCodes.Failed, ExitBadInput = ExitCodes.Usage, ExitNoKvm = ExitCodes.NoKvm,
+        ExitSnapshotFailed = ExitCodes.Failed;
 
     public static Command Create()
     {
         var kernel = new Option<string?>("--kernel") { Description = "kernel: a PVH ELF, an ELF vmlinux or a bzImage (or use --restore)" };
         var initrd = new Option<string?>("--initrd") { Description = "initramfs to load at the top of low memory" };
-        var memMib = new Option<ulong>("--mem-mib") { Description = "guest memory in MiB", DefaultValueFactory = _ => 128 };
+        var memMib = new MemoryOption(128, "guest memory: 512M, 1G, ... (a bare number is MiB)");
         var vcpus = new Option<int>("--vcpus") { Description = "number of vCPUs", DefaultValueFactory = _ => 1 };
         var cmdline = new Option<string?>("--cmdline") { Description = "kernel command line (Linux default: console=ttyS0 reboot=k panic=-1 ...)" };
         var serial = new Option<string>("--serial") { Description = "where the COM1 console goes: stdout or a file path", DefaultValueFactory = _ => "stdout" };
         var pvh = new Option<bool>("--pvh") { Description = "enter an ELF kernel through PVH even if it has a 64-bit entry" };
         var drives = new Option<string[]>("--drive")
         {
-            Description = "virtio-blk drive, repeatable: PATH[:ro|:rw][:root][:id=SERIAL] (raw image; id = GET_ID serial). "
-                + "Without --initrd the drive marked :root, else the first one, is the root filesystem (root=/dev/vdX)",
+            Description = $"virtio-blk drive, repeatable: {DriveArg.Grammar} (a raw image; serial = what GET_ID reads). "
+                + "Without --initrd the drive marked root, else the first one, is the root filesystem (root=/dev/vdX)",
             Arity = ArgumentArity.ZeroOrMore,
+            HelpName = "DRIVE",
         };
         var vsockPath = new Option<string?>("--vsock")
         {
@@ -55,10 +60,11 @@ internal static class RunCommand
         var vsockCid = new Option<ulong?>("--vsock-cid") { Description = "the guest's vsock CID (3..4294967294; default 3)" };
         var nets = new Option<string[]>("--net")
         {
-            Description = "virtio-net interface on a tap, repeatable (eth0, eth1, ... in the guest): TAP|auto[,MAC][,ip=A.B.C.D/N[,gw=A.B.C.D]]. "
+            Description = $"virtio-net interface on a tap, repeatable (eth0, eth1, ... in the guest): {NetArg.Grammar}. "
                 + "TAP is an existing tap (or one created with that name), auto creates fstapN; both go away with the VM unless persistent. "
-                + "ip= adds the kernel's ip= setting for that interface. With --restore: TAP per interface of the snapshot, in order",
+                + "ip=/gw= add the kernel's ip= setting for that interface. With --restore: tap=TAP[,id=ID] per interface of the snapshot, in order",
             Arity = ArgumentArity.ZeroOrMore,
+            HelpName = "NET",
         };
         var rng = new Option<bool>("--rng")
         {
@@ -72,25 +78,38 @@ internal static class RunCommand
         };
         var jail = new Option<bool>("--jail") { Description = "run the VM in a jailed worker process, as `firesharp serve` does as root (own uid, namespaces, pivot_root, no capabilities, its cgroup; needs root)" };
         var worker = new Option<bool>("--worker") { Description = "run the VM in a firesharp-vmm worker process through a private daemon core, as `firesharp serve` does, but not jailed (--jail implies a worker)" };
-        var logLevel = new Option<LogLevel>("--log-level") { Description = "stderr log level", DefaultValueFactory = _ => LogLevel.Warning };
+        var logLevel = new Option<LogLevel>("--log-level")
+        {
+            Description = $"stderr log level: {LogLevels.Names}",
+            DefaultValueFactory = _ => LogLevel.Warning,
+            HelpName = "LEVEL",
+            CustomParser = r =>
+            {
+                if (LogLevels.TryParse(r.Tokens.Count > 0 ? r.Tokens[^1].Value : null, out var l)) return l;
+                r.AddError($"--log-level {(r.Tokens.Count > 0 ? r.Tokens[^1].Value : "")}: not a level ({LogLevels.Names})");
+                return LogLevel.Warning;
+            },
+        };
+        logLevel.CompletionSources.Add("trace", "debug", "information", "warning", "error", "critical", "none");
 
         var command = new Command("run", "run a guest in the foreground until it resets, powers off or fails")
         {
-            kernel, initrd, memMib, vcpus, cmdline, serial, pvh, drives, vsockPath, vsockCid, nets, rng, agent, logLevel, jail, worker,
+            kernel, initrd, vcpus, cmdline, serial, pvh, drives, vsockPath, vsockCid, nets, rng, agent, logLevel, jail, worker,
         };
+        foreach (var o in memMib.All) command.Options.Add(o);
         var snapshotOptions = new RunSnapshotOptions();
         foreach (var o in snapshotOptions.All) command.Options.Add(o);
         command.SetAction(parse => ParseDrives(parse.GetValue(drives), parse.GetValue(initrd)) is not { } driveSpecs
             || !TryParseVsock(parse.GetValue(vsockPath), parse.GetValue(vsockCid), out var vsockSpec)
             || ParseNets(parse.GetValue(nets)) is not { } netSpecs
             || !TryAgentCmdline(parse.GetValue(agent), parse.GetValue(cmdline), vsockSpec, parse.GetValue(snapshotOptions.Restore), out var effectiveCmdline) ? ExitBadInput
-            : parse.GetValue(jail) || parse.GetValue(worker) ? RunInWorker(parse.GetValue(kernel), parse.GetValue(initrd), parse.GetValue(memMib), parse.GetValue(vcpus), effectiveCmdline,
+            : parse.GetValue(jail) || parse.GetValue(worker) ? RunInWorker(parse.GetValue(kernel), parse.GetValue(initrd), (ulong)memMib.GetMib(parse), parse.GetValue(vcpus), effectiveCmdline,
                 parse.GetValue(pvh), driveSpecs, vsockSpec, netSpecs, parse.GetValue(rng), snapshotOptions.Parse(parse), parse.GetValue(jail), parse.GetValue(logLevel))
             : Execute(new VmSpec
         {
             KernelPath = parse.GetValue(kernel) ?? "",
             InitrdPath = parse.GetValue(initrd),
-            MemoryMib = parse.GetValue(memMib),
+            MemoryMib = (ulong)memMib.GetMib(parse),
             Vcpus = parse.GetValue(vcpus),
             Cmdline = effectiveCmdline,
             PreferPvh = parse.GetValue(pvh),
@@ -238,7 +257,22 @@ internal static class RunCommand
         var list = new List<DriveSpec>();
         try
         {
-            foreach (var a in args ?? []) list.Add(DriveSpec.Parse(a));
+            foreach (var a in args ?? [])
+            {
+                var d = DriveArg.Parse(a);
+                VirtioBlock.CheckSerial(d.Serial, "--drive");
+                list.Add(new DriveSpec
+                {
+                    Path = d.Path!, Id = d.Id, ReadOnly = d.ReadOnly, IsRoot = d.Root, Serial = d.Serial,
+                    RateLimiter = FireSharp.Devices.RateLimiting.RateLimiterSpec.PerSecond(d.Bps, d.Iops),
+                });
+            }
+        }
+        catch (ArgException e)
+        {
+            Fail(ExitBadInput, e.Message);
+            Console.Error.WriteLine("hint: " + e.Hint);
+            return null;
         }
         catch (VirtioConfigException e)
         {
@@ -255,12 +289,17 @@ internal static class RunCommand
         var list = new List<NetworkInterfaceSpec>();
         try
         {
-            foreach (var a in args ?? []) list.Add(NetworkInterfaceSpec.Parse(a, NetInterfaceId(list.Count)));
+            foreach (var a in args ?? [])
+            {
+                var n = NetArg.Parse(a);
+                list.Add(NetworkInterfaceSpec.Parse(n.ToVmmSyntax(), n.Id ?? NetInterfaceId(list.Count)));
+            }
             NetworkInterfaceSpec.Validate(list);
         }
-        catch (NetConfigException e)
+        catch (Exception e) when (e is ArgException or NetConfigException or FireSharp.Devices.RateLimiting.RateLimiterConfigException)
         {
             Fail(ExitBadInput, e.Message);
+            Console.Error.WriteLine("hint: " + (e is ArgException a ? a.Hint : "--net " + NetArg.Grammar));
             return null;
         }
         return list;

@@ -7,8 +7,8 @@ namespace FireSharp.Cli;
 /// <summary>
 /// <c>firesharp serve</c>: the daemon. Settings (see <see cref="DaemonOptions"/>) come from the JSON config
 /// file, then FIRESHARP_* environment variables, then <c>--Key=value</c> arguments, later ones winning.
-/// Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 2 invalid configuration, 1 start-up failed (KVM
-/// unusable, socket cannot be bound, ...).
+/// Exit codes (<see cref="ExitCodes"/>): 0 after a clean stop (SIGTERM/SIGINT), 2 invalid configuration, 5 KVM
+/// unusable, 1 start-up failed otherwise (socket cannot be bound, ...).
 /// </summary>
 internal static class ServeCommand
 {
@@ -47,8 +47,10 @@ internal static class ServeCommand
         catch (Exception e) when (e is ArgumentException or FormatException or InvalidDataException or IOException)
         {
             Console.Error.WriteLine($"firesharp serve: invalid configuration: {e.Message}");
-            return 2;
+            return ExitCodes.Usage;
         }
+        if (FireSharp.Kvm.KvmSystem.Probe(out string kvmMessage) is var reason && reason != FireSharp.Kvm.KvmUnavailableReason.None)
+            return CliErrors.Report(Console.Error, ExitCodes.NoKvm, $"KVM is not usable ({reason}): {kvmMessage}", "firesharp serve needs a usable /dev/kvm (see the README on PVM hosts)");
 
         try
         {
@@ -66,7 +68,7 @@ internal static class ServeCommand
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             Console.Error.WriteLine($"firesharp serve: {e.Message}");
-            return 1;
+            return ExitCodes.Failed;
         }
     }
 }

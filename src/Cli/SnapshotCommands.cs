@@ -1,7 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
 using FireSharp.Proto.V1;
-using Google.Protobuf;
+using FireSharp.Cli.Args;
+using FireSharp.Cli.Output;
 
 namespace FireSharp.Cli;
 
@@ -15,7 +16,7 @@ internal static class SnapshotCommands
     public static Command Create()
     {
         var snapshot = new Command("snapshot", "snapshot VMs and restore snapshots as new VMs through the FireSharp daemon");
-        foreach (var o in VmClientCommands.ConnectionOptions) snapshot.Options.Add(o);
+        foreach (var o in DaemonClient.All) snapshot.Options.Add(o);
         snapshot.Subcommands.Add(CreateCommand());
         snapshot.Subcommands.Add(RestoreCommand());
         snapshot.Subcommands.Add(SnapshotBenchCommand.Create());
@@ -34,17 +35,13 @@ internal static class SnapshotCommands
         {
             var request = new CreateSnapshotRequest { Id = parse.GetValue(id)!, Dir = Path.GetFullPath(parse.GetValue(dir)!), Resume = parse.GetValue(resume), Diff = parse.GetValue(diff), TrackDirty = parse.GetValue(trackDirty) };
             var info = await client.CreateSnapshotAsync(request, options);
-            if (parse.GetValue(VmClientCommands.Json))
-            {
-                Console.WriteLine(JsonFormatter.Default.Format(info));
-                return;
-            }
-            Console.WriteLine(string.Format(CultureInfo.InvariantCulture,
+            string text = string.Format(CultureInfo.InvariantCulture,
                 "snapshot {0}: {1} MiB of memory ({2} MiB written), state {3} bytes, {4:F1} ms (vCPUs paused {5:F1} ms); VM {6} is {7}",
                 info.Dir, info.MemoryBytes / (1024 * 1024), info.MemoryBytesWritten / (1024 * 1024), info.StateFileBytes,
-                info.DurationMs, info.PausedMs, info.Vm?.Id, info.Vm is { } vm ? VmClientCommands.Name(vm.State) : "?"));
+                info.DurationMs, info.PausedMs, info.Vm?.Id, info.Vm is { } vm ? VmClientCommands.Name(vm.State) : "?");
             if (info.BaseDir.Length > 0)
-                Console.WriteLine(string.Format(CultureInfo.InvariantCulture, "diff of {0}: {1} pages", info.BaseDir, info.DiffPages));
+                text += string.Format(CultureInfo.InvariantCulture, "\ndiff of {0}: {1} pages", info.BaseDir, info.DiffPages);
+            Printer.For(parse).Message(info, info.Dir, text);
         }, ct));
         return command;
     }
@@ -53,7 +50,7 @@ internal static class SnapshotCommands
     {
         var dir = new Argument<string>("dir") { Description = "a snapshot directory" };
         var id = new Option<string?>("--id") { Description = "the new VM's id (default: the directory's name plus a random suffix)" };
-        var drives = new Option<string[]>("--drive") { Description = "use this image for a drive: ID=PATH (repeatable)" };
+        var drives = new Option<string[]>("--drive") { Description = "use this image for the snapshot's drive ID: id=ID,path=PATH (the --drive grammar; repeatable)", HelpName = "DRIVE" };
         var vsock = new Option<string?>("--vsock-path") { Description = "this VM's vsock Unix socket path" };
         var labels = new Option<string[]>("--label") { Description = "a label key=value (repeatable)" };
         var paused = new Option<bool>("--paused") { Description = "leave the restored VM paused" };
@@ -68,16 +65,15 @@ internal static class SnapshotCommands
                 Paused = parse.GetValue(paused),
                 Overrides = new RestoreOverrides { VsockPath = parse.GetValue(vsock) is { } v ? Path.GetFullPath(v) : "" },
             };
-            foreach (var d in parse.GetValue(drives) ?? [])
+            foreach (var text in parse.GetValue(drives) ?? [])
             {
-                int eq = d.IndexOf('=', StringComparison.Ordinal);
-                if (eq <= 0 || eq == d.Length - 1) throw new ArgumentException($"--drive {d}: expected ID=PATH");
-                request.Overrides.DrivePaths[d[..eq]] = Path.GetFullPath(d[(eq + 1)..]);
+                var d = DriveArg.Parse(text).Only("--drive", "snapshot restore", serial: false, flags: false, rates: false, needsId: true);
+                request.Overrides.DrivePaths[d.Id!] = Path.GetFullPath(d.Path!);
             }
             foreach (var l in parse.GetValue(labels) ?? [])
             {
                 int eq = l.IndexOf('=', StringComparison.Ordinal);
-                if (eq <= 0) throw new ArgumentException($"--label {l}: expected key=value");
+                if (eq <= 0) throw new UsageException($"--label {l}: expected key=value", "--label KEY=VALUE");
                 request.Labels[l[..eq]] = l[(eq + 1)..];
             }
             VmClientCommands.PrintVm(parse, await client.RestoreVmAsync(request, options));

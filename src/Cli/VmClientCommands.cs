@@ -1,50 +1,37 @@
-// Over 400 lines: one System.CommandLine definition per `vm` subcommand; to be split per subcommand with
-// the CLI conventions of the observability/CLI issue (13).
+// Over 400 lines: one System.CommandLine definition per `vm` subcommand (and the hidden bench); to be split per
+// subcommand (the output, errors and flag grammars already live in Output/, Args/, DaemonClient and CliErrors).
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json;
-using System.Text.Json.Serialization;
-using FireSharp.Daemon;
+using FireSharp.Cli.Args;
+using FireSharp.Cli.Output;
 using FireSharp.Proto.V1;
 using Google.Protobuf;
 using Grpc.Core;
-using Grpc.Net.Client;
-using Spectre.Console;
 
 namespace FireSharp.Cli;
 
 using Vm = FireSharp.Proto.V1.Vm;
 
 /// <summary>
-/// <c>firesharp vm ...</c>: the daemon's command-line client. Talks to the Unix socket (default
-/// /run/firesharp/firesharp.sock, or $FIRESHARP_SOCKET), or with <c>--host https://h:p --cert --key --ca</c>
-/// over TCP with mutual TLS. Prints tables, or JSON with <c>--json</c>.
-/// Exit codes: 0 done; 1 the daemon failed the call; 2 the request was refused (invalid, not found, wrong
-/// state, unimplemented); 3 the daemon cannot be reached.
+/// <c>firesharp vm ...</c>: the daemon's command-line client (connection, output and exit codes: <see cref="DaemonClient"/>,
+/// <see cref="OutputOptions"/>, <see cref="ExitCodes"/>). <c>--drive</c> and <c>--net</c> are <see cref="DriveArg"/>'s
+/// and <see cref="NetArg"/>'s grammars, <c>--mem</c> is <see cref="MemoryOption"/>.
 /// </summary>
 internal static class VmClientCommands
 {
-    public const int ExitOk = 0, ExitFailed = 1, ExitRefused = 2, ExitUnreachable = 3;
+    /// <summary>Aliases of <see cref="ExitCodes"/> (older code).</summary>
+    public const int ExitOk = ExitCodes.Ok, ExitFailed = ExitCodes.Failed, ExitRefused = ExitCodes.Usage, ExitUnreachable = ExitCodes.Unreachable;
 
-    private static readonly Option<string> Socket = new("--socket")
-    {
-        Description = "the daemon's Unix socket",
-        Recursive = true,
-        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("FIRESHARP_SOCKET") is { Length: > 0 } s ? s : DaemonChannel.DefaultSocket,
-    };
-    private static readonly Option<string?> Host = new("--host") { Description = "TCP address https://host:port (mutual TLS; needs --cert, --key, --ca)", Recursive = true };
-    private static readonly Option<string?> Cert = new("--cert") { Description = "client certificate (PEM) for --host", Recursive = true };
-    private static readonly Option<string?> Key = new("--key") { Description = "client key (PEM) for --host", Recursive = true };
-    private static readonly Option<string?> Ca = new("--ca") { Description = "CA certificate (PEM) the daemon's certificate must chain to", Recursive = true };
-    internal static readonly Option<bool> Json = new("--json") { Description = "print JSON instead of tables", Recursive = true };
-    private static readonly Option<int> Timeout = new("--timeout") { Description = "seconds before a call gives up (0 = none)", Recursive = true, DefaultValueFactory = _ => 120 };
+    /// <summary>The hidden <c>--json</c> (= <c>-o json</c>).</summary>
+    internal static Option<bool> Json => OutputOptions.Json;
 
-    /// <summary>The connection and output options, for other client commands (<c>firesharp snapshot</c>).</summary>
-    internal static Option[] ConnectionOptions => [Socket, Host, Cert, Key, Ca, Json, Timeout];
+    /// <summary>The connection and output options, for other client commands (<c>firesharp snapshot</c>, <c>fn</c>).</summary>
+    internal static Option[] ConnectionOptions => DaemonClient.All;
 
     public static Command Create()
     {
-        var vm = new Command("vm", "manage VMs through the FireSharp daemon") { Socket, Host, Cert, Key, Ca, Json, Timeout };
+        var vm = new Command("vm", "manage VMs through the FireSharp daemon");
+        foreach (var o in DaemonClient.All) vm.Options.Add(o);
         vm.Subcommands.Add(CreateCommand());
         vm.Subcommands.Add(ListCommand());
         vm.Subcommands.Add(IdCommand("get", "show one VM", (c, id, o, ct) => c.GetVmAsync(new GetVmRequest { Id = id }, o).ResponseAsync));
@@ -70,11 +57,11 @@ internal static class VmClientCommands
         var initrd = new Option<string?>("--initrd") { Description = "initramfs path" };
         var cmdline = new Option<string?>("--cmdline") { Description = "kernel command line (default: FireSharp's Linux default)" };
         var vcpus = new Option<int>("--vcpus") { Description = "vCPUs", DefaultValueFactory = _ => 1 };
-        var mem = new Option<long>("--mem-mib") { Description = "memory in MiB", DefaultValueFactory = _ => 128 };
+        var mem = new MemoryOption(128, "memory: 512M, 1G, ... (a bare number is MiB)");
         var cpuQuota = new Option<int>("--cpu-quota-millicpus") { Description = "CPU time the VM may use, in thousandths of a host CPU (1000 = one CPU; default: one per vCPU plus one)" };
         var labels = new Option<string[]>("--label") { Description = "a label key=value (repeatable)", AllowMultipleArgumentsPerToken = false };
-        var drives = new Option<string[]>("--drive") { Description = "a drive id=ID,path=PATH[,ro][,root][,bps=N][,iops=N] (repeatable; N with K/M/G)" };
-        var nets = new Option<string[]>("--net") { Description = "an interface id=ID,tap=NAME|auto[,mac=MAC][,ip=A.B.C.D/N][,bps=N][,iops=N][,rx-bps=N]... (repeatable)" };
+        var drives = new Option<string[]>("--drive") { Description = $"a drive {DriveArg.Grammar} (repeatable; see the README)", HelpName = "DRIVE" };
+        var nets = new Option<string[]>("--net") { Description = $"an interface {NetArg.Grammar} (repeatable)", HelpName = "NET" };
         var vsock = new Option<uint?>("--vsock-cid") { Description = "add a vsock device with this guest CID" };
         var agent = new Option<bool>("--agent") { Description = "run the guest agent" };
         var rng = new Option<bool>("--rng") { Description = "add a virtio-rng entropy device (/dev/hwrng in the guest)" };
@@ -82,7 +69,8 @@ internal static class VmClientCommands
         var pvh = new Option<bool>("--pvh") { Description = "enter an ELF through PVH when it has both entries" };
         var netns = new Option<string?>("--netns") { Description = "a network namespace for the VM's taps (e.g. /run/netns/NAME; a jailing daemon)" };
         var start = new Option<bool>("--start") { Description = "start the VM once created" };
-        var command = new Command("create", "create a VM") { id, kernel, initrd, cmdline, vcpus, mem, cpuQuota, labels, drives, nets, netns, vsock, agent, rng, rngLimit, pvh, start };
+        var command = new Command("create", "create a VM") { id, kernel, initrd, cmdline, vcpus, cpuQuota, labels, drives, nets, netns, vsock, agent, rng, rngLimit, pvh, start };
+        foreach (var o in mem.All) command.Options.Add(o);
         command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             var spec = new VmSpec
@@ -94,7 +82,7 @@ internal static class VmClientCommands
                     Cmdline = parse.GetValue(cmdline) ?? "",
                     PreferPvh = parse.GetValue(pvh),
                 },
-                Machine = new MachineSpec { Vcpus = parse.GetValue(vcpus), MemMib = parse.GetValue(mem), CpuQuotaMillicpus = parse.GetValue(cpuQuota) },
+                Machine = new MachineSpec { Vcpus = parse.GetValue(vcpus), MemMib = mem.GetMib(parse), CpuQuotaMillicpus = parse.GetValue(cpuQuota) },
                 Agent = parse.GetValue(agent),
                 Rng = parse.GetValue(rng),
                 NetnsPath = parse.GetValue(netns) is { } ns ? FullPath(ns) : "",
@@ -107,8 +95,8 @@ internal static class VmClientCommands
                 spec.Rng = true;
                 spec.RngRateLimiter = RateLimitOptions.Drive(kv, "--rng-limit");
             }
-            foreach (var d in parse.GetValue(drives) ?? []) spec.Drives.Add(ParseDrive(d));
-            foreach (var n in parse.GetValue(nets) ?? []) spec.NetworkInterfaces.Add(ParseNet(n));
+            foreach (var d in parse.GetValue(drives) ?? []) spec.Drives.Add(ToProto(DriveArg.Parse(d), spec.Drives.Count));
+            foreach (var n in parse.GetValue(nets) ?? []) spec.NetworkInterfaces.Add(ToProto(NetArg.Parse(n), spec.NetworkInterfaces.Count));
             if (parse.GetValue(vsock) is { } cid) spec.Vsock = new VsockSpec { GuestCid = cid };
             var request = new CreateVmRequest { Id = parse.GetValue(id)!, Spec = spec, Start = parse.GetValue(start) };
             foreach (var (k, v) in ParseLabels(parse.GetValue(labels))) request.Labels[k] = v;
@@ -121,6 +109,7 @@ internal static class VmClientCommands
     {
         var labels = new Option<string[]>("--label") { Description = "only VMs with this label key=value (repeatable)" };
         var states = new Option<string[]>("--state") { Description = "only VMs in this state (created, running, paused, stopping, stopped, failed; repeatable)" };
+        states.CompletionSources.Add("created", "running", "paused", "stopping", "stopped", "failed");
         var command = new Command("ls", "list VMs") { labels, states };
         command.Aliases.Add("list");
         command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
@@ -129,20 +118,7 @@ internal static class VmClientCommands
             foreach (var (k, v) in ParseLabels(parse.GetValue(labels))) request.LabelSelector[k] = v;
             foreach (var s in parse.GetValue(states) ?? []) request.States.Add(ParseState(s));
             var vms = (await client.ListVmsAsync(request, options)).Vms;
-            if (parse.GetValue(Json))
-            {
-                Console.WriteLine(JsonSerializer.Serialize(vms.Select(VmJson.From).ToList(), CliJsonContext.Default.ListVmJson));
-                return;
-            }
-            var table = new Table().Border(TableBorder.Simple);
-            foreach (var h in (string[])["ID", "STATE", "VCPUS", "MEM", "PID", "CREATED", "LABELS", "EXIT"]) table.AddColumn(h);
-            foreach (var vm in vms)
-                table.AddRow(Markup.Escape(vm.Id), StateMarkup(vm.State), vm.Spec.Machine.Vcpus.ToString(CultureInfo.InvariantCulture),
-                    $"{vm.Spec.Machine.MemMib} MiB", vm.WorkerPid == 0 ? "-" : vm.WorkerPid.ToString(CultureInfo.InvariantCulture),
-                    vm.CreatedAt?.ToDateTime().ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) ?? "-",
-                    Markup.Escape(string.Join(",", vm.Labels.OrderBy(l => l.Key, StringComparer.Ordinal).Select(l => $"{l.Key}={l.Value}"))),
-                    Markup.Escape(vm.Exit is null ? "" : $"{vm.Exit.Kind}: {vm.Exit.Reason}"));
-            AnsiConsole.Write(table);
+            Printer.For(parse).List(vms, vm => vm.Id, Columns);
         }, ct));
         return command;
     }
@@ -167,8 +143,7 @@ internal static class VmClientCommands
         command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             var reply = await client.DeleteVmAsync(new DeleteVmRequest { Id = parse.GetValue(id)!, Force = parse.GetValue(force) }, options);
-            if (parse.GetValue(Json)) Console.WriteLine(JsonSerializer.Serialize(new DeletedJson(reply.Id), CliJsonContext.Default.DeletedJson));
-            else Console.WriteLine($"deleted {reply.Id}");
+            Printer.For(parse).Message(reply, reply.Id, $"deleted {reply.Id}");
         }, ct));
         return command;
     }
@@ -216,12 +191,9 @@ internal static class VmClientCommands
         command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
             using var call = client.WatchEvents(new WatchEventsRequest { Id = parse.GetValue(id) ?? "", IncludeSnapshot = parse.GetValue(snapshot) }, options);
-            bool json = parse.GetValue(Json);
+            var printer = Printer.For(parse);
             await foreach (var ev in call.ResponseStream.ReadAllAsync(ct))
-            {
-                if (json) Console.WriteLine(JsonSerializer.Serialize(EventJson.From(ev), CliJsonContext.Default.EventJson));
-                else Console.WriteLine($"{ev.Time?.ToDateTime().ToLocalTime():HH:mm:ss.fff} {ev.Id,-20} {Name(ev.Type),-13} {Name(ev.State),-9} {ev.Message}");
-            }
+                printer.StreamItem(ev, ev.Id, $"{ev.Time?.ToDateTime().ToLocalTime():HH:mm:ss.fff} {ev.Id,-20} {Name(ev.Type),-13} {Name(ev.State),-9} {ev.Message}");
         }, ct, streaming: true));
         return command;
     }
@@ -322,81 +294,66 @@ internal static class VmClientCommands
 
     // ------------------------------------------------------------------ plumbing
 
-    internal static async Task<int> CallAsync(ParseResult parse, Func<VmService.VmServiceClient, CallOptions, Task> body, CancellationToken ct, bool streaming = false)
+    internal static Task<int> CallAsync(ParseResult parse, Func<VmService.VmServiceClient, CallOptions, Task> body, CancellationToken ct, bool streaming = false) =>
+        DaemonClient.CallAsync(parse, invoker => new VmService.VmServiceClient(invoker), body, ct, streaming);
+
+    /// <summary>The columns of <c>vm ls</c> (WideOnly: <c>-o wide</c>).</summary>
+    internal static readonly Column<Vm>[] Columns =
+    [
+        new("ID", vm => vm.Id),
+        new("STATE", vm => Name(vm.State), Markup: vm => StateMarkup(vm.State)),
+        new("VCPUS", vm => vm.Spec.Machine.Vcpus.ToString(CultureInfo.InvariantCulture)),
+        new("MEM", vm => $"{vm.Spec.Machine.MemMib}M"),
+        new("PID", vm => vm.WorkerPid == 0 ? "-" : vm.WorkerPid.ToString(CultureInfo.InvariantCulture)),
+        new("AGE", vm => Age(vm.CreatedAt)),
+        new("LABELS", vm => Labels(vm.Labels)),
+        new("DRIVES", vm => vm.Spec.Drives.Count.ToString(CultureInfo.InvariantCulture), WideOnly: true),
+        new("NICS", vm => vm.Spec.NetworkInterfaces.Count.ToString(CultureInfo.InvariantCulture), WideOnly: true),
+        new("VSOCK", vm => vm.Spec.Vsock is { } v ? v.GuestCid.ToString(CultureInfo.InvariantCulture) : "-", WideOnly: true),
+        new("AGENT", vm => vm.Spec.Agent ? (vm.AgentReady ? "ready" : "starting") : "-", WideOnly: true),
+        new("KERNEL", vm => vm.Spec.Kernel.Path, WideOnly: true),
+        new("CREATED", vm => vm.CreatedAt?.ToDateTime().ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture) ?? "-", WideOnly: true),
+        new("EXIT", vm => vm.Exit is null ? "" : $"{Name(vm.Exit.Kind)}: {vm.Exit.Reason}"),
+    ];
+
+    internal static void PrintVm(ParseResult parse, Vm vm) => Printer.For(parse).Item(vm, vm.Id, d =>
     {
-        GrpcChannel channel;
-        try
-        {
-            channel = parse.GetValue(Host) is { } host
-                ? DaemonChannel.ForTcp(host,
-                    parse.GetValue(Cert) ?? throw new ArgumentException("--host needs --cert"),
-                    parse.GetValue(Key) ?? throw new ArgumentException("--host needs --key"),
-                    parse.GetValue(Ca) ?? throw new ArgumentException("--host needs --ca"))
-                : DaemonChannel.ForUnixSocket(parse.GetValue(Socket)!);
-        }
-        catch (Exception e) when (e is ArgumentException or IOException or System.Security.Cryptography.CryptographicException)
-        {
-            Console.Error.WriteLine($"firesharp: {e.Message}");
-            return ExitRefused;
-        }
-        using (channel)
-        {
-            int timeout = parse.GetValue(Timeout);
-            var options = new CallOptions(cancellationToken: ct, deadline: timeout > 0 && !streaming ? DateTime.UtcNow.AddSeconds(timeout) : null);
-            try
-            {
-                await body(new VmService.VmServiceClient(channel), options);
-                return Environment.ExitCode is var code and not 0 ? code : ExitOk;
-            }
-            catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
-            {
-                return ExitOk; // Ctrl-C on a stream
-            }
-            catch (OperationCanceledException) when (ct.IsCancellationRequested)
-            {
-                return ExitOk;
-            }
-            catch (RpcException e)
-            {
-                Console.Error.WriteLine($"firesharp: {e.StatusCode}: {e.Status.Detail}");
-                return e.StatusCode switch
-                {
-                    StatusCode.InvalidArgument or StatusCode.NotFound or StatusCode.AlreadyExists or StatusCode.FailedPrecondition
-                        or StatusCode.Unimplemented or StatusCode.OutOfRange or StatusCode.ResourceExhausted => ExitRefused,
-                    StatusCode.Unavailable => ExitUnreachable,
-                    _ => ExitFailed,
-                };
-            }
-            catch (ArgumentException e)
-            {
-                Console.Error.WriteLine($"firesharp: {e.Message}");
-                return ExitRefused;
-            }
-        }
+        d.Row("id", vm.Id);
+        d.Row("state", Name(vm.State), StateMarkup(vm.State));
+        d.Row("machine", $"{vm.Spec.Machine.Vcpus} vCPU, {vm.Spec.Machine.MemMib} MiB");
+        d.Row("kernel", vm.Spec.Kernel.Path + (vm.Spec.Kernel.InitrdPath.Length > 0 ? $" + {vm.Spec.Kernel.InitrdPath}" : ""));
+        if (vm.Spec.Kernel.Cmdline.Length > 0) d.Row("cmdline", vm.Spec.Kernel.Cmdline);
+        foreach (var drive in vm.Spec.Drives)
+            d.Row("drive " + drive.Id, drive.Path + (drive.ReadOnly ? " (ro)" : "") + (drive.Root ? " (root)" : ""));
+        foreach (var nic in vm.Spec.NetworkInterfaces)
+            d.Row("net " + nic.Id, (nic.HostCase == NetworkInterfaceSpec.HostOneofCase.Auto ? "auto tap" : "tap " + nic.Tap)
+                + (nic.Mac.Length > 0 ? $", mac {nic.Mac}" : "") + (nic.Ip.Length > 0 ? $", ip {nic.Ip}" : ""));
+        if (vm.Spec.Vsock is { } vsock) d.Row("vsock", $"guest CID {vsock.GuestCid}");
+        if (vm.Spec.Agent) d.Row("agent", vm.AgentReady ? "ready" : "not ready yet");
+        if (vm.Labels.Count > 0) d.Row("labels", Labels(vm.Labels));
+        d.Row("worker pid", vm.WorkerPid == 0 ? "-" : vm.WorkerPid.ToString(CultureInfo.InvariantCulture));
+        d.Row("created", Time(vm.CreatedAt));
+        if (vm.StartedAt is not null) d.Row("started", Time(vm.StartedAt));
+        if (vm.BootTimeMs > 0) d.Row("boot done", $"{vm.BootTimeMs:F1} ms");
+        if (vm.Exit is not null) d.Row("exit", $"{Name(vm.Exit.Kind)}: {vm.Exit.Reason}");
+    });
+
+    private static string Time(Google.Protobuf.WellKnownTypes.Timestamp? t) =>
+        t?.ToDateTime().ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) ?? "-";
+
+    /// <summary>How long ago, as kubectl shows it: 42s, 5m, 3h, 2d.</summary>
+    internal static string Age(Google.Protobuf.WellKnownTypes.Timestamp? t)
+    {
+        if (t is null) return "-";
+        var age = DateTime.UtcNow - t.ToDateTime();
+        return age.TotalSeconds < 120 ? $"{Math.Max(0, (int)age.TotalSeconds)}s"
+            : age.TotalMinutes < 120 ? $"{(int)age.TotalMinutes}m"
+            : age.TotalHours < 48 ? $"{(int)age.TotalHours}h"
+            : $"{(int)age.TotalDays}d";
     }
 
-    internal static void PrintVm(ParseResult parse, Vm vm)
-    {
-        if (parse.GetValue(Json))
-        {
-            Console.WriteLine(JsonSerializer.Serialize(VmJson.From(vm), CliJsonContext.Default.VmJson));
-            return;
-        }
-        var grid = new Grid().AddColumn().AddColumn();
-        void Row(string k, string v) => grid.AddRow(new Markup($"[bold]{k}[/]"), new Markup(v));
-        Row("id", Markup.Escape(vm.Id));
-        Row("state", StateMarkup(vm.State));
-        Row("machine", $"{vm.Spec.Machine.Vcpus} vCPU, {vm.Spec.Machine.MemMib} MiB");
-        Row("kernel", Markup.Escape(vm.Spec.Kernel.Path + (vm.Spec.Kernel.InitrdPath.Length > 0 ? $" + {vm.Spec.Kernel.InitrdPath}" : "")));
-        if (vm.Spec.Kernel.Cmdline.Length > 0) Row("cmdline", Markup.Escape(vm.Spec.Kernel.Cmdline));
-        if (vm.Labels.Count > 0) Row("labels", Markup.Escape(string.Join(", ", vm.Labels.OrderBy(l => l.Key, StringComparer.Ordinal).Select(l => $"{l.Key}={l.Value}"))));
-        Row("worker pid", vm.WorkerPid == 0 ? "-" : vm.WorkerPid.ToString(CultureInfo.InvariantCulture));
-        Row("created", vm.CreatedAt?.ToDateTime().ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) ?? "-");
-        if (vm.StartedAt is not null) Row("started", vm.StartedAt.ToDateTime().ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture));
-        if (vm.BootTimeMs > 0) Row("boot done", $"{vm.BootTimeMs:F1} ms");
-        if (vm.Exit is not null) Row("exit", Markup.Escape($"{vm.Exit.Kind}: {vm.Exit.Reason}"));
-        AnsiConsole.Write(grid);
-    }
+    private static string Labels(Google.Protobuf.Collections.MapField<string, string> labels) =>
+        string.Join(",", labels.OrderBy(l => l.Key, StringComparer.Ordinal).Select(l => $"{l.Key}={l.Value}"));
 
     private static string StateMarkup(VmState s) => s switch
     {
@@ -430,7 +387,7 @@ internal static class VmClientCommands
     {
         "creating" => VmState.Creating, "created" => VmState.Created, "running" => VmState.Running, "paused" => VmState.Paused,
         "stopping" => VmState.Stopping, "stopped" => VmState.Stopped, "failed" => VmState.Failed,
-        _ => throw new ArgumentException($"--state {s}: not a state (created, running, paused, stopping, stopped, failed)"),
+        _ => throw new UsageException($"--state {s}: not a state", "--state created|running|paused|stopping|stopped|failed"),
     };
 
     private static string FullPath(string p) => Path.GetFullPath(p);
@@ -440,7 +397,7 @@ internal static class VmClientCommands
         foreach (var l in labels ?? [])
         {
             int eq = l.IndexOf('=');
-            if (eq <= 0) throw new ArgumentException($"--label {l}: expected key=value");
+            if (eq <= 0) throw new UsageException($"--label {l}: expected key=value", "--label KEY=VALUE");
             yield return (l[..eq], l[(eq + 1)..]);
         }
     }
@@ -458,64 +415,26 @@ internal static class VmClientCommands
         return d;
     }
 
-    private static DriveSpec ParseDrive(string text)
+    private static DriveSpec ToProto(DriveArg d, int index)
     {
-        var kv = ParseKv(text, "--drive");
-        var d = new DriveSpec
+        d.Only("--drive", "vm create", serial: false);
+        return new DriveSpec
         {
-            Id = kv.GetValueOrDefault("id", ""),
-            Path = kv.TryGetValue("path", out var p) ? FullPath(p) : "",
-            ReadOnly = kv.ContainsKey("ro"),
-            Root = kv.ContainsKey("root"),
-            RateLimiter = RateLimitOptions.Drive(kv, "--drive"),
+            Id = d.Id ?? "drive" + index.ToString(CultureInfo.InvariantCulture),
+            Path = FullPath(d.Path!),
+            ReadOnly = d.ReadOnly,
+            Root = d.Root,
+            RateLimiter = RateLimitOptions.Drive(d.Bps, d.Iops),
         };
-        foreach (var k in kv.Keys)
-            if (k is not ("id" or "path" or "ro" or "root") && !RateLimitOptions.DriveKeys.Contains(k)) throw new ArgumentException($"--drive {text}: unknown key '{k}'");
-        return d;
     }
 
-    private static NetworkInterfaceSpec ParseNet(string text)
+    private static NetworkInterfaceSpec ToProto(NetArg n, int index)
     {
-        var kv = ParseKv(text, "--net");
-        var n = new NetworkInterfaceSpec { Id = kv.GetValueOrDefault("id", ""), Mac = kv.GetValueOrDefault("mac", ""), Ip = kv.GetValueOrDefault("ip", "") };
-        if (kv.TryGetValue("tap", out var tap))
-        {
-            if (tap == "auto") n.Auto = true;
-            else n.Tap = tap;
-        }
-        if (kv.ContainsKey("auto")) n.Auto = true;
-        (n.RxRateLimiter, n.TxRateLimiter) = RateLimitOptions.Net(kv, "--net");
-        foreach (var k in kv.Keys)
-            if (k is not ("id" or "tap" or "auto" or "mac" or "ip") && !RateLimitOptions.NetKeys.Contains(k)) throw new ArgumentException($"--net {text}: unknown key '{k}'");
-        return n;
+        if (n.Gateway is not null) throw new UsageException("--net gw=: vm create configures no gateway (only ip=)", "--net " + NetArg.Grammar);
+        var spec = new NetworkInterfaceSpec { Id = n.Id ?? "net" + index.ToString(CultureInfo.InvariantCulture), Mac = n.Mac ?? "", Ip = n.Ip ?? "" };
+        if (n.Auto) spec.Auto = true;
+        else spec.Tap = n.Tap!;
+        (spec.RxRateLimiter, spec.TxRateLimiter) = RateLimitOptions.Net(n);
+        return spec;
     }
 }
-
-/// <summary>A VM as <c>firesharp vm ... --json</c> prints it.</summary>
-internal sealed record VmJson(
-    string Id, string State, Dictionary<string, string> Labels, int Vcpus, long MemMib, string Kernel, string? Initrd, string? Cmdline,
-    int WorkerPid, DateTime? CreatedAt, DateTime? StartedAt, double? BootTimeMs, string? ExitKind, string? ExitReason, bool? ExitClean)
-{
-    public static VmJson From(Vm vm) => new(
-        vm.Id, VmClientCommands.Name(vm.State), vm.Labels.ToDictionary(StringComparer.Ordinal), vm.Spec.Machine.Vcpus, vm.Spec.Machine.MemMib,
-        vm.Spec.Kernel.Path, vm.Spec.Kernel.InitrdPath is { Length: > 0 } i ? i : null, vm.Spec.Kernel.Cmdline is { Length: > 0 } c ? c : null,
-        vm.WorkerPid, vm.CreatedAt?.ToDateTime(), vm.StartedAt?.ToDateTime(), vm.BootTimeMs > 0 ? vm.BootTimeMs : null,
-        vm.Exit is null ? null : VmClientCommands.Name(vm.Exit.Kind), vm.Exit?.Reason, vm.Exit?.Clean);
-}
-
-/// <summary>An event as <c>firesharp vm events --json</c> prints it (one per line).</summary>
-internal sealed record EventJson(string Type, string Id, string State, DateTime? Time, string Message, double? BootTimeMs, string? ExitKind, string? ExitReason, long? Dropped)
-{
-    public static EventJson From(VmEvent e) => new(
-        VmClientCommands.Name(e.Type), e.Id, VmClientCommands.Name(e.State), e.Time?.ToDateTime(), e.Message,
-        e.BootTimeMs > 0 ? e.BootTimeMs : null, e.Exit is null ? null : VmClientCommands.Name(e.Exit.Kind), e.Exit?.Reason, e.Dropped > 0 ? e.Dropped : null);
-}
-
-internal sealed record DeletedJson(string Deleted);
-
-[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
-[JsonSerializable(typeof(VmJson))]
-[JsonSerializable(typeof(List<VmJson>))]
-[JsonSerializable(typeof(EventJson))]
-[JsonSerializable(typeof(DeletedJson))]
-internal sealed partial class CliJsonContext : JsonSerializerContext;

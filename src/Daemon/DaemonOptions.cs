@@ -323,8 +323,8 @@ public sealed record DaemonOptions
             throw Bad(nameof(VmPidsAllowance), VmPidsAllowance.ToString(CultureInfo.InvariantCulture), "must be 16 to 1048576 (an idle worker already has about 12 threads)");
         if (CgroupIoWeight is < 1 or > 10000)
             throw Bad(nameof(CgroupIoWeight), CgroupIoWeight.Value.ToString(CultureInfo.InvariantCulture), "must be 1 to 10000");
-        if (LogLevel is not ("Verbose" or "Debug" or "Information" or "Warning" or "Error" or "Fatal"))
-            throw Bad(nameof(LogLevel), LogLevel, "must be one of Verbose, Debug, Information, Warning, Error, Fatal");
+        if (!Hosting.LogLevels.TryParse(LogLevel, out _))
+            throw Bad(nameof(LogLevel), LogLevel, "must be one of " + Hosting.LogLevels.Names);
     }
 
     private static bool IsCgroupPath(string path) =>

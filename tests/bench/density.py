@@ -242,8 +242,8 @@ class Density:
                            capture_output=True, timeout=60)
         states: dict[str, int] = {}
         if p.returncode == 0:
-            for vm in json.loads(p.stdout or b"[]"):
-                s = {k.lower(): v for k, v in vm.items()}.get("state", "?")
+            for vm in json.loads(p.stdout or b'{"items": []}')["items"]:
+                s = vm.get("state", "?").removeprefix("VM_STATE_").lower()
                 states[s] = states.get(s, 0) + 1
         return states
 

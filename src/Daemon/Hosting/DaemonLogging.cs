@@ -20,7 +20,7 @@ public static class DaemonLogging
 
     public static Serilog.ILogger Create(DaemonOptions options)
     {
-        var level = Enum.Parse<LogEventLevel>(options.LogLevel);
+        var level = LogLevels.TryParse(options.LogLevel, out var named) ? LogLevels.ToSerilog(named) : LogEventLevel.Information;
         var config = new LoggerConfiguration()
             .MinimumLevel.Is(level)
             .MinimumLevel.Override("Microsoft", level < LogEventLevel.Warning ? LogEventLevel.Warning : level)

@@ -71,16 +71,16 @@ public sealed class DaemonProcessTests(ITestOutputHelper output)
         Assert.Equal(0, code);
         using (var doc = JsonDocument.Parse(json))
         {
-            var only = Assert.Single(doc.RootElement.EnumerateArray());
-            Assert.Equal("stopped", only.GetProperty("state").GetString());
-            Assert.Equal("reset", only.GetProperty("exit_kind").GetString());
+            var only = Assert.Single(doc.RootElement.GetProperty("items").EnumerateArray());
+            Assert.Equal("VM_STATE_STOPPED", only.GetProperty("state").GetString());
+            Assert.Equal("EXIT_KIND_RESET", only.GetProperty("exit").GetProperty("kind").GetString());
         }
         (code, var table, _) = await DaemonUnderTest.RunCliAsync(["vm", "--socket", d.Socket, "ls"]);
         Assert.Equal(0, code);
         Assert.Contains("cli", table);
         var (notFound, _, err) = await DaemonUnderTest.RunCliAsync(["vm", "--socket", d.Socket, "get", "nope"]);
-        Assert.Equal(2, notFound);
-        Assert.Contains("NotFound", err);
+        Assert.Equal(4, notFound);
+        Assert.Contains("nope", err);
         (code, _, _) = await DaemonUnderTest.RunCliAsync(["vm", "--socket", d.Socket, "rm", "cli"]);
         Assert.Equal(0, code);
         d.AssertNothingLeft();

@@ -116,11 +116,11 @@ public sealed class AgentCommandsTests(SharedAgent shared) : IClassFixture<Share
     }
 
     [Fact]
-    public async Task Exec_timeout_kills_the_command_and_exits_124()
+    public async Task Exec_timeout_kills_the_command_and_exits_1()
     {
         using var vsock = new FakeHybridVsock(shared.Agent.SocketPath);
         var (code, _, _, diagnostics) = await ExecAsync(vsock.Path, ["sleep", "30"], TimeSpan.FromMilliseconds(300));
-        Assert.Equal(AgentCommands.ExitTimedOut, code);
+        Assert.Equal(ExitCodes.Failed, code);
         Assert.Contains("killed", diagnostics);
     }
 
@@ -134,21 +134,21 @@ public sealed class AgentCommandsTests(SharedAgent shared) : IClassFixture<Share
     }
 
     [Fact]
-    public async Task A_missing_program_or_socket_or_agent_is_exit_125()
+    public async Task A_missing_program_is_exit_1_and_a_missing_socket_or_agent_is_exit_3()
     {
         using var vsock = new FakeHybridVsock(shared.Agent.SocketPath);
         var missing = await ExecAsync(vsock.Path, ["/no/such/program"]);
-        Assert.Equal(AgentCommands.ExitAgentError, missing.Code);
+        Assert.Equal(ExitCodes.Failed, missing.Code);
         Assert.Contains("/no/such/program", missing.Diagnostics);
 
         var noSocket = await ExecAsync(Path.Combine(TestPaths.TempDir(), "absent.sock"), ["true"]);
-        Assert.Equal(AgentCommands.ExitAgentError, noSocket.Code);
+        Assert.Equal(ExitCodes.Unreachable, noSocket.Code);
         Assert.Contains("cannot connect", noSocket.Diagnostics);
 
         // Nothing listens on guest port 53: the VMM closes the connection after CONNECT.
         var diagnostics = new StringWriter();
         int code = await AgentCommands.ExecAsync(vsock.Path, 53, ["true"], null, default, null, Stream.Null, Stream.Null, diagnostics, Deadline());
-        Assert.Equal(AgentCommands.ExitAgentError, code);
+        Assert.Equal(ExitCodes.Unreachable, code);
         Assert.Contains("CONNECT 53", diagnostics.ToString());
     }
 
@@ -162,7 +162,7 @@ public sealed class AgentCommandsTests(SharedAgent shared) : IClassFixture<Share
         Assert.StartsWith("agent ", output.ToString());
         Assert.Contains("round trip", output.ToString());
 
-        Assert.Equal(AgentCommands.ExitAgentError, await AgentCommands.PingAsync(Path.Combine(TestPaths.TempDir(), "absent.sock"), 52, output, diagnostics, Deadline()));
+        Assert.Equal(ExitCodes.Unreachable, await AgentCommands.PingAsync(Path.Combine(TestPaths.TempDir(), "absent.sock"), 52, output, diagnostics, Deadline()));
     }
 
     [Fact]

@@ -27,8 +27,8 @@ public sealed class FunctionCliTests : IAsyncLifetime
         // A handler error: the call worked, the function failed (exit 1).
         Assert.Equal(1, Fn("invoke", "cli", "--payload", "fail"));
         Assert.Equal(0, Fn("rm", "cli"));
-        // Refused requests: exit 2.
-        Assert.Equal(2, Fn("invoke", "cli", "--payload", "{}"));
+        // A function that is gone: exit 4; refused requests: exit 2.
+        Assert.Equal(4, Fn("invoke", "cli", "--payload", "{}"));
         Assert.Equal(2, Fn("create", "bad.name", "--code", _server.Code, "--kernel", _server.Kernel, "--rootfs", _server.Rootfs));
         Assert.Equal(2, Fn("invoke", "x", "--type", "Sometimes"));
     }
