@@ -56,6 +56,7 @@ internal static class VmClientCommands
         vm.Subcommands.Add(RemoveCommand());
         vm.Subcommands.Add(ConsoleCommand());
         vm.Subcommands.Add(EventsCommand());
+        vm.Subcommands.Add(LogCommands.VmLogs());
         vm.Subcommands.Add(ExecCommand());
         vm.Subcommands.Add(BenchCommand());
         return vm;
@@ -322,7 +323,11 @@ internal static class VmClientCommands
 
     // ------------------------------------------------------------------ plumbing
 
-    internal static async Task<int> CallAsync(ParseResult parse, Func<VmService.VmServiceClient, CallOptions, Task> body, CancellationToken ct, bool streaming = false)
+    internal static Task<int> CallAsync(ParseResult parse, Func<VmService.VmServiceClient, CallOptions, Task> body, CancellationToken ct, bool streaming = false) =>
+        CallChannelAsync(parse, (channel, options) => body(new VmService.VmServiceClient(channel), options), ct, streaming);
+
+    /// <summary>As <see cref="CallAsync"/>, with the channel (for another service's client: <c>fn logs</c>).</summary>
+    internal static async Task<int> CallChannelAsync(ParseResult parse, Func<GrpcChannel, CallOptions, Task> body, CancellationToken ct, bool streaming = false)
     {
         GrpcChannel channel;
         try
@@ -345,7 +350,7 @@ internal static class VmClientCommands
             var options = new CallOptions(cancellationToken: ct, deadline: timeout > 0 && !streaming ? DateTime.UtcNow.AddSeconds(timeout) : null);
             try
             {
-                await body(new VmService.VmServiceClient(channel), options);
+                await body(channel, options);
                 return Environment.ExitCode is var code and not 0 ? code : ExitOk;
             }
             catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
