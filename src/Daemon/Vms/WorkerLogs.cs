@@ -30,6 +30,13 @@ internal sealed class WorkerLogs(DaemonOptions options, ILoggerFactory? loggers,
         relay.Pump();
     }
 
+    /// <summary>Waits (at most <paramref name="wait"/>) for the session's relay and console copy to end: the session's token is cancelled or its worker is gone.</summary>
+    public static async Task EndAsync(WorkerSession session, TimeSpan wait)
+    {
+        var tasks = new[] { session.LogRelay, session.ConsoleRecorder }.OfType<Task>().ToArray();
+        if (tasks.Length > 0) await Task.WhenAny(Task.WhenAll(tasks), Task.Delay(wait)).ConfigureAwait(false);
+    }
+
     /// <summary>Starts copying the session's console into console.log (unless ConsoleLogMaxBytes is 0).</summary>
     public void StartConsole(VmEntry entry, WorkerSession session, bool replay)
     {

@@ -350,6 +350,7 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
         await session.Cts.CancelAsync().ConfigureAwait(false);
         await session.Client.DisposeAsync().ConfigureAwait(false);
         if (session.Monitor is { } monitor) await Task.WhenAny(monitor, Task.Delay(ExitWait)).ConfigureAwait(false);
+        await WorkerLogs.EndAsync(session, ExitWait).ConfigureAwait(false); // its last lines relayed, its files closed
         bool save = false;
         lock (entry.Gate)
         {
@@ -374,6 +375,7 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
         if (session is null) return;
         await session.Cts.CancelAsync().ConfigureAwait(false);
         await session.Client.DisposeAsync().ConfigureAwait(false);
+        await WorkerLogs.EndAsync(session, ExitWait).ConfigureAwait(false);
     }
 
     private static async Task<bool> WaitExitedAsync(WorkerProcess process)
