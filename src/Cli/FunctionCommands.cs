@@ -29,6 +29,7 @@ internal static class FunctionCommands
         fn.Subcommands.Add(InvokeCommand());
         fn.Subcommands.Add(ListCommand());
         fn.Subcommands.Add(GetCommand());
+        fn.Subcommands.Add(LogCommands.FunctionLogs());
         fn.Subcommands.Add(RemoveCommand());
         fn.Subcommands.Add(ConcurrencyCommand());
         fn.Subcommands.Add(AccountCommand());

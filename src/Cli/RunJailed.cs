@@ -107,8 +107,9 @@ internal static partial class RunJailed
     {
         try
         {
-            foreach (var log in Directory.EnumerateFiles(options.VmsDir, "worker.log", SearchOption.AllDirectories))
-                Console.Error.Write(File.ReadAllText(log));
+            foreach (var log in Directory.EnumerateFiles(options.VmsDir, FireSharp.Daemon.Logs.WorkerLogRelay.FileName, SearchOption.AllDirectories))
+                foreach (var line in File.ReadLines(log))
+                    Console.Error.WriteLine(FireSharp.Daemon.Logs.WorkerLogLine.Parse(line).Render()); // JSON lines, for people
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
     }

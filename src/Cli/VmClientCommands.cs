@@ -43,6 +43,7 @@ internal static class VmClientCommands
         vm.Subcommands.Add(RemoveCommand());
         vm.Subcommands.Add(ConsoleCommand());
         vm.Subcommands.Add(EventsCommand());
+        vm.Subcommands.Add(LogCommands.VmLogs());
         vm.Subcommands.Add(ExecCommand());
         vm.Subcommands.Add(BenchCommand());
         return vm;

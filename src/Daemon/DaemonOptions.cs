@@ -127,6 +127,18 @@ public sealed record DaemonOptions
     /// <summary>Also write the log as compact JSON (one event a line) to this file.</summary>
     public string? LogJsonFile { get; init; }
 
+    /// <summary>Worker log lines per second per VM that the daemon logs again (bursts of twice that); the rest are counted as dropped.</summary>
+    public int WorkerLogLinesPerSecond { get; init; } = 100;
+
+    /// <summary>A VM's worker.log is rotated to worker.log.1 past this size (0: never).</summary>
+    public long WorkerLogMaxBytes { get; init; } = 4 << 20;
+
+    /// <summary>A VM's console.log is rotated to console.log.1 past this size (0: the console is not kept).</summary>
+    public long ConsoleLogMaxBytes { get; init; } = 4 << 20;
+
+    /// <summary>The three settings above.</summary>
+    public Logs.LogLimits LogLimits => new() { LinesPerSecond = WorkerLogLinesPerSecond, WorkerLogMaxBytes = WorkerLogMaxBytes, ConsoleLogMaxBytes = ConsoleLogMaxBytes };
+
     /// <summary>Per-VM cgroups: Auto (on when the daemon is root and the cgroup file system is writable), Required or Off. See docs/isolation.md.</summary>
     public Isolation.CgroupMode Cgroups { get; init; } = Isolation.CgroupMode.Auto;
 
@@ -250,6 +262,9 @@ public sealed record DaemonOptions
             SeccompTestTrigger = Str(c, nameof(SeccompTestTrigger)),
             LogLevel = Str(c, nameof(LogLevel)) ?? d.LogLevel,
             LogJsonFile = Str(c, nameof(LogJsonFile)),
+            WorkerLogLinesPerSecond = Int(c, nameof(WorkerLogLinesPerSecond)) ?? d.WorkerLogLinesPerSecond,
+            WorkerLogMaxBytes = Long(c, nameof(WorkerLogMaxBytes)) ?? d.WorkerLogMaxBytes,
+            ConsoleLogMaxBytes = Long(c, nameof(ConsoleLogMaxBytes)) ?? d.ConsoleLogMaxBytes,
             Cgroups = Str(c, nameof(Cgroups)) is { } cg
                 ? Enum.TryParse<Isolation.CgroupMode>(cg, ignoreCase: true, out var mode) && Enum.IsDefined(mode) ? mode : throw Bad(nameof(Cgroups), cg, "must be Auto, Required or Off")
                 : d.Cgroups,
@@ -323,6 +338,9 @@ public sealed record DaemonOptions
             throw Bad(nameof(VmPidsAllowance), VmPidsAllowance.ToString(CultureInfo.InvariantCulture), "must be 16 to 1048576 (an idle worker already has about 12 threads)");
         if (CgroupIoWeight is < 1 or > 10000)
             throw Bad(nameof(CgroupIoWeight), CgroupIoWeight.Value.ToString(CultureInfo.InvariantCulture), "must be 1 to 10000");
+        if (WorkerLogLinesPerSecond < 1) throw Bad(nameof(WorkerLogLinesPerSecond), WorkerLogLinesPerSecond.ToString(CultureInfo.InvariantCulture), "must be at least 1");
+        if (WorkerLogMaxBytes < 0) throw Bad(nameof(WorkerLogMaxBytes), WorkerLogMaxBytes.ToString(CultureInfo.InvariantCulture), "must be 0 (never rotate) or more");
+        if (ConsoleLogMaxBytes < 0) throw Bad(nameof(ConsoleLogMaxBytes), ConsoleLogMaxBytes.ToString(CultureInfo.InvariantCulture), "must be 0 (keep no console file) or more");
         if (!Hosting.LogLevels.TryParse(LogLevel, out _))
             throw Bad(nameof(LogLevel), LogLevel, "must be one of " + Hosting.LogLevels.Names);
     }
@@ -361,6 +379,9 @@ public sealed record DaemonOptions
 
     private static int? Int(IConfiguration c, string key) =>
         Str(c, key) is { } v ? int.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out int n) ? n : throw Bad(key, v) : null;
+
+    private static long? Long(IConfiguration c, string key) =>
+        Str(c, key) is { } v ? long.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out long n) ? n : throw Bad(key, v) : null;
 
     private static uint? UInt(IConfiguration c, string key) =>
         Str(c, key) is { } v ? uint.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out uint n) ? n : throw Bad(key, v) : null;

@@ -66,6 +66,23 @@ public sealed class VmGrpcService(VmManager manager) : VmService.VmServiceBase
         }
     }
 
+    public override async Task StreamVmLogs(StreamVmLogsRequest request, IServerStreamWriter<VmLogChunk> responseStream, ServerCallContext context)
+    {
+        var ct = context.CancellationToken;
+        bool console = request.Source is VmLogSource.Unspecified or VmLogSource.Console;
+        bool vmm = request.Source is VmLogSource.Unspecified or VmLogSource.Vmm;
+        if (!Enum.IsDefined(request.Source)) throw VmApiException.Invalid("source", $"{(int)request.Source} is not a log source");
+        try
+        {
+            await foreach (var piece in manager.ReadLogsAsync(request.Id, console, vmm, request.Follow, request.TailBytes, ct).ConfigureAwait(false))
+            {
+                var source = piece.Kind == Logs.VmLogKind.Console ? VmLogSource.Console : VmLogSource.Vmm;
+                await responseStream.WriteAsync(new VmLogChunk { Source = source, Data = Google.Protobuf.ByteString.CopyFrom(piece.Data.Span) }, ct).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
+    }
+
     public override async Task StreamConsole(IAsyncStreamReader<ConsoleRequest> requestStream, IServerStreamWriter<ConsoleOutput> responseStream, ServerCallContext context)
     {
         var ct = context.CancellationToken;

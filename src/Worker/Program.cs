@@ -86,7 +86,8 @@ public static class Program
     {
         string socketPath = args.Socket!;
         using var ready = readyPipe;
-        var logger = new StderrLogger(args.Level);
+        // JSON lines on stderr (the VM's worker.log): the daemon tails them and logs them again with the VM's id.
+        var logger = new JsonLineLogger(args.Level, "FireSharp.Worker");
         using var stop = new CancellationTokenSource();
         using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
         using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.Cancel(); });

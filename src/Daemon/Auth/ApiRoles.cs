@@ -7,7 +7,7 @@ public enum ApiRole
 {
     /// <summary>Nothing: a client the configuration does not name.</summary>
     None = 0,
-    /// <summary>Read: get, list and watch VMs and functions, read consoles, health and reflection.</summary>
+    /// <summary>Read: get, list and watch VMs and functions, read consoles and logs, health and reflection.</summary>
     Viewer = 1,
     /// <summary>Also run VMs: create, start, pause, resume, stop, delete, console input, exec, invoke.</summary>
     Operator = 2,
@@ -32,6 +32,7 @@ public static class ApiRoles
         ["/firesharp.v1.VmService/ListVms"] = ApiRole.Viewer,
         ["/firesharp.v1.VmService/WatchEvents"] = ApiRole.Viewer,
         [StreamConsoleMethod] = ApiRole.Viewer,
+        ["/firesharp.v1.VmService/StreamVmLogs"] = ApiRole.Viewer,
         ["/firesharp.v1.VmService/CreateVm"] = ApiRole.Operator,
         ["/firesharp.v1.VmService/StartVm"] = ApiRole.Operator,
         ["/firesharp.v1.VmService/PauseVm"] = ApiRole.Operator,
@@ -47,6 +48,7 @@ public static class ApiRoles
         ["/firesharp.v1.FunctionService/GetFunction"] = ApiRole.Viewer,
         ["/firesharp.v1.FunctionService/ListFunctions"] = ApiRole.Viewer,
         ["/firesharp.v1.FunctionService/GetAccountSettings"] = ApiRole.Viewer,
+        ["/firesharp.v1.FunctionService/StreamFunctionLogs"] = ApiRole.Viewer,
         ["/firesharp.v1.FunctionService/Invoke"] = ApiRole.Operator,
         ["/firesharp.v1.FunctionService/CreateFunction"] = ApiRole.Admin,
         ["/firesharp.v1.FunctionService/UpdateFunctionConfiguration"] = ApiRole.Admin,

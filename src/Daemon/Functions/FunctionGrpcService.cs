@@ -8,8 +8,20 @@ namespace FireSharp.Daemon.Functions;
 /// (which carries the deadline); errors are mapped by <see cref="ErrorInterceptor"/>, except a throttle, which
 /// leaves as ResourceExhausted with the <c>retry-after</c> trailer (<see cref="FunctionErrors.Throttled"/>).
 /// </summary>
-public sealed class FunctionGrpcService(FunctionManager manager) : FunctionService.FunctionServiceBase
+public sealed class FunctionGrpcService(FunctionManager manager, InvocationLogs logs) : FunctionService.FunctionServiceBase
 {
+    public override async Task StreamFunctionLogs(StreamFunctionLogsRequest request, IServerStreamWriter<FunctionLogEntry> responseStream, ServerCallContext context)
+    {
+        var ct = context.CancellationToken;
+        if (request.Limit < 0) throw VmApiException.Invalid("limit", "must be 0 (all that are kept) or more");
+        await manager.GetAsync(request.Name, ct).ConfigureAwait(false); // NOT_FOUND for a function that does not exist
+        await foreach (var log in logs.ReadAsync(request.Name, request.Limit, request.Follow, ct).ConfigureAwait(false))
+        {
+            var entry = new FunctionLogEntry { RequestId = log.RequestId, Time = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(log.Time), Text = log.Text };
+            await responseStream.WriteAsync(entry, ct).ConfigureAwait(false);
+        }
+    }
+
     public override Task<Function> CreateFunction(CreateFunctionRequest request, ServerCallContext context) =>
         manager.CreateAsync(request, context.CancellationToken);
 
@@ -22,6 +34,7 @@ public sealed class FunctionGrpcService(FunctionManager manager) : FunctionServi
     public override async Task<DeleteFunctionResponse> DeleteFunction(DeleteFunctionRequest request, ServerCallContext context)
     {
         await manager.DeleteAsync(request.Name, context.CancellationToken).ConfigureAwait(false);
+        logs.Forget(request.Name);
         return new DeleteFunctionResponse { Name = request.Name };
     }
 

@@ -19,11 +19,12 @@ public static class FunctionServices
     public static IServiceCollection AddFunctions(this IServiceCollection services, DaemonOptions options, Func<IServiceProvider, IFunctionVmFactory>? factory = null)
     {
         services.AddSingleton<FunctionMetrics>();
+        services.AddSingleton<InvocationLogs>();
         services.AddSingleton(sp => new PoolOptions
         {
             AccountConcurrencyLimit = options.FunctionConcurrencyLimit,
             UnreservedMinimum = Math.Min(100, options.FunctionConcurrencyLimit),
-            Observer = sp.GetRequiredService<FunctionMetrics>(),
+            Observer = new InvocationObservers(sp.GetRequiredService<FunctionMetrics>(), sp.GetRequiredService<InvocationLogs>()),
         });
         services.AddSingleton(factory ?? (sp => new AgentFunctionVmFactory(sp.GetRequiredService<VmManager>(), options,
             sp.GetRequiredService<ILogger<AgentFunctionVmFactory>>())));

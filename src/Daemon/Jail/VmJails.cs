@@ -23,7 +23,7 @@ internal sealed class VmJails(DaemonOptions options, VmRegistry registry, Daemon
     public WorkerLaunch LaunchFor(VmEntry entry)
     {
         string run = options.RunDir(entry.Id);
-        var launch = new WorkerLaunch(entry.Id, options.WorkerSocket(entry.Id), Path.Combine(entry.Dir, "worker.log"));
+        var launch = new WorkerLaunch(entry.Id, options.WorkerSocket(entry.Id), WorkerLogs.WorkerLogPath(entry));
         var spec = entry.Snapshot().Spec;
         if (!options.JailEnabled)
         {

@@ -126,6 +126,13 @@ internal sealed class WorkerSession(WorkerProcess process, WorkerClient client)
     public ulong LastSeq { get; set; }
     public bool ExitSeen { get; set; }
 
+    /// <summary>Where this worker's lines start in worker.log: the file's length at its launch or adoption.</summary>
+    public long LogStart { get; init; }
+
+    /// <summary>Relays worker.log into the daemon's log, and copies the console into console.log; both end with the session.</summary>
+    public Task? LogRelay { get; set; }
+    public Task? ConsoleRecorder { get; set; }
+
     /// <summary>Waits for the guest agent's ready report (spec.agent), until the session ends.</summary>
     public AgentReadyListener? ReadyListener { get; set; }
 }

@@ -21,8 +21,8 @@ namespace FireSharp.Daemon.Vms;
 /// Every failure leaves as a <see cref="VmApiException"/>.
 /// </summary>
 /// <remarks>
-/// On disk: <c>&lt;StateDir&gt;/vms/&lt;id&gt;/</c> holds <c>vm.pb</c> (the record), <c>worker.sock</c> and
-/// <c>worker.log</c>. A directory without <c>vm.pb</c>, or with a record still CREATING, is a create that
+/// On disk: <c>&lt;StateDir&gt;/vms/&lt;id&gt;/</c> holds <c>vm.pb</c> (the record), <c>worker.sock</c>,
+/// <c>worker.log</c> and <c>console.log</c> (and their rotated <c>.1</c> files: see <see cref="WorkerLogs"/>). A directory without <c>vm.pb</c>, or with a record still CREATING, is a create that
 /// did not finish, and is removed at start-up.
 /// </remarks>
 public sealed class VmManager : IAsyncDisposable
@@ -41,7 +41,9 @@ public sealed class VmManager : IAsyncDisposable
     private readonly Metrics.VmMetrics? _metrics;
 
     /// <param name="metrics">Where creates, restores, failures and boot times are counted; null: nowhere.</param>
-    public VmManager(DaemonOptions options, IWorkerLauncher launcher, HostLimits host, ILogger<VmManager> logger, Metrics.VmMetrics? metrics = null)
+    /// <param name="loggers">Where the workers' own log lines are logged again (under their categories); null: nowhere.</param>
+    public VmManager(DaemonOptions options, IWorkerLauncher launcher, HostLimits host, ILogger<VmManager> logger, Metrics.VmMetrics? metrics = null,
+        ILoggerFactory? loggers = null)
     {
         _options = options;
         _logger = logger;
@@ -51,7 +53,7 @@ public sealed class VmManager : IAsyncDisposable
         var keys = new DaemonSnapshotKeys(options);
         _jails = new VmJails(options, _registry, keys, logger);
         _cgroups = new VmCgroups(options, logger);
-        _supervisor = new WorkerSupervisor(options, launcher, _cgroups, _registry, Events, _agents, _jails, keys, logger);
+        _supervisor = new WorkerSupervisor(options, launcher, _cgroups, _registry, Events, _agents, _jails, keys, logger, loggers);
         var paths = new HostPaths(options);
         _locks = new DriveLocks(paths);
         _lifecycle = new VmLifecycle(options, host, _registry, _admission, _supervisor, _cgroups, _agents, _jails, Events, paths, _locks, logger);
@@ -224,6 +226,14 @@ public sealed class VmManager : IAsyncDisposable
     }
 
     /// <summary>A console session with the VM's worker.</summary>
+    /// <summary>The VM's kept logs (worker.log, console.log): from its directory, so also after its worker ended.</summary>
+    public IAsyncEnumerable<Logs.VmLogPiece> ReadLogsAsync(string id, bool console, bool vmm, bool follow, long tailBytes, CancellationToken ct)
+    {
+        if (tailBytes < 0) throw VmApiException.Invalid("tail_bytes", "must be 0 (all) or more");
+        var entry = _registry.Find(id);
+        return Logs.VmLogReader.ReadAsync(entry.Dir, console, vmm, follow, tailBytes, ct);
+    }
+
     public async Task<WorkerConsole> AttachConsoleAsync(string id, bool replay, CancellationToken ct)
     {
         var entry = _registry.Find(id);

@@ -1,5 +1,6 @@
 using FireSharp.Daemon.Isolation;
 using FireSharp.Daemon.Jail;
+using FireSharp.Daemon.Logs;
 using FireSharp.Daemon.Workers;
 using FireSharp.Proto.Worker;
 using Microsoft.Extensions.Logging;
@@ -12,8 +13,10 @@ namespace FireSharp.Daemon.Vms;
 /// worker: every worker status, from an event or a call's reply, is applied once, in the worker's order.
 /// </summary>
 internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher launcher, VmCgroups cgroups, VmRegistry registry, EventHub events, GuestAgents agents, VmJails jails,
-    DaemonSnapshotKeys snapshotKeys, ILogger logger)
+    DaemonSnapshotKeys snapshotKeys, ILogger logger, ILoggerFactory? loggers = null)
 {
+    private readonly WorkerLogs _logs = new(options, loggers, logger);
+
     private static readonly TimeSpan ShutdownTimeout = TimeSpan.FromSeconds(15);
     private static readonly TimeSpan ExitWait = TimeSpan.FromSeconds(5);
 
@@ -22,9 +25,20 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
     {
         long started = System.Diagnostics.Stopwatch.GetTimestamp();
         var launch = jails.LaunchFor(entry);
-        var process = await launcher.LaunchAsync(launch, ct).ConfigureAwait(false);
+        long logStart = WorkerLogRelay.Length(launch.LogPath);
+        WorkerProcess process;
+        try
+        {
+            process = await launcher.LaunchAsync(launch, ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            _logs.RelayOnce(entry.Id, launch.LogPath, logStart); // why the worker did not start, in its own words
+            throw;
+        }
         VmLog.WorkerLaunched(logger, entry.Id, process.Pid, launch.Jail is not null, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
-        var session = new WorkerSession(process, new WorkerClient(process.SocketPath));
+        var session = new WorkerSession(process, new WorkerClient(process.SocketPath)) { LogStart = logStart };
+        _logs.StartRelay(entry, session);
         lock (entry.Gate)
         {
             entry.Session = session;
@@ -58,6 +72,7 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
             if (request.Restore is { } r) r.PathPolicy = policy;
             else request.Create.PathPolicy = policy;
         }
+        _logs.StartConsole(entry, session, replay: true); // before the guest runs: its first byte is kept
         await CallAsync(entry, session, request, ct).ConfigureAwait(false);
         if (entry.RestoredFrom is not null) agents.ProbeRestoredAgent(entry, session);
         StartMonitor(entry, session);
@@ -130,7 +145,10 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
         var process = launcher.Adopt(record);
         if (process is not null)
         {
-            var session = new WorkerSession(process, new WorkerClient(record.Socket)) { OomKillsAtStart = cgroups.OomKills(entry.Id) };
+            var session = new WorkerSession(process, new WorkerClient(record.Socket))
+            {
+                OomKillsAtStart = cgroups.OomKills(entry.Id), LogStart = WorkerLogRelay.Length(WorkerLogs.WorkerLogPath(entry)),
+            };
             try
             {
                 using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -138,6 +156,8 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
                 var status = await session.Client.CallAsync(new WorkerRequest { Status = new Empty() }, timeout.Token).ConfigureAwait(false);
                 lock (entry.Gate) entry.Session = session;
                 Apply(entry, session, status);
+                _logs.StartRelay(entry, session);
+                _logs.StartConsole(entry, session, replay: false); // what it wrote while no daemon ran is not in console.log
                 StartMonitor(entry, session);
                 VmLog.Adopted(logger, entry.Id, process.Pid, entry.Snapshot().Phase);
                 return;
@@ -330,6 +350,7 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
         await session.Cts.CancelAsync().ConfigureAwait(false);
         await session.Client.DisposeAsync().ConfigureAwait(false);
         if (session.Monitor is { } monitor) await Task.WhenAny(monitor, Task.Delay(ExitWait)).ConfigureAwait(false);
+        await WorkerLogs.EndAsync(session, ExitWait).ConfigureAwait(false); // its last lines relayed, its files closed
         bool save = false;
         lock (entry.Gate)
         {
@@ -354,6 +375,7 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
         if (session is null) return;
         await session.Cts.CancelAsync().ConfigureAwait(false);
         await session.Client.DisposeAsync().ConfigureAwait(false);
+        await WorkerLogs.EndAsync(session, ExitWait).ConfigureAwait(false);
     }
 
     private static async Task<bool> WaitExitedAsync(WorkerProcess process)

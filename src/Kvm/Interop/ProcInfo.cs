@@ -96,12 +96,17 @@ public static partial class ProcInfo
         catch (IOException) { }
     }
 
-    /// <summary>Points the process's stdin at /dev/null and stdout/stderr at a log file (appended).</summary>
+    /// <summary>
+    /// Points the process's stdin at /dev/null and stdout/stderr at a log file, in O_APPEND mode: every write lands at
+    /// the file's end, also after the daemon truncated it (its copy-and-truncate rotation of worker.log).
+    /// </summary>
     public static void RedirectStdio(string logPath)
     {
+        const int F_SETFL = 4, O_APPEND = 0x400;
         using var devNull = File.OpenHandle("/dev/null", FileMode.Open, FileAccess.Read);
         using var log = File.OpenHandle(logPath, FileMode.Append, FileAccess.Write, FileShare.ReadWrite);
         int nullFd = (int)devNull.DangerousGetHandle(), logFd = (int)log.DangerousGetHandle();
+        _ = fcntl(logFd, F_SETFL, O_APPEND); // shared by the dup2 copies: one open file description
         _ = dup2(nullFd, 0);
         _ = dup2(logFd, 1);
         _ = dup2(logFd, 2);
