@@ -15,6 +15,7 @@ public static class CliApp
             SnapshotCommands.Create(),
             AgentCommands.Create(),
             FunctionCommands.Create(),
+            ConfigCommands.Create(),
         };
         return root.Parse(args).Invoke();
     }
