@@ -179,12 +179,12 @@ public sealed class DaemonSettings
         return clients;
     }
 
-    /// <summary>The value a key shows in <c>firesharp config show</c>: its text, a list's entries joined by commas, or null.</summary>
+    /// <summary>The value a key shows in <c>firesharp config show</c>: its text, a list's entries joined by commas, or null (unset, or an empty list).</summary>
     internal static string? Show(object? value) => value switch
     {
         null => null,
         bool b => b ? "true" : "false",
-        IEnumerable<string> list => string.Join(',', list),
+        IEnumerable<string> list => list.Any() ? string.Join(',', list) : null,
         IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
         _ => value.ToString(),
     };

@@ -132,6 +132,7 @@ public sealed class DaemonSettingsTests : IDisposable
         Assert.Equal(("0660", "default"), (rows["SocketMode"].Value, rows["SocketMode"].Source));
         Assert.Equal(("30", "default"), (rows["WorkerStartTimeoutSeconds"].Value, rows["WorkerStartTimeoutSeconds"].Source));
         Assert.Null(rows["TcpListen"].Value);
+        Assert.Null(rows["AllowedPathRoots"].Value); // an empty list shows as unset
     }
 
     [Theory]
