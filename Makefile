@@ -9,7 +9,7 @@ CONFIGURATION ?= Release
 BIN := build/firesharp
 APT_PACKAGES := build-essential gcc binutils make qemu-system-x86 busybox-static e2fsprogs cpio \
                 linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils iproute2 python3 clang zlib1g-dev time file iputils-ping \
-                curl openssl util-linux libseccomp2 strace afl++ prometheus zsh python3-yaml
+                curl openssl util-linux libseccomp2 strace afl++ prometheus zsh python3-yaml systemd
 
 .PHONY: help deps restore build test test-fast test-slow bench bench-boot run clean
 

@@ -20,6 +20,7 @@ public static class CliApp
         AgentCommands.Create(),
         FunctionCommands.Create(),
         CompletionCommand.Create(),
+        ConfigCommands.Create(),
     };
 
     public static int Run(string[] args)

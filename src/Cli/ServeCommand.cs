@@ -1,6 +1,5 @@
 using System.CommandLine;
 using FireSharp.Daemon;
-using Microsoft.Extensions.Configuration;
 
 namespace FireSharp.Cli;
 
@@ -35,14 +34,13 @@ internal static class ServeCommand
         DaemonOptions options;
         try
         {
-            if (configFile is not null && !File.Exists(configFile))
-                throw new ArgumentException($"config file {configFile} does not exist");
-            var configuration = new ConfigurationBuilder()
-                .AddJsonFile(configFile ?? DaemonOptions.DefaultConfigFile, optional: configFile is null)
-                .AddEnvironmentVariables("FIRESHARP_")
-                .AddCommandLine(settings)
-                .Build();
-            options = DaemonOptions.FromConfiguration(configuration);
+            var loaded = Daemon.Configuration.DaemonConfiguration.Load(Daemon.Configuration.DaemonConfiguration.Build(configFile, settings));
+            if (!loaded.Ok)
+            {
+                foreach (var problem in loaded.Problems) Console.Error.WriteLine($"firesharp serve: invalid configuration: {problem}");
+                return 2;
+            }
+            options = loaded.Options!;
         }
         catch (Exception e) when (e is ArgumentException or FormatException or InvalidDataException or IOException)
         {

@@ -226,172 +226,78 @@ public sealed record DaemonOptions
     /// <summary>The longest VM id whose worker socket path still fits in sun_path (108 bytes with the NUL).</summary>
     public int MaxIdLength => Math.Min(63, 107 - System.Text.Encoding.UTF8.GetByteCount(Path.Combine(RunsDir, "x", "worker.sock")) + 1);
 
-    /// <summary>Reads the options from configuration; an invalid value names its key.</summary>
-    public static DaemonOptions FromConfiguration(IConfiguration c)
-    {
-        var d = new DaemonOptions();
-        var o = d with
-        {
-            Socket = Str(c, nameof(Socket)) ?? d.Socket,
-            SocketGroup = Str(c, nameof(SocketGroup)),
-            SocketMode = Str(c, nameof(SocketMode)) is { } m ? ParseMode(m) : d.SocketMode,
-            TcpListen = Str(c, nameof(TcpListen)),
-            MetricsListen = Str(c, nameof(MetricsListen)) is { } ml
-                ? ml.ToLowerInvariant() is "off" or "none" or "false" ? null : ml
-                : d.MetricsListen,
-            TlsCertificate = Str(c, nameof(TlsCertificate)),
-            TlsKey = Str(c, nameof(TlsKey)),
-            TlsClientCa = Str(c, nameof(TlsClientCa)),
-            TlsClientCrl = Str(c, nameof(TlsClientCrl)),
-            TlsClients = ParseClients(List(c, nameof(TlsClients))),
-            SocketAllowedUids = [.. List(c, "SocketAllowedUsers").Select(u => (uint)(Kvm.Interop.ProcInfo.UserId(u) ?? throw Bad("SocketAllowedUsers", u, "is not a user in /etc/passwd or a uid")))],
-            SocketAllowedGids = [.. List(c, "SocketAllowedGroups").Select(g => (uint)(Kvm.Interop.ProcInfo.GroupIdOf(g) ?? throw Bad("SocketAllowedGroups", g, "is not a group in /etc/group or a gid")))],
-            StateDir = Str(c, nameof(StateDir)) ?? d.StateDir,
-            AllowedPathRoots = List(c, nameof(AllowedPathRoots)) is { Length: > 0 } roots ? roots : null,
-            AllowBlockDevices = Bool(c, nameof(AllowBlockDevices)) ?? d.AllowBlockDevices,
-            WorkerBinary = Str(c, nameof(WorkerBinary)),
-            WorkerStartTimeout = Int(c, "WorkerStartTimeoutSeconds") is { } w ? TimeSpan.FromSeconds(w) : d.WorkerStartTimeout,
-            MaxVms = Int(c, nameof(MaxVms)) ?? d.MaxVms,
-            MemoryOvercommit = Str(c, nameof(MemoryOvercommit)) is { } r
-                ? double.TryParse(r, NumberStyles.Float, CultureInfo.InvariantCulture, out var ratio) && ratio > 0 ? ratio : throw Bad(nameof(MemoryOvercommit), r)
-                : d.MemoryOvercommit,
-            DefaultStopGrace = Int(c, "DefaultStopGraceSeconds") is { } g ? TimeSpan.FromSeconds(g) : d.DefaultStopGrace,
-            StopVmsOnShutdown = Bool(c, nameof(StopVmsOnShutdown)) ?? d.StopVmsOnShutdown,
-            Seccomp = Bool(c, nameof(Seccomp)) ?? d.Seccomp,
-            FunctionCpuShare = Bool(c, nameof(FunctionCpuShare)) ?? d.FunctionCpuShare,
-            SeccompTestTrigger = Str(c, nameof(SeccompTestTrigger)),
-            LogLevel = Str(c, nameof(LogLevel)) ?? d.LogLevel,
-            LogJsonFile = Str(c, nameof(LogJsonFile)),
-            WorkerLogLinesPerSecond = Int(c, nameof(WorkerLogLinesPerSecond)) ?? d.WorkerLogLinesPerSecond,
-            WorkerLogMaxBytes = Long(c, nameof(WorkerLogMaxBytes)) ?? d.WorkerLogMaxBytes,
-            ConsoleLogMaxBytes = Long(c, nameof(ConsoleLogMaxBytes)) ?? d.ConsoleLogMaxBytes,
-            Cgroups = Str(c, nameof(Cgroups)) is { } cg
-                ? Enum.TryParse<Isolation.CgroupMode>(cg, ignoreCase: true, out var mode) && Enum.IsDefined(mode) ? mode : throw Bad(nameof(Cgroups), cg, "must be Auto, Required or Off")
-                : d.Cgroups,
-            CgroupRoot = Str(c, nameof(CgroupRoot)) ?? d.CgroupRoot,
-            CgroupParent = Str(c, nameof(CgroupParent)) ?? d.CgroupParent,
-            VmmMemoryAllowanceMib = Int(c, nameof(VmmMemoryAllowanceMib)) ?? d.VmmMemoryAllowanceMib,
-            VmPidsAllowance = Int(c, nameof(VmPidsAllowance)) ?? d.VmPidsAllowance,
-            CgroupIoWeight = Int(c, nameof(CgroupIoWeight)),
-            FunctionConcurrencyLimit = Int(c, nameof(FunctionConcurrencyLimit)) ?? d.FunctionConcurrencyLimit,
-            FunctionKernel = Str(c, nameof(FunctionKernel)),
-            FunctionRootfs = Str(c, nameof(FunctionRootfs)),
-            Jail = Str(c, nameof(Jail)) is { } j ? bool.TryParse(j, out var jv) ? jv : throw Bad(nameof(Jail), j) : null,
-            JailUidBase = UInt(c, nameof(JailUidBase)) ?? d.JailUidBase,
-            JailUidCount = UInt(c, nameof(JailUidCount)) ?? d.JailUidCount,
-            JailUid = UInt(c, nameof(JailUid)),
-            JailGid = UInt(c, nameof(JailGid)),
-            JailFileSizeLimitBytes = Str(c, nameof(JailFileSizeLimitBytes)) is { } fs
-                ? ulong.TryParse(fs, NumberStyles.None, CultureInfo.InvariantCulture, out var fsv) ? fsv : throw Bad(nameof(JailFileSizeLimitBytes), fs)
-                : d.JailFileSizeLimitBytes,
-            JailOpenFilesLimit = UInt(c, nameof(JailOpenFilesLimit)) ?? d.JailOpenFilesLimit,
-            JailUnshare = Str(c, nameof(JailUnshare)) ?? d.JailUnshare,
-        };
-        o.Validate();
-        return o;
-    }
+    /// <summary>
+    /// Reads the options from configuration (<see cref="Configuration.DaemonConfiguration"/>: unknown keys, types,
+    /// ranges and the rules below); an <see cref="ArgumentException"/> lists every problem, one a line, each naming its key.
+    /// </summary>
+    public static DaemonOptions FromConfiguration(IConfiguration c) => Configuration.DaemonConfiguration.LoadOrThrow(c);
 
-    /// <summary>Checks the options that do not depend on the file system.</summary>
+    /// <summary>Checks the options that do not depend on the file system; throws for the first problem.</summary>
     public void Validate()
     {
-        if (!Path.IsPathFullyQualified(Socket)) throw Bad(nameof(Socket), Socket, "must be an absolute path");
-        if (!Path.IsPathFullyQualified(StateDir)) throw Bad(nameof(StateDir), StateDir, "must be an absolute path");
+        if (Problems() is [var first, ..]) throw new ArgumentException("configuration " + first);
+    }
+
+    /// <summary>Every problem of these options (those that do not depend on the file system), one line each, naming its key.</summary>
+    public IReadOnlyList<string> Problems()
+    {
+        var problems = new List<string>();
+        if (!Path.IsPathFullyQualified(Socket)) problems.Add(Bad(nameof(Socket), Socket, "must be an absolute path"));
+        if (!Path.IsPathFullyQualified(StateDir)) problems.Add(Bad(nameof(StateDir), StateDir, "must be an absolute path"));
         foreach (var root in AllowedPathRoots ?? [])
-            if (FireSharp.Kvm.Files.PathPolicy.Normalize(root, out string? why) is null) throw Bad(nameof(AllowedPathRoots), root, why!);
-        if (MaxIdLength < 16) throw Bad(nameof(StateDir), StateDir, "is too long: worker socket paths under it would not fit in 108 bytes");
+            if (FireSharp.Kvm.Files.PathPolicy.Normalize(root, out string? why) is null) problems.Add(Bad(nameof(AllowedPathRoots), root, why!));
+        if (MaxIdLength < 16) problems.Add(Bad(nameof(StateDir), StateDir, "is too long: worker socket paths under it would not fit in 108 bytes"));
         if (WorkerStartTimeout <= TimeSpan.Zero)
-            throw Bad("WorkerStartTimeoutSeconds", WorkerStartTimeout.TotalSeconds.ToString(CultureInfo.InvariantCulture), "must be at least 1");
-        if (MaxVms < 1) throw Bad(nameof(MaxVms), MaxVms.ToString(CultureInfo.InvariantCulture), "must be at least 1");
-        if (FunctionConcurrencyLimit < 1) throw Bad(nameof(FunctionConcurrencyLimit), FunctionConcurrencyLimit.ToString(CultureInfo.InvariantCulture), "must be at least 1");
-        if (FunctionKernel is not null && !Path.IsPathFullyQualified(FunctionKernel)) throw Bad(nameof(FunctionKernel), FunctionKernel, "must be an absolute path");
-        if (FunctionRootfs is not null && !Path.IsPathFullyQualified(FunctionRootfs)) throw Bad(nameof(FunctionRootfs), FunctionRootfs, "must be an absolute path");
+            problems.Add(Bad("WorkerStartTimeoutSeconds", WorkerStartTimeout.TotalSeconds.ToString(CultureInfo.InvariantCulture), "must be at least 1"));
+        if (MaxVms < 1) problems.Add(Bad(nameof(MaxVms), MaxVms.ToString(CultureInfo.InvariantCulture), "must be at least 1"));
+        if (FunctionConcurrencyLimit < 1) problems.Add(Bad(nameof(FunctionConcurrencyLimit), FunctionConcurrencyLimit.ToString(CultureInfo.InvariantCulture), "must be at least 1"));
+        if (FunctionKernel is not null && !Path.IsPathFullyQualified(FunctionKernel)) problems.Add(Bad(nameof(FunctionKernel), FunctionKernel, "must be an absolute path"));
+        if (FunctionRootfs is not null && !Path.IsPathFullyQualified(FunctionRootfs)) problems.Add(Bad(nameof(FunctionRootfs), FunctionRootfs, "must be an absolute path"));
         if (MetricsListen is not null)
         {
             if (!Hosting.DaemonHost.TryParseEndpoint(MetricsListen, out var metrics))
-                throw Bad(nameof(MetricsListen), MetricsListen, "must be host:port (such as 127.0.0.1:9464) or off");
-            if (TcpListen is not null && Hosting.DaemonHost.TryParseEndpoint(TcpListen, out var api) && api.Port == metrics.Port)
-                throw Bad(nameof(MetricsListen), MetricsListen, "must not use TcpListen's port: the API and the metrics never share a listener");
+                problems.Add(Bad(nameof(MetricsListen), MetricsListen, "must be host:port (such as 127.0.0.1:9464) or off"));
+            else if (TcpListen is not null && Hosting.DaemonHost.TryParseEndpoint(TcpListen, out var api) && api.Port == metrics.Port)
+                problems.Add(Bad(nameof(MetricsListen), MetricsListen, "must not use TcpListen's port: the API and the metrics never share a listener"));
         }
         if (TcpListen is not null && (TlsCertificate is null || TlsKey is null || TlsClientCa is null))
-            throw Bad(nameof(TcpListen), TcpListen, "TCP needs TlsCertificate, TlsKey and TlsClientCa (mutual TLS is mandatory)");
+            problems.Add(Bad(nameof(TcpListen), TcpListen, "TCP needs TlsCertificate, TlsKey and TlsClientCa (mutual TLS is mandatory)"));
         if (TcpListen is not null && TlsClients.Count == 0)
-            throw Bad(nameof(TcpListen), TcpListen, "TCP needs TlsClients, the allow-list of client names and their roles (name=viewer|operator|admin)");
+            problems.Add(Bad(nameof(TcpListen), TcpListen, "TCP needs TlsClients, the allow-list of client names and their roles (name=viewer|operator|admin)"));
         foreach (var path in (ReadOnlySpan<(string Key, string? Value)>)[(nameof(TlsCertificate), TlsCertificate), (nameof(TlsKey), TlsKey), (nameof(TlsClientCa), TlsClientCa), (nameof(TlsClientCrl), TlsClientCrl)])
-            if (path.Value is not null && !Path.IsPathFullyQualified(path.Value)) throw Bad(path.Key, path.Value, "must be an absolute path");
-        if (TlsClientCrl is not null && TlsClientCa is null) throw Bad(nameof(TlsClientCrl), TlsClientCrl, "needs TlsClientCa (the CRL's issuer)");
+            if (path.Value is not null && !Path.IsPathFullyQualified(path.Value)) problems.Add(Bad(path.Key, path.Value, "must be an absolute path"));
+        if (TlsClientCrl is not null && TlsClientCa is null) problems.Add(Bad(nameof(TlsClientCrl), TlsClientCrl, "needs TlsClientCa (the CRL's issuer)"));
         if (SeccompTestTrigger is not null and not ("execve" or "socket"))
-            throw Bad(nameof(SeccompTestTrigger), SeccompTestTrigger, "must be execve or socket (tests only)");
-        if (SeccompTestTrigger is not null && !Seccomp) throw Bad(nameof(SeccompTestTrigger), SeccompTestTrigger, "needs Seccomp=true");
-        if (JailUidCount < 1) throw Bad(nameof(JailUidCount), JailUidCount.ToString(CultureInfo.InvariantCulture), "must be at least 1");
+            problems.Add(Bad(nameof(SeccompTestTrigger), SeccompTestTrigger, "must be execve or socket (tests only)"));
+        if (SeccompTestTrigger is not null && !Seccomp) problems.Add(Bad(nameof(SeccompTestTrigger), SeccompTestTrigger, "needs Seccomp=true"));
+        if (JailUidCount < 1) problems.Add(Bad(nameof(JailUidCount), JailUidCount.ToString(CultureInfo.InvariantCulture), "must be at least 1"));
         if (JailUidBase == 0 || (ulong)JailUidBase + JailUidCount > uint.MaxValue)
-            throw Bad(nameof(JailUidBase), JailUidBase.ToString(CultureInfo.InvariantCulture), "must be above 0, with JailUidBase + JailUidCount below 2^32 - 1");
-        if (JailUid == 0 || JailGid == 0) throw Bad(JailUid == 0 ? nameof(JailUid) : nameof(JailGid), "0", "must not be root");
-        if ((JailUid is null) != (JailGid is null)) throw Bad(nameof(JailUid), JailUid?.ToString(CultureInfo.InvariantCulture) ?? "", "JailUid and JailGid go together");
-        if (JailOpenFilesLimit < 64) throw Bad(nameof(JailOpenFilesLimit), JailOpenFilesLimit.ToString(CultureInfo.InvariantCulture), "must be at least 64");
-        if (!Path.IsPathFullyQualified(JailUnshare)) throw Bad(nameof(JailUnshare), JailUnshare, "must be an absolute path");
-        if (!Path.IsPathFullyQualified(CgroupRoot)) throw Bad(nameof(CgroupRoot), CgroupRoot, "must be an absolute path");
+            problems.Add(Bad(nameof(JailUidBase), JailUidBase.ToString(CultureInfo.InvariantCulture), "must be above 0, with JailUidBase + JailUidCount below 2^32 - 1"));
+        if (JailUid == 0 || JailGid == 0) problems.Add(Bad(JailUid == 0 ? nameof(JailUid) : nameof(JailGid), "0", "must not be root"));
+        if ((JailUid is null) != (JailGid is null)) problems.Add(Bad(nameof(JailUid), JailUid?.ToString(CultureInfo.InvariantCulture) ?? "", "JailUid and JailGid go together"));
+        if (JailOpenFilesLimit < 64) problems.Add(Bad(nameof(JailOpenFilesLimit), JailOpenFilesLimit.ToString(CultureInfo.InvariantCulture), "must be at least 64"));
+        if (!Path.IsPathFullyQualified(JailUnshare)) problems.Add(Bad(nameof(JailUnshare), JailUnshare, "must be an absolute path"));
+        if (!Path.IsPathFullyQualified(CgroupRoot)) problems.Add(Bad(nameof(CgroupRoot), CgroupRoot, "must be an absolute path"));
         if (!IsCgroupPath(CgroupParent))
-            throw Bad(nameof(CgroupParent), CgroupParent, "must be a relative path of names made of letters, digits, '_', '.' and '-' (such as firesharp or machine.slice/firesharp)");
+            problems.Add(Bad(nameof(CgroupParent), CgroupParent, "must be a relative path of names made of letters, digits, '_', '.' and '-' (such as firesharp or machine.slice/firesharp)"));
         if (VmmMemoryAllowanceMib is < 16 or > 64 * 1024)
-            throw Bad(nameof(VmmMemoryAllowanceMib), VmmMemoryAllowanceMib.ToString(CultureInfo.InvariantCulture), "must be 16 to 65536 (a worker needs about 10 MiB of its own)");
+            problems.Add(Bad(nameof(VmmMemoryAllowanceMib), VmmMemoryAllowanceMib.ToString(CultureInfo.InvariantCulture), "must be 16 to 65536 (a worker needs about 10 MiB of its own)"));
         if (VmPidsAllowance is < 16 or > 1 << 20)
-            throw Bad(nameof(VmPidsAllowance), VmPidsAllowance.ToString(CultureInfo.InvariantCulture), "must be 16 to 1048576 (an idle worker already has about 12 threads)");
+            problems.Add(Bad(nameof(VmPidsAllowance), VmPidsAllowance.ToString(CultureInfo.InvariantCulture), "must be 16 to 1048576 (an idle worker already has about 12 threads)"));
         if (CgroupIoWeight is < 1 or > 10000)
-            throw Bad(nameof(CgroupIoWeight), CgroupIoWeight.Value.ToString(CultureInfo.InvariantCulture), "must be 1 to 10000");
-        if (WorkerLogLinesPerSecond < 1) throw Bad(nameof(WorkerLogLinesPerSecond), WorkerLogLinesPerSecond.ToString(CultureInfo.InvariantCulture), "must be at least 1");
-        if (WorkerLogMaxBytes < 0) throw Bad(nameof(WorkerLogMaxBytes), WorkerLogMaxBytes.ToString(CultureInfo.InvariantCulture), "must be 0 (never rotate) or more");
-        if (ConsoleLogMaxBytes < 0) throw Bad(nameof(ConsoleLogMaxBytes), ConsoleLogMaxBytes.ToString(CultureInfo.InvariantCulture), "must be 0 (keep no console file) or more");
+            problems.Add(Bad(nameof(CgroupIoWeight), CgroupIoWeight.Value.ToString(CultureInfo.InvariantCulture), "must be 1 to 10000"));
+        if (WorkerLogLinesPerSecond < 1) problems.Add(Bad(nameof(WorkerLogLinesPerSecond), WorkerLogLinesPerSecond.ToString(CultureInfo.InvariantCulture), "must be at least 1"));
+        if (WorkerLogMaxBytes < 0) problems.Add(Bad(nameof(WorkerLogMaxBytes), WorkerLogMaxBytes.ToString(CultureInfo.InvariantCulture), "must be 0 (never rotate) or more"));
+        if (ConsoleLogMaxBytes < 0) problems.Add(Bad(nameof(ConsoleLogMaxBytes), ConsoleLogMaxBytes.ToString(CultureInfo.InvariantCulture), "must be 0 (keep no console file) or more"));
         if (!Hosting.LogLevels.TryParse(LogLevel, out _))
-            throw Bad(nameof(LogLevel), LogLevel, "must be one of " + Hosting.LogLevels.Names);
+            problems.Add(Bad(nameof(LogLevel), LogLevel, "must be one of " + Hosting.LogLevels.Names));
+        return problems;
     }
 
     private static bool IsCgroupPath(string path) =>
         path.Length is > 0 and <= 255 && path.Split('/').All(part => part.Length > 0 && part is not ("." or "..")
             && part.All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '_' or '.' or '-'));
 
-    /// <summary>A list setting: a JSON array (children of the key) or one comma-separated string.</summary>
-    private static string[] List(IConfiguration c, string key)
-    {
-        var children = c.GetSection(key).GetChildren().Select(s => s.Value).OfType<string>().ToArray();
-        string[] items = children.Length > 0 ? children : (Str(c, key) ?? "").Split(',');
-        return [.. items.Select(i => i.Trim()).Where(i => i.Length > 0)];
-    }
-
-    /// <summary>"name=role" entries (the last '=' separates them, so a name may contain '=').</summary>
-    private static Dictionary<string, Auth.ApiRole> ParseClients(string[] entries)
-    {
-        var clients = new Dictionary<string, Auth.ApiRole>(StringComparer.Ordinal);
-        foreach (var entry in entries)
-        {
-            int eq = entry.LastIndexOf('=');
-            string name = eq > 0 ? entry[..eq].Trim() : "";
-            if (name.Length == 0 || Auth.ApiRoles.Parse(entry[(eq + 1)..].Trim()) is not { } role)
-                throw Bad(nameof(TlsClients), entry, "must be name=viewer, name=operator or name=admin");
-            if (!clients.TryAdd(name, role)) throw Bad(nameof(TlsClients), entry, $"names {name} a second time");
-        }
-        return clients;
-    }
-
-    private static string? Str(IConfiguration c, string key) => c[key] is { Length: > 0 } v ? v : null;
-
-    private static bool? Bool(IConfiguration c, string key) =>
-        Str(c, key) is { } v ? bool.TryParse(v, out bool b) ? b : throw Bad(key, v) : null;
-
-    private static int? Int(IConfiguration c, string key) =>
-        Str(c, key) is { } v ? int.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out int n) ? n : throw Bad(key, v) : null;
-
-    private static long? Long(IConfiguration c, string key) =>
-        Str(c, key) is { } v ? long.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out long n) ? n : throw Bad(key, v) : null;
-
-    private static uint? UInt(IConfiguration c, string key) =>
-        Str(c, key) is { } v ? uint.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out uint n) ? n : throw Bad(key, v) : null;
-
-    private static UnixFileMode ParseMode(string s)
-    {
-        try { return (UnixFileMode)Convert.ToInt32(s, 8) & (UnixFileMode)0x1ff; }
-        catch (FormatException) { throw Bad(nameof(SocketMode), s, "must be octal, like 0660"); }
-    }
-
-    private static ArgumentException Bad(string key, string value, string why = "is not valid") =>
-        new($"configuration {key}='{value}' {why}");
+    /// <summary>One problem line: "MaxVms='0' must be at least 1".</summary>
+    internal static string Bad(string key, string value, string why = "is not valid") => $"{key}='{value}' {why}";
 }

@@ -55,16 +55,18 @@ public static class DaemonHost
             builder.Services.AddSingleton<IHostLifetime, SystemdLifetime>();
         }
 
-        var directories = new PrivateDirectories(options);
+        var directories = new PrivateDirectories(options) { ActivatedFd = SocketActivation.ListenFd() };
         var peers = new UnixPeerPolicy(options);
         var certificates = options.TcpListen is null ? null : ClientCertificatePolicy.From(options);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
-            kestrel.ListenUnixSocket(directories.BindPath, l =>
+            Action<ListenOptions> unix = l =>
             {
                 l.Protocols = HttpProtocols.Http2;
                 l.Use(UnixPeerCheck.Middleware(peers));
-            });
+            };
+            if (directories.ActivatedFd is { } fd) kestrel.ListenHandle((ulong)fd, unix); // firesharp.socket's
+            else kestrel.ListenUnixSocket(directories.BindPath, unix);
             if (options.TcpListen is { } tcp)
                 kestrel.Listen(ParseEndpoint(tcp), l =>
                 {
@@ -160,8 +162,9 @@ public sealed partial class DaemonStartup(DaemonOptions options, VmManager manag
 {
     public Task StartingAsync(CancellationToken cancellationToken)
     {
-        // A socket file left by a daemon that crashed: it is replaced when the new socket is published.
-        if (File.Exists(options.Socket))
+        // A socket file left by a daemon that crashed: it is replaced when the new socket is published. (Not when
+        // socket-activated: the file is systemd's, bound and answering already.)
+        if (directories.ActivatedFd is null && File.Exists(options.Socket))
         {
             // Stale only if nobody answers on it: never take the socket of a daemon that is running.
             using var probe = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
@@ -189,7 +192,7 @@ public sealed partial class DaemonStartup(DaemonOptions options, VmManager manag
     public Task StartedAsync(CancellationToken cancellationToken)
     {
         directories.PublishSocket();
-        LogListening(logger, options.Socket, options.TcpListen ?? "no TCP", string.Join(",", peers.AllowedUids), string.Join(",", peers.AllowedGids));
+        LogListening(logger, directories.ActivatedFd is null ? options.Socket : $"the socket passed by systemd (fd {directories.ActivatedFd})", options.TcpListen ?? "no TCP", string.Join(",", peers.AllowedUids), string.Join(",", peers.AllowedGids));
         return Task.CompletedTask;
     }
 
@@ -200,7 +203,7 @@ public sealed partial class DaemonStartup(DaemonOptions options, VmManager manag
     public async Task StoppedAsync(CancellationToken cancellationToken)
     {
         await manager.DisposeAsync().ConfigureAwait(false);
-        try { File.Delete(options.Socket); } catch (IOException) { }
+        if (directories.ActivatedFd is null) { try { File.Delete(options.Socket); } catch (IOException) { } }
         directories.Cleanup();
     }
 

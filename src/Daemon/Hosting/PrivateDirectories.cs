@@ -21,6 +21,9 @@ public sealed class PrivateDirectories(DaemonOptions options)
     /// <summary>Where Kestrel binds the socket.</summary>
     public string BindPath => Path.Combine(StagingDir, "s");
 
+    /// <summary>The listening socket systemd passed (<see cref="SocketActivation"/>): nothing is bound, staged or published then.</summary>
+    public int? ActivatedFd { get; init; }
+
     /// <summary>The runtime directory's mode when the daemon creates it.</summary>
     public UnixFileMode RuntimeDirMode =>
         options.SocketGroup is not null ? Owner | UnixFileMode.GroupRead | UnixFileMode.GroupExecute
@@ -31,6 +34,7 @@ public sealed class PrivateDirectories(DaemonOptions options)
     public void Prepare()
     {
         CreateIfMissing(options.StateDir, Owner, group: null);
+        if (ActivatedFd is not null) return;
         CreateIfMissing(Path.GetDirectoryName(options.Socket)!, RuntimeDirMode, options.SocketGroup);
         if (!FileSystem.TryCreateDirectory(StagingDir, Owner))
         {
@@ -44,6 +48,7 @@ public sealed class PrivateDirectories(DaemonOptions options)
     /// <summary>Sets the bound socket's mode and group, then renames it to its final path and removes the staging directory.</summary>
     public void PublishSocket()
     {
+        if (ActivatedFd is not null) return;
         if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(BindPath, options.SocketMode);
         if (options.SocketGroup is { } group) ProcInfo.ChangeGroup(BindPath, group);
         File.Move(BindPath, options.Socket, overwrite: true);
@@ -53,6 +58,7 @@ public sealed class PrivateDirectories(DaemonOptions options)
     /// <summary>Removes the staging directory if it is still there (a start that failed before publishing).</summary>
     public void Cleanup()
     {
+        if (ActivatedFd is not null) return;
         try { Directory.Delete(StagingDir, recursive: true); }
         catch (DirectoryNotFoundException) { }
         catch (IOException) { }

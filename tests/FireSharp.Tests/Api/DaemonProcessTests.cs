@@ -190,6 +190,9 @@ internal sealed class DaemonUnderTest : IAsyncDisposable
 
     public string StateDir { get; }
 
+    /// <summary>The daemon's pid (the launch prefix's, which execs it).</summary>
+    public int DaemonPid => _process?.Id ?? throw new InvalidOperationException("the daemon is not running");
+
     /// <summary>This daemon's parent cgroup (one per daemon, so parallel tests never reap each other's VMs' cgroups); removed on dispose.</summary>
     public string CgroupParent { get; } = Isolation.CgroupTestSupport.UniqueParent();
     public string Socket { get; }
