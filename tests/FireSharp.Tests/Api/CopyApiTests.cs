@@ -32,21 +32,6 @@ public sealed class CopyApiTests(ITestOutputHelper output)
         return vsock;
     }
 
-    private static (int Code, string Stderr) Run(ApiTestServer s, params string[] args)
-    {
-        var err = new StringWriter();
-        var saved = Console.Error;
-        Console.SetError(err);
-        try
-        {
-            return (CliApp.Run([.. args, "--socket", s.Options.Socket]), err.ToString());
-        }
-        finally
-        {
-            Console.SetError(saved);
-        }
-    }
-
     [SkippableFact]
     public async Task Vm_cp_copies_large_files_in_and_out_with_their_mode()
     {
@@ -62,7 +47,7 @@ public sealed class CopyApiTests(ITestOutputHelper output)
 
         // In, into a new directory (-p) under the source's name (a destination ending in '/').
         string guestDir = Path.Combine(agent.Directory, "guest", "sub");
-        var (code, err) = Run(s, "vm", "cp", "-p", src, $"cp:{guestDir}/");
+        var (code, err) = s.RunCli("vm", "cp", "-p", src, $"cp:{guestDir}/");
         Assert.True(code == 0, $"exit {code}: {err}");
         string guestFile = Path.Combine(guestDir, "big.bin");
         Assert.Equal(data, await File.ReadAllBytesAsync(guestFile));
@@ -72,7 +57,7 @@ public sealed class CopyApiTests(ITestOutputHelper output)
         string outDir = Path.Combine(local, "out");
         Directory.CreateDirectory(outDir);
         File.SetUnixFileMode(guestFile, (UnixFileMode)0b110_000_000); // 0600
-        (code, err) = Run(s, "vm", "cp", $"cp:{guestFile}", outDir);
+        (code, err) = s.RunCli("vm", "cp", $"cp:{guestFile}", outDir);
         Assert.True(code == 0, $"exit {code}: {err}");
         Assert.Equal(data, await File.ReadAllBytesAsync(Path.Combine(outDir, "big.bin")));
         Assert.Equal((UnixFileMode)0b110_000_000, File.GetUnixFileMode(Path.Combine(outDir, "big.bin")));
@@ -81,7 +66,7 @@ public sealed class CopyApiTests(ITestOutputHelper output)
         // --mode, and an empty file.
         string empty = Path.Combine(local, "empty");
         await File.WriteAllBytesAsync(empty, []);
-        (code, err) = Run(s, "vm", "cp", "--mode", "0640", empty, $"cp:{guestDir}/e");
+        (code, err) = s.RunCli("vm", "cp", "--mode", "0640", empty, $"cp:{guestDir}/e");
         Assert.True(code == 0, $"exit {code}: {err}");
         Assert.Empty(await File.ReadAllBytesAsync(Path.Combine(guestDir, "e")));
         Assert.Equal((UnixFileMode)0b110_100_000, File.GetUnixFileMode(Path.Combine(guestDir, "e")));
@@ -117,18 +102,18 @@ public sealed class CopyApiTests(ITestOutputHelper output)
 
         // The command line: one line each, and nothing left behind locally.
         string dst = Path.Combine(agent.Directory, "copied");
-        var (code, err) = Run(s, "vm", "cp", $"cp:{missing}", dst);
+        var (code, err) = s.RunCli("vm", "cp", $"cp:{missing}", dst);
         Assert.NotEqual(0, code);
         Assert.Contains("no such file", err);
         Assert.False(File.Exists(dst));
         Assert.Empty(Directory.GetFiles(agent.Directory, ".copied.fscp-*"));
-        (code, err) = Run(s, "vm", "cp", missing, "cp:/tmp/x");
+        (code, err) = s.RunCli("vm", "cp", missing, "cp:/tmp/x");
         Assert.Equal(CopyCommand.ExitNotFound, code);
         Assert.Contains($"{missing}: no such file", err);
-        (code, err) = Run(s, "vm", "cp", missing, dst);
+        (code, err) = s.RunCli("vm", "cp", missing, dst);
         Assert.Equal(2, code);
         Assert.Contains("one side must be VMID:/path", err);
-        (code, err) = Run(s, "vm", "cp", "cp:relative", dst);
+        (code, err) = s.RunCli("vm", "cp", "cp:relative", dst);
         Assert.Equal(2, code);
         Assert.Contains("must be absolute", err);
     }

@@ -128,50 +128,34 @@ public sealed class WaitingTests(ITestOutputHelper output)
         Assert.Equal(Deadlines.LongCallBudget, Deadlines.Budget(root.Parse(["snapshot", "create", "x", "/d"])));
     }
 
-    /// <summary>Runs the CLI in-process against the test daemon; returns the exit code and stderr.</summary>
-    private static (int Code, string Stderr) Run(ApiTestServer s, params string[] args)
-    {
-        var err = new StringWriter();
-        var saved = Console.Error;
-        Console.SetError(err);
-        try
-        {
-            return (CliApp.Run([.. args, "--socket", s.Options.Socket]), err.ToString());
-        }
-        finally
-        {
-            Console.SetError(saved);
-        }
-    }
-
     [SkippableFact]
     public async Task Create_wait_boot_returns_once_booted_and_a_timeout_is_one_line_and_exit_1()
     {
         await using var s = await ApiTestServer.StartAsync(output);
 
         // boot-timer signals boot-done, then resets: the wait is met (and --wait implies --start).
-        var (code, err) = Run(s, "vm", "create", "bt", "--kernel", TestPaths.Guest("boot-timer"), "--mem-mib", "16", "--wait=boot");
+        var (code, err) = s.RunCli("vm", "create", "bt", "--kernel", TestPaths.Guest("boot-timer"), "--mem-mib", "16", "--wait=boot");
         output.WriteLine(err);
         Assert.True(code == 0, $"exit {code}: {err}");
         Assert.Contains("waiting for VM bt to boot", err);
         Assert.True((await s.Client.GetVmAsync(new GetVmRequest { Id = "bt" })).BootTimeMs > 0);
 
         // counter runs and never signals boot-done.
-        (code, err) = Run(s, "vm", "create", "ct", "--kernel", TestPaths.Guest("counter"), "--mem-mib", "16", "--wait=boot", "--timeout", "3s");
+        (code, err) = s.RunCli("vm", "create", "ct", "--kernel", TestPaths.Guest("counter"), "--mem-mib", "16", "--wait=boot", "--timeout", "3s");
         output.WriteLine(err);
         Assert.Equal(1, code);
         Assert.Contains("timed out after 3 s waiting for VM ct to boot (running)", err);
         Assert.Equal(VmState.Running, (await s.Client.GetVmAsync(new GetVmRequest { Id = "ct" })).State);
 
         // --wait=agent of a VM without the agent: refused before anything is created.
-        (code, err) = Run(s, "vm", "create", "na", "--kernel", TestPaths.Guest("counter"), "--mem-mib", "16", "--wait=agent");
+        (code, err) = s.RunCli("vm", "create", "na", "--kernel", TestPaths.Guest("counter"), "--mem-mib", "16", "--wait=agent");
         Assert.Equal(2, code);
         Assert.Contains("--wait=agent needs --agent", err);
         await RpcAssert.FailsAsync(StatusCode.NotFound, () => s.Client.GetVmAsync(new GetVmRequest { Id = "na" }).ResponseAsync);
 
         // start --wait=running of a stopped VM.
         await s.Client.StopVmAsync(new StopVmRequest { Id = "ct", Force = true });
-        (code, err) = Run(s, "vm", "start", "ct", "--wait");
+        (code, err) = s.RunCli("vm", "start", "ct", "--wait");
         Assert.True(code == 0, $"exit {code}: {err}");
         Assert.Equal(VmState.Running, (await s.Client.GetVmAsync(new GetVmRequest { Id = "ct" })).State);
         await s.Client.DeleteVmAsync(new DeleteVmRequest { Id = "ct", Force = true });

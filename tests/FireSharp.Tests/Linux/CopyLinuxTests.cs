@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
-using FireSharp.Cli;
 using FireSharp.Proto.V1;
 using FireSharp.Tests.Api;
 using Xunit.Abstractions;
@@ -18,21 +17,6 @@ namespace FireSharp.Tests.Linux;
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed class CopyLinuxTests(ITestOutputHelper output)
 {
-    private static (int Code, string Stderr) Run(ApiTestServer s, params string[] args)
-    {
-        var err = new StringWriter();
-        var saved = Console.Error;
-        Console.SetError(err);
-        try
-        {
-            return (CliApp.Run([.. args, "--socket", s.Options.Socket]), err.ToString());
-        }
-        finally
-        {
-            Console.SetError(saved);
-        }
-    }
-
     private static async Task<string> ExecAsync(ApiTestServer s, string id, string script)
     {
         var reply = await s.Client.ExecAsync(new ExecRequest { Id = id, Argv = { "sh", "-c", script } }, deadline: DateTime.UtcNow.AddMinutes(10));
@@ -52,7 +36,7 @@ public sealed class CopyLinuxTests(ITestOutputHelper output)
         try
         {
             var sw = Stopwatch.StartNew();
-            var (code, err) = Run(s, "snapshot", "restore", fixture.SnapshotDir, "--id", "cpl", "--wait=agent");
+            var (code, err) = s.RunCli("snapshot", "restore", fixture.SnapshotDir, "--id", "cpl", "--wait=agent");
             output.WriteLine(err);
             Assert.True(code == 0, $"snapshot restore --wait=agent: exit {code}: {err}");
             Assert.True((await s.Client.GetVmAsync(new GetVmRequest { Id = "cpl" })).AgentReady);
@@ -64,7 +48,7 @@ public sealed class CopyLinuxTests(ITestOutputHelper output)
             await File.WriteAllBytesAsync(src, data);
             File.SetUnixFileMode(src, (UnixFileMode)0b111_101_000);
             sw.Restart();
-            (code, err) = Run(s, "vm", "cp", src, "cpl:/tmp/in.bin");
+            (code, err) = s.RunCli("vm", "cp", src, "cpl:/tmp/in.bin");
             Assert.True(code == 0, $"vm cp in: exit {code}: {err}");
             output.WriteLine($"vm cp in, {data.Length} bytes: {sw.ElapsedMilliseconds} ms (PVM host, loaded)");
             Assert.Equal($"{Sha256(data)} {data.Length} 750", await ExecAsync(s, "cpl",
@@ -73,7 +57,7 @@ public sealed class CopyLinuxTests(ITestOutputHelper output)
             // Out: a file the guest made (1 MiB and a bit), checked against the guest's own hash.
             string guestHash = await ExecAsync(s, "cpl", "head -c 1052931 /dev/urandom > /tmp/out.bin && chmod 640 /tmp/out.bin && sha256sum /tmp/out.bin | cut -d' ' -f1");
             sw.Restart();
-            (code, err) = Run(s, "vm", "cp", "cpl:/tmp/out.bin", local);
+            (code, err) = s.RunCli("vm", "cp", "cpl:/tmp/out.bin", local);
             Assert.True(code == 0, $"vm cp out: exit {code}: {err}");
             output.WriteLine($"vm cp out, 1052931 bytes: {sw.ElapsedMilliseconds} ms (PVM host, loaded)");
             var copied = await File.ReadAllBytesAsync(Path.Combine(local, "out.bin"));
@@ -82,7 +66,7 @@ public sealed class CopyLinuxTests(ITestOutputHelper output)
             Assert.Equal((UnixFileMode)0b110_100_000, File.GetUnixFileMode(Path.Combine(local, "out.bin")));
 
             // A missing guest file: one line, non-zero.
-            (code, err) = Run(s, "vm", "cp", "cpl:/tmp/nope", local);
+            (code, err) = s.RunCli("vm", "cp", "cpl:/tmp/nope", local);
             Assert.NotEqual(0, code);
             Assert.Contains("no such file", err);
         }
