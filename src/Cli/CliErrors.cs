@@ -47,7 +47,7 @@ public static class CliErrors
             StatusCode.PermissionDenied => new CliException(ExitCodes.Failed, $"permission denied: {detail}",
                 target.StartsWith('/') ? "this user's role does not allow the call (see docs/security.md: SocketAllowedUsers, SocketAllowedGroups)" : "the client certificate's role does not allow the call (TlsClients)"),
             StatusCode.Unauthenticated => new CliException(ExitCodes.Failed, $"not authenticated: {detail}", "check --cert, --key and --ca"),
-            StatusCode.DeadlineExceeded => new CliException(ExitCodes.Failed, $"no answer in time: {detail}", "give the call more time with --timeout SECONDS (0 = none)"),
+            StatusCode.DeadlineExceeded => new CliException(ExitCodes.Failed, $"no answer in time: {detail}", "give the call more time with --timeout (such as 90s or 5m; 0 = none)"),
             StatusCode.AlreadyExists => new CliException(ExitCodes.Failed, $"already exists: {detail}"),
             StatusCode.FailedPrecondition => new CliException(ExitCodes.Failed, detail),
             StatusCode.ResourceExhausted => new CliException(ExitCodes.Failed, $"over a limit: {detail}"),

@@ -25,7 +25,8 @@ public static class DaemonClient
     public static readonly Option<string?> Cert = new("--cert") { Description = "client certificate (PEM) for --host", Recursive = true };
     public static readonly Option<string?> Key = new("--key") { Description = "client key (PEM) for --host", Recursive = true };
     public static readonly Option<string?> Ca = new("--ca") { Description = "CA certificate (PEM) the daemon's certificate must chain to", Recursive = true };
-    public static readonly Option<int> Timeout = new("--timeout") { Description = "seconds before a call gives up (0 = none)", Recursive = true, DefaultValueFactory = _ => 120 };
+    /// <summary>The one <c>--timeout</c> (<see cref="Deadlines"/>: a duration, or each command's own budget).</summary>
+    public static Option<TimeSpan?> Timeout => Deadlines.Timeout;
 
     /// <summary>The connection options (recursive: add them to a command group).</summary>
     public static Option[] ConnectionOptions => [Socket, Host, Cert, Key, Ca, Timeout];
@@ -48,9 +49,7 @@ public static class DaemonClient
         try
         {
             using var channel = Connect(parse);
-            int timeout = parse.GetValue(Timeout);
-            if (timeout < 0) throw new UsageException($"--timeout {timeout}: must be 0 (none) or a number of seconds");
-            var options = new CallOptions(cancellationToken: ct, deadline: timeout > 0 && !streaming ? DateTime.UtcNow.AddSeconds(timeout) : null);
+            var options = new CallOptions(cancellationToken: ct, deadline: streaming ? null : Deadlines.For(parse));
             Environment.ExitCode = 0;
             await body(client(channel.CreateCallInvoker()), options);
             int code = Environment.ExitCode; // set by a body whose call worked but whose guest command or function failed

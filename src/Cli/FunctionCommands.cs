@@ -141,6 +141,7 @@ internal static class FunctionCommands
                 : text == "-" || Console.IsInputRedirected ? await ReadStdinAsync(ct)
                 : "{}"u8.ToArray();
             var request = new InvokeRequest { Name = parse.GetValue(name)!, Payload = ByteString.CopyFrom(data), InvocationType = ParseType(parse.GetValue(type)!) };
+            options = await Deadlines.InvokeAsync(parse, client, request.Name, options); // the function's timeout plus a cold start
             long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
             var reply = await client.InvokeAsync(request, options);
             double roundTripMs = System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds;

@@ -54,7 +54,7 @@ internal static class SnapshotCommands
         var vsock = new Option<string?>("--vsock-path") { Description = "this VM's vsock Unix socket path" };
         var labels = new Option<string[]>("--label") { Description = "a label key=value (repeatable)" };
         var paused = new Option<bool>("--paused") { Description = "leave the restored VM paused" };
-        var command = new Command("restore", "restore a snapshot as a new VM") { dir, id, drives, vsock, labels, paused };
+        var command = new Command("restore", "restore a snapshot as a new VM") { dir, id, drives, vsock, labels, paused, Waiting.Wait };
         command.SetAction((parse, ct) => VmClientCommands.CallAsync(parse, async (client, options) =>
         {
             string path = Path.GetFullPath(parse.GetValue(dir)!);
@@ -76,7 +76,7 @@ internal static class SnapshotCommands
                 if (eq <= 0) throw new UsageException($"--label {l}: expected key=value", "--label KEY=VALUE");
                 request.Labels[l[..eq]] = l[(eq + 1)..];
             }
-            VmClientCommands.PrintVm(parse, await client.RestoreVmAsync(request, options));
+            VmClientCommands.PrintVm(parse, await Waiting.CallAsync(parse, client, options, request.Id, exists: false, restored: true, o => client.RestoreVmAsync(request, o).ResponseAsync));
         }, ct));
         return command;
     }

@@ -35,16 +35,17 @@ internal static class VmClientCommands
         vm.Subcommands.Add(CreateCommand());
         vm.Subcommands.Add(ListCommand());
         vm.Subcommands.Add(IdCommand("get", "show one VM", (c, id, o, ct) => c.GetVmAsync(new GetVmRequest { Id = id }, o).ResponseAsync));
-        vm.Subcommands.Add(IdCommand("start", "start a created (or stopped) VM", (c, id, o, ct) => c.StartVmAsync(new StartVmRequest { Id = id }, o).ResponseAsync));
+        vm.Subcommands.Add(Waiting.StartCommand());
         vm.Subcommands.Add(IdCommand("pause", "pause a running VM", (c, id, o, ct) => c.PauseVmAsync(new PauseVmRequest { Id = id }, o).ResponseAsync));
         vm.Subcommands.Add(IdCommand("resume", "resume a paused VM", (c, id, o, ct) => c.ResumeVmAsync(new ResumeVmRequest { Id = id }, o).ResponseAsync));
         vm.Subcommands.Add(RateLimitOptions.UpdateCommand());
         vm.Subcommands.Add(StopCommand());
         vm.Subcommands.Add(RemoveCommand());
-        vm.Subcommands.Add(ConsoleCommand());
+        vm.Subcommands.Add(FireSharp.Cli.ConsoleCommand.Create());
         vm.Subcommands.Add(EventsCommand());
         vm.Subcommands.Add(LogCommands.VmLogs());
         vm.Subcommands.Add(ExecCommand());
+        vm.Subcommands.Add(CopyCommand.Create());
         vm.Subcommands.Add(BenchCommand());
         return vm;
     }
@@ -70,7 +71,7 @@ internal static class VmClientCommands
         var pvh = new Option<bool>("--pvh") { Description = "enter an ELF through PVH when it has both entries" };
         var netns = new Option<string?>("--netns") { Description = "a network namespace for the VM's taps (e.g. /run/netns/NAME; a jailing daemon)" };
         var start = new Option<bool>("--start") { Description = "start the VM once created" };
-        var command = new Command("create", "create a VM") { id, kernel, initrd, cmdline, vcpus, cpuQuota, labels, drives, nets, netns, vsock, agent, rng, rngLimit, pvh, start };
+        var command = new Command("create", "create a VM (--wait implies --start)") { id, kernel, initrd, cmdline, vcpus, cpuQuota, labels, drives, nets, netns, vsock, agent, rng, rngLimit, pvh, start, Waiting.Wait };
         foreach (var o in mem.All) command.Options.Add(o);
         command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
         {
@@ -99,9 +100,10 @@ internal static class VmClientCommands
             foreach (var d in parse.GetValue(drives) ?? []) spec.Drives.Add(ToProto(DriveArg.Parse(d), spec.Drives.Count));
             foreach (var n in parse.GetValue(nets) ?? []) spec.NetworkInterfaces.Add(ToProto(NetArg.Parse(n), spec.NetworkInterfaces.Count));
             if (parse.GetValue(vsock) is { } cid) spec.Vsock = new VsockSpec { GuestCid = cid };
-            var request = new CreateVmRequest { Id = parse.GetValue(id)!, Spec = spec, Start = parse.GetValue(start) };
+            if (Waiting.Requested(parse) == WaitFor.Agent && !spec.Agent) throw new UsageException("--wait=agent needs --agent (the guest agent)", "add --agent, or wait for boot: --wait=boot");
+            var request = new CreateVmRequest { Id = parse.GetValue(id)!, Spec = spec, Start = parse.GetValue(start) || Waiting.Requested(parse) != WaitFor.None };
             foreach (var (k, v) in ParseLabels(parse.GetValue(labels))) request.Labels[k] = v;
-            PrintVm(parse, await client.CreateVmAsync(request, options));
+            PrintVm(parse, await Waiting.CallAsync(parse, client, options, request.Id, exists: false, restored: false, o => client.CreateVmAsync(request, o).ResponseAsync));
         }, ct));
         return command;
     }
@@ -147,41 +149,6 @@ internal static class VmClientCommands
             Printer.For(parse).Message(reply, reply.Id, $"deleted {reply.Id}");
         }, ct));
         return command;
-    }
-
-    private static Command ConsoleCommand()
-    {
-        var id = new Argument<string>("id");
-        var noReplay = new Option<bool>("--no-replay") { Description = "only new output (default: the kept history first)" };
-        var noInput = new Option<bool>("--no-input") { Description = "do not send stdin to the guest" };
-        var command = new Command("console", "stream the VM's serial console (stdin goes to the guest; Ctrl-C detaches)") { id, noReplay, noInput };
-        command.SetAction((parse, ct) => CallAsync(parse, async (client, options) =>
-        {
-            using var call = client.StreamConsole(options);
-            await call.RequestStream.WriteAsync(new ConsoleRequest { Id = parse.GetValue(id)!, Replay = !parse.GetValue(noReplay) }, ct);
-            if (!parse.GetValue(noInput)) _ = PumpStdinAsync(call.RequestStream, ct);
-            using var stdout = Console.OpenStandardOutput();
-            await foreach (var chunk in call.ResponseStream.ReadAllAsync(ct))
-            {
-                if (chunk.Dropped > 0) Console.Error.WriteLine($"firesharp: [{chunk.Dropped} console bytes were lost]");
-                stdout.Write(chunk.Data.Span);
-                stdout.Flush();
-            }
-        }, ct, streaming: true));
-        return command;
-    }
-
-    private static async Task PumpStdinAsync(IClientStreamWriter<ConsoleRequest> requests, CancellationToken ct)
-    {
-        try
-        {
-            using var stdin = Console.OpenStandardInput();
-            var buffer = new byte[4096];
-            int n;
-            while ((n = await stdin.ReadAsync(buffer, ct)) > 0)
-                await requests.WriteAsync(new ConsoleRequest { Input = ByteString.CopyFrom(buffer, 0, n) }, ct);
-        }
-        catch (Exception e) when (e is OperationCanceledException or RpcException or IOException or InvalidOperationException) { }
     }
 
     private static Command EventsCommand()

@@ -57,7 +57,8 @@ public sealed class VmGrpcService(VmManager manager) : VmService.VmServiceBase
         var ct = context.CancellationToken;
         try
         {
-            await foreach (var ev in manager.WatchAsync(id, request.IncludeSnapshot, ct).ConfigureAwait(false))
+            // Headers as soon as the watch is subscribed: `--wait` makes its call only then, so it misses no event.
+            await foreach (var ev in manager.WatchAsync(id, request.IncludeSnapshot, ct, () => context.WriteResponseHeadersAsync(new Metadata())).ConfigureAwait(false))
                 await responseStream.WriteAsync(ToProto(ev), ct).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested && context.Deadline > DateTime.UtcNow)
@@ -132,4 +133,34 @@ public sealed class VmGrpcService(VmManager manager) : VmService.VmServiceBase
 
     public override async Task<ExecResponse> Exec(ExecRequest request, ServerCallContext context) =>
         ToProto(await manager.ExecAsync(ToCommand(request), context.CancellationToken).ConfigureAwait(false));
+
+    public override async Task<CopyInResponse> CopyIn(IAsyncStreamReader<CopyInRequest> requestStream, ServerCallContext context)
+    {
+        var ct = context.CancellationToken;
+        if (!await requestStream.MoveNext(ct).ConfigureAwait(false))
+            throw VmApiException.Invalid("id", "the first CopyIn message must name the VM and the path");
+        var first = requestStream.Current;
+        long size = await manager.CopyInAsync(new CopyInCommand(first.Id, first.Path, first.Mode, first.CreateParents), Data(first, requestStream, ct), ct).ConfigureAwait(false);
+        return new CopyInResponse { Path = first.Path, BytesWritten = (ulong)size };
+
+        static async IAsyncEnumerable<ReadOnlyMemory<byte>> Data(CopyInRequest first, IAsyncStreamReader<CopyInRequest> rest, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
+        {
+            yield return first.Data.Memory;
+            while (await rest.MoveNext(ct).ConfigureAwait(false))
+                yield return rest.Current.Data.Memory;
+        }
+    }
+
+    public override async Task CopyOut(CopyOutRequest request, IServerStreamWriter<CopyOutChunk> responseStream, ServerCallContext context)
+    {
+        var ct = context.CancellationToken;
+        bool first = true;
+        await foreach (var chunk in manager.CopyOutAsync(request.Id, request.Path, ct).ConfigureAwait(false))
+        {
+            var message = new CopyOutChunk { Offset = (ulong)chunk.Offset, Data = Google.Protobuf.UnsafeByteOperations.UnsafeWrap(chunk.Data) };
+            if (first) (message.Mode, message.Size) = (chunk.Mode, (ulong)chunk.Size);
+            first = false;
+            await responseStream.WriteAsync(message, ct).ConfigureAwait(false);
+        }
+    }
 }

@@ -85,13 +85,7 @@ public sealed class AgentClient : IAsyncDisposable, IDisposable
     /// <summary>A round trip; the reply echoes <paramref name="payload"/> and carries the guest's uptime.</summary>
     public async Task<PingReply> PingAsync(ReadOnlyMemory<byte> payload = default, CancellationToken cancellationToken = default)
     {
-        PingReply? reply = null;
-        await CallAsync(new Request { Ping = new PingRequest { Payload = ByteString.CopyFrom(payload.Span) } }, r =>
-        {
-            reply = Expect(r, Response.BodyOneofCase.Pong).Pong;
-            return new ValueTask<bool>(true);
-        }, cancellationToken).ConfigureAwait(false);
-        return reply!;
+        return (await RequestAsync(new Request { Ping = new PingRequest { Payload = ByteString.CopyFrom(payload.Span) } }, Response.BodyOneofCase.Pong, cancellationToken).ConfigureAwait(false)).Pong;
     }
 
     /// <summary>Runs a command and returns how it ended with its output (each stream kept up to <see cref="AgentCommand.MaxCapturedBytes"/>).</summary>
@@ -147,31 +141,42 @@ public sealed class AgentClient : IAsyncDisposable, IDisposable
     }
 
     /// <summary>Reads a file of at most <see cref="AgentProtocol.MaxFileBytes"/> bytes.</summary>
-    public async Task<byte[]> ReadFileAsync(string path, CancellationToken cancellationToken = default)
-    {
-        byte[]? data = null;
-        await CallAsync(new Request { ReadFile = new ReadFileRequest { Path = path } }, r =>
-        {
-            data = Expect(r, Response.BodyOneofCase.ReadFile).ReadFile.Data.ToByteArray();
-            return new ValueTask<bool>(true);
-        }, cancellationToken).ConfigureAwait(false);
-        return data!;
-    }
+    public async Task<byte[]> ReadFileAsync(string path, CancellationToken cancellationToken = default) =>
+        (await ReadFileChunkAsync(new ReadFileRequest { Path = path }, cancellationToken).ConfigureAwait(false)).Data.ToByteArray();
+
+    /// <summary>
+    /// One ReadFile: the whole file (length 0), or a chunk of at most length bytes from offset (its reply says
+    /// whether the file ends there). <see cref="AgentFileTransfer"/> reads files of any size with it.
+    /// </summary>
+    public async Task<ReadFileReply> ReadFileChunkAsync(ReadFileRequest request, CancellationToken cancellationToken = default) =>
+        (await RequestAsync(new Request { ReadFile = request }, Response.BodyOneofCase.ReadFile, cancellationToken).ConfigureAwait(false)).ReadFile;
 
     /// <summary>
     /// Writes a file of at most <see cref="AgentProtocol.MaxFileBytes"/> bytes (in place; a new
     /// file gets <paramref name="mode"/>, 0 meaning 0644).
     /// </summary>
-    public async Task WriteFileAsync(string path, ReadOnlyMemory<byte> data, uint mode = 0, bool createParents = false, CancellationToken cancellationToken = default)
+    public Task WriteFileAsync(string path, ReadOnlyMemory<byte> data, uint mode = 0, bool createParents = false, CancellationToken cancellationToken = default) =>
+        WriteFileChunkAsync(new WriteFileRequest { Path = path, Data = ByteString.CopyFrom(data.Span), Mode = mode, CreateParents = createParents }, cancellationToken);
+
+    /// <summary>One WriteFile of at most <see cref="AgentProtocol.MaxFileBytes"/> bytes (at request.offset into the file when above 0).</summary>
+    public async Task WriteFileChunkAsync(WriteFileRequest request, CancellationToken cancellationToken = default)
     {
-        if (data.Length > AgentProtocol.MaxFileBytes)
-            throw new AgentException(AgentFailure.Remote, $"{data.Length} bytes exceed the {AgentProtocol.MaxFileBytes}-byte limit of WriteFile", ErrorCode.FileTooLarge);
-        var request = new WriteFileRequest { Path = path, Data = ByteString.CopyFrom(data.Span), Mode = mode, CreateParents = createParents };
-        await CallAsync(new Request { WriteFile = request }, r =>
+        ArgumentNullException.ThrowIfNull(request);
+        if (request.Data.Length > AgentProtocol.MaxFileBytes)
+            throw new AgentException(AgentFailure.Remote, $"{request.Data.Length} bytes exceed the {AgentProtocol.MaxFileBytes}-byte limit of WriteFile", ErrorCode.FileTooLarge);
+        await RequestAsync(new Request { WriteFile = request }, Response.BodyOneofCase.WriteFile, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>A request answered by exactly one response of kind <paramref name="body"/>.</summary>
+    private async Task<Response> RequestAsync(Request request, Response.BodyOneofCase body, CancellationToken cancellationToken)
+    {
+        Response? reply = null;
+        await CallAsync(request, r =>
         {
-            Expect(r, Response.BodyOneofCase.WriteFile);
+            reply = Expect(r, body);
             return new ValueTask<bool>(true);
         }, cancellationToken).ConfigureAwait(false);
+        return reply!;
     }
 
     /// <summary>
@@ -215,13 +220,7 @@ public sealed class AgentClient : IAsyncDisposable, IDisposable
     public async Task<FunctionInitReply> InitFunctionAsync(FunctionInitRequest request, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(request);
-        FunctionInitReply? reply = null;
-        await CallAsync(new Request { FunctionInit = request }, r =>
-        {
-            reply = Expect(r, Response.BodyOneofCase.FunctionInit).FunctionInit;
-            return new ValueTask<bool>(true);
-        }, ct).ConfigureAwait(false);
-        return reply!;
+        return (await RequestAsync(new Request { FunctionInit = request }, Response.BodyOneofCase.FunctionInit, ct).ConfigureAwait(false)).FunctionInit;
     }
 
     /// <summary>
@@ -231,13 +230,7 @@ public sealed class AgentClient : IAsyncDisposable, IDisposable
     public async Task<InvokeReply> InvokeFunctionAsync(InvokeRequest request, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(request);
-        InvokeReply? reply = null;
-        await CallAsync(new Request { Invoke = request }, r =>
-        {
-            reply = Expect(r, Response.BodyOneofCase.Invoke).Invoke;
-            return new ValueTask<bool>(true);
-        }, ct).ConfigureAwait(false);
-        return reply!;
+        return (await RequestAsync(new Request { Invoke = request }, Response.BodyOneofCase.Invoke, ct).ConfigureAwait(false)).Invoke;
     }
 
     /// <summary>
@@ -247,13 +240,7 @@ public sealed class AgentClient : IAsyncDisposable, IDisposable
     public async Task<FunctionShutdownReply> ShutdownFunctionAsync(FunctionShutdownRequest request, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(request);
-        FunctionShutdownReply? reply = null;
-        await CallAsync(new Request { FunctionShutdown = request }, r =>
-        {
-            reply = Expect(r, Response.BodyOneofCase.FunctionShutdown).FunctionShutdown;
-            return new ValueTask<bool>(true);
-        }, ct).ConfigureAwait(false);
-        return reply!;
+        return (await RequestAsync(new Request { FunctionShutdown = request }, Response.BodyOneofCase.FunctionShutdown, ct).ConfigureAwait(false)).FunctionShutdown;
     }
 
     /// <summary>

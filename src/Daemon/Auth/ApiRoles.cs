@@ -40,6 +40,9 @@ public static class ApiRoles
         ["/firesharp.v1.VmService/StopVm"] = ApiRole.Operator,
         ["/firesharp.v1.VmService/DeleteVm"] = ApiRole.Operator,
         ["/firesharp.v1.VmService/Exec"] = ApiRole.Operator,
+        // Files in the guest (root's, through the agent): no more than Exec can reach; no host file is touched.
+        ["/firesharp.v1.VmService/CopyIn"] = ApiRole.Operator,
+        ["/firesharp.v1.VmService/CopyOut"] = ApiRole.Operator,
         // A running VM's rate limiters: an operator may set them at create time, so changing them is no more.
         ["/firesharp.v1.VmService/UpdateRateLimiters"] = ApiRole.Operator,
         ["/firesharp.v1.VmService/CreateSnapshot"] = ApiRole.Admin,

@@ -139,13 +139,7 @@ internal sealed class GuestAgents(DaemonOptions options, VmRegistry registry, Ev
     /// <summary>Runs a command in a running VM through its guest agent.</summary>
     public async Task<ExecOutcome> ExecAsync(VmEntry entry, ExecCommand command, CancellationToken ct)
     {
-        var vm = entry.Snapshot();
-        if (!vm.Spec.Agent)
-            throw VmApiException.WrongState($"agent not available: VM '{entry.Id}' was created without the guest agent (spec.agent)");
-        if (vm.Phase != VmPhase.Running)
-            throw VmApiException.WrongState($"agent not available: VM '{entry.Id}' is {VmEntry.Describe(vm.Phase)}");
-        if (!vm.AgentReady)
-            throw VmApiException.WrongState($"agent not available: the guest agent of VM '{entry.Id}' has not reported ready yet");
+        string uds = ReadyAgentPath(entry);
         var agentCommand = new AgentCommand([.. command.Argv])
         {
             Environment = command.Env.Count > 0 ? command.Env : null,
@@ -155,7 +149,7 @@ internal sealed class GuestAgents(DaemonOptions options, VmRegistry registry, Ev
         };
         try
         {
-            await using var client = await AgentClient.ConnectHybridVsockAsync(AgentVsockPath(entry), cancellationToken: ct).ConfigureAwait(false);
+            await using var client = await AgentClient.ConnectHybridVsockAsync(uds, cancellationToken: ct).ConfigureAwait(false);
             var result = await client.ExecAsync(agentCommand, ct).ConfigureAwait(false);
             return new ExecOutcome(result.ExitCode ?? 128 + (result.Signal ?? 0), result.Stdout, result.Stderr);
         }
@@ -173,6 +167,22 @@ internal sealed class GuestAgents(DaemonOptions options, VmRegistry registry, Ev
         {
             throw VmApiException.Unavailable($"the guest agent of VM '{entry.Id}': {e.Message}");
         }
+    }
+
+    /// <summary>
+    /// The socket of a RUNNING VM's guest agent that has reported ready; FAILED_PRECONDITION ("agent not available")
+    /// when the VM has no agent, is not running, or its agent is not ready yet.
+    /// </summary>
+    public string ReadyAgentPath(VmEntry entry)
+    {
+        var vm = entry.Snapshot();
+        if (!vm.Spec.Agent)
+            throw VmApiException.WrongState($"agent not available: VM '{entry.Id}' was created without the guest agent (spec.agent)");
+        if (vm.Phase != VmPhase.Running)
+            throw VmApiException.WrongState($"agent not available: VM '{entry.Id}' is {VmEntry.Describe(vm.Phase)}");
+        if (!vm.AgentReady)
+            throw VmApiException.WrongState($"agent not available: the guest agent of VM '{entry.Id}' has not reported ready yet");
+        return AgentVsockPath(entry);
     }
 
     /// <summary>

@@ -16,6 +16,7 @@ namespace FireSharp.Daemon.Vms;
 ///   <item><see cref="WorkerSupervisor"/>: each VM's worker process, its events and its death;</item>
 ///   <item><see cref="VmLifecycle"/>: create, start, pause, resume, stop, delete;</item>
 ///   <item><see cref="GuestAgents"/>: agent readiness, Exec and the graceful stop;</item>
+///   <item><see cref="GuestFiles"/>: files copied into and out of the guest through its agent;</item>
 ///   <item><see cref="VmSnapshots"/>: snapshots taken in the worker, restores into a new VM.</item>
 /// </list>
 /// Every failure leaves as a <see cref="VmApiException"/>.
@@ -33,6 +34,7 @@ public sealed class VmManager : IAsyncDisposable
     private readonly VmAdmission _admission;
     private readonly WorkerSupervisor _supervisor;
     private readonly GuestAgents _agents;
+    private readonly GuestFiles _files;
     private readonly VmLifecycle _lifecycle;
     private readonly VmSnapshots _snapshots;
     private readonly VmJails _jails;
@@ -50,6 +52,7 @@ public sealed class VmManager : IAsyncDisposable
         _registry = new VmRegistry(options, new VmRecordStore(logger));
         _admission = new VmAdmission(options, host, _registry);
         _agents = new GuestAgents(options, _registry, Events, logger);
+        _files = new GuestFiles(_agents);
         var keys = new DaemonSnapshotKeys(options);
         _jails = new VmJails(options, _registry, keys, logger);
         _cgroups = new VmCgroups(options, logger);
@@ -195,6 +198,20 @@ public sealed class VmManager : IAsyncDisposable
         return _agents.ExecAsync(_registry.Find(command.Id), command, ct);
     }
 
+    /// <summary>Writes a file into the VM through its guest agent, from <paramref name="data"/> in pieces of any size; returns its size.</summary>
+    public Task<long> CopyInAsync(CopyInCommand command, IAsyncEnumerable<ReadOnlyMemory<byte>> data, CancellationToken ct)
+    {
+        SpecValidator.ValidateId(command.Id);
+        return _files.CopyInAsync(_registry.Find(command.Id), command, data, ct);
+    }
+
+    /// <summary>Reads a file of the VM through its guest agent, in chunks of at most 1 MiB.</summary>
+    public IAsyncEnumerable<Agent.GuestFileChunk> CopyOutAsync(string id, string path, CancellationToken ct)
+    {
+        SpecValidator.ValidateId(id);
+        return _files.CopyOutAsync(_registry.Find(id), path, ct);
+    }
+
     /// <summary>The VM's hybrid vsock socket on the daemon's host (where its guest agent is reached).</summary>
     public string VsockPath(string id) => _agents.VsockPath(id);
 
@@ -206,11 +223,16 @@ public sealed class VmManager : IAsyncDisposable
     public IReadOnlyList<VmInfo> List(IReadOnlyDictionary<string, string>? selector = null, IReadOnlyCollection<VmPhase>? phases = null) =>
         _registry.List(selector, phases);
 
-    /// <summary>Events of one VM (id) or all (null), optionally after a SNAPSHOT event per VM; until cancelled.</summary>
-    public async IAsyncEnumerable<VmLifecycleEvent> WatchAsync(string? id, bool snapshot, [EnumeratorCancellation] CancellationToken ct)
+    /// <summary>
+    /// Events of one VM (id) or all (null), optionally after a SNAPSHOT event per VM; until cancelled.
+    /// <paramref name="subscribed"/> runs once the watch is subscribed, before any event (the gRPC service sends its
+    /// response headers then, so a client knows that a call it makes next cannot be missed).
+    /// </summary>
+    public async IAsyncEnumerable<VmLifecycleEvent> WatchAsync(string? id, bool snapshot, [EnumeratorCancellation] CancellationToken ct, Func<Task>? subscribed = null)
     {
         if (id is not null) _registry.Find(id);
         using var watcher = Events.Subscribe(id); // before the snapshot, so no change falls between the two
+        if (subscribed is not null) await subscribed().ConfigureAwait(false);
         if (snapshot)
         {
             foreach (var vm in id is null ? List() : [Get(id)])

@@ -22,7 +22,7 @@ namespace FireSharp.Tests.Api;
 [Collection("kvm")]
 public sealed class AgentExecApiTests(ITestOutputHelper output)
 {
-    private static async Task SendReadyAsync(string readyPath)
+    internal static async Task SendReadyAsync(string readyPath)
     {
         using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         await socket.ConnectAsync(new UnixDomainSocketEndPoint(readyPath));
