@@ -76,6 +76,10 @@ public static class DaemonClient
         {
             return CliErrors.Report(Console.Error, ExitCodes.Usage, e.Message, e.Hint);
         }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return CliErrors.Report(Console.Error, ExitCodes.NotFound, e.Message); // a local file the command was given (vm cp)
+        }
         catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException)
         {
             return CliErrors.Report(Console.Error, ExitCodes.Usage, e.Message, $"see '{CommandPath(parse)} --help'");
