@@ -22,7 +22,13 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
     {
         long started = System.Diagnostics.Stopwatch.GetTimestamp();
         var launch = jails.LaunchFor(entry);
-        var process = await launcher.LaunchAsync(launch, ct).ConfigureAwait(false);
+        WorkerProcess process;
+        using (var span = Tracing.DaemonTracing.Start(Tracing.DaemonTracing.WorkerLaunchSpan))
+        {
+            span?.SetTag(Tracing.DaemonTracing.VmIdTag, entry.Id);
+            span?.SetTag("firesharp.worker.jailed", launch.Jail is not null);
+            process = await launcher.LaunchAsync(launch, ct).ConfigureAwait(false);
+        }
         VmLog.WorkerLaunched(logger, entry.Id, process.Pid, launch.Jail is not null, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         var session = new WorkerSession(process, new WorkerClient(process.SocketPath));
         lock (entry.Gate)
