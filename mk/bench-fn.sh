@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # make bench-fn: the function benchmark (firesharp fn bench) against a daemon on a temporary socket.
-# FIRESHARP_BIN and FIRESHARP_GUEST_DIR override build/firesharp and build/guest.
+# The daemon writes its spans to a file (TraceFile), which fn bench reads for P7: the host-side time of a warm
+# invoke, apart from the vsock transit and the guest's in-VM time, for the shell sample and the C# example
+# (build/examples/csharp-code.ext4, skipped when missing). FIRESHARP_BIN and FIRESHARP_GUEST_DIR override
+# build/firesharp and build/guest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$(realpath "${FIRESHARP_BIN:-build/firesharp}")
@@ -13,9 +16,13 @@ cleanup() {
 }
 trap cleanup EXIT
 "$BIN" serve --Socket="$SOCK" --StateDir="$WORK/state" --StopVmsOnShutdown=true --LogLevel=Warning \
-  --FunctionKernel="$GUEST_DIR/vmlinux" --FunctionRootfs="$GUEST_DIR/rootfs.ext4" 2> "$WORK/daemon.log" &
+  --FunctionKernel="$GUEST_DIR/vmlinux" --FunctionRootfs="$GUEST_DIR/rootfs.ext4" --TraceFile="$WORK/spans.jsonl" \
+  --MetricsListen=off 2> "$WORK/daemon.log" &
 DAEMON=$!
 for _ in $(seq 1 200); do [ -S "$SOCK" ] && break; sleep 0.05; done
 [ -S "$SOCK" ] || { cat "$WORK/daemon.log" >&2; echo "the daemon did not start" >&2; exit 1; }
+CSHARP=()
+if [ -f build/examples/csharp-code.ext4 ]; then CSHARP=(--csharp-code build/examples/csharp-code.ext4 --csharp-warm "${BENCH_FN_WARM_CS:-500}"); fi
 "$BIN" fn bench --socket "$SOCK" --timeout 0 --code examples/shell --warm "${BENCH_FN_WARM:-200}" --cold "${BENCH_FN_COLD:-3}" \
+  --trace-file "$WORK/spans.jsonl" "${CSHARP[@]}" \
   || { echo "---- daemon log" >&2; tail -50 "$WORK/daemon.log" >&2; exit 1; }
