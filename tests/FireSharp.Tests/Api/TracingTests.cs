@@ -6,6 +6,7 @@ using FireSharp.Proto.V1;
 using FireSharp.Tests.Agent;
 using FireSharp.Tests.Support;
 using Google.Protobuf;
+using Microsoft.Extensions.Configuration;
 using Grpc.Core;
 using OpenTelemetry;
 using OpenTelemetry.Trace;
@@ -119,6 +120,61 @@ public sealed class TracingTests(RuntimeAgent agent, ITestOutputHelper output) :
 
         // The runtime was handed the agent span's context as the traceparent header.
         Assert.Contains(agentSpan.TraceId.ToHexString() + "-" + agentSpan.SpanId.ToHexString(), warm.Payload.ToStringUtf8(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Otlp_export_is_off_by_default_and_its_settings_are_checked()
+    {
+        static FireSharp.Daemon.DaemonOptions From(params string[] args) =>
+            FireSharp.Daemon.DaemonOptions.FromConfiguration(new ConfigurationBuilder().AddCommandLine(args).Build());
+        Assert.Null(From().OtlpEndpoint);
+        Assert.Null(From().TraceFile);
+        Assert.Null(From("--OtlpEndpoint=off").OtlpEndpoint);
+        var on = From("--OtlpEndpoint=http://127.0.0.1:4318/v1/traces", "--OtlpProtocol=http/protobuf", "--TraceFile=/tmp/spans.jsonl");
+        Assert.Equal("http://127.0.0.1:4318/v1/traces", on.OtlpEndpoint);
+        Assert.Equal("http/protobuf", on.OtlpProtocol);
+        Assert.Contains("OtlpEndpoint", Assert.Throws<ArgumentException>(() => From("--OtlpEndpoint=127.0.0.1:4317")).Message);
+        Assert.Contains("OtlpProtocol", Assert.Throws<ArgumentException>(() => From("--OtlpEndpoint=http://c:4317", "--OtlpProtocol=thrift")).Message);
+        Assert.Contains("TraceFile", Assert.Throws<ArgumentException>(() => From("--TraceFile=spans.jsonl")).Message);
+    }
+
+    [Fact]
+    public void The_trace_file_has_one_json_object_a_span_with_its_parent_and_attributes()
+    {
+        string path = Path.Combine(TestPaths.TempDir(), "spans.jsonl");
+        using var source = new ActivitySource("FireSharp.Tests.TraceFile");
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = s => s == source,
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+        };
+        ActivitySource.AddActivityListener(listener);
+        var parent = source.StartActivity("parent")!;
+        var child = source.StartActivity("child", ActivityKind.Client)!;
+        child.SetTag("n", 42L);
+        child.SetTag("s", "text");
+        child.SetStatus(ActivityStatusCode.Error, "failed");
+        child.Stop();
+        parent.Stop();
+        using (var exporter = new JsonLinesSpanExporter(path))
+        {
+            Assert.Equal(ExportResult.Success, exporter.Export(new Batch<Activity>([child, parent], 2)));
+        }
+
+        var lines = File.ReadAllLines(path);
+        Assert.Equal(2, lines.Length);
+        var c = System.Text.Json.JsonDocument.Parse(lines[0]).RootElement;
+        var p = System.Text.Json.JsonDocument.Parse(lines[1]).RootElement;
+        Assert.Equal("child", c.GetProperty("name").GetString());
+        Assert.Equal("client", c.GetProperty("kind").GetString());
+        Assert.Equal("error", c.GetProperty("status").GetString());
+        Assert.Equal(parent.SpanId.ToHexString(), c.GetProperty("parent_span_id").GetString());
+        Assert.Equal(p.GetProperty("span_id").GetString(), c.GetProperty("parent_span_id").GetString());
+        Assert.Equal(parent.TraceId.ToHexString(), c.GetProperty("trace_id").GetString());
+        Assert.Equal("", p.GetProperty("parent_span_id").GetString());
+        Assert.Equal(42, c.GetProperty("attributes").GetProperty("n").GetInt64());
+        Assert.Equal("text", c.GetProperty("attributes").GetProperty("s").GetString());
+        Assert.Equal(DaemonTracing.Micros(child.Duration), c.GetProperty("duration_us").GetInt64());
     }
 
     private void Dump(IReadOnlyList<Activity> trace)
