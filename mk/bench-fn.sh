@@ -17,6 +17,7 @@ cleanup() {
 trap cleanup EXIT
 "$BIN" serve --Socket="$SOCK" --StateDir="$WORK/state" --StopVmsOnShutdown=true --LogLevel=Warning \
   --FunctionKernel="$GUEST_DIR/vmlinux" --FunctionRootfs="$GUEST_DIR/rootfs.ext4" --TraceFile="$WORK/spans.jsonl" \
+  --AllowedPathRoots="$PWD,$GUEST_DIR,$(realpath "$GUEST_DIR/vmlinux" | xargs dirname),$(realpath "$GUEST_DIR/rootfs.ext4" | xargs dirname)" \
   --MetricsListen=off 2> "$WORK/daemon.log" &
 DAEMON=$!
 for _ in $(seq 1 200); do [ -S "$SOCK" ] && break; sleep 0.05; done
