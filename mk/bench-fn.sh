@@ -10,14 +10,17 @@ BIN=$(realpath "${FIRESHARP_BIN:-build/firesharp}")
 GUEST_DIR=$(realpath "${FIRESHARP_GUEST_DIR:-build/guest}")
 WORK=$(mktemp -d /tmp/firesharp-bench-fn.XXXXXX)
 SOCK=$WORK/fs.sock
+# The images themselves (build/guest links into the cache; the path policy follows no absolute symlink).
+KERNEL=$(realpath "$GUEST_DIR/vmlinux")
+ROOTFS=$(realpath "$GUEST_DIR/rootfs.ext4")
 cleanup() {
   if [ -n "${DAEMON:-}" ]; then kill "$DAEMON" 2>/dev/null || true; wait "$DAEMON" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 "$BIN" serve --Socket="$SOCK" --StateDir="$WORK/state" --StopVmsOnShutdown=true --LogLevel=Warning \
-  --FunctionKernel="$GUEST_DIR/vmlinux" --FunctionRootfs="$GUEST_DIR/rootfs.ext4" --TraceFile="$WORK/spans.jsonl" \
-  --AllowedPathRoots="$PWD,$GUEST_DIR,$(realpath "$GUEST_DIR/vmlinux" | xargs dirname),$(realpath "$GUEST_DIR/rootfs.ext4" | xargs dirname)" \
+  --FunctionKernel="$KERNEL" --FunctionRootfs="$ROOTFS" --TraceFile="$WORK/spans.jsonl" \
+  --AllowedPathRoots="$PWD,$(dirname "$KERNEL"),$(dirname "$ROOTFS")" \
   --MetricsListen=off 2> "$WORK/daemon.log" &
 DAEMON=$!
 for _ in $(seq 1 200); do [ -S "$SOCK" ] && break; sleep 0.05; done
