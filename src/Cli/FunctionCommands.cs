@@ -255,24 +255,43 @@ internal static class FunctionCommands
         var warm = new Option<int>("--warm") { DefaultValueFactory = _ => 200 };
         var cold = new Option<int>("--cold") { Description = "samples of each cold-start kind", DefaultValueFactory = _ => 3 };
         var label = new Option<string>("--label") { DefaultValueFactory = _ => Directory.Exists("/sys/module/kvm_pvm") ? "PVM (guest kernel emulated)" : "KVM" };
-        var command = new Command("bench", "function invoke overhead and cold starts") { code, warm, cold, label };
+        var traceFile = new Option<string?>("--trace-file") { Description = "the daemon's TraceFile: break warm invocations down by its spans (P7)" };
+        var csharpCode = new Option<string?>("--csharp-code") { Description = "the C# example's code image: its warm invocations too" };
+        var csharpWarm = new Option<int>("--csharp-warm") { DefaultValueFactory = _ => 100 };
+        var command = new Command("bench", "function invoke overhead and cold starts") { code, warm, cold, label, traceFile, csharpCode, csharpWarm };
         command.Hidden = true;
         command.SetAction((parse, ct) => CallAsync(parse, async (client, _) =>
         {
             var codeSpec = Code(parse.GetValue(code)!);
             string host = parse.GetValue(label)!;
             int coldN = Math.Max(1, parse.GetValue(cold));
-            async Task<(InvokeResponse Reply, double RoundTripMs)> Invoke(string name, string payload)
+            async Task<(InvokeResponse Reply, double RoundTripMs)> Invoke(string name, string payload, string? traceparent = null)
             {
+                var headers = traceparent is null ? null : new Metadata { { "traceparent", traceparent } };
                 long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-                var r = await client.InvokeAsync(new InvokeRequest { Name = name, Payload = ByteString.CopyFromUtf8(payload) }, deadline: DateTime.UtcNow.AddMinutes(10), cancellationToken: ct);
+                var r = await client.InvokeAsync(new InvokeRequest { Name = name, Payload = ByteString.CopyFromUtf8(payload) }, headers, deadline: DateTime.UtcNow.AddMinutes(10), cancellationToken: ct);
                 return (r, System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
             }
-            async Task Recreate(string name, bool snapshot)
+            async Task Recreate(string name, bool snapshot, FunctionCode? functionCode = null)
             {
                 try { await client.DeleteFunctionAsync(new DeleteFunctionRequest { Name = name }, cancellationToken: ct); }
                 catch (RpcException e) when (e.StatusCode == StatusCode.NotFound) { }
-                await client.CreateFunctionAsync(new CreateFunctionRequest { Spec = new FunctionSpec { Name = name, Code = codeSpec, Handler = "function.handler", TimeoutSeconds = 600, SnapshotStart = snapshot } }, cancellationToken: ct);
+                await client.CreateFunctionAsync(new CreateFunctionRequest { Spec = new FunctionSpec { Name = name, Code = functionCode ?? codeSpec, Handler = "function.handler", TimeoutSeconds = 600, SnapshotStart = snapshot } }, cancellationToken: ct);
+            }
+            // Warm invocations of one function, each with a client span of its own (for the daemon's spans).
+            async Task<List<FunctionBenchReport.Sample>> Warm(string name, int n)
+            {
+                var samples = new List<FunctionBenchReport.Sample>(n);
+                for (int i = 0; i < 5; i++) await Invoke(name, "{}");
+                for (int i = 0; i < n; i++)
+                {
+                    var (trace, traceparent) = FunctionBenchReport.NewTrace();
+                    var (r, rt) = await Invoke(name, "{}", traceparent);
+                    if (r.StartKind != StartKind.Warm) Console.Error.WriteLine($"{name}: warm sample {i} was {Name(r.StartKind)}");
+                    if (r.FunctionError.Length > 0) throw new InvalidOperationException($"{name} failed: {r.ErrorType} {r.Payload.ToStringUtf8()} {r.LogTail}");
+                    samples.Add(new FunctionBenchReport.Sample(trace, rt));
+                }
+                return samples;
             }
             var boot = new List<(double Rt, double Init)>();
             var snap = new List<(double Rt, double Init)>();
@@ -300,6 +319,21 @@ internal static class FunctionCommands
                 }
                 Array.Sort(overhead);
                 Array.Sort(roundTrips);
+                // P7: the same, traced, for the shell sample and the C# example.
+                var traced = new List<(string Title, List<FunctionBenchReport.Sample> Samples)>();
+                if (parse.GetValue(traceFile) is not null)
+                {
+                    traced.Add(("shell sample, 128 MiB", await Warm("bench-boot", overhead.Length)));
+                    if (parse.GetValue(csharpCode) is { } cs)
+                    {
+                        await Recreate("bench-cs", snapshot: false, Code(cs));
+                        var (first, firstRt) = await Invoke("bench-cs", "{}");
+                        if (first.FunctionError.Length > 0) throw new InvalidOperationException($"bench-cs failed: {first.ErrorType} {first.Payload.ToStringUtf8()} {first.LogTail}");
+                        Console.Error.WriteLine($"C# example: boot cold start {firstRt:F0} ms");
+                        traced.Add(("C# example (NativeAOT), 128 MiB", await Warm("bench-cs", Math.Max(1, parse.GetValue(csharpWarm)))));
+                        await client.DeleteFunctionAsync(new DeleteFunctionRequest { Name = "bench-cs" }, cancellationToken: ct);
+                    }
+                }
 
                 // Snapshot cold starts: the first invoke boots and snapshots; then each round runs one more invocation
                 // at once than there are idle VMs, so one of them gets a new VM restored from the snapshot.
@@ -329,10 +363,16 @@ internal static class FunctionCommands
                     Console.WriteLine(string.Format(CultureInfo.InvariantCulture, "snapshot start is {0:F1}x faster than a boot (round trip), {1:F1}x (init duration); warm is {2:F0}x faster than a snapshot cold start",
                         Med(boot.Select(b => b.Rt)) / Med(snap.Select(b => b.Rt)), Med(boot.Select(b => b.Init)) / Med(snap.Select(b => b.Init)),
                         Med(snap.Select(b => b.Rt)) / Med(roundTrips)));
+                if (parse.GetValue(traceFile) is { } spansFile)
+                {
+                    await Task.Delay(TimeSpan.FromSeconds(3), ct); // the daemon writes its spans in batches, every second
+                    var spans = FunctionBenchReport.ReadSpans(spansFile);
+                    foreach (var (title, samples) in traced) FunctionBenchReport.Print(title, samples, spans);
+                }
             }
             finally
             {
-                foreach (var name in (string[])["bench-boot", "bench-snap"])
+                foreach (var name in (string[])["bench-boot", "bench-snap", "bench-cs"])
                     try { await client.DeleteFunctionAsync(new DeleteFunctionRequest { Name = name }, cancellationToken: CancellationToken.None); }
                     catch (RpcException) { }
             }

@@ -21,7 +21,7 @@ internal static class ServeCommand
         command.Description += "\n\nSettings, as --Key=value, FIRESHARP_KEY=value or keys of the JSON config: Socket, SocketGroup, SocketMode, " +
             "SocketAllowedUsers, SocketAllowedGroups, StateDir, TcpListen, TlsCertificate, TlsKey, TlsClientCa, TlsClientCrl, " +
             "TlsClients (name=viewer|operator|admin,...), WorkerBinary, MaxVms, MemoryOvercommit, DefaultStopGraceSeconds, " +
-            "StopVmsOnShutdown, LogLevel, LogJsonFile, Jail, Seccomp, Cgroups, FunctionCpuShare (see packaging/README.md, docs/security.md and docs/isolation.md).";
+            "StopVmsOnShutdown, LogLevel, LogJsonFile, OtlpEndpoint, OtlpProtocol, TraceFile, Jail, Seccomp, Cgroups, FunctionCpuShare (see packaging/README.md, docs/security.md and docs/isolation.md).";
         command.TreatUnmatchedTokensAsErrors = false;
         // Synchronous on purpose: the host handles SIGTERM/SIGINT itself (graceful stop), and System.CommandLine's
         // own Ctrl-C handling would end the process after a short timeout.

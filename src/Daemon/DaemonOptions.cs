@@ -42,6 +42,19 @@ public sealed record DaemonOptions
 
     public const string DefaultMetricsListen = "127.0.0.1:9464";
 
+    /// <summary>
+    /// Where the daemon exports its spans over OTLP (docs/observability.md, Traces): an http(s) URL such as
+    /// http://127.0.0.1:4317 (gRPC) or http://127.0.0.1:4318/v1/traces (with <see cref="OtlpProtocol"/> http/protobuf).
+    /// Null (the default): no OTLP export.
+    /// </summary>
+    public string? OtlpEndpoint { get; init; }
+
+    /// <summary>OTLP's transport: grpc (the default) or http/protobuf.</summary>
+    public string OtlpProtocol { get; init; } = "grpc";
+
+    /// <summary>Also append every finished span to this file as one JSON object a line (make bench-fn reads it); null: none.</summary>
+    public string? TraceFile { get; init; }
+
     /// <summary>PEM files for TCP: the server's certificate and key, and the CA that client certificates must chain to.</summary>
     public string? TlsCertificate { get; init; }
     public string? TlsKey { get; init; }
@@ -260,6 +273,10 @@ public sealed record DaemonOptions
             else if (TcpListen is not null && Hosting.DaemonHost.TryParseEndpoint(TcpListen, out var api) && api.Port == metrics.Port)
                 problems.Add(Bad(nameof(MetricsListen), MetricsListen, "must not use TcpListen's port: the API and the metrics never share a listener"));
         }
+        if (OtlpEndpoint is not null && !(Uri.TryCreate(OtlpEndpoint, UriKind.Absolute, out var otlp) && otlp.Scheme is "http" or "https"))
+            problems.Add(Bad(nameof(OtlpEndpoint), OtlpEndpoint, "must be an http or https URL (such as http://127.0.0.1:4317) or off"));
+        if (OtlpProtocol is not ("grpc" or "http/protobuf")) problems.Add(Bad(nameof(OtlpProtocol), OtlpProtocol, "must be grpc or http/protobuf"));
+        if (TraceFile is not null && !Path.IsPathFullyQualified(TraceFile)) problems.Add(Bad(nameof(TraceFile), TraceFile, "must be an absolute path"));
         if (TcpListen is not null && (TlsCertificate is null || TlsKey is null || TlsClientCa is null))
             problems.Add(Bad(nameof(TcpListen), TcpListen, "TCP needs TlsCertificate, TlsKey and TlsClientCa (mutual TLS is mandatory)"));
         if (TcpListen is not null && TlsClients.Count == 0)

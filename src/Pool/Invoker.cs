@@ -1,3 +1,5 @@
+using System.Diagnostics;
+
 namespace FireSharp.Pool;
 
 /// <summary>
@@ -24,19 +26,28 @@ internal sealed class Invoker(PoolContext pool, VmKeeper vms)
         FunctionEntry fn;
         VersionEntry ver;
         PooledVm? vm;
-        lock (pool.Lock)
+        var acquire = PoolTracing.Start(PoolTracing.AcquireSpan, name, requestId);
+        try
         {
-            pool.ThrowIfDisposed();
-            fn = pool.GetLiveLocked(name);
-            if (!pool.Ledger.TryAcquire(fn.Slot, out var reason, out int limit))
+            lock (pool.Lock)
             {
-                pool.Totals.CountThrottle(fn, reason);
-                throw new FunctionThrottledException(name, reason, limit, Options.ThrottleRetryAfter);
+                pool.ThrowIfDisposed();
+                fn = pool.GetLiveLocked(name);
+                if (!pool.Ledger.TryAcquire(fn.Slot, out var reason, out int limit))
+                {
+                    pool.Totals.CountThrottle(fn, reason);
+                    throw new FunctionThrottledException(name, reason, limit, Options.ThrottleRetryAfter);
+                }
+                ver = fn.Current;
+                vm = ver.TakeIdle();
+                if (vm is not null) ver.Busy.Add(vm);
+                else ver.CreatingForInvoke++;
             }
-            ver = fn.Current;
-            vm = ver.TakeIdle();
-            if (vm is not null) ver.Busy.Add(vm);
-            else ver.CreatingForInvoke++;
+        }
+        catch (Exception e)
+        {
+            PoolTracing.End(acquire, e.Message);
+            throw;
         }
 
         var def = ver.Definition;
@@ -49,17 +60,22 @@ internal sealed class Invoker(PoolContext pool, VmKeeper vms)
             try
             {
                 using var createCts = CancellationTokenSource.CreateLinkedTokenSource(ct, pool.Lifetime);
+                using var creating = PoolTracing.Start(PoolTracing.CreateVmSpan, name, requestId);
                 created = await pool.Factory.CreateAsync(def, createCts.Token).ConfigureAwait(false);
+                creating?.SetTag("firesharp.vm_id", created.Id);
+                creating?.SetTag("firesharp.start_kind", PoolTracing.Name(created.CreatedAs == StartKind.Warm ? StartKind.BootCold : created.CreatedAs));
             }
             catch (FunctionInitException e)
             {
+                PoolTracing.End(acquire, e.ErrorType);
                 var took = pool.Time.GetElapsedTime(createStart);
                 var result = InvokeResults.FromInitError(requestId, def, e, took);
                 ReleaseWithoutVm(fn, ver, result);
                 return result;
             }
-            catch
+            catch (Exception e)
             {
+                PoolTracing.End(acquire, e.Message);
                 ReleaseWithoutVm(fn, ver, null);
                 throw;
             }
@@ -73,6 +89,13 @@ internal sealed class Invoker(PoolContext pool, VmKeeper vms)
             initDuration = created.InitDuration;
         }
 
+        acquire?.SetTag("faas.coldstart", kind != StartKind.Warm);
+        acquire?.SetTag("firesharp.start_kind", PoolTracing.Name(kind));
+        acquire?.SetTag("firesharp.vm_id", vm.Vm.Id);
+        PoolTracing.End(acquire, null);
+
+        using var invoking = PoolTracing.Start(PoolTracing.InvokeSpan, name, requestId);
+        invoking?.SetTag("firesharp.vm_id", vm.Vm.Id);
         var now = pool.Time.GetUtcNow();
         var request = new VmInvokeRequest(requestId, payload, now + def.Timeout);
         using var hostDeadline = new CancellationTokenSource(def.Timeout + Options.TimeoutGrace, pool.Time);
@@ -112,6 +135,8 @@ internal sealed class Invoker(PoolContext pool, VmKeeper vms)
             };
         }
 
+        invoking?.SetTag("firesharp.outcome", outcome.Status.ToString());
+        if (outcome.Status != VmInvokeStatus.Success) invoking?.SetStatus(ActivityStatusCode.Error, outcome.ErrorType ?? outcome.Status.ToString());
         var duration = outcome.Duration > TimeSpan.Zero ? outcome.Duration : pool.Time.GetElapsedTime(start);
         var invokeResult = InvokeResults.FromOutcome(requestId, def, outcome, kind, initDuration, duration);
         bool reuse = outcome.Status == VmInvokeStatus.Success

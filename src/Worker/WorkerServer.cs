@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net.Sockets;
 using FireSharp.Proto.Worker;
 using FireSharp.Worker.Protocol;
@@ -110,7 +111,13 @@ internal sealed class WorkerServer(string socketPath, WorkerMachine machine, Act
                         await WorkerFraming.WriteAsync(stream, new WorkerMessage { MachineMetrics = WorkerMetrics.Read(machine.CurrentVm) }, ct).ConfigureAwait(false);
                         break;
                     default:
-                        var reply = await machine.ExclusiveAsync(() => HandleAsync(request)).ConfigureAwait(false);
+                        long received = Stopwatch.GetTimestamp(), turn = 0;
+                        var reply = await machine.ExclusiveAsync(() =>
+                        {
+                            turn = Stopwatch.GetTimestamp();
+                            return HandleAsync(request);
+                        }).ConfigureAwait(false);
+                        if (request.Traceparent.Length > 0) reply.Timing = Timing(received, turn, Stopwatch.GetTimestamp());
                         await WorkerFraming.WriteAsync(stream, reply, ct).ConfigureAwait(false);
                         break;
                 }
@@ -126,6 +133,20 @@ internal sealed class WorkerServer(string socketPath, WorkerMachine machine, Act
             lock (_gate) _connections.Remove(conn);
             await stream.DisposeAsync().ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// The worker's time for a traced request (WorkerRequest.traceparent; the daemon makes the spans): its wait for the
+    /// machine's turn (another request's, such as a stop's) and the machine's work.
+    /// </summary>
+    private static WorkerTiming Timing(long received, long turn, long done)
+    {
+        static ulong Us(long from, long to) => to > from ? (ulong)(Stopwatch.GetElapsedTime(from, to).Ticks / 10) : 0;
+        var timing = new WorkerTiming { HandledUs = Us(received, done) };
+        if (turn > received + Stopwatch.Frequency / 100_000) // 10 µs: a wait worth showing
+            timing.Phases.Add(new WorkerPhase { Name = "worker queue", StartUs = 0, DurationUs = Us(received, turn) });
+        timing.Phases.Add(new WorkerPhase { Name = "worker machine", StartUs = Us(received, turn), DurationUs = Us(turn, done) });
+        return timing;
     }
 
     /// <summary>One request to the machine and its reply: the status (or what the request returns), or a typed error.</summary>

@@ -191,7 +191,8 @@ internal sealed class FunctionHost(ChildReaper reaper)
         }
     }
 
-    public async Task<InvokeReply> InvokeAsync(InvokeRequest request, CancellationToken cancellationToken)
+    /// <param name="receivedAt">Stopwatch timestamp of when the request's frame was read (for <see cref="GuestTimings"/>).</param>
+    public async Task<InvokeReply> InvokeAsync(InvokeRequest request, long receivedAt, CancellationToken cancellationToken)
     {
         if (request.RequestId.Length == 0)
             throw new FunctionRequestException(ErrorCode.InvalidArgument, "request_id is empty");
@@ -209,6 +210,7 @@ internal sealed class FunctionHost(ChildReaper reaper)
             var runtime = session.Runtime!;
             long started = Stopwatch.GetTimestamp();
             session.Tail.Clear();
+            Invocation? invocation = null;
 
             InvokeReply Reply(InvocationAnswer a) => new()
             {
@@ -218,6 +220,7 @@ internal sealed class FunctionHost(ChildReaper reaper)
                 Unhandled = a.Unhandled,
                 LogTail = session.Tail.ToString(),
                 DurationUs = Micros(started),
+                Timings = Timings(receivedAt, invocation),
             };
 
             if (runtime.HasExited)
@@ -240,7 +243,7 @@ internal sealed class FunctionHost(ChildReaper reaper)
                 budget = TimeSpan.FromMilliseconds(Math.Max(0, (long)request.DeadlineUnixMs - DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()));
             }
 
-            var invocation = new Invocation(request);
+            invocation = new Invocation(request);
             session.Begin(invocation);
             try
             {
@@ -284,6 +287,25 @@ internal sealed class FunctionHost(ChildReaper reaper)
         {
             _gate.Release();
         }
+    }
+
+    /// <summary>
+    /// The request's phases by the guest's clock, up to now (the reply is built last). An invocation the runtime never
+    /// received (or never answered) counts its missing phases as zero, and the rest as the agent's.
+    /// </summary>
+    private static GuestTimings Timings(long receivedAt, Invocation? invocation)
+    {
+        long now = Stopwatch.GetTimestamp();
+        long handoff = invocation?.DeliveredAt is > 0 and var d ? d : now;
+        long answer = invocation?.AnsweredAt is > 0 and var a && a >= handoff ? a : handoff;
+        static ulong Us(long from, long to) => to > from ? (ulong)Stopwatch.GetElapsedTime(from, to).Ticks / 10 : 0;
+        return new GuestTimings
+        {
+            ReceiveToHandoffUs = Us(receivedAt, handoff),
+            HandoffToAnswerUs = Us(handoff, answer),
+            AnswerToReplyUs = Us(answer, now),
+            InVmUs = Us(receivedAt, now),
+        };
     }
 
     public async Task<FunctionShutdownReply> ShutdownAsync(FunctionShutdownRequest request, CancellationToken cancellationToken)

@@ -13,6 +13,16 @@ internal sealed class Invocation(InvokeRequest request)
     public TaskCompletionSource<InvocationAnswer> Answer { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     /// <summary>Stopwatch timestamp of when the runtime received it (0 before).</summary>
     public long DeliveredAt { get; set; }
+    /// <summary>Stopwatch timestamp of the runtime's answer (/response or /error; 0 before).</summary>
+    public long AnsweredAt { get; private set; }
+
+    /// <summary>The runtime's answer: the first one counts.</summary>
+    public void Complete(InvocationAnswer answer)
+    {
+        if (Answer.Task.IsCompleted) return;
+        AnsweredAt = Stopwatch.GetTimestamp(); // before the waiter can see the answer
+        Answer.TrySetResult(answer);
+    }
 }
 
 internal sealed record InvocationAnswer(InvokeStatus Status, byte[] Payload, string ErrorType, bool Unhandled);
@@ -191,11 +201,11 @@ internal sealed class FunctionSession
         if (body is null)
         {
             var message = $"Response payload size exceeded maximum allowed payload size ({MaxResponseBytes} bytes).";
-            invocation.Answer.TrySetResult(new InvocationAnswer(InvokeStatus.FunctionError,
+            invocation.Complete(new InvocationAnswer(InvokeStatus.FunctionError,
                 FunctionJson.Error("Function.ResponseSizeTooLarge", message), "Function.ResponseSizeTooLarge", false));
             return ApiAnswer.Error(413, "RequestEntityTooLarge", message);
         }
-        invocation.Answer.TrySetResult(new InvocationAnswer(InvokeStatus.Success, body, "", false));
+        invocation.Complete(new InvocationAnswer(InvokeStatus.Success, body, "", false));
         return ApiAnswer.Accepted;
     }
 
@@ -206,13 +216,13 @@ internal sealed class FunctionSession
         if (invocation is null) return refusal;
         if (body is null)
         {
-            invocation.Answer.TrySetResult(new InvocationAnswer(InvokeStatus.FunctionError,
+            invocation.Complete(new InvocationAnswer(InvokeStatus.FunctionError,
                 FunctionJson.Error("Function.ResponseSizeTooLarge", "error document too large"), "Function.ResponseSizeTooLarge", false));
             return ApiAnswer.Error(413, "RequestEntityTooLarge", $"the error document is larger than {MaxResponseBytes} bytes");
         }
         string type = NonEmpty(errorTypeHeader) ?? FunctionJson.ErrorTypeOf(body) ?? "Unhandled";
         if (body.Length == 0) body = FunctionJson.Error(type, "");
-        invocation.Answer.TrySetResult(new InvocationAnswer(InvokeStatus.FunctionError, body, type, false));
+        invocation.Complete(new InvocationAnswer(InvokeStatus.FunctionError, body, type, false));
         return ApiAnswer.Accepted;
     }
 

@@ -122,6 +122,7 @@ internal sealed class RuntimeApiServer : IAsyncDisposable
         h["Lambda-Runtime-Deadline-Ms"] = r.DeadlineUnixMs.ToString(CultureInfo.InvariantCulture);
         h["Lambda-Runtime-Invoked-Function-Arn"] = r.InvokedFunctionArn;
         if (r.TraceId.Length > 0) h["Lambda-Runtime-Trace-Id"] = r.TraceId;
+        if (r.Traceparent.Length > 0) h["traceparent"] = r.Traceparent; // the host's span (W3C trace context)
         if (r.ClientContext.Length > 0) h["Lambda-Runtime-Client-Context"] = r.ClientContext;
         if (r.CognitoIdentity.Length > 0) h["Lambda-Runtime-Cognito-Identity"] = r.CognitoIdentity;
         c.Response.StatusCode = 200;

@@ -46,14 +46,14 @@ internal sealed class AgentConnection : IAsyncDisposable
 
     public async Task RunAsync()
     {
-        var requests = Channel.CreateBounded<Request>(MaxQueuedRequests);
+        var requests = Channel.CreateBounded<(Request Request, long ReceivedAt)>(MaxQueuedRequests);
         var reading = ReadLoopAsync(requests.Writer);
         try
         {
-            await foreach (var request in requests.Reader.ReadAllAsync().ConfigureAwait(false))
+            await foreach (var (request, receivedAt) in requests.Reader.ReadAllAsync().ConfigureAwait(false))
             {
                 if (_broken.IsCancellationRequested) break;
-                await DispatchAsync(request).ConfigureAwait(false);
+                await DispatchAsync(request, receivedAt).ConfigureAwait(false);
             }
         }
         finally
@@ -63,13 +63,14 @@ internal sealed class AgentConnection : IAsyncDisposable
         }
     }
 
-    private async Task ReadLoopAsync(ChannelWriter<Request> requests)
+    private async Task ReadLoopAsync(ChannelWriter<(Request, long)> requests)
     {
         try
         {
             while (true)
             {
                 var result = await _reader.ReadAsync(_broken.Token).ConfigureAwait(false);
+                long receivedAt = System.Diagnostics.Stopwatch.GetTimestamp();
                 switch (result.Status)
                 {
                     case FrameStatus.Frame:
@@ -80,7 +81,7 @@ internal sealed class AgentConnection : IAsyncDisposable
                             continue;
                         }
                         // Never wait for room: the reader must keep reading to notice a client that leaves.
-                        if (!requests.TryWrite(request!))
+                        if (!requests.TryWrite((request!, receivedAt)))
                             await SendErrorAsync(request!.Id, ErrorCode.ResourceExhausted,
                                 $"more than {MaxQueuedRequests} requests are waiting on this connection").ConfigureAwait(false);
                         break;
@@ -122,7 +123,7 @@ internal sealed class AgentConnection : IAsyncDisposable
     public ValueTask<bool> SendErrorAsync(ulong id, ErrorCode code, string message) =>
         SendAsync(new Response { Id = id, Error = new Error { Code = code, Message = message } });
 
-    private async Task DispatchAsync(Request request)
+    private async Task DispatchAsync(Request request, long receivedAt)
     {
         ulong id = request.Id;
         try
@@ -151,7 +152,7 @@ internal sealed class AgentConnection : IAsyncDisposable
                     await SendAsync(ReseedHandler.Handle(id, request.Reseed)).ConfigureAwait(false);
                     break;
                 case Request.BodyOneofCase.FunctionInit or Request.BodyOneofCase.Invoke or Request.BodyOneofCase.FunctionShutdown:
-                    await FunctionRequestHandler.HandleAsync(this, request).ConfigureAwait(false);
+                    await FunctionRequestHandler.HandleAsync(this, request, receivedAt).ConfigureAwait(false);
                     break;
                 default:
                     await SendErrorAsync(id, ErrorCode.UnknownRequest,

@@ -1,4 +1,6 @@
 using System.Buffers;
+using System.Diagnostics;
+using FireSharp.Daemon.Tracing;
 using System.Net.Sockets;
 using FireSharp.Proto.Agent;
 using Google.Protobuf;
@@ -227,10 +229,25 @@ public sealed class AgentClient : IAsyncDisposable, IDisposable
     /// Runs one invocation of the function started by <see cref="InitFunctionAsync"/> and returns
     /// how it ended (success, function error, timeout, runtime exit, out of memory).
     /// </summary>
+    /// <remarks>
+    /// Traced, the request carries the "agent invoke" span's traceparent, and the guest's own time
+    /// (<see cref="InvokeReply.Timings"/>) becomes a "guest" child and attributes of the span: see <see cref="AgentTracing"/>.
+    /// </remarks>
     public async Task<InvokeReply> InvokeFunctionAsync(InvokeRequest request, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(request);
-        return (await RequestAsync(new Request { Invoke = request }, Response.BodyOneofCase.Invoke, ct).ConfigureAwait(false)).Invoke;
+        using var span = AgentTracing.Start(Request.BodyOneofCase.Invoke);
+        request.Traceparent = DaemonTracing.Traceparent(span);
+        InvokeReply? reply = null;
+        DateTime replied = default;
+        await CallAsync(new Request { Invoke = request }, r =>
+        {
+            replied = DateTime.UtcNow;
+            reply = Expect(r, Response.BodyOneofCase.Invoke).Invoke;
+            return new ValueTask<bool>(true);
+        }, span, ct).ConfigureAwait(false);
+        AgentTracing.RecordGuest(span, replied, reply!.Timings);
+        return reply!;
     }
 
     /// <summary>
@@ -248,7 +265,26 @@ public sealed class AgentClient : IAsyncDisposable, IDisposable
     /// until it returns true. An Error response throws <see cref="AgentFailure.Remote"/> (the
     /// connection stays usable); anything else that goes wrong closes the client.
     /// </summary>
-    private async Task CallAsync(Request request, Func<Response, ValueTask<bool>> onResponse, CancellationToken cancellationToken)
+    private Task CallAsync(Request request, Func<Response, ValueTask<bool>> onResponse, CancellationToken cancellationToken) =>
+        CallAsync(request, onResponse, null, cancellationToken);
+
+    /// <param name="span">The caller's span for this request; null: an "agent &lt;request&gt;" span of its own (when traced).</param>
+    private async Task CallAsync(Request request, Func<Response, ValueTask<bool>> onResponse, Activity? span, CancellationToken cancellationToken)
+    {
+        using var own = span is null ? AgentTracing.Start(request.BodyCase) : null;
+        span ??= own;
+        try
+        {
+            await CallUntracedAsync(request, onResponse, span, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            DaemonTracing.Fail(span, e);
+            throw;
+        }
+    }
+
+    private async Task CallUntracedAsync(Request request, Func<Response, ValueTask<bool>> onResponse, Activity? span, CancellationToken cancellationToken)
     {
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
@@ -260,6 +296,7 @@ public sealed class AgentClient : IAsyncDisposable, IDisposable
             try
             {
                 await _writer.WriteAsync(request, cancellationToken).ConfigureAwait(false);
+                span?.AddEvent(new ActivityEvent(AgentTracing.RequestSentEvent));
                 while (true)
                 {
                     var frame = await _reader.ReadAsync(cancellationToken).ConfigureAwait(false);
@@ -287,7 +324,11 @@ public sealed class AgentClient : IAsyncDisposable, IDisposable
                     }
                     if (response.BodyCase == Response.BodyOneofCase.Error)
                         throw new AgentException(AgentFailure.Remote, $"{request.BodyCase}: {response.Error.Message}", response.Error.Code);
-                    if (await onResponse(response).ConfigureAwait(false)) return;
+                    if (await onResponse(response).ConfigureAwait(false))
+                    {
+                        span?.AddEvent(new ActivityEvent(AgentTracing.ReplyReceivedEvent));
+                        return;
+                    }
                 }
             }
             catch (Exception e) when (cancellationToken.IsCancellationRequested && e is not AgentException { Failure: AgentFailure.Remote })

@@ -24,6 +24,9 @@ public sealed class DaemonSettings
     public string? TcpListen { get; set; }
     /// <summary>host:port, or off.</summary>
     public string? MetricsListen { get; set; } = Defaults.MetricsListen;
+    public string? OtlpEndpoint { get; set; }
+    public string OtlpProtocol { get; set; } = Defaults.OtlpProtocol;
+    public string? TraceFile { get; set; }
     public string? TlsCertificate { get; set; }
     public string? TlsKey { get; set; }
     public string? TlsClientCa { get; set; }
@@ -126,6 +129,9 @@ public sealed class DaemonSettings
             SocketAllowedGids = gids,
             TcpListen = NullIfEmpty(TcpListen),
             MetricsListen = NullIfEmpty(MetricsListen) is { } ml && ml.ToLowerInvariant() is not ("off" or "none" or "false") ? ml : null,
+            OtlpEndpoint = NullIfEmpty(OtlpEndpoint) is { } otlp && otlp.ToLowerInvariant() is not ("off" or "none" or "false") ? otlp : null,
+            OtlpProtocol = OtlpProtocol,
+            TraceFile = NullIfEmpty(TraceFile),
             TlsCertificate = NullIfEmpty(TlsCertificate),
             TlsKey = NullIfEmpty(TlsKey),
             TlsClientCa = NullIfEmpty(TlsClientCa),

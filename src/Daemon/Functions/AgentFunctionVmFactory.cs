@@ -78,12 +78,14 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
         if (definition.SnapshotStart && Directory.Exists(snapshotDir))
         {
             string id = FunctionVmSpec.NewVmId(definition.Name, options.MaxIdLength);
+            using var span = StartSpan(FunctionRestoreSpan, definition, id);
             try
             {
                 return await RestoreAsync(definition, id, snapshotDir, started, cancellationToken).ConfigureAwait(false);
             }
             catch (Exception e) when (e is VmApiException or AgentException or TimeoutException or FunctionInitException || (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
             {
+                Tracing.DaemonTracing.Fail(span, e);
                 LogRestoreFailed(logger, definition.Name, definition.Version, snapshotDir, e.Message);
                 await DestroyAsync(id).ConfigureAwait(false);
             }
@@ -91,9 +93,14 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
         for (int attempt = 0; ; attempt++)
         {
             string id = FunctionVmSpec.NewVmId(definition.Name, options.MaxIdLength);
+            using var span = StartSpan(FunctionBootSpan, definition, id);
             try
             {
                 return await BootAsync(definition, id, started, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (Tracing.DaemonTracing.FailWith(span, e))
+            {
+                throw; // not reached: FailWith only records
             }
             catch (VmEndedException e) when (attempt < BootRetries)
             {
@@ -111,6 +118,18 @@ public sealed class AgentFunctionVmFactory(VmManager manager, DaemonOptions opti
                 throw;
             }
         }
+    }
+
+    /// <summary>The spans of a cold start's "restore or boot", under the pool's "pool create vm".</summary>
+    public const string FunctionRestoreSpan = "function restore", FunctionBootSpan = "function boot";
+
+    private static Activity? StartSpan(string name, FunctionDefinition f, string id)
+    {
+        var span = Tracing.DaemonTracing.Start(name);
+        span?.SetTag("faas.name", f.Name);
+        span?.SetTag("faas.version", f.Version);
+        span?.SetTag(Tracing.DaemonTracing.VmIdTag, id);
+        return span;
     }
 
     public Task DiscardSnapshotsAsync(string functionName, string? keepVersion, CancellationToken cancellationToken)

@@ -3,6 +3,7 @@ using System.Security.Cryptography.X509Certificates;
 using FireSharp.Daemon.Auth;
 using FireSharp.Daemon.Functions;
 using FireSharp.Daemon.Metrics;
+using FireSharp.Daemon.Tracing;
 using FireSharp.Daemon.Vms;
 using FireSharp.Daemon.Workers;
 using FireSharp.Worker.Protocol;
@@ -84,12 +85,14 @@ public static class DaemonHost
         builder.Services.AddSingleton(launcher ?? new ProcessWorkerLauncher(options.WorkerBinary ?? ProcessWorkerLauncher.DefaultBinary(),
             startTimeout: options.WorkerStartTimeout, seccomp: options.Seccomp, seccompTestTrigger: options.SeccompTestTrigger));
         builder.Services.AddDaemonMetrics(options);
+        builder.Services.AddDaemonTracing(options);
         builder.Services.AddSingleton<VmManager>();
         builder.Services.AddHostedService<DaemonStartup>();
         builder.Services.AddFunctions(options, functionVms); // after DaemonStartup: functions load once the VMs have
         builder.Services.AddGrpc(o =>
         {
-            o.Interceptors.Add<AuthorizationInterceptor>(); // first: a refused call reaches nothing else
+            o.Interceptors.Add<TracingInterceptor>(); // first: the call's span covers all of it, a refusal too
+            o.Interceptors.Add<AuthorizationInterceptor>(); // a refused call reaches nothing else
             o.Interceptors.Add<ErrorInterceptor>();
         });
         // Reflection (for grpcurl and other generic clients) over an explicit list of services: no runtime discovery.

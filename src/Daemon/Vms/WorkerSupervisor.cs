@@ -27,14 +27,19 @@ internal sealed class WorkerSupervisor(DaemonOptions options, IWorkerLauncher la
         var launch = jails.LaunchFor(entry);
         long logStart = WorkerLogRelay.Length(launch.LogPath);
         WorkerProcess process;
-        try
+        using (var span = Tracing.DaemonTracing.Start(Tracing.DaemonTracing.WorkerLaunchSpan))
         {
-            process = await launcher.LaunchAsync(launch, ct).ConfigureAwait(false);
-        }
-        catch
-        {
-            _logs.RelayOnce(entry.Id, launch.LogPath, logStart); // why the worker did not start, in its own words
-            throw;
+            span?.SetTag(Tracing.DaemonTracing.VmIdTag, entry.Id);
+            span?.SetTag("firesharp.worker.jailed", launch.Jail is not null);
+            try
+            {
+                process = await launcher.LaunchAsync(launch, ct).ConfigureAwait(false);
+            }
+            catch
+            {
+                _logs.RelayOnce(entry.Id, launch.LogPath, logStart); // why the worker did not start, in its own words
+                throw;
+            }
         }
         VmLog.WorkerLaunched(logger, entry.Id, process.Pid, launch.Jail is not null, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         var session = new WorkerSession(process, new WorkerClient(process.SocketPath)) { LogStart = logStart };

@@ -1,3 +1,5 @@
+using System.Diagnostics;
+using FireSharp.Daemon.Tracing;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
 using FireSharp.Proto.Worker;
@@ -69,32 +71,57 @@ public sealed class WorkerClient(string socketPath) : IAsyncDisposable
     }
 
     /// <summary>Sends one request and returns the worker's reply, which is not an error (errors are thrown).</summary>
+    /// <remarks>
+    /// Traced (a "worker &lt;request&gt;" client span, its traceparent in the request), the worker's own time comes
+    /// back in the reply and becomes a "worker handle &lt;request&gt;" child (<see cref="DaemonTracing.RecordRemote"/>).
+    /// </remarks>
     private async Task<WorkerMessage> CallForMessageAsync(WorkerRequest request, CancellationToken ct)
     {
+        string kind = DaemonTracing.SnakeCase(request.RequestCase.ToString());
+        using var span = DaemonTracing.Start(DaemonTracing.WorkerSpan(kind), ActivityKind.Client);
+        span?.SetTag(DaemonTracing.WorkerRequestTag, kind);
+        request.Traceparent = DaemonTracing.Traceparent(span);
         await _lock.WaitAsync(ct).ConfigureAwait(false);
         try
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             WorkerMessage? reply;
+            DateTime sent = default;
             try
             {
                 _control ??= await ConnectAsync(SocketPath, ct).ConfigureAwait(false);
+                sent = DateTime.UtcNow;
                 await WorkerFraming.WriteAsync(_control, request, ct).ConfigureAwait(false);
                 reply = await WorkerFraming.ReadAsync(_control, WorkerMessage.Parser, ct).ConfigureAwait(false);
             }
             catch (Exception e) when (e is OperationCanceledException or IOException or SocketException or InvalidDataException
                                           or Google.Protobuf.InvalidProtocolBufferException)
             {
+                DaemonTracing.Fail(span, e);
                 await DropControlAsync().ConfigureAwait(false);
                 if (e is OperationCanceledException) throw;
                 throw VmApiException.Unavailable($"the VM's worker is not answering ({e.Message})");
             }
             if (reply is null)
             {
+                span?.SetStatus(ActivityStatusCode.Error, "the worker closed the connection");
                 await DropControlAsync().ConfigureAwait(false);
                 throw VmApiException.Unavailable("the VM's worker closed the connection");
             }
-            return reply.MessageCase == WorkerMessage.MessageOneofCase.Error ? throw ToException(reply.Error) : reply;
+            if (span is not null && reply.Timing is { } timing)
+            {
+                var handled = DaemonTracing.FromMicros(timing.HandledUs);
+                span.SetTag(DaemonTracing.WorkerHandledTag, (long)timing.HandledUs);
+                var transit = DaemonTracing.RecordRemote(span, DaemonTracing.WorkerHandleSpan(kind), sent, DateTime.UtcNow, handled,
+                    timing.Phases.Select(p => (p.Name, DaemonTracing.FromMicros(p.StartUs), DaemonTracing.FromMicros(p.DurationUs))));
+                if (transit is { } t) span.SetTag(DaemonTracing.TransitTag, DaemonTracing.Micros(t));
+            }
+            if (reply.MessageCase == WorkerMessage.MessageOneofCase.Error)
+            {
+                span?.SetStatus(ActivityStatusCode.Error, reply.Error.Message);
+                throw ToException(reply.Error);
+            }
+            return reply;
         }
         finally
         {
