@@ -1,3 +1,4 @@
+// Just over 400 lines: one client for every request of the agent protocol (hello, exec, files in chunks, functions, reseed) over one connection; each request is a short method on the shared request/reply plumbing and its span
 using System.Buffers;
 using System.Diagnostics;
 using FireSharp.Daemon.Tracing;
