@@ -19,8 +19,8 @@ internal static partial class CopyCommand
     /// <summary>The bytes in each CopyIn message (the daemon writes the guest file in 1 MiB chunks).</summary>
     public const int PieceBytes = 256 << 10;
 
-    /// <summary>Issue 13's exit code for "not found".</summary>
-    public const int ExitNotFound = 4;
+    /// <summary>A missing local file (<see cref="ExitCodes.NotFound"/>).</summary>
+    public const int ExitNotFound = ExitCodes.NotFound;
 
     public static Command Create()
     {
@@ -31,26 +31,33 @@ internal static partial class CopyCommand
         var command = new Command("cp", "copy a file into or out of a running VM through its guest agent (VMID:/path on one side)") { src, dst, mode, parents };
         command.SetAction(async (parse, ct) =>
         {
+            Endpoint from, to;
+            uint? explicitMode;
             try
             {
-                var (from, to) = (Endpoint.Parse(parse.GetValue(src)!), Endpoint.Parse(parse.GetValue(dst)!));
+                (from, to) = (Endpoint.Parse(parse.GetValue(src)!), Endpoint.Parse(parse.GetValue(dst)!));
                 if (from.Vm is null == to.Vm is null)
                     throw new ArgumentException(from.Vm is null ? "vm cp: one side must be VMID:/path in the guest" : "vm cp: only one side may be in a guest");
-                uint? explicitMode = parse.GetValue(mode) is { } m ? ParseMode(m) : null;
-                return await VmClientCommands.CallAsync(parse, (client, options) => from.Vm is null
-                    ? CopyInAsync(client, from.Path, to.Vm!, to.Path, explicitMode, parse.GetValue(parents), options.CancellationToken)
-                    : CopyOutAsync(client, from.Vm, from.Path, to.Path, options.CancellationToken), ct, streaming: true);
+                explicitMode = parse.GetValue(mode) is { } m ? ParseMode(m) : null;
             }
-            catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+            catch (ArgumentException e)
             {
-                Console.Error.WriteLine($"firesharp: {e.Message}");
-                return ExitNotFound;
+                return CliErrors.Report(Console.Error, ExitCodes.Usage, e.Message, "see 'firesharp vm cp --help'");
             }
-            catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException)
+            return await VmClientCommands.CallAsync(parse, async (client, options) =>
             {
-                Console.Error.WriteLine($"firesharp: {e.Message}");
-                return e is ArgumentException ? VmClientCommands.ExitRefused : VmClientCommands.ExitFailed;
-            }
+                try
+                {
+                    if (from.Vm is null) await CopyInAsync(client, from.Path, to.Vm!, to.Path, explicitMode, parse.GetValue(parents), options.CancellationToken).ConfigureAwait(false);
+                    else await CopyOutAsync(client, from.Vm, from.Path, to.Path, options.CancellationToken).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is IOException and not (FileNotFoundException or DirectoryNotFoundException) or UnauthorizedAccessException)
+                {
+                    // The copy itself failed (a full disk, a local file this user may not write, a broken stream): exit 1,
+                    // not the usage error DaemonClient makes of other I/O exceptions. A missing local file stays 4.
+                    throw new CliException(ExitCodes.Failed, e.Message);
+                }
+            }, ct, streaming: true).ConfigureAwait(false);
         });
         return command;
     }
@@ -138,12 +145,14 @@ internal static partial class CopyCommand
         if (guestPath.EndsWith('/')) throw new ArgumentException($"vm cp: {vm}:{guestPath} is a directory (only files are copied)");
         bool stdout = local == "-";
         if (!stdout && (Directory.Exists(local) || local.EndsWith('/'))) local = Path.Combine(local, Path.GetFileName(guestPath));
-        string temp = stdout ? "" : Path.Combine(Path.GetDirectoryName(Path.GetFullPath(local))!, $".{Path.GetFileName(local)}.fscp-{Environment.ProcessId}");
+        string temp = stdout ? "" : Path.Combine(Path.GetDirectoryName(Path.GetFullPath(local))!, $".{Path.GetFileName(local)}.fscp-{Guid.NewGuid():N}");
         using var call = client.CopyOut(new CopyOutRequest { Id = vm, Path = guestPath }, cancellationToken: ct);
         // Nothing is created locally until the guest file is known to exist (the first chunk).
         if (!await call.ResponseStream.MoveNext(ct).ConfigureAwait(false)) throw new IOException($"{vm}:{guestPath}: the daemon sent nothing");
-        uint mode = call.ResponseStream.Current.Mode;
-        var create = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, BufferSize = 0 };
+        // The guest names the mode: only the permission bits are kept (never setuid, setgid or sticky on the host).
+        uint mode = call.ResponseStream.Current.Mode & 0x1FF;
+        // A fresh random name, created exclusively: a planted file or symlink of that name is never written through.
+        var create = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, BufferSize = 0 };
         if (!OperatingSystem.IsWindows()) create.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
         var output = stdout ? Console.OpenStandardOutput() : new FileStream(temp, create);
         bool done = false;
@@ -155,17 +164,15 @@ internal static partial class CopyCommand
                 do
                 {
                     var chunk = call.ResponseStream.Current;
-                    if (!stdout && output.Position != (long)chunk.Offset) output.Seek((long)chunk.Offset, SeekOrigin.Begin);
+                    // Chunks come in order, each where the last ended: the guest cannot make a sparse giant by its offsets.
+                    if ((long)chunk.Offset != size) throw new IOException($"{vm}:{guestPath}: a chunk at offset {chunk.Offset} where {size} was expected");
                     await output.WriteAsync(chunk.Data.Memory, ct).ConfigureAwait(false);
-                    size = Math.Max(size, (long)chunk.Offset + chunk.Data.Length);
+                    size += chunk.Data.Length;
                 }
                 while (await call.ResponseStream.MoveNext(ct).ConfigureAwait(false));
+                if (mode != 0 && output is FileStream file && !OperatingSystem.IsWindows()) File.SetUnixFileMode(file.SafeFileHandle, (UnixFileMode)mode);
             }
-            if (!stdout)
-            {
-                if (mode != 0 && !OperatingSystem.IsWindows()) File.SetUnixFileMode(temp, (UnixFileMode)mode);
-                File.Move(temp, local, overwrite: true);
-            }
+            if (!stdout) File.Move(temp, local, overwrite: true);
             done = true;
             return size;
         }

@@ -79,6 +79,9 @@ public static class AgentFileTransfer
         return total;
     }
 
+    /// <summary>The most read of a guest file that reports size 0 (procfs and the like).</summary>
+    public const long MaxUnsizedBytes = 64L << 20;
+
     /// <summary>Reads <paramref name="path"/> from the guest in chunks of at most <paramref name="chunkBytes"/>, until its end.</summary>
     public static async IAsyncEnumerable<GuestFileChunk> ReadAsync(AgentClient client, string path, int chunkBytes = DefaultChunkBytes,
         [EnumeratorCancellation] CancellationToken ct = default)
@@ -87,10 +90,18 @@ public static class AgentFileTransfer
         ArgumentOutOfRangeException.ThrowIfLessThan(chunkBytes, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(chunkBytes, AgentProtocol.MaxFileBytes);
         long offset = 0;
+        long limit = -1;
         while (true)
         {
             var reply = await client.ReadFileChunkAsync(new ReadFileRequest { Path = path, Offset = (ulong)offset, Length = (uint)chunkBytes }, ct).ConfigureAwait(false);
-            yield return new GuestFileChunk(offset, reply.Data.Memory, reply.Mode, (long)reply.Size);
+            // The guest is not trusted to ever say eof: the copy ends at the size it reported first (a file that grows
+            // while it is read may add one chunk), or for a file that reports no size (procfs) at MaxUnsizedBytes, so a
+            // guest cannot stream without end into the caller's disk.
+            if (limit < 0) limit = reply.Size > 0 ? (long)Math.Min(reply.Size, long.MaxValue / 2) + chunkBytes : MaxUnsizedBytes;
+            if (offset + reply.Data.Length > limit)
+                throw new IOException($"{path}: the guest sent more than the {reply.Size} bytes it reported");
+            // Only the permission bits (and setuid/setgid/sticky, which the client drops) of the guest's mode are passed on.
+            yield return new GuestFileChunk(offset, reply.Data.Memory, reply.Mode & 0xFFF, (long)reply.Size);
             offset += reply.Data.Length;
             // (An empty chunk that is not the end would loop forever: stop.)
             if (reply.Eof || reply.Data.Length == 0) yield break;

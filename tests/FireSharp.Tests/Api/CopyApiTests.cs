@@ -63,6 +63,13 @@ public sealed class CopyApiTests(ITestOutputHelper output)
         Assert.Equal((UnixFileMode)0b110_000_000, File.GetUnixFileMode(Path.Combine(outDir, "big.bin")));
         Assert.Single(Directory.GetFiles(outDir)); // no temporary file left beside it
 
+        // A guest's setuid/setgid bits never reach the host: only the permission bits are kept.
+        File.SetUnixFileMode(guestFile, (UnixFileMode)0b110_111_101_101); // 06755
+        string suid = Path.Combine(outDir, "suid");
+        (code, err) = s.RunCli("vm", "cp", $"cp:{guestFile}", suid);
+        Assert.True(code == 0, $"exit {code}: {err}");
+        Assert.Equal((UnixFileMode)0b111_101_101, File.GetUnixFileMode(suid)); // 0755
+
         // --mode, and an empty file.
         string empty = Path.Combine(local, "empty");
         await File.WriteAllBytesAsync(empty, []);
