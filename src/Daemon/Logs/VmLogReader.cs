@@ -26,6 +26,12 @@ public readonly record struct VmLogPiece(VmLogKind Kind, ReadOnlyMemory<byte> Da
 public static class VmLogReader
 {
     public const int ChunkBytes = 64 * 1024;
+
+    /// <summary>The most a first read returns (both files together; <c>--tail</c> asks for less).</summary>
+    public const long MaxInitialBytes = 32 << 20;
+
+    /// <summary>The most one poll of a followed file reads; the rest comes on the next poll.</summary>
+    public const int MaxPollBytes = 1 << 20;
     internal static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(250);
 
     public static async IAsyncEnumerable<VmLogPiece> ReadAsync(string dir, bool console, bool vmm, bool follow, long tailBytes,
@@ -63,12 +69,17 @@ public static class VmLogReader
 
         public List<VmLogPiece> Initial(long tailBytes)
         {
+            // At most the tail asked for (or MaxInitialBytes) is read: the files are capped, but a worker owns its
+            // log's fd and could have made it a sparse giant.
+            long budget = tailBytes > 0 ? Math.Min(tailBytes, MaxInitialBytes) : MaxInitialBytes;
             var kept = new MemoryStream();
-            AppendFile(kept, path + ".1");
             _file = TryOpen(path);
+            long current = _file?.Length ?? 0;
+            AppendFile(kept, path + ".1", Math.Max(0, budget - current));
             if (_file is not null)
             {
-                _file.CopyTo(kept);
+                _file.Position = current - Math.Min(current, budget);
+                CopyAtMost(_file, kept, current - _file.Position);
                 _offset = _file.Position;
             }
             var data = kept.GetBuffer().AsMemory(0, (int)kept.Length);
@@ -112,7 +123,7 @@ public static class VmLogReader
             if (length < _offset) _offset = 0; // truncated (worker.log's rotation)
             if (length == _offset) return [];
             _file.Position = _offset;
-            var data = new byte[length - _offset];
+            var data = new byte[Math.Min(length - _offset, MaxPollBytes)]; // the rest on the next poll
             int n = _file.ReadAtLeast(data, data.Length, throwOnEndOfStream: false);
             _offset += n;
             return Emit(data.AsMemory(0, n));
@@ -130,9 +141,10 @@ public static class VmLogReader
             var text = new StringBuilder();
             foreach (byte b in data.Span)
             {
-                if (b != (byte)'\n') { _partial.Add(b); continue; }
+                if (b != (byte)'\n' && _partial.Count < WorkerLogRelay.MaxLineBytes) { _partial.Add(b); continue; }
                 string line = Encoding.UTF8.GetString([.. _partial]).TrimEnd('\r');
                 _partial.Clear();
+                if (b != (byte)'\n') _partial.Add(b); // a line over MaxLineBytes is cut: this byte starts the next piece
                 if (line.Length == 0) continue;
                 text.Append(WorkerLogLine.Parse(line).Render()).Append('\n');
                 if (text.Length >= ChunkBytes)
@@ -145,10 +157,24 @@ public static class VmLogReader
             return pieces;
         }
 
-        private static void AppendFile(MemoryStream into, string file)
+        private static void AppendFile(MemoryStream into, string file, long atMost)
         {
             using var f = TryOpen(file);
-            f?.CopyTo(into);
+            if (f is null || atMost <= 0) return;
+            f.Position = Math.Max(0, f.Length - atMost);
+            CopyAtMost(f, into, atMost);
+        }
+
+        private static void CopyAtMost(FileStream from, Stream to, long count)
+        {
+            var buffer = new byte[ChunkBytes];
+            while (count > 0)
+            {
+                int n = from.Read(buffer, 0, (int)Math.Min(buffer.Length, count));
+                if (n == 0) break;
+                to.Write(buffer, 0, n);
+                count -= n;
+            }
         }
 
         private static FileStream? TryOpen(string file)

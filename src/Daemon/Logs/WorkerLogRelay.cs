@@ -179,7 +179,7 @@ public sealed class WorkerLogRelay : IDisposable
         }
         ReportDropped();
         var line = WorkerLogLine.Parse(text);
-        var logger = _categories.GetOrAdd(line.Category, c => _loggers.CreateLogger(c));
+        var logger = _categories.GetOrAdd(CategoryOf(line.Category), c => _loggers.CreateLogger(c));
         if (!logger.IsEnabled(line.Level)) return;
         var scope = new List<KeyValuePair<string, object?>>(4 + line.Properties.Count)
         {
@@ -194,6 +194,25 @@ public sealed class WorkerLogRelay : IDisposable
         Relayed++;
     }
 
+    /// <summary>The most categories one worker may log under: the logger factory keeps every category it is asked for.</summary>
+    public const int MaxCategories = 64;
+
+    /// <summary>
+    /// The category a worker's line is logged under. The worker is not trusted: only the VMM's own namespaces
+    /// (<c>FireSharp.*</c> but the daemon's, CLI's and pool's), of sane length and characters, and at most
+    /// <see cref="MaxCategories"/> of them; anything else is <see cref="WorkerLogLine.RawCategory"/>. So a worker can neither
+    /// log as the daemon nor grow the daemon's memory with made-up categories.
+    /// </summary>
+    internal string CategoryOf(string category)
+    {
+        bool own = category.Length <= 128 && category.StartsWith("FireSharp.", StringComparison.Ordinal)
+            && !category.StartsWith("FireSharp.Daemon", StringComparison.Ordinal) && !category.StartsWith("FireSharp.Cli", StringComparison.Ordinal)
+            && !category.StartsWith("FireSharp.Pool", StringComparison.Ordinal)
+            && category.All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '.' or '_');
+        if (!own) return WorkerLogLine.RawCategory;
+        return _categories.Count < MaxCategories || _categories.ContainsKey(category) ? category : WorkerLogLine.RawCategory;
+    }
+
     private void ReportDropped()
     {
         if (_dropped == 0) return;
@@ -201,20 +220,50 @@ public sealed class WorkerLogRelay : IDisposable
         _dropped = 0;
     }
 
-    /// <summary>Copies the file to <c>worker.log.1</c> and truncates it (the worker appends on at 0).</summary>
+    /// <summary>
+    /// Copies the file to <c>worker.log.1</c> and truncates it (the worker appends on at 0). Bounded whatever the worker
+    /// made of its file (it owns the fd: it could drop O_APPEND and write at a huge offset): at most twice the cap is
+    /// kept in <c>.1</c>, copied through a fixed buffer, and at most <see cref="MaxUnreadAtRotation"/> of what was not
+    /// read yet is relayed.
+    /// </summary>
     private void Rotate(FileStream file)
     {
-        // The whole file, with what arrived since the read above: only what lands between here and the truncation is lost.
-        file.Position = 0;
-        using var all = new MemoryStream();
-        file.CopyTo(all);
+        long length = file.Length;
+        long keep = Math.Min(length, Math.Max(_limits.WorkerLogMaxBytes, MaxUnreadAtRotation) * 2);
         string rotated = _path + ".1", temp = rotated + ".tmp";
-        File.WriteAllBytes(temp, all.ToArray());
+        using (var copy = new FileStream(temp, FileMode.Create, FileAccess.Write))
+        {
+            file.Position = length - keep;
+            CopyBounded(file, copy, keep);
+        }
         File.Move(temp, rotated, overwrite: true);
+        // What arrived since the last read (only what lands between here and the truncation is lost).
+        long unreadFrom = Math.Max(_offset, length - MaxUnreadAtRotation);
+        if (length > unreadFrom)
+        {
+            var unread = new byte[length - unreadFrom];
+            file.Position = unreadFrom;
+            file.ReadExactly(unread);
+            Split(unread);
+        }
         file.SetLength(0);
-        if (all.Length > _offset) Split(all.GetBuffer().AsSpan((int)_offset, (int)(all.Length - _offset)));
         _partial.SetLength(0); // the rest of a line cut here is gone
         _offset = 0;
+    }
+
+    /// <summary>The most of a worker's log not read yet that a rotation relays (the rest is in <c>worker.log.1</c>).</summary>
+    private const int MaxUnreadAtRotation = 1 << 20;
+
+    private static void CopyBounded(FileStream from, FileStream to, long count)
+    {
+        var buffer = new byte[64 * 1024];
+        while (count > 0)
+        {
+            int n = from.Read(buffer, 0, (int)Math.Min(buffer.Length, count));
+            if (n == 0) break;
+            to.Write(buffer, 0, n);
+            count -= n;
+        }
     }
 }
 

@@ -136,6 +136,24 @@ public sealed class WorkerLogRelayTests : IDisposable
         relay.Dispose();
     }
 
+    [Fact]
+    public void A_worker_logs_only_under_the_vmms_own_categories_and_a_bounded_number_of_them()
+    {
+        using var loggers = Loggers();
+        using var relay = new WorkerLogRelay("vm-c", LogPath, 0, loggers, new LogLimits());
+        Assert.Equal("FireSharp.Worker", relay.CategoryOf("FireSharp.Worker"));
+        Assert.Equal("FireSharp.Devices.Virtio.VirtioBlock", relay.CategoryOf("FireSharp.Devices.Virtio.VirtioBlock"));
+        // The daemon's own categories, anything else, odd characters and long names are the raw category.
+        foreach (var c in new[] { "FireSharp.Daemon.Auth.ApiAuthorization", "FireSharp.Cli", "FireSharp.Pool.Invoker", "Microsoft.AspNetCore", "FireSharp.X y", "FireSharp.\n", "FireSharp." + new string('a', 200) })
+            Assert.Equal(WorkerLogLine.RawCategory, relay.CategoryOf(c));
+        // At most MaxCategories distinct ones: a worker cannot grow the logger factory without bound.
+        for (int i = 0; i < WorkerLogRelay.MaxCategories * 2; i++)
+            File.AppendAllText(LogPath, $"{{\"t\":\"2026-12-07T00:00:00Z\",\"l\":\"Information\",\"c\":\"FireSharp.Made{i}\",\"m\":\"x\"}}\n");
+        relay.Pump();
+        Assert.Equal(WorkerLogLine.RawCategory, relay.CategoryOf("FireSharp.Made" + (WorkerLogRelay.MaxCategories * 2 - 1)));
+        Assert.Equal("FireSharp.Made0", relay.CategoryOf("FireSharp.Made0"));
+    }
+
     private sealed class Collector : ILogEventSink
     {
         public ConcurrentQueue<LogEvent> Events { get; } = new();
