@@ -79,8 +79,11 @@ public static class DaemonTracing
         {
             if (span is null) return transit;
             span.SetTag(PlacementTag, CenteredPlacement);
-            foreach (var (phaseName, offset, duration) in phases)
+            foreach (var (phaseName, rawOffset, rawDuration) in phases)
             {
+                // The remote side's figures are not trusted: every phase is clamped into the remote span.
+                var offset = rawOffset < TimeSpan.Zero || rawOffset > remote ? remote : rawOffset;
+                var duration = rawDuration > remote - offset ? remote - offset : rawDuration;
                 if (duration <= TimeSpan.Zero) continue;
                 var phase = Source.StartActivity(phaseName, ActivityKind.Internal, span.Context, startTime: start + offset);
                 if (phase is null) continue;
@@ -96,7 +99,10 @@ public static class DaemonTracing
     public static long Micros(TimeSpan t) => (long)(t.Ticks / 10);
 
     /// <summary>A duration reported in microseconds.</summary>
-    public static TimeSpan FromMicros(ulong us) => TimeSpan.FromTicks((long)Math.Min(us, (ulong)(long.MaxValue / 10)) * 10);
+    // (Capped at 10 days: the figures come from a worker or a guest, and sums of them must never overflow.)
+    public static TimeSpan FromMicros(ulong us) => TimeSpan.FromTicks((long)Math.Min(us, MaxRemoteMicros) * 10);
+
+    private const ulong MaxRemoteMicros = 10UL * 24 * 3600 * 1_000_000;
 
     /// <summary>Marks <paramref name="activity"/> failed with <paramref name="e"/>'s type and message.</summary>
     public static void Fail(Activity? activity, Exception e)

@@ -139,6 +139,27 @@ public sealed class TracingTests(RuntimeAgent agent, ITestOutputHelper output) :
     }
 
     [Fact]
+    public void A_guests_absurd_timings_are_clamped_into_the_round_trip_and_never_throw()
+    {
+        var spans = new List<Activity>();
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = s => s.Name == DaemonTracing.SourceName,
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = a => { lock (spans) spans.Add(a); },
+        };
+        ActivitySource.AddActivityListener(listener);
+        using var roundTrip = DaemonTracing.Source.StartActivity("agent invoke (test)")!;
+        var replied = roundTrip.StartTimeUtc + TimeSpan.FromMilliseconds(5);
+        var lying = new FireSharp.Proto.Agent.GuestTimings { InVmUs = ulong.MaxValue, ReceiveToHandoffUs = ulong.MaxValue, HandoffToAnswerUs = ulong.MaxValue, AnswerToReplyUs = ulong.MaxValue };
+        FireSharp.Daemon.Agent.AgentTracing.RecordGuest(roundTrip, replied, lying); // threw OverflowException / ArgumentOutOfRange before
+        List<Activity> guest;
+        lock (spans) guest = [.. spans.Where(a => a.ParentSpanId == roundTrip.SpanId || a.Parent?.ParentSpanId == roundTrip.SpanId)];
+        Assert.NotEmpty(guest);
+        Assert.All(guest, a => Assert.True(a.StartTimeUtc >= roundTrip.StartTimeUtc && a.StartTimeUtc + a.Duration <= replied, $"{a.DisplayName} {a.StartTimeUtc:O} +{a.Duration}"));
+    }
+
+    [Fact]
     public void The_trace_file_has_one_json_object_a_span_with_its_parent_and_attributes()
     {
         string path = Path.Combine(TestPaths.TempDir(), "spans.jsonl");
