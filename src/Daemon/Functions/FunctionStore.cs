@@ -111,7 +111,7 @@ public sealed partial class FunctionStore(string root, ILogger logger)
             {
                 tree.CopyTo(source, staging);
             }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or JailSetupException) // (JailSetupException: lchown of the copy)
             {
                 throw VmApiException.Invalid(field, $"'{directory}' cannot be read: {e.Message}");
             }

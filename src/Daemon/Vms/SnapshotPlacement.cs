@@ -41,7 +41,15 @@ internal static class SnapshotPlacement
             using var placed = Open(parent, name, PathOpen.OPath | PathOpen.ONoFollow, target);
             if (!Same(PathOpen.Status(placed), PathOpen.Status(dir)))
                 throw new SnapshotException(SnapshotErrorReason.IoError, $"the VM's outbox changed while its snapshot was moved to {target}; refused");
-            SnapshotMac.Sign(Self(dir), key);
+            try
+            {
+                SnapshotMac.Sign(Self(dir), key);
+            }
+            catch
+            {
+                TryDelete(Path.Combine(Self(parent), name)); // an unsigned snapshot is not left at the target
+                throw;
+            }
             return;
         }
         if (rc == DirFd.EEXIST) throw new SnapshotException(SnapshotErrorReason.DirectoryExists, $"snapshot directory {target} already exists");
@@ -74,6 +82,22 @@ internal static class SnapshotPlacement
         int rc = DirFd.MkDirAt(parent, temp, DirMode);
         if (rc == DirFd.EEXIST) throw new SnapshotException(SnapshotErrorReason.DirectoryExists, $"snapshot directory {target} is being created by someone else");
         if (rc != 0) throw new IOException($"mkdir in the parent of {target}: {Errno.Text(rc)}", rc);
+        bool placed = false;
+        try
+        {
+            CopyInto(parent, temp, source, files, name, target, key);
+            placed = true;
+        }
+        finally
+        {
+            // A failed copy (a full disk, a refused rename) leaves no partial directory behind; the path goes through the
+            // parent's fd, so it is the directory made above whatever happened to the parent's path meanwhile.
+            if (!placed) TryDelete(Path.Combine(Self(parent), temp));
+        }
+    }
+
+    private static void CopyInto(SafeFileHandle parent, string temp, SafeFileHandle source, List<string> files, string name, string target, SnapshotKey key)
+    {
         using var copy = Open(parent, temp, PathOpen.ORdOnly | PathOpen.ODirectory | PathOpen.ONoFollow, target);
         var st = PathOpen.Status(copy);
         if (st.Type != PathOpen.SIfDir || st.Uid != ProcInfo.EffectiveUserId)
@@ -88,7 +112,7 @@ internal static class SnapshotPlacement
             Check(DirFd.Sync(to), f);
         }
         SnapshotMac.Sign(Self(copy), key);
-        rc = DirFd.RenameAt(parent, temp, parent, name);
+        int rc = DirFd.RenameAt(parent, temp, parent, name);
         if (rc == DirFd.EEXIST) throw new SnapshotException(SnapshotErrorReason.DirectoryExists, $"snapshot directory {target} already exists");
         if (rc != 0) throw new IOException($"rename into {target}: {Errno.Text(rc)}", rc);
     }
