@@ -107,15 +107,20 @@ public sealed class TracingTests(RuntimeAgent agent, ITestOutputHelper output) :
         long reply = (long)agentSpan.GetTagItem(DaemonTracing.GuestAnswerToReplyTag)!;
         Assert.True(runtime > 0, "the runtime's time");
         Assert.InRange(inVm - (handoff + runtime + reply), 0, 3); // the phases add up (each rounded down to a µs)
-        Assert.True((long)agentSpan.GetTagItem(DaemonTracing.VsockTransitTag)! >= 0);
+        long transit = (long)agentSpan.GetTagItem(DaemonTracing.VsockTransitTag)!;
+        Assert.True(transit >= 0);
 
         var guest = Single(trace, DaemonTracing.GuestSpan);
         AssertChild(agentSpan, guest);
-        Assert.Equal(inVm, DaemonTracing.Micros(guest.Duration));
+        // The guest's own figure, unless the host measured a shorter round trip (the two clocks sample at different
+        // points): then the guest span is clamped to the round trip and the transit is 0.
+        if (transit > 0) Assert.Equal(inVm, DaemonTracing.Micros(guest.Duration));
+        else Assert.InRange(DaemonTracing.Micros(guest.Duration), 0, inVm);
         Assert.True(guest.StartTimeUtc >= agentSpan.StartTimeUtc && guest.StartTimeUtc + guest.Duration <= agentSpan.StartTimeUtc + agentSpan.Duration);
         var guestRuntime = Single(trace, DaemonTracing.GuestRuntimeSpan);
         AssertChild(guest, guestRuntime);
-        Assert.Equal(runtime, DaemonTracing.Micros(guestRuntime.Duration));
+        if (transit > 0) Assert.Equal(runtime, DaemonTracing.Micros(guestRuntime.Duration));
+        else Assert.InRange(DaemonTracing.Micros(guestRuntime.Duration), 0, runtime); // clamped into the guest span
         Assert.All(trace, span => Assert.True(span == root || trace.Any(p => p.SpanId == span.ParentSpanId), $"{span.DisplayName} has no parent in the trace"));
 
         // The runtime was handed the agent span's context as the traceparent header.
