@@ -134,7 +134,7 @@ public static class SnapshotFormat
                 CreatedAt = DateTimeOffset.FromUnixTimeMilliseconds(Math.Clamp(created, 0, 253402300799999)),
             };
         }
-        catch (Exception e) when (e is EndOfStreamException or InvalidDataException or FormatException or DecoderFallbackException or ArgumentException)
+        catch (Exception e) when (e is IOException or InvalidDataException or FormatException or DecoderFallbackException or ArgumentException)
         {
             throw new SnapshotException(SnapshotErrorReason.Corrupt, $"{path}: corrupt snapshot state: {e.Message}", e);
         }
